@@ -1,0 +1,88 @@
+// edgestate: the node binary. `edgestate serve` runs one region's node.
+// Exit codes: 0 clean shutdown or --help; 1 runtime failure (storage, port); 2 bad usage.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "server/config.h"
+#include "server/node.h"
+
+namespace {
+
+constexpr int kExitUsage = 2;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "edgestate: durable, replicated edge state (counters) served over HTTP.\n"
+      "One node per region; see README.md and docs/.",
+      "edgestate"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "edgestate 0.1.0");
+
+  edgestate::server::ServeFlags flags;
+  CLI::App* serve = app.add_subcommand("serve", "Run this region's node until SIGINT/SIGTERM.");
+  auto str_opt = [&](const char* name, std::optional<std::string>* dest, const char* help) {
+    return serve->add_option_function<std::string>(
+        name, [dest](const std::string& v) { *dest = v; }, help);
+  };
+  auto int_opt = [&](const char* name, std::optional<int64_t>* dest, const char* help) {
+    return serve->add_option_function<int64_t>(
+        name, [dest](const int64_t& v) { *dest = v; }, help);
+  };
+  int_opt("--port", &flags.port, "Client HTTP port; 0 picks a free one. Env PORT. Default 8080.");
+  str_opt("--listen", &flags.listen, "Address to listen on. Default 0.0.0.0.");
+  str_opt("--region", &flags.region,
+          "This node's region (a-z0-9-_, up to 32). Env EDGESTATE_REGION, then FLY_REGION. "
+          "Default local.");
+  str_opt("--data-dir", &flags.data_dir, "Directory of the store. Env EDGESTATE_DATA_DIR. "
+                                         "Default ./data.");
+  str_opt("--durability", &flags.durability,
+          "fsync: acknowledge after fdatasync (group commit). async: acknowledge after the WAL "
+          "append, sync every --async-sync-interval-ms. Default fsync.");
+  str_opt("--api-key", &flags.api_key,
+          "Require 'Authorization: Bearer KEY' on every route but /health. "
+          "Env EDGESTATE_API_KEY.");
+  str_opt("--config", &flags.config_file,
+          "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
+          "threads, max_connections, request_timeout_ms, async_sync_interval_ms). Precedence: "
+          "flag > environment > file > default.");
+  int_opt("--threads", &flags.threads, "I/O threads; 0 = one per CPU available. Default 0.");
+  int_opt("--max-connections", &flags.max_connections,
+          "Open client connections allowed; beyond it new ones get 503. Default 10000.");
+  int_opt("--request-timeout-ms", &flags.request_timeout_ms,
+          "A whole request (and keep-alive idle time) must arrive within this. Default 15000.");
+  int_opt("--async-sync-interval-ms", &flags.async_sync_interval_ms,
+          "With --durability async: how often the WAL is synced. Default 100.");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "edgestate: %s\nRun 'edgestate --help' or 'edgestate serve --help'.\n",
+                 e.what());
+    return kExitUsage;
+  }
+
+  if (serve->parsed()) {
+    auto config = edgestate::server::ResolveServeConfig(flags, edgestate::server::ProcessEnv());
+    if (!config.ok()) {
+      std::fprintf(stderr, "edgestate serve: %s\n", config.status().message().c_str());
+      return kExitUsage;
+    }
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+    edgestate::Status s = edgestate::server::RunNode(*config);
+    if (!s.ok()) {
+      spdlog::error("edgestate serve: {}", s.ToString());
+      return 1;
+    }
+  }
+  return 0;
+}

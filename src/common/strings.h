@@ -1,0 +1,20 @@
+// Small string utilities shared by the layers above. All functions are pure and thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace edgestate {
+
+// "2026-11-27T10:17:35.123Z" for a Unix time in milliseconds (UTC).
+std::string FormatIso8601Millis(int64_t unix_ms);
+
+// Compares `candidate` with `secret` in time that depends only on secret.size(), so response
+// timing does not reveal how long a matching prefix an attacker has guessed.
+bool ConstantTimeEquals(std::string_view secret, std::string_view candidate);
+
+// True when `s` is well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
+bool IsValidUtf8(std::string_view s);
+
+}  // namespace edgestate

@@ -1,0 +1,69 @@
+#include "crdt/pn_counter.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace edgestate::crdt {
+
+int64_t PnCounter::Value() const {
+  // Modular arithmetic: exact whenever the true value fits in int64 (see the invariant).
+  uint64_t total = 0;
+  for (const auto& [origin, s] : slots_) total += s.inc - s.dec;
+  return static_cast<int64_t>(total);
+}
+
+int64_t PnCounter::UpdatedAtMs() const {
+  int64_t t = 0;
+  for (const auto& [origin, s] : slots_) t = std::max(t, s.updated_at_ms);
+  return t;
+}
+
+const Slot* PnCounter::Find(std::string_view origin) const {
+  auto it = std::lower_bound(slots_.begin(), slots_.end(), origin,
+                             [](const auto& p, std::string_view o) { return p.first < o; });
+  return it != slots_.end() && it->first == origin ? &it->second : nullptr;
+}
+
+Slot& PnCounter::SlotFor(std::string_view origin) {
+  auto it = std::lower_bound(slots_.begin(), slots_.end(), origin,
+                             [](const auto& p, std::string_view o) { return p.first < o; });
+  if (it == slots_.end() || it->first != origin) {
+    it = slots_.insert(it, {std::string(origin), Slot{}});
+  }
+  return it->second;
+}
+
+void PnCounter::SetSlot(std::string_view origin, const Slot& slot) { SlotFor(origin) = slot; }
+
+StatusOr<int64_t> PnCounter::Add(std::string_view origin, int64_t delta, int64_t now_ms) {
+  int64_t value = Value();
+  int64_t next;
+  if (__builtin_add_overflow(value, delta, &next)) {
+    return Status::FailedPrecondition("increment would overflow the counter's int64 range");
+  }
+  const Slot* existing = Find(origin);
+  Slot s = existing ? *existing : Slot{};
+  uint64_t magnitude = delta < 0 ? uint64_t{0} - static_cast<uint64_t>(delta)
+                                 : static_cast<uint64_t>(delta);
+  uint64_t& sum = delta < 0 ? s.dec : s.inc;
+  if (__builtin_add_overflow(sum, magnitude, &sum) ||
+      s.version == std::numeric_limits<uint64_t>::max()) {
+    return Status::FailedPrecondition("counter slot exhausted: total increments exceed 2^64");
+  }
+  s.version += 1;
+  s.updated_at_ms = std::max(s.updated_at_ms, now_ms);
+  SlotFor(origin) = s;
+  return next;
+}
+
+void PnCounter::Merge(const PnCounter& other) {
+  for (const auto& [origin, theirs] : other.slots_) {
+    Slot& mine = SlotFor(origin);
+    mine.inc = std::max(mine.inc, theirs.inc);
+    mine.dec = std::max(mine.dec, theirs.dec);
+    mine.version = std::max(mine.version, theirs.version);
+    mine.updated_at_ms = std::max(mine.updated_at_ms, theirs.updated_at_ms);
+  }
+}
+
+}  // namespace edgestate::crdt

@@ -1,0 +1,66 @@
+// PnCounter: a positive-negative counter CRDT with one slot per origin region.
+//
+// Each origin only ever grows its own slot: `inc` and `dec` are monotone sums of the positive
+// and negative deltas it accepted, and `version` counts its accepted writes. The value is
+// sum(inc) - sum(dec). Merge takes, per origin, the field-wise maximum, which is a join: it is
+// commutative, associative and idempotent, so replicas that have seen the same writes hold the
+// same state whatever the order or repetition of merges. Pure code: no I/O, no clock reads.
+//
+// Invariant (local): Add never accepts a delta that would move the value outside int64 or a
+// slot beyond uint64, so Value() is exact for every state a single origin produces.
+//
+// Thread-safety: a value type; callers synchronize.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace edgestate::crdt {
+
+struct Slot {
+  uint64_t inc = 0;           // Sum of positive deltas accepted at this origin.
+  uint64_t dec = 0;           // Sum of magnitudes of negative deltas accepted at this origin.
+  uint64_t version = 0;       // Number of writes accepted at this origin.
+  int64_t updated_at_ms = 0;  // Wall time of the latest of those writes (Unix ms).
+
+  friend bool operator==(const Slot&, const Slot&) = default;
+};
+
+class PnCounter {
+ public:
+  using Slots = std::vector<std::pair<std::string, Slot>>;  // Sorted by origin, unique.
+
+  // sum(inc) - sum(dec).
+  int64_t Value() const;
+  // The latest write time over all slots (0 when never written).
+  int64_t UpdatedAtMs() const;
+
+  // Adds `delta` to `origin`'s slot and returns the new value. On FailedPrecondition (the value
+  // would leave int64, or the slot's sum would exceed uint64) nothing changes.
+  StatusOr<int64_t> Add(std::string_view origin, int64_t delta, int64_t now_ms);
+
+  // Joins `other` into this counter (field-wise max per origin).
+  void Merge(const PnCounter& other);
+
+  // nullptr when `origin` has no slot.
+  const Slot* Find(std::string_view origin) const;
+  // Replaces `origin`'s slot; used when decoding stored or received state.
+  void SetSlot(std::string_view origin, const Slot& slot);
+
+  const Slots& slots() const { return slots_; }
+  bool empty() const { return slots_.empty(); }
+
+  friend bool operator==(const PnCounter&, const PnCounter&) = default;
+
+ private:
+  Slot& SlotFor(std::string_view origin);
+
+  Slots slots_;
+};
+
+}  // namespace edgestate::crdt

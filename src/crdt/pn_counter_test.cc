@@ -1,0 +1,146 @@
+#include "crdt/pn_counter.h"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <random>
+
+namespace edgestate::crdt {
+namespace {
+
+constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+
+TEST(PnCounterTest, AddsAndSubtracts) {
+  PnCounter c;
+  EXPECT_EQ(c.Value(), 0);
+  EXPECT_EQ(*c.Add("iad", 5, 10), 5);
+  EXPECT_EQ(*c.Add("iad", -7, 20), -2);
+  EXPECT_EQ(*c.Add("lhr", 3, 15), 1);
+  EXPECT_EQ(c.Value(), 1);
+  EXPECT_EQ(c.UpdatedAtMs(), 20);
+  EXPECT_EQ(c.Find("iad")->version, 2u);
+  EXPECT_EQ(c.Find("iad")->inc, 5u);
+  EXPECT_EQ(c.Find("iad")->dec, 7u);
+  EXPECT_EQ(c.Find("sjc"), nullptr);
+}
+
+TEST(PnCounterTest, RejectsOverflowWithoutChange) {
+  PnCounter c;
+  ASSERT_TRUE(c.Add("iad", kMax, 1).ok());
+  PnCounter before = c;
+  StatusOr<int64_t> r = c.Add("iad", 1, 2);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c, before);
+  EXPECT_EQ(*c.Add("iad", kMin, 3), -1);
+  EXPECT_EQ(*c.Add("iad", kMin + 1, 4), kMin);
+  EXPECT_FALSE(c.Add("iad", -1, 5).ok());
+  EXPECT_EQ(c.Value(), kMin);
+}
+
+TEST(PnCounterTest, RejectsSlotExhaustion) {
+  PnCounter c;
+  // inc grows by 2*kMax per round while the value stays at 0; the slot runs out first.
+  ASSERT_TRUE(c.Add("iad", kMax, 1).ok());
+  ASSERT_TRUE(c.Add("iad", -kMax, 1).ok());
+  ASSERT_TRUE(c.Add("iad", kMax, 1).ok());
+  ASSERT_TRUE(c.Add("iad", -kMax, 1).ok());
+  PnCounter before = c;
+  StatusOr<int64_t> r = c.Add("iad", kMax, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(c, before);
+  EXPECT_EQ(c.Value(), 0);
+}
+
+TEST(PnCounterTest, MinDeltaMagnitude) {
+  PnCounter c;
+  EXPECT_EQ(*c.Add("x", kMin, 1), kMin);
+  EXPECT_EQ(c.Find("x")->dec, uint64_t{1} << 63);
+}
+
+// Seeded random replicas: each origin writes only through its own replica; replicas exchange
+// state by merge in random order with random repetition.
+struct World {
+  std::vector<std::string> origins{"iad", "sjc", "lhr", "fra", "nrt"};
+  std::vector<PnCounter> replicas = std::vector<PnCounter>(5);
+  int64_t expected_sum = 0;
+};
+
+PnCounter RandomState(std::mt19937_64& rng, int64_t* sum) {
+  static const std::vector<std::string> kOrigins = {"a", "b", "c", "d"};
+  PnCounter c;
+  std::uniform_int_distribution<int> pick(0, 3);
+  std::uniform_int_distribution<int64_t> delta(-1000, 1000);
+  for (int i = 0; i < 20; ++i) {
+    int64_t d = delta(rng);
+    if (!c.Add(kOrigins[pick(rng)], d, i).ok()) ADD_FAILURE() << "unexpected overflow";
+    *sum += d;
+  }
+  return c;
+}
+
+class PnCounterPropertyTest : public ::testing::TestWithParam<uint64_t> {};
+
+TEST_P(PnCounterPropertyTest, MergeIsCommutativeAssociativeIdempotent) {
+  std::mt19937_64 rng(GetParam());
+  for (int round = 0; round < 200; ++round) {
+    int64_t ignored = 0;
+    PnCounter a = RandomState(rng, &ignored);
+    PnCounter b = RandomState(rng, &ignored);
+    PnCounter c = RandomState(rng, &ignored);
+
+    PnCounter ab = a, ba = b;
+    ab.Merge(b);
+    ba.Merge(a);
+    EXPECT_EQ(ab, ba) << "commutativity, seed " << GetParam();
+
+    PnCounter ab_c = ab;
+    ab_c.Merge(c);
+    PnCounter bc = b;
+    bc.Merge(c);
+    PnCounter a_bc = a;
+    a_bc.Merge(bc);
+    EXPECT_EQ(ab_c, a_bc) << "associativity, seed " << GetParam();
+
+    PnCounter aa = a;
+    aa.Merge(a);
+    EXPECT_EQ(aa, a) << "idempotence, seed " << GetParam();
+  }
+}
+
+TEST_P(PnCounterPropertyTest, ValueEqualsSumOfAllIncrementsAfterAnyGossip) {
+  std::mt19937_64 rng(GetParam());
+  World w;
+  std::uniform_int_distribution<int> pick(0, 4);
+  std::uniform_int_distribution<int64_t> delta(-1'000'000, 1'000'000);
+  std::uniform_int_distribution<int> coin(0, 2);
+  for (int step = 0; step < 2000; ++step) {
+    if (coin(rng) == 0) {
+      int from = pick(rng), to = pick(rng);
+      w.replicas[to].Merge(w.replicas[from]);  // Possibly stale, repeated or self.
+    } else {
+      int r = pick(rng);
+      int64_t d = delta(rng);
+      ASSERT_TRUE(w.replicas[r].Add(w.origins[r], d, step).ok());
+      w.expected_sum += d;
+    }
+  }
+  // Full exchange in a random order, twice (duplicates must not matter).
+  for (int pass = 0; pass < 2; ++pass) {
+    std::vector<int> order = {0, 1, 2, 3, 4};
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int from : order)
+      for (int to : order) w.replicas[to].Merge(w.replicas[from]);
+  }
+  for (const PnCounter& r : w.replicas) {
+    EXPECT_EQ(r.Value(), w.expected_sum) << "seed " << GetParam();
+    EXPECT_EQ(r, w.replicas[0]);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, PnCounterPropertyTest,
+                         ::testing::Values(1, 2, 3, 42, 1234567, 0xdeadbeef));
+
+}  // namespace
+}  // namespace edgestate::crdt

@@ -1,0 +1,356 @@
+#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
+
+#include "http/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <optional>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "http/errors.h"
+
+namespace edgestate::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+class Connection;
+
+// One I/O thread and everything it owns.
+struct Worker {
+  std::unordered_set<Connection*> connections;  // Touched only on this worker's thread.
+  bool draining = false;                        // Touched only on this worker's thread.
+  asio::io_context ioc{1};                      // Destroyed before `connections`.
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+  std::thread thread;
+};
+
+bool IsHttpParseError(const beast::error_code& ec) {
+  return ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category();
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  Impl(HttpServerOptions o, Handler* h, HttpMetrics* m)
+      : options(std::move(o)), handler(h), metrics(m) {}
+
+  void DoAccept();
+  void RejectOverloaded(tcp::socket& socket);
+
+  const HttpServerOptions options;
+  Handler* const handler;
+  HttpMetrics* const metrics;
+  std::atomic<size_t> active{0};
+  std::atomic<bool> shut_down{false};
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::optional<tcp::acceptor> acceptor;  // Lives on workers[0].
+  std::optional<asio::steady_timer> accept_retry;
+  size_t next_worker = 0;
+  uint16_t bound_port = 0;
+};
+
+namespace {
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(tcp::socket&& socket, Worker* worker, HttpServer::Impl* server)
+      : stream_(std::move(socket)),
+        worker_(worker),
+        server_(server),
+        buffer_(server->options.max_header_bytes + server->options.max_body_bytes + 8192) {
+    defer_ = [this] {
+      auto self = shared_from_this();
+      deferred_ = true;
+      return Responder([self](Response r) {
+        asio::post(self->stream_.get_executor(),
+                   [self, r = std::move(r)]() mutable { self->Send(std::move(r)); });
+      });
+    };
+  }
+
+  ~Connection() {
+    worker_->connections.erase(this);
+    server_->active.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  // On the worker's thread.
+  void Start() {
+    worker_->connections.insert(this);
+    if (worker_->draining) return Close();
+    DoRead();
+  }
+
+  // Shutdown: close the connection if it waits for a request that has not started arriving;
+  // otherwise the response in progress goes out with "Connection: close".
+  void BeginDrain() {
+    if (state_ == State::kReading && parser_ && !parser_->got_some() && buffer_.size() == 0) {
+      Close();
+    }
+  }
+
+ private:
+  enum class State { kReading, kHandling, kWriting, kClosing };
+
+  void DoRead() {
+    state_ = State::kReading;
+    deferred_ = false;
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(server_->options.max_header_bytes));
+    parser_->body_limit(server_->options.max_body_bytes);
+    stream_.expires_after(server_->options.request_timeout);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      beast::bind_front_handler(&Connection::OnRead, shared_from_this()));
+  }
+
+  void OnRead(beast::error_code ec, std::size_t) {
+    if (ec) return OnReadError(ec);
+    if (state_ == State::kClosing) return;
+    state_ = State::kHandling;
+    started_ = std::chrono::steady_clock::now();
+    const auto& req = parser_->get();
+    keep_alive_ = req.keep_alive();
+    version_ = req.version();
+    auto auth = req.find(bhttp::field::authorization);
+    Request r{req.method_string(), req.target(), req.body(),
+              auth == req.end() ? std::string_view() : auth->value()};
+    std::optional<Response> response = server_->handler->Handle(r, defer_);
+    if (response) Send(std::move(*response));
+  }
+
+  void OnReadError(const beast::error_code& ec) {
+    if (state_ == State::kClosing) return;
+    if (ec == bhttp::error::header_limit) {
+      return SendError(431, "request headers exceed the limit");
+    }
+    if (ec == bhttp::error::body_limit || ec == bhttp::error::buffer_overflow) {
+      return SendError(413, "request body exceeds the 64 KiB limit");
+    }
+    if (IsHttpParseError(ec) && ec != bhttp::error::end_of_stream &&
+        ec != bhttp::error::partial_message) {
+      return SendError(400, "malformed HTTP request: " + ec.message());
+    }
+    // EOF, timeout (tcp_stream has already closed the socket), reset, or cancellation.
+    Close();
+  }
+
+  void SendError(unsigned status, const std::string& message) {
+    keep_alive_ = false;
+    version_ = 11;
+    started_ = std::chrono::steady_clock::now();
+    Response r;
+    r.status = status;
+    r.body = ErrorBody(ErrorCodeFor(status), message);
+    Send(std::move(r));
+  }
+
+  void Send(Response r) {
+    if (state_ == State::kClosing || state_ == State::kWriting) return;
+    server_->metrics->Record(
+        r.route, r.status,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+    res_ = {};
+    res_.version(version_);
+    res_.result(r.status);
+    res_.set(bhttp::field::content_type, r.content_type);
+    for (auto& [name, value] : r.headers) res_.set(name, value);
+    res_.body() = std::move(r.body);
+    res_.keep_alive(keep_alive_ && !worker_->draining && r.status < 500 && r.status != 400 &&
+                    r.status != 413 && r.status != 431);
+    res_.prepare_payload();
+    state_ = State::kWriting;
+    stream_.expires_after(server_->options.write_timeout);
+    bhttp::async_write(stream_, res_,
+                       beast::bind_front_handler(&Connection::OnWrite, shared_from_this()));
+  }
+
+  void OnWrite(beast::error_code ec, std::size_t) {
+    if (ec) return Close();
+    if (!res_.keep_alive()) return LingeringClose();
+    DoRead();
+  }
+
+  // Half-closes, then discards what the client still sends (bounded in bytes and time) so the
+  // response is not destroyed by a reset when unread request bytes remain.
+  void LingeringClose() {
+    state_ = State::kClosing;
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    drain_ = std::make_unique<std::array<char, 4096>>();
+    stream_.expires_after(std::chrono::seconds(2));
+    DrainSome();
+  }
+
+  void DrainSome() {
+    stream_.async_read_some(asio::buffer(*drain_),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->drained_ += n;
+                              if (ec || self->drained_ > (1u << 20)) return self->Close();
+                              self->DrainSome();
+                            });
+  }
+
+  void Close() {
+    state_ = State::kClosing;
+    beast::error_code ignored;
+    stream_.socket().close(ignored);
+  }
+
+  beast::tcp_stream stream_;
+  Worker* const worker_;
+  HttpServer::Impl* const server_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  bhttp::response<bhttp::string_body> res_;
+  std::function<Responder()> defer_;
+  std::unique_ptr<std::array<char, 4096>> drain_;
+  size_t drained_ = 0;
+  State state_ = State::kReading;
+  bool keep_alive_ = true;
+  bool deferred_ = false;
+  unsigned version_ = 11;
+  std::chrono::steady_clock::time_point started_;
+};
+
+}  // namespace
+
+void HttpServer::Impl::RejectOverloaded(tcp::socket& socket) {
+  static const std::string kResponse = [] {
+    std::string body = ErrorBody("unavailable", "too many connections");
+    return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+           "Connection: close\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  }();
+  beast::error_code ec;
+  socket.non_blocking(true, ec);
+  socket.write_some(asio::buffer(kResponse), ec);  // Best effort; never blocks.
+  socket.shutdown(tcp::socket::shutdown_both, ec);
+  socket.close(ec);
+  metrics->Record(Route::kNone, 503, 0);
+}
+
+void HttpServer::Impl::DoAccept() {
+  Worker* w = workers[next_worker++ % workers.size()].get();
+  acceptor->async_accept(w->ioc, [this, w](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+    if (ec) {
+      // EMFILE and friends: back off instead of spinning.
+      spdlog::warn("accept failed: {}", ec.message());
+      accept_retry->expires_after(std::chrono::milliseconds(50));
+      accept_retry->async_wait([this](beast::error_code e) {
+        if (!e) DoAccept();
+      });
+      return;
+    }
+    if (active.load(std::memory_order_relaxed) >= options.max_connections) {
+      RejectOverloaded(socket);
+    } else {
+      active.fetch_add(1, std::memory_order_relaxed);
+      beast::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
+      asio::post(w->ioc, [this, w, s = std::move(socket)]() mutable {
+        std::make_shared<Connection>(std::move(s), w, this)->Start();
+      });
+    }
+    DoAccept();
+  });
+}
+
+HttpServer::HttpServer(HttpServerOptions options, Handler* handler, HttpMetrics* metrics)
+    : impl_(std::make_unique<Impl>(std::move(options), handler, metrics)) {}
+
+HttpServer::~HttpServer() {
+  Shutdown();
+  // Worker destruction destroys each io_context, and with it any queued handlers and the
+  // connections they own.
+  impl_->acceptor.reset();
+  impl_->accept_retry.reset();
+  impl_->workers.clear();
+}
+
+Status HttpServer::Start() {
+  Impl& s = *impl_;
+  int n = std::max(1, s.options.threads);
+  for (int i = 0; i < n; ++i) s.workers.push_back(std::make_unique<Worker>());
+  beast::error_code ec;
+  auto address = asio::ip::make_address(s.options.listen_address, ec);
+  if (ec) return Status::InvalidArgument("bad listen address " + s.options.listen_address);
+  tcp::endpoint endpoint(address, s.options.port);
+  s.acceptor.emplace(s.workers[0]->ioc);
+  s.accept_retry.emplace(s.workers[0]->ioc);
+  s.acceptor->open(endpoint.protocol(), ec);
+  if (!ec) s.acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) s.acceptor->bind(endpoint, ec);
+  if (!ec) s.acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Status::Unavailable("cannot listen on " + s.options.listen_address + ":" +
+                               std::to_string(s.options.port) + ": " + ec.message());
+  }
+  s.bound_port = s.acceptor->local_endpoint().port();
+  s.DoAccept();
+  for (auto& w : s.workers) {
+    w->guard.emplace(w->ioc.get_executor());
+    w->thread = std::thread([w = w.get()] {
+      for (;;) {
+        try {
+          w->ioc.run();
+          return;
+        } catch (const std::exception& e) {
+          // A handler threw (e.g. bad_alloc): log and keep serving the other connections.
+          spdlog::error("I/O thread caught: {}", e.what());
+        }
+      }
+    });
+  }
+  return Status::Ok();
+}
+
+uint16_t HttpServer::port() const { return impl_->bound_port; }
+
+size_t HttpServer::active_connections() const { return impl_->active.load(); }
+
+void HttpServer::Shutdown() {
+  Impl& s = *impl_;
+  if (s.shut_down.exchange(true) || s.workers.empty() || !s.workers[0]->thread.joinable()) return;
+  asio::post(s.workers[0]->ioc, [&s] {
+    beast::error_code ignored;
+    s.acceptor->close(ignored);
+    s.accept_retry->cancel();
+  });
+  for (auto& w : s.workers) {
+    asio::post(w->ioc, [w = w.get()] {
+      w->draining = true;
+      std::vector<Connection*> snapshot(w->connections.begin(), w->connections.end());
+      // Close() only closes the socket; each connection lives until its pending handler runs.
+      for (Connection* c : snapshot) c->BeginDrain();
+    });
+  }
+  auto deadline = std::chrono::steady_clock::now() + s.options.drain_timeout;
+  while (s.active.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (s.active.load() > 0) {
+    spdlog::warn("{} connections still open after the drain timeout; closing them",
+                 s.active.load());
+  }
+  for (auto& w : s.workers) {
+    w->guard.reset();
+    w->ioc.stop();
+  }
+  for (auto& w : s.workers) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+}
+
+}  // namespace edgestate::http

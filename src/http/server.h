@@ -1,0 +1,63 @@
+// HttpServer: HTTP/1.1 on Boost.Beast, one io_context per I/O thread.
+//
+// Threading (docs/threading.md): the acceptor lives on I/O thread 0 and hands each accepted
+// socket to the I/O threads round-robin; a connection then lives on one thread for its whole
+// life, and everything it touches is that thread's. Deferred responses (writes that wait for
+// group commit) come back by posting to the connection's thread.
+//
+// Hostile clients: a whole request must arrive within `request_timeout` of the read starting
+// (idle keep-alive time included), so slow-header and idle clients are closed; headers are
+// limited to `max_header_bytes` (431), bodies to `max_body_bytes` (413); malformed HTTP gets a
+// 400 and the connection is closed; at `max_connections` new connections get a 503 and are
+// closed at once, so a flood cannot grow memory or starve the established clients.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "http/handler.h"
+#include "http/http_metrics.h"
+
+namespace edgestate::http {
+
+struct HttpServerOptions {
+  std::string listen_address = "0.0.0.0";
+  uint16_t port = 8080;  // 0 picks a free port; see HttpServer::port().
+  int threads = 1;
+  size_t max_connections = 10000;
+  std::chrono::milliseconds request_timeout{15000};
+  std::chrono::milliseconds write_timeout{15000};
+  std::chrono::milliseconds drain_timeout{5000};
+  size_t max_header_bytes = 16 * 1024;
+  size_t max_body_bytes = 64 * 1024;
+};
+
+class HttpServer {
+ public:
+  // `handler` and `metrics` must outlive the server.
+  HttpServer(HttpServerOptions options, Handler* handler, HttpMetrics* metrics);
+  // REQUIRES: nothing calls a Responder any more (stop the services that complete deferred
+  // requests first).
+  ~HttpServer();
+
+  // Binds, listens and starts the I/O threads. Unavailable when the address cannot be bound.
+  Status Start();
+  // The bound port (useful with port 0). REQUIRES: Start() succeeded.
+  uint16_t port() const;
+  size_t active_connections() const;
+
+  // Stops accepting, closes idle connections, lets in-flight requests finish and sends their
+  // responses with "Connection: close", then stops the I/O threads. Returns within about
+  // drain_timeout. Responders called after this are dropped. Idempotent.
+  void Shutdown();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgestate::http

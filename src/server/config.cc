@@ -1,0 +1,198 @@
+#include "server/config.h"
+
+#include <fmt/format.h>
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <toml++/toml.h>
+
+namespace edgestate::server {
+
+EnvLookup ProcessEnv() {
+  return [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+StatusOr<service::Durability> ParseDurability(std::string_view s) {
+  if (s == "fsync") return service::Durability::kFsync;
+  if (s == "async") return service::Durability::kAsync;
+  return Status::InvalidArgument(fmt::format("durability must be fsync or async, not \"{}\"", s));
+}
+
+namespace {
+
+StatusOr<int64_t> ParseInt(std::string_view s, std::string_view what) {
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || ptr != s.data() + s.size() || s.empty()) {
+    return Status::InvalidArgument(fmt::format("{} must be an integer, not \"{}\"", what, s));
+  }
+  return v;
+}
+
+Status CheckRange(int64_t v, int64_t lo, int64_t hi, std::string_view what) {
+  if (v < lo || v > hi) {
+    return Status::InvalidArgument(fmt::format("{} must be between {} and {}, not {}", what, lo, hi, v));
+  }
+  return Status::Ok();
+}
+
+Status ValidateRegion(std::string_view r) {
+  if (r.empty() || r.size() > 32) return Status::InvalidArgument("region must be 1 to 32 characters");
+  for (char c : r) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
+      return Status::InvalidArgument(
+          fmt::format("region \"{}\" may contain only a-z, 0-9, '-' and '_'", r));
+    }
+  }
+  return Status::Ok();
+}
+
+Status ValidateApiKey(std::string_view k) {
+  if (k.size() > 512) return Status::InvalidArgument("api key is longer than 512 bytes");
+  for (unsigned char c : k) {
+    if (c <= 0x20 || c >= 0x7f) {
+      return Status::InvalidArgument("api key must be printable ASCII without spaces");
+    }
+  }
+  return Status::Ok();
+}
+
+// Applies the TOML file's keys onto `cfg`.
+Status ApplyFile(const std::string& path, ServeConfig* cfg) {
+  toml::table t;
+  try {
+    t = toml::parse_file(path);  // Debian's toml++ is built with exceptions.
+  } catch (const toml::parse_error& err) {
+    return Status::InvalidArgument(fmt::format("config file {}: {} (line {}, column {})", path,
+                                               err.description(), err.source().begin.line,
+                                               err.source().begin.column));
+  }
+  for (const auto& [key, node] : t) {
+    std::string_view k = key.str();
+    auto want_string = [&](std::string* out) -> Status {
+      if (auto v = node.value<std::string>(); v && node.is_string()) {
+        *out = *v;
+        return Status::Ok();
+      }
+      return Status::InvalidArgument(fmt::format("config file {}: {} must be a string", path, k));
+    };
+    auto want_int = [&](int64_t* out) -> Status {
+      if (node.is_integer()) {
+        *out = *node.value<int64_t>();
+        return Status::Ok();
+      }
+      return Status::InvalidArgument(fmt::format("config file {}: {} must be an integer", path, k));
+    };
+    Status s;
+    int64_t i = 0;
+    std::string str;
+    if (k == "listen") {
+      s = want_string(&cfg->listen);
+    } else if (k == "port") {
+      s = want_int(&i);
+      if (s.ok()) s = CheckRange(i, 0, 65535, "config key port");
+      if (s.ok()) cfg->port = static_cast<uint16_t>(i);
+    } else if (k == "region") {
+      s = want_string(&cfg->region);
+    } else if (k == "data_dir") {
+      s = want_string(&cfg->data_dir);
+    } else if (k == "durability") {
+      s = want_string(&str);
+      if (s.ok()) {
+        auto d = ParseDurability(str);
+        if (d.ok()) cfg->durability = *d;
+        else s = d.status();
+      }
+    } else if (k == "api_key") {
+      s = want_string(&cfg->api_key);
+    } else if (k == "threads") {
+      s = want_int(&i);
+      if (s.ok()) cfg->threads = static_cast<int>(std::clamp<int64_t>(i, -1, 1 << 20));
+    } else if (k == "max_connections") {
+      s = want_int(&cfg->max_connections);
+    } else if (k == "request_timeout_ms") {
+      s = want_int(&cfg->request_timeout_ms);
+    } else if (k == "async_sync_interval_ms") {
+      s = want_int(&cfg->async_sync_interval_ms);
+    } else {
+      s = Status::InvalidArgument(fmt::format("config file {}: unknown key \"{}\"", path, k));
+    }
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLookup& env) {
+  ServeConfig cfg;
+  if (flags.config_file) {
+    if (Status s = ApplyFile(*flags.config_file, &cfg); !s.ok()) return s;
+  }
+
+  // Environment (beats the file).
+  if (auto v = env("PORT")) {
+    auto p = ParseInt(*v, "PORT");
+    if (!p.ok()) return p.status();
+    if (Status s = CheckRange(*p, 0, 65535, "PORT"); !s.ok()) return s;
+    cfg.port = static_cast<uint16_t>(*p);
+  }
+  if (auto v = env("EDGESTATE_REGION")) {
+    cfg.region = *v;
+  } else if (auto f = env("FLY_REGION")) {
+    cfg.region = *f;
+  }
+  if (auto v = env("EDGESTATE_DATA_DIR")) cfg.data_dir = *v;
+  if (auto v = env("EDGESTATE_API_KEY")) cfg.api_key = *v;
+
+  // Flags (beat everything).
+  if (flags.listen) cfg.listen = *flags.listen;
+  if (flags.port) {
+    if (Status s = CheckRange(*flags.port, 0, 65535, "--port"); !s.ok()) return s;
+    cfg.port = static_cast<uint16_t>(*flags.port);
+  }
+  if (flags.region) cfg.region = *flags.region;
+  if (flags.data_dir) cfg.data_dir = *flags.data_dir;
+  if (flags.durability) {
+    auto d = ParseDurability(*flags.durability);
+    if (!d.ok()) return d.status();
+    cfg.durability = *d;
+  }
+  if (flags.api_key) cfg.api_key = *flags.api_key;
+  if (flags.threads) cfg.threads = static_cast<int>(std::clamp<int64_t>(*flags.threads, -1, 1 << 20));
+  if (flags.max_connections) cfg.max_connections = *flags.max_connections;
+  if (flags.request_timeout_ms) cfg.request_timeout_ms = *flags.request_timeout_ms;
+  if (flags.async_sync_interval_ms) cfg.async_sync_interval_ms = *flags.async_sync_interval_ms;
+
+  // Validation of the merged result.
+  if (Status s = ValidateRegion(cfg.region); !s.ok()) return s;
+  if (Status s = ValidateApiKey(cfg.api_key); !s.ok()) return s;
+  if (cfg.data_dir.empty()) return Status::InvalidArgument("data dir must not be empty");
+  {
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, cfg.listen.c_str(), buf) != 1 &&
+        inet_pton(AF_INET6, cfg.listen.c_str(), buf) != 1) {
+      return Status::InvalidArgument(
+          fmt::format("listen address \"{}\" is not an IPv4 or IPv6 address", cfg.listen));
+    }
+  }
+  if (Status s = CheckRange(cfg.threads, 0, 256, "threads"); !s.ok()) return s;
+  if (Status s = CheckRange(cfg.max_connections, 1, 1'000'000, "max connections"); !s.ok()) return s;
+  if (Status s = CheckRange(cfg.request_timeout_ms, 10, 3'600'000, "request timeout (ms)"); !s.ok()) {
+    return s;
+  }
+  if (Status s = CheckRange(cfg.async_sync_interval_ms, 1, 60'000, "async sync interval (ms)");
+      !s.ok()) {
+    return s;
+  }
+  return cfg;
+}
+
+}  // namespace edgestate::server

@@ -1,0 +1,57 @@
+// ServeConfig: everything `edgestate serve` needs, resolved from flags, the environment, a
+// TOML file and defaults, in that order of precedence (a flag beats an environment variable,
+// which beats the file, which beats the default). Every value is validated here, so the rest
+// of the node may trust it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "common/status.h"
+#include "service/counter_service.h"
+
+namespace edgestate::server {
+
+struct ServeConfig {
+  std::string listen = "0.0.0.0";
+  uint16_t port = 8080;
+  std::string region = "local";
+  std::string data_dir = "./data";
+  service::Durability durability = service::Durability::kFsync;
+  std::string api_key;  // Empty: no authentication.
+  int threads = 0;      // 0: one per CPU this process may run on.
+  int64_t max_connections = 10000;
+  int64_t request_timeout_ms = 15000;
+  int64_t async_sync_interval_ms = 100;
+};
+
+// Values given on the command line; unset ones fall through to the environment, the file and
+// the defaults.
+struct ServeFlags {
+  std::optional<std::string> config_file;
+  std::optional<std::string> listen;
+  std::optional<int64_t> port;
+  std::optional<std::string> region;
+  std::optional<std::string> data_dir;
+  std::optional<std::string> durability;
+  std::optional<std::string> api_key;
+  std::optional<int64_t> threads;
+  std::optional<int64_t> max_connections;
+  std::optional<int64_t> request_timeout_ms;
+  std::optional<int64_t> async_sync_interval_ms;
+};
+
+// Returns the value of an environment variable, or nullopt when unset.
+using EnvLookup = std::function<std::optional<std::string>(const char* name)>;
+EnvLookup ProcessEnv();
+
+// Resolves and validates. InvalidArgument with a message naming the offending flag, variable
+// or file key (unknown keys in the file are errors too).
+StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLookup& env);
+
+// Parses "fsync" | "async".
+StatusOr<service::Durability> ParseDurability(std::string_view s);
+
+}  // namespace edgestate::server

@@ -1,0 +1,109 @@
+#include "server/config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+namespace edgestate::server {
+namespace {
+
+EnvLookup Env(std::map<std::string, std::string> vars) {
+  return [vars](const char* name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+std::string WriteFile(const std::string& text) {
+  static int n = 0;
+  std::string path = (std::filesystem::temp_directory_path() /
+                      ("edgestate-config-test-" + std::to_string(::getpid()) + "-" +
+                       std::to_string(n++) + ".toml"))
+                         .string();
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ConfigTest, Defaults) {
+  auto c = ResolveServeConfig({}, Env({}));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->port, 8080);
+  EXPECT_EQ(c->listen, "0.0.0.0");
+  EXPECT_EQ(c->region, "local");
+  EXPECT_EQ(c->data_dir, "./data");
+  EXPECT_EQ(c->durability, service::Durability::kFsync);
+  EXPECT_EQ(c->api_key, "");
+}
+
+TEST(ConfigTest, EnvironmentFallbacks) {
+  auto c = ResolveServeConfig({}, Env({{"PORT", "9000"},
+                                       {"FLY_REGION", "lhr"},
+                                       {"EDGESTATE_DATA_DIR", "/tmp/x"},
+                                       {"EDGESTATE_API_KEY", "k"}}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->port, 9000);
+  EXPECT_EQ(c->region, "lhr");
+  EXPECT_EQ(c->data_dir, "/tmp/x");
+  EXPECT_EQ(c->api_key, "k");
+  c = ResolveServeConfig({}, Env({{"FLY_REGION", "lhr"}, {"EDGESTATE_REGION", "fra"}}));
+  EXPECT_EQ(c->region, "fra");
+}
+
+TEST(ConfigTest, PrecedenceFlagEnvFileDefault) {
+  std::string file = WriteFile("port = 7000\nregion = \"syd\"\ndurability = \"async\"\n");
+  ServeFlags f;
+  f.config_file = file;
+  auto c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->port, 7000);
+  EXPECT_EQ(c->region, "syd");
+  EXPECT_EQ(c->durability, service::Durability::kAsync);
+  c = ResolveServeConfig(f, Env({{"PORT", "7100"}}));
+  EXPECT_EQ(c->port, 7100);
+  f.port = 7200;
+  f.region = "gru";
+  c = ResolveServeConfig(f, Env({{"PORT", "7100"}}));
+  EXPECT_EQ(c->port, 7200);
+  EXPECT_EQ(c->region, "gru");
+}
+
+TEST(ConfigTest, BadValuesAreClearErrors) {
+  auto expect_bad = [](ServeFlags f, std::map<std::string, std::string> env,
+                       const std::string& needle) {
+    auto c = ResolveServeConfig(f, Env(env));
+    ASSERT_FALSE(c.ok()) << needle;
+    EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(c.status().message().find(needle), std::string::npos) << c.status().message();
+  };
+  ServeFlags f;
+  f.port = 70000;
+  expect_bad(f, {}, "--port");
+  expect_bad({}, {{"PORT", "80x"}}, "PORT");
+  f = {};
+  f.durability = "sometimes";
+  expect_bad(f, {}, "fsync or async");
+  f = {};
+  f.region = "IAD!";
+  expect_bad(f, {}, "region");
+  f = {};
+  f.listen = "not-an-ip";
+  expect_bad(f, {}, "listen address");
+  f = {};
+  f.api_key = "has space";
+  expect_bad(f, {}, "api key");
+  f = {};
+  f.config_file = WriteFile("port = \"eighty\"\n");
+  expect_bad(f, {}, "port must be an integer");
+  f.config_file = WriteFile("prot = 1\n");
+  expect_bad(f, {}, "unknown key");
+  f.config_file = WriteFile("port = [\n");
+  expect_bad(f, {}, "line");
+  f.config_file = "/nonexistent/edgestate.toml";
+  expect_bad(f, {}, "/nonexistent/edgestate.toml");
+}
+
+}  // namespace
+}  // namespace edgestate::server

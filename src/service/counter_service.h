@@ -1,0 +1,135 @@
+// CounterService: counter semantics over the CRDT, the in-memory table and the durable store.
+//
+// Reads are served from memory and never touch the disk. Increments are queued to the single
+// writer thread, which takes every increment queued since its last batch, applies them to
+// staged copies of the affected counters, writes all of them in one RocksDB batch (one
+// fdatasync in fsync mode: group commit), then publishes the new states to the table and
+// completes each increment. A reader therefore never sees a value that is not yet durable
+// (fsync mode) and an acknowledged increment is never lost. See docs/threading.md.
+//
+// Thread-safety: Read, Increment, ProbeStorage and size may be called from any thread.
+// Callbacks run on the writer thread (or synchronously on the caller's thread, with
+// Unavailable, after Stop); they must be short and must not block.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/metrics.h"
+#include "common/status.h"
+#include "crdt/pn_counter.h"
+#include "env/clock.h"
+#include "storage/store.h"
+#include "storage/write_queue.h"
+
+namespace edgestate::service {
+
+enum class Durability {
+  kFsync,  // Acknowledge after the batch is fdatasync'ed.
+  kAsync,  // Acknowledge after the WAL append; sync every `async_sync_interval`.
+};
+
+struct CounterServiceOptions {
+  std::string region;  // The origin slot this node writes.
+  Durability durability = Durability::kFsync;
+  std::chrono::milliseconds async_sync_interval{100};
+  const Clock* clock = RealClock();
+};
+
+struct CounterValue {
+  int64_t value = 0;
+  int64_t updated_at_ms = 0;  // 0 when the counter was never written.
+};
+
+// The name rules of the API: 1..256 bytes of UTF-8 without control characters.
+// InvalidArgument otherwise, with a message saying which rule failed.
+inline constexpr size_t kMaxCounterNameBytes = 256;
+Status ValidateCounterName(std::string_view name);
+
+class CounterService {
+ public:
+  using IncrementCallback = std::function<void(StatusOr<CounterValue>)>;
+  using ProbeCallback = std::function<void(Status)>;
+
+  // Loads every stored counter into memory and starts the writer thread. `store` and
+  // `metrics` must outlive the service. Returns the store's error when a record cannot be read
+  // or decoded (a corrupt store is never served silently).
+  static StatusOr<std::unique_ptr<CounterService>> Open(storage::Store* store,
+                                                        CounterServiceOptions options,
+                                                        MetricsRegistry* metrics);
+  ~CounterService();  // Calls Stop().
+
+  // The counter's current value; a counter never written reads as 0.
+  CounterValue Read(std::string_view name) const;
+
+  // Adds `delta` to `name` (which must satisfy ValidateCounterName). `done` receives the new
+  // value once the write is acknowledged (see Durability), FailedPrecondition when the value
+  // would overflow int64 (nothing changes), or Unavailable when storage failed or the service
+  // is stopping (the write may or may not have reached the disk; it is not in memory).
+  void Increment(std::string name, int64_t delta, IncrementCallback done);
+
+  // Writes a probe record through the same group commit path; `done` gets OK when storage
+  // accepted (and, in fsync mode, synced) it.
+  void ProbeStorage(ProbeCallback done);
+
+  // Number of counters in memory.
+  size_t size() const { return size_.load(std::memory_order_relaxed); }
+  // How long Open took to load the stored counters.
+  std::chrono::milliseconds load_time() const { return load_time_; }
+
+  // Stops accepting work, commits everything already queued, syncs, and joins the writer.
+  // Idempotent.
+  void Stop();
+
+ private:
+  struct Op {
+    std::string name;  // Empty for a probe.
+    int64_t delta = 0;
+    IncrementCallback increment_done;
+    ProbeCallback probe_done;
+  };
+  struct Shard {
+    mutable std::mutex mu;
+    struct Hash {
+      using is_transparent = void;
+      size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    };
+    std::unordered_map<std::string, crdt::PnCounter, Hash, std::equal_to<>> counters;  // GUARDED_BY(mu)
+  };
+  static constexpr size_t kShards = 64;
+
+  CounterService(storage::Store* store, CounterServiceOptions options, MetricsRegistry* metrics);
+  Status Load();
+  Shard& ShardFor(std::string_view name) const;
+  void WriterLoop();
+  // Commits one batch. Returns the number of increments it acknowledged.
+  size_t CommitBatch(std::vector<Op>& ops);
+  void Enqueue(Op op);
+
+  storage::Store* const store_;
+  const CounterServiceOptions options_;
+  std::unique_ptr<Shard[]> shards_;
+  std::atomic<size_t> size_{0};
+  std::chrono::milliseconds load_time_{0};
+
+  storage::WriteQueue<Op> queue_;
+  std::thread writer_;
+  std::once_flag stop_once_;
+
+  Histogram* batch_size_;
+  Histogram* async_unsynced_;
+  Counter* increments_ok_;
+  Counter* increments_rejected_;
+  Counter* write_errors_;
+};
+
+}  // namespace edgestate::service

@@ -1,0 +1,174 @@
+#include "service/counter_service.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <future>
+#include <limits>
+#include <thread>
+
+namespace edgestate::service {
+namespace {
+
+class CounterServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("edgestate-svc-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Opens store + service; the previous pair (if any) is closed first.
+  void Open(Durability d = Durability::kFsync) {
+    svc_.reset();
+    store_.reset();
+    metrics_ = std::make_unique<MetricsRegistry>();
+    auto st = storage::Store::Open(dir_.string());
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    store_ = std::move(st).value();
+    CounterServiceOptions o;
+    o.region = "iad";
+    o.durability = d;
+    o.async_sync_interval = std::chrono::milliseconds(5);
+    o.clock = &clock_;
+    auto svc = CounterService::Open(store_.get(), o, metrics_.get());
+    ASSERT_TRUE(svc.ok()) << svc.status().ToString();
+    svc_ = std::move(svc).value();
+  }
+
+  StatusOr<CounterValue> IncrementSync(const std::string& name, int64_t delta) {
+    std::promise<StatusOr<CounterValue>> p;
+    svc_->Increment(name, delta, [&](StatusOr<CounterValue> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  }
+
+  std::filesystem::path dir_;
+  FakeClock clock_{1'800'000'000'000};
+  std::unique_ptr<MetricsRegistry> metrics_;
+  std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<CounterService> svc_;
+};
+
+TEST(ValidateCounterNameTest, Rules) {
+  EXPECT_TRUE(ValidateCounterName("page:views/home").ok());
+  EXPECT_TRUE(ValidateCounterName("caf\xc3\xa9").ok());
+  EXPECT_TRUE(ValidateCounterName(std::string(256, 'a')).ok());
+  EXPECT_FALSE(ValidateCounterName("").ok());
+  EXPECT_FALSE(ValidateCounterName(std::string(257, 'a')).ok());
+  EXPECT_FALSE(ValidateCounterName("a\nb").ok());
+  EXPECT_FALSE(ValidateCounterName(std::string("a\0b", 3)).ok());
+  EXPECT_FALSE(ValidateCounterName("a\x7f").ok());
+  EXPECT_FALSE(ValidateCounterName("\xc3").ok());
+}
+
+TEST_F(CounterServiceTest, UnwrittenCounterReadsZero) {
+  Open();
+  CounterValue v = svc_->Read("nope");
+  EXPECT_EQ(v.value, 0);
+  EXPECT_EQ(v.updated_at_ms, 0);
+  EXPECT_EQ(svc_->size(), 0u);
+}
+
+TEST_F(CounterServiceTest, IncrementReturnsNewValueAndIsReadable) {
+  Open();
+  auto r = IncrementSync("a", 5);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->value, 5);
+  EXPECT_EQ(r->updated_at_ms, 1'800'000'000'000);
+  r = IncrementSync("a", -8);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->value, -3);
+  EXPECT_EQ(svc_->Read("a").value, -3);
+  EXPECT_EQ(svc_->size(), 1u);
+}
+
+TEST_F(CounterServiceTest, OverflowIsRejectedAndChangesNothing) {
+  Open();
+  ASSERT_TRUE(IncrementSync("a", std::numeric_limits<int64_t>::max()).ok());
+  auto r = IncrementSync("a", 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(svc_->Read("a").value, std::numeric_limits<int64_t>::max());
+  Open();  // And nothing of the rejected write reached the disk.
+  EXPECT_EQ(svc_->Read("a").value, std::numeric_limits<int64_t>::max());
+}
+
+TEST_F(CounterServiceTest, AcknowledgedIncrementsSurviveReopen) {
+  Open();
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(IncrementSync("x", 2).ok());
+  ASSERT_TRUE(IncrementSync("y", -1).ok());
+  Open();
+  EXPECT_EQ(svc_->Read("x").value, 20);
+  EXPECT_EQ(svc_->Read("y").value, -1);
+  EXPECT_EQ(svc_->size(), 2u);
+}
+
+TEST_F(CounterServiceTest, ConcurrentIncrementsAllCountAndShareBatches) {
+  Open();
+  constexpr int kThreads = 8, kEach = 300;
+  std::atomic<int> acked{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        std::promise<void> p;
+        svc_->Increment(t % 2 ? "odd" : "even", 1, [&](StatusOr<CounterValue> r) {
+          if (r.ok()) acked++;
+          p.set_value();
+        });
+        p.get_future().wait();
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(acked.load(), kThreads * kEach);
+  EXPECT_EQ(svc_->Read("odd").value + svc_->Read("even").value, kThreads * kEach);
+  std::string m = metrics_->Render();
+  // With 8 concurrent writers some batches must carry more than one write.
+  EXPECT_NE(m.find("edgestate_commit_batch_size_count"), std::string::npos);
+  Open();
+  EXPECT_EQ(svc_->Read("odd").value + svc_->Read("even").value, kThreads * kEach);
+}
+
+TEST_F(CounterServiceTest, AsyncModeAcknowledgesAndSyncs) {
+  Open(Durability::kAsync);
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(IncrementSync("a", 1).ok());
+  Open(Durability::kAsync);
+  EXPECT_EQ(svc_->Read("a").value, 50);
+  EXPECT_NE(metrics_->Render().find("edgestate_async_unsynced_writes_count"), std::string::npos);
+}
+
+TEST_F(CounterServiceTest, ProbeSucceedsOnHealthyStore) {
+  Open();
+  std::promise<Status> p;
+  svc_->ProbeStorage([&](Status s) { p.set_value(s); });
+  EXPECT_TRUE(p.get_future().get().ok());
+}
+
+TEST_F(CounterServiceTest, AfterStopWritesFailFastAndReadsStillWork) {
+  Open();
+  ASSERT_TRUE(IncrementSync("a", 1).ok());
+  svc_->Stop();
+  auto r = IncrementSync("a", 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(svc_->Read("a").value, 1);
+}
+
+TEST_F(CounterServiceTest, CorruptRecordFailsOpenLoudly) {
+  Open();
+  svc_.reset();
+  rocksdb::WriteBatch wb;
+  wb.Put(storage::CounterKey("bad"), "\xff\xff\xff");
+  ASSERT_TRUE(store_->Write(&wb, true).ok());
+  CounterServiceOptions o;
+  o.region = "iad";
+  auto svc = CounterService::Open(store_.get(), o, metrics_.get());
+  ASSERT_FALSE(svc.ok());
+  EXPECT_NE(svc.status().message().find("bad"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace edgestate::service

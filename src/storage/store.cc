@@ -1,0 +1,178 @@
+#include "storage/store.h"
+
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "storage/records.pb.h"
+
+namespace edgestate::storage {
+namespace {
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return Status::Ok();
+  std::string msg = std::string(what) + ": " + s.ToString();
+  if (s.IsCorruption() || s.IsInvalidArgument() || s.IsNotSupported()) {
+    return Status::InvalidArgument(std::move(msg));
+  }
+  if (s.IsNotFound()) return Status::NotFound(std::move(msg));
+  return Status::Unavailable(std::move(msg));
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+std::string CounterKey(std::string_view name) {
+  std::string k;
+  k.reserve(name.size() + 1);
+  k.push_back(kCounterPrefix);
+  k.append(name);
+  return k;
+}
+
+std::string MetaKey(std::string_view name) {
+  std::string k;
+  k.push_back(kMetaPrefix);
+  k.append(name);
+  return k;
+}
+
+std::string EncodeCounter(const crdt::PnCounter& counter) {
+  pb::CounterRecord rec;
+  for (const auto& [origin, slot] : counter.slots()) {
+    pb::SlotRecord* s = rec.add_slots();
+    s->set_origin(origin);
+    s->set_inc(slot.inc);
+    s->set_dec(slot.dec);
+    s->set_version(slot.version);
+    s->set_updated_at_ms(slot.updated_at_ms);
+  }
+  return rec.SerializeAsString();
+}
+
+StatusOr<crdt::PnCounter> DecodeCounter(std::string_view bytes) {
+  pb::CounterRecord rec;
+  if (!rec.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return Status::InvalidArgument("malformed counter record");
+  }
+  crdt::PnCounter c;
+  for (const pb::SlotRecord& s : rec.slots()) {
+    if (s.origin().empty()) return Status::InvalidArgument("counter record slot without origin");
+    c.SetSlot(s.origin(), crdt::Slot{s.inc(), s.dec(), s.version(), s.updated_at_ms()});
+  }
+  return c;
+}
+
+StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetrics metrics) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::Unavailable("cannot create data directory " + dir + ": " + ec.message());
+
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.max_background_jobs = 2;
+  options.compression = rocksdb::kLZ4Compression;
+  options.bytes_per_sync = 1 << 20;
+  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  options.keep_log_file_num = 3;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_size = 16 * 1024;
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(options, dir, &raw);
+  if (!s.ok()) {
+    if (s.IsIOError()) return Status::Unavailable("cannot open store in " + dir + ": " + s.ToString());
+    return FromRocks(s, "cannot open store in " + dir);
+  }
+  return std::unique_ptr<Store>(new Store(std::unique_ptr<rocksdb::DB>(raw), metrics));
+}
+
+Store::Store(std::unique_ptr<rocksdb::DB> db, StoreMetrics metrics)
+    : db_(std::move(db)), metrics_(metrics) {}
+
+Store::~Store() {
+  if (db_) {
+    rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
+    if (!s.ok()) spdlog::warn("final WAL sync failed: {}", s.ToString());
+    s = db_->Close();
+    if (!s.ok()) spdlog::warn("closing the store failed: {}", s.ToString());
+  }
+}
+
+Status Store::MaybeResume() {
+  if (!failed_.load()) return Status::Ok();
+  rocksdb::Status s = db_->Resume();
+  if (!s.ok()) return FromRocks(s, "store is in an error state and could not resume");
+  spdlog::info("store resumed after an I/O error");
+  failed_.store(false);
+  return Status::Ok();
+}
+
+Status Store::Write(rocksdb::WriteBatch* batch, bool sync) {
+  if (Status r = MaybeResume(); !r.ok()) return r;
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  auto start = std::chrono::steady_clock::now();
+  rocksdb::Status s = db_->Write(wo, batch);
+  if (sync && metrics_.sync_write_seconds) metrics_.sync_write_seconds->Observe(SecondsSince(start));
+  if (!s.ok()) {
+    failed_.store(true);
+    return FromRocks(s, "write failed");
+  }
+  return Status::Ok();
+}
+
+Status Store::SyncWal() {
+  auto start = std::chrono::steady_clock::now();
+  rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
+  if (metrics_.wal_sync_seconds) metrics_.wal_sync_seconds->Observe(SecondsSince(start));
+  if (!s.ok()) {
+    failed_.store(true);
+    return FromRocks(s, "WAL sync failed");
+  }
+  return Status::Ok();
+}
+
+Status Store::ForEachCounter(
+    const std::function<Status(std::string_view, std::string_view)>& fn) {
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  ro.readahead_size = 4 << 20;
+  ro.total_order_seek = true;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  const std::string prefix(1, kCounterPrefix);
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    rocksdb::Slice k = it->key();
+    if (k.empty() || k[0] != kCounterPrefix) break;
+    rocksdb::Slice v = it->value();
+    if (Status st = fn(std::string_view(k.data() + 1, k.size() - 1),
+                       std::string_view(v.data(), v.size()));
+        !st.ok()) {
+      return st;
+    }
+  }
+  return FromRocks(it->status(), "scan failed");
+}
+
+StatusOr<std::string> Store::GetCounter(std::string_view name) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), CounterKey(name), &value);
+  if (!s.ok()) return FromRocks(s, "get failed");
+  return value;
+}
+
+uint64_t Store::EstimateNumKeys() {
+  uint64_t n = 0;
+  if (!db_->GetIntProperty("rocksdb.estimate-num-keys", &n)) return 0;
+  return n;
+}
+
+}  // namespace edgestate::storage
