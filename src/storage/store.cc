@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdarg>
+#include <cstdio>
 #include <filesystem>
 
 #include "storage/records.pb.h"
@@ -69,11 +71,31 @@ StatusOr<crdt::PnCounter> DecodeCounter(std::string_view bytes) {
   return c;
 }
 
-StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetrics metrics) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return Status::Unavailable("cannot create data directory " + dir + ": " + ec.message());
+namespace {
 
+// RocksDB's diagnostics go to the process log, not to a LOG file in the data directory: a
+// full disk must fail writes cleanly, and Debian's RocksDB asserts when its file logger hits
+// a write error.
+class SpdlogLogger final : public rocksdb::Logger {
+ public:
+  SpdlogLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char buf[1024];
+    vsnprintf(buf, sizeof(buf), format, ap);
+    if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
+      spdlog::error("rocksdb: {}", buf);
+    } else {
+      spdlog::warn("rocksdb: {}", buf);
+    }
+  }
+};
+
+rocksdb::Options MakeOptions() {
   rocksdb::Options options;
   options.create_if_missing = true;
   options.max_background_jobs = 2;
@@ -81,25 +103,37 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
   options.bytes_per_sync = 1 << 20;
   options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  options.info_log = std::make_shared<SpdlogLogger>();
   options.keep_log_file_num = 3;
+  // No WAL preallocation: a full disk fails the next write (and /health) at once instead of
+  // after 64 MiB of preallocated WAL; measured: no change in fsync throughput on ext4.
+  options.allow_fallocate = false;
   rocksdb::BlockBasedTableOptions table;
   table.block_size = 16 * 1024;
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return options;
+}
 
+}  // namespace
+
+StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetrics metrics) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::Unavailable("cannot create data directory " + dir + ": " + ec.message());
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(options, dir, &raw);
+  rocksdb::Status s = rocksdb::DB::Open(MakeOptions(), dir, &raw);
   if (!s.ok()) {
     if (s.IsIOError()) return Status::Unavailable("cannot open store in " + dir + ": " + s.ToString());
     return FromRocks(s, "cannot open store in " + dir);
   }
-  return std::unique_ptr<Store>(new Store(std::unique_ptr<rocksdb::DB>(raw), metrics));
+  return std::unique_ptr<Store>(new Store(std::unique_ptr<rocksdb::DB>(raw), dir, metrics));
 }
 
-Store::Store(std::unique_ptr<rocksdb::DB> db, StoreMetrics metrics)
-    : db_(std::move(db)), metrics_(metrics) {}
+Store::Store(std::unique_ptr<rocksdb::DB> db, std::string dir, StoreMetrics metrics)
+    : dir_(std::move(dir)), db_(std::move(db)), metrics_(metrics) {}
 
 Store::~Store() {
-  if (db_) {
+  if (db_ && !failed_.load()) {
     rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
     if (!s.ok()) spdlog::warn("final WAL sync failed: {}", s.ToString());
     s = db_->Close();
@@ -132,6 +166,7 @@ Status Store::Write(rocksdb::WriteBatch* batch, bool sync) {
 
 Status Store::SyncWal() {
   auto start = std::chrono::steady_clock::now();
+  if (Status r = MaybeResume(); !r.ok()) return r;
   rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
   if (metrics_.wal_sync_seconds) metrics_.wal_sync_seconds->Observe(SecondsSince(start));
   if (!s.ok()) {

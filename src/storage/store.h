@@ -54,7 +54,10 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   // Applies `batch` atomically. Unavailable on I/O errors (disk full, read-only filesystem);
-  // after such an error later writes first try to resume the database.
+  // after such an error the next Write or SyncWal first closes and reopens the database
+  // (REQUIRES then: no concurrent ForEachCounter/GetCounter, which edgestate only calls at
+  // start-up). A failed write may or may not be on disk after a restart; it is never
+  // acknowledged.
   Status Write(rocksdb::WriteBatch* batch, bool sync);
   // Makes every earlier Write durable.
   Status SyncWal();
@@ -69,10 +72,12 @@ class Store {
   uint64_t EstimateNumKeys();
 
  private:
-  Store(std::unique_ptr<rocksdb::DB> db, StoreMetrics metrics);
+  Store(std::unique_ptr<rocksdb::DB> db, std::string dir, StoreMetrics metrics);
+  // After a failed write: closes and reopens the database. REQUIRES: writer thread.
   Status MaybeResume();
 
-  std::unique_ptr<rocksdb::DB> db_;
+  const std::string dir_;
+  std::unique_ptr<rocksdb::DB> db_;  // Null only while a reopen after an error has failed.
   StoreMetrics metrics_;
   std::atomic<bool> failed_{false};
 };

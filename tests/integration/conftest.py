@@ -1,0 +1,182 @@
+"""Fixtures for the integration tests: real edgestate processes on 127.0.0.1.
+
+Every process a test starts is tracked by PID and killed at the end of the test, so a failing
+test never leaves a server behind.
+"""
+import http.client
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+BIN = os.environ.get("EDGESTATE_BIN") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "edgestate")
+POPULATE_BIN = os.environ.get("EDGESTATE_POPULATE_BIN") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "edgestate-populate")
+
+# Sanitizer builds start and run more slowly; every wait scales with this.
+SLOW = 4.0 if "asan" in os.path.abspath(BIN) else 1.0
+
+READY = re.compile(rb"edgestate listening on http://[^:]+:(\d+) ")
+
+
+class Node:
+    """One `edgestate serve` process."""
+
+    def __init__(self, data_dir, args=(), env=None):
+        self.data_dir = data_dir
+        self.args = list(args)
+        self.env = env
+        self.proc = None
+        self.port = None
+        self.output = b""
+
+    def start(self, timeout=10.0):
+        env = dict(os.environ)
+        for k in ("PORT", "EDGESTATE_REGION", "FLY_REGION", "EDGESTATE_DATA_DIR",
+                  "EDGESTATE_API_KEY"):
+            env.pop(k, None)
+        env.update(self.env or {})
+        cmd = [BIN, "serve", "--listen", "127.0.0.1", "--port", "0",
+               "--data-dir", self.data_dir] + self.args
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=env)
+        deadline = time.monotonic() + timeout * SLOW
+        buf = b""
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                m = READY.search(buf)
+                if m:
+                    self.port = int(m.group(1))
+                    self.output = buf
+                    return self
+        self.kill()
+        raise AssertionError(f"edgestate did not start: {buf.decode(errors='replace')}")
+
+    def read_output(self):
+        """Whatever the process printed since start (non-blocking)."""
+        fd = self.proc.stdout.fileno()
+        while True:
+            r, _, _ = select.select([fd], [], [], 0)
+            if not r:
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            self.output += chunk
+        return self.output.decode(errors="replace")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        rc = self.proc.wait(timeout=timeout * SLOW)
+        self.read_output()
+        return rc
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def conn(self, timeout=10.0):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout * SLOW)
+
+    def request(self, method, path, body=None, headers=None, timeout=10.0):
+        """One request on a fresh connection; returns (status, headers dict, parsed body)."""
+        c = self.conn(timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+            try:
+                parsed = json.loads(data) if data else None
+            except ValueError:
+                parsed = data.decode(errors="replace")
+            return r.status, hdrs, parsed
+        finally:
+            c.close()
+
+    def value(self, name=None):
+        path = "/read" if name is None else f"/v1/counters/{name}"
+        status, _, body = self.request("GET", path)
+        assert status == 200, body
+        return body["value"]
+
+
+def raw_exchange(port, payload, timeout=5.0):
+    """Sends raw bytes, returns everything the server sends until it closes (or timeout)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
+    try:
+        s.sendall(payload)
+        out = b""
+        deadline = time.monotonic() + timeout * SLOW
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        s.close()
+
+
+def parse_raw_response(raw):
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body
+
+
+@pytest.fixture
+def tmpdir_path():
+    d = tempfile.mkdtemp(prefix="edgestate-it-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def nodes(tmpdir_path):
+    """Factory: nodes(args=..., env=..., data_dir=...) -> started Node; all killed at the end."""
+    started = []
+
+    def make(args=(), env=None, data_dir=None, start=True):
+        n = Node(data_dir or os.path.join(tmpdir_path, "data"), args, env)
+        started.append(n)
+        return n.start() if start else n
+
+    yield make
+    for n in started:
+        n.kill()
+
+
+@pytest.fixture
+def node(nodes):
+    return nodes()

@@ -1,0 +1,188 @@
+"""Durability with real processes: kill -9 under load, graceful shutdown, full disk."""
+import http.client
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import Node, SLOW
+
+
+class Load:
+    """`conns` clients, each on its own keep-alive connection, incrementing until stopped.
+
+    sent: requests fully written to a socket; acked: 200 responses received.
+    """
+
+    def __init__(self, port, conns=50, path="/increment", body=None):
+        self.port, self.path, self.body = port, path, body
+        self.sent = 0
+        self.acked = 0
+        self.errors = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(conns)]
+
+    def _run(self):
+        deadline = time.monotonic() + 60 * SLOW  # Bounded even if stop is never set.
+        c = None
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                if c is None:
+                    c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10 * SLOW)
+                    c.connect()
+                with self.lock:
+                    self.sent += 1  # Counted before sending: an upper bound on what reached it.
+                c.request("POST", self.path, body=self.body)
+                r = c.getresponse()
+                r.read()
+                if r.status == 200:
+                    with self.lock:
+                        self.acked += 1
+                else:
+                    with self.lock:
+                        self.errors += 1
+            except (OSError, http.client.HTTPException):
+                with self.lock:
+                    self.errors += 1
+                if c is not None:
+                    c.close()
+                c = None
+                if self.stop.wait(0.01):
+                    break
+        if c is not None:
+            c.close()
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30 * SLOW)
+
+
+@pytest.mark.parametrize("durability", ["fsync", "async"])
+def test_kill_9_under_load_loses_no_acknowledged_increment(nodes, durability):
+    n = nodes(args=["--durability", durability])
+    for round_no in range(3):
+        before = n.value()
+        load = Load(n.port).start()
+        time.sleep(0.6 + 0.4 * round_no)
+        n.proc.send_signal(signal.SIGKILL)  # At an arbitrary moment mid-load.
+        n.proc.wait(timeout=10)
+        load.finish()
+        assert load.acked > 100, "the load did not get going"
+        n.start()
+        after = n.value()
+        gained = after - before
+        assert gained >= load.acked, (
+            f"{durability}: lost {load.acked - gained} acknowledged increments "
+            f"(acked {load.acked}, counter moved {gained})")
+        assert gained <= load.sent, f"counter moved {gained} but only {load.sent} were sent"
+
+
+def test_sigterm_drains_in_flight_and_exits_0(nodes):
+    n = nodes()
+    load = Load(n.port, conns=30).start()
+    time.sleep(0.5)
+    start = time.monotonic()
+    n.signal(signal.SIGTERM)
+    rc = n.wait(timeout=10)
+    took = time.monotonic() - start
+    load.finish()
+    assert rc == 0, n.read_output()
+    assert took < 5 * SLOW, f"shutdown took {took:.1f}s"
+    assert "shut down cleanly" in n.read_output()
+    n.start()
+    assert load.acked <= n.value() <= load.sent
+
+
+def test_sigint_exits_0_and_state_survives(nodes):
+    n = nodes()
+    for _ in range(5):
+        n.request("POST", "/v1/counters/s/increment", body='{"delta": 3}')
+    n.signal(signal.SIGINT)
+    assert n.wait(timeout=10) == 0
+    n.start()
+    assert n.value("s") == 15
+
+
+def test_idle_keepalive_clients_do_not_delay_shutdown(nodes):
+    n = nodes()
+    idle = [n.conn() for _ in range(20)]
+    for c in idle:
+        c.request("GET", "/health")
+        c.getresponse().read()
+    start = time.monotonic()
+    n.signal(signal.SIGTERM)
+    assert n.wait(timeout=10) == 0
+    assert time.monotonic() - start < 2 * SLOW
+    for c in idle:
+        c.close()
+
+
+@pytest.fixture
+def small_fs(tmpdir_path):
+    """A 160 MiB tmpfs (RocksDB resumes once 64 MiB are free) the test can fill; needs root (CI runs as root)."""
+    mnt = os.path.join(tmpdir_path, "small")
+    os.makedirs(mnt)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", mnt],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs for the full-disk test: {r.stderr}"
+    yield mnt
+    subprocess.run(["umount", "-l", mnt], check=False)
+
+
+def fill(path):
+    """Writes zeros to `path` until the filesystem is full (unbuffered, so nothing is pending)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_full_disk_fails_writes_cleanly_and_recovers(nodes, small_fs):
+    n = nodes(data_dir=os.path.join(small_fs, "data"))
+    acked = 0
+    for _ in range(50):
+        assert n.request("POST", "/increment")[0] == 200
+        acked += 1
+    filler = os.path.join(small_fs, "filler")
+    fill(filler)
+    # Writes now fail with a JSON 503 (the WAL cannot grow); the node stays up.
+    statuses = set()
+    for _ in range(3000):
+        st, _, body = n.request("POST", "/v1/counters/big/increment",
+                                body='{"delta": 1}')
+        statuses.add(st)
+        if st != 200:
+            assert st == 503, body
+            assert body["error"]["code"] == "unavailable"
+            break
+    assert 503 in statuses, "writes never failed on a full disk"
+    st, _, body = n.request("GET", "/health")
+    assert st == 503 and body["status"] == "unhealthy"
+    assert n.alive()
+    assert n.value() == acked  # Reads keep working.
+    os.remove(filler)
+    deadline = time.monotonic() + 30 * SLOW  # RocksDB's recovery polls every few seconds.
+    while time.monotonic() < deadline and n.request("GET", "/health")[0] != 200:
+        time.sleep(0.2)
+    assert n.request("GET", "/health")[0] == 200
+    assert n.request("POST", "/increment")[2]["value"] == acked + 1
+    n.signal(signal.SIGTERM)
+    assert n.wait(timeout=10) == 0
+    n.start()
+    assert n.value() == acked + 1

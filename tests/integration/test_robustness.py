@@ -1,0 +1,127 @@
+"""Hostile clients: slow and idle sockets, connection floods, random bytes."""
+import random
+import socket
+import time
+
+from conftest import parse_raw_response, raw_exchange, SLOW
+
+
+def open_partial(port, n, payload=b"GET /read HTTP/1.1\r\nHost: x\r\n"):
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if payload:
+            s.sendall(payload)
+        socks.append(s)
+    return socks
+
+
+def closed_by_peer(s, timeout):
+    s.settimeout(timeout)
+    try:
+        return s.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_hundreds_of_half_open_sockets_do_not_starve_clients(node):
+    slow = open_partial(node.port, 300) + open_partial(node.port, 100, payload=b"")
+    try:
+        start = time.monotonic()
+        for _ in range(20):
+            st, _, body = node.request("POST", "/increment", timeout=5)
+            assert st == 200
+        elapsed = time.monotonic() - start
+        assert elapsed < 2.0 * SLOW, f"20 requests took {elapsed:.2f}s beside 400 slow sockets"
+        assert node.value() == 20
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_slow_header_is_cut_at_request_timeout(nodes):
+    n = nodes(args=["--request-timeout-ms", "800"])
+    s = socket.create_connection(("127.0.0.1", n.port), timeout=5)
+    start = time.monotonic()
+    s.sendall(b"GET /read HTTP/1.1\r\n")
+    closed = False
+    # Trickle one header byte every 100 ms: that must not extend the deadline.
+    while time.monotonic() - start < 5 * SLOW:
+        try:
+            s.sendall(b"X")
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+        if closed_by_peer(s, 0.1):
+            closed = True
+            break
+    elapsed = time.monotonic() - start
+    s.close()
+    assert closed and elapsed < 3 * SLOW, f"slow client held for {elapsed:.2f}s"
+
+
+def test_idle_connection_is_closed(nodes):
+    n = nodes(args=["--request-timeout-ms", "500"])
+    s = socket.create_connection(("127.0.0.1", n.port), timeout=5)
+    start = time.monotonic()
+    assert closed_by_peer(s, 5 * SLOW)
+    assert time.monotonic() - start < 3 * SLOW
+    s.close()
+
+
+def test_connection_limit_rejects_then_recovers(nodes):
+    n = nodes(args=["--max-connections", "20", "--request-timeout-ms", "1500"])
+    keep = n.conn()
+    keep.request("GET", "/health")
+    assert keep.getresponse().read()  # An established keep-alive client.
+    idle = open_partial(n.port, 19, payload=b"")
+    try:
+        time.sleep(0.2)
+        raw = raw_exchange(n.port, b"GET /read HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = parse_raw_response(raw)
+        assert status == 503 and b"too many connections" in body
+        # The established client keeps working while the limit is reached.
+        keep.request("POST", "/increment")
+        assert keep.getresponse().status == 200
+        # Once the idle sockets time out, new clients get in.
+        deadline = time.monotonic() + 10 * SLOW
+        while time.monotonic() < deadline:
+            raw = raw_exchange(n.port, b"GET /read HTTP/1.1\r\nHost: x\r\n\r\n")
+            if raw.startswith(b"HTTP/1.1 200"):
+                break
+            time.sleep(0.2)
+        assert raw.startswith(b"HTTP/1.1 200"), raw
+    finally:
+        keep.close()
+        for s in idle:
+            s.close()
+
+
+def test_random_bytes_never_crash_the_node(node):
+    rng = random.Random(1234)
+    prefixes = [b"", b"GET / HTTP/1.1\r\n", b"POST /v1/counters/x/increment HTTP/1.1\r\n",
+                b"GET /read HTTP/1.1\r\nContent-Length: 5\r\n\r\n"]
+    for i in range(150):
+        payload = rng.choice(prefixes) + bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300)))
+        if i % 3 == 0:
+            payload += b"\r\n\r\n"
+        raw_exchange(node.port, payload, timeout=0.3)
+    assert node.alive()
+    assert node.request("GET", "/health")[0] == 200
+    assert node.request("POST", "/increment")[0] == 200
+
+
+def test_client_vanishing_mid_request_is_harmless(node):
+    for _ in range(50):
+        s = socket.create_connection(("127.0.0.1", node.port))
+        s.sendall(b"POST /v1/counters/v/increment HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"de")
+        s.close()
+        s = socket.create_connection(("127.0.0.1", node.port))
+        s.sendall(b"POST /increment HTTP/1.1\r\n\r\n")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # RST while the increment is being committed.
+    assert node.alive()
+    assert node.value("v") == 0
+    assert node.request("GET", "/health")[0] == 200
