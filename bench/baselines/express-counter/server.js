@@ -1,0 +1,62 @@
+// A counter built the way the article's Fly.io Express service is built, for comparison only:
+// the state is a JSON file that every request reads and rewrites (no lock, no fsync, no atomic
+// rename). Concurrent increments race (read-modify-write), which is what bench/ measures.
+// Written for edgestate's benchmarks; not the article's code.
+'use strict';
+const express = require('express');
+const fs = require('fs/promises');
+const path = require('path');
+
+const region = process.env.FLY_REGION || 'local';
+const port = Number(process.env.PORT || 8080);
+const file = path.join(process.env.DATA_DIR || '.', 'counter.json');
+
+async function load() {
+  return JSON.parse(await fs.readFile(file, 'utf8'));
+}
+
+async function store(state) {
+  await fs.writeFile(file, JSON.stringify(state));
+}
+
+const app = express();
+app.use(express.json());
+
+app.post('/increment', async (req, res) => {
+  try {
+    const state = await load();
+    state.value += 1;
+    state.lastUpdated = new Date().toISOString();
+    await store(state);
+    res.json({ value: state.value, region });
+  } catch (err) {
+    res.status(500).json({ error: err.message });
+  }
+});
+
+app.get('/read', async (req, res) => {
+  try {
+    const state = await load();
+    res.json({ value: state.value, region, lastUpdated: state.lastUpdated });
+  } catch (err) {
+    res.status(500).json({ error: err.message });
+  }
+});
+
+app.get('/health', async (req, res) => {
+  try {
+    await fs.access(file);
+    res.json({ status: 'healthy', region });
+  } catch (err) {
+    res.status(503).json({ status: 'unhealthy', error: err.message });
+  }
+});
+
+(async () => {
+  try {
+    await fs.access(file);
+  } catch {
+    await store({ value: 0 });
+  }
+  app.listen(port, '127.0.0.1', () => console.log(`express counter listening on ${port}`));
+})();
