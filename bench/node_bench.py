@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,10 +63,18 @@ class Proc:
                 self.p.wait()
 
 
-def http_json(method, url):
-    req = urllib.request.Request(url, method=method)
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+def http_json(method, url, attempts=50):
+    """GET/POST and parse JSON. The Express-style counter answers 500 while its file is torn by
+    a concurrent rewrite, so retry for a while before giving up."""
+    for i in range(attempts):
+        try:
+            req = urllib.request.Request(url, method=method)
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+        except (urllib.error.HTTPError, ValueError):
+            if i == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 
 def to_ms(s):

@@ -2,6 +2,7 @@
 
 #include "http/server.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -25,6 +26,11 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
+// Concrete executor types throughout: no type-erased executor copies on the hot path.
+using Executor = asio::io_context::executor_type;
+using Socket = asio::basic_stream_socket<tcp, Executor>;
+using Stream = beast::basic_stream<tcp, Executor, beast::unlimited_rate_policy>;
+
 class Connection;
 
 // One I/O thread and everything it owns.
@@ -40,6 +46,28 @@ bool IsHttpParseError(const beast::error_code& ec) {
   return ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category();
 }
 
+// Serializes a response into `out` (reused across requests, so steady state allocates
+// nothing). Requests are parsed by Beast; responses are built here in one buffer because
+// Beast's general serializer was a measured hot spot. Header names and values come from the
+// Api (static names, values it generated), never from the client.
+void SerializeResponse(const Response& r, unsigned version, bool keep_alive, std::string* out) {
+  out->clear();
+  fmt::format_to(std::back_inserter(*out), "HTTP/{}.{} {} {}\r\nContent-Type: {}\r\n",
+                 version / 10, version % 10, r.status,
+                 bhttp::obsolete_reason(static_cast<bhttp::status>(r.status)), r.content_type);
+  for (const auto& [name, value] : r.headers) {
+    fmt::format_to(std::back_inserter(*out), "{}: {}\r\n", name, value);
+  }
+  fmt::format_to(std::back_inserter(*out), "Content-Length: {}\r\n", r.body.size());
+  if (!keep_alive) {
+    out->append("Connection: close\r\n");
+  } else if (version == 10) {
+    out->append("Connection: keep-alive\r\n");
+  }
+  out->append("\r\n");
+  out->append(r.body);
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -47,7 +75,7 @@ struct HttpServer::Impl {
       : options(std::move(o)), handler(h), metrics(m) {}
 
   void DoAccept();
-  void RejectOverloaded(tcp::socket& socket);
+  void RejectOverloaded(Socket& socket);
 
   const HttpServerOptions options;
   Handler* const handler;
@@ -56,6 +84,7 @@ struct HttpServer::Impl {
   std::atomic<bool> shut_down{false};
   std::vector<std::unique_ptr<Worker>> workers;
   std::optional<tcp::acceptor> acceptor;  // Lives on workers[0].
+  std::optional<Socket> pending;          // The socket the current async_accept fills.
   std::optional<asio::steady_timer> accept_retry;
   size_t next_worker = 0;
   uint16_t bound_port = 0;
@@ -65,7 +94,7 @@ namespace {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(tcp::socket&& socket, Worker* worker, HttpServer::Impl* server)
+  Connection(Socket&& socket, Worker* worker, HttpServer::Impl* server)
       : stream_(std::move(socket)),
         worker_(worker),
         server_(server),
@@ -160,24 +189,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     server_->metrics->Record(
         r.route, r.status,
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
-    res_ = {};
-    res_.version(version_);
-    res_.result(r.status);
-    res_.set(bhttp::field::content_type, r.content_type);
-    for (auto& [name, value] : r.headers) res_.set(name, value);
-    res_.body() = std::move(r.body);
-    res_.keep_alive(keep_alive_ && !worker_->draining && r.status < 500 && r.status != 400 &&
-                    r.status != 413 && r.status != 431);
-    res_.prepare_payload();
+    response_keep_alive_ = keep_alive_ && !worker_->draining && r.status < 500 &&
+                           r.status != 400 && r.status != 413 && r.status != 431;
+    SerializeResponse(r, version_, response_keep_alive_, &out_);
     state_ = State::kWriting;
     stream_.expires_after(server_->options.write_timeout);
-    bhttp::async_write(stream_, res_,
-                       beast::bind_front_handler(&Connection::OnWrite, shared_from_this()));
+    asio::async_write(stream_, asio::buffer(out_),
+                      beast::bind_front_handler(&Connection::OnWrite, shared_from_this()));
   }
 
   void OnWrite(beast::error_code ec, std::size_t) {
     if (ec) return Close();
-    if (!res_.keep_alive()) return LingeringClose();
+    if (!response_keep_alive_) return LingeringClose();
     DoRead();
   }
 
@@ -207,12 +230,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     stream_.socket().close(ignored);
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   Worker* const worker_;
   HttpServer::Impl* const server_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
-  bhttp::response<bhttp::string_body> res_;
+  std::string out_;  // The serialized response being written.
+  bool response_keep_alive_ = true;
   std::function<Responder()> defer_;
   std::unique_ptr<std::array<char, 4096>> drain_;
   size_t drained_ = 0;
@@ -225,7 +249,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 }  // namespace
 
-void HttpServer::Impl::RejectOverloaded(tcp::socket& socket) {
+void HttpServer::Impl::RejectOverloaded(Socket& socket) {
   static const std::string kResponse = [] {
     std::string body = ErrorBody("unavailable", "too many connections");
     return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -242,8 +266,10 @@ void HttpServer::Impl::RejectOverloaded(tcp::socket& socket) {
 
 void HttpServer::Impl::DoAccept() {
   Worker* w = workers[next_worker++ % workers.size()].get();
-  acceptor->async_accept(w->ioc, [this, w](beast::error_code ec, tcp::socket socket) {
+  pending.emplace(w->ioc.get_executor());
+  acceptor->async_accept(*pending, [this, w](beast::error_code ec) {
     if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+    Socket socket = std::move(*pending);
     if (ec) {
       // EMFILE and friends: back off instead of spinning.
       spdlog::warn("accept failed: {}", ec.message());

@@ -36,7 +36,8 @@ CounterService::CounterService(storage::Store* store, CounterServiceOptions opti
                                MetricsRegistry* metrics)
     : store_(store), options_(std::move(options)), shards_(new Shard[kShards]) {
   batch_size_ = &metrics->AddHistogram(
-      "edgestate_commit_batch_size", "Writes committed together in one storage batch.",
+      "edgestate_commit_batch_size",
+      "Operations committed together in one storage batch (one fdatasync in fsync mode).",
       ExponentialBuckets(1, 2, 11));
   async_unsynced_ = &metrics->AddHistogram(
       "edgestate_async_unsynced_writes",
@@ -117,6 +118,7 @@ void CounterService::WriterLoop() {
   std::vector<Op> ops;
   uint64_t unsynced = 0;
   SteadyClock::time_point next_sync = SteadyClock::time_point::max();
+  size_t last_batch = 0;
   auto sync_now = [&] {
     if (unsynced == 0) return;
     async_unsynced_->Observe(static_cast<double>(unsynced));
@@ -130,7 +132,11 @@ void CounterService::WriterLoop() {
   };
   while (true) {
     ops.clear();
-    bool open = queue_.PopAll(&ops, next_sync);
+    // Under load (the previous batch was large) wait briefly for as many writers to queue up
+    // again; a lone writer never waits.
+    size_t gather = last_batch >= kGatherThreshold ? last_batch : 1;
+    bool open = queue_.PopAll(&ops, next_sync, gather, options_.commit_delay);
+    last_batch = ops.size();
     if (!ops.empty()) {
       size_t acked = CommitBatch(ops);
       if (async && acked > 0) {
@@ -180,10 +186,8 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
   }
   if (probe) wb.Put(storage::MetaKey("health-probe"), std::to_string(now_ms));
   Status write = Status::Ok();
-  if (wb.Count() > 0) {
-    write = store_->Write(&wb, options_.durability == Durability::kFsync);
-    batch_size_->Observe(static_cast<double>(wb.Count()));
-  }
+  batch_size_->Observe(static_cast<double>(ops.size()));
+  if (wb.Count() > 0) write = store_->Write(&wb, options_.durability == Durability::kFsync);
 
   size_t acked = 0;
   if (write.ok()) {

@@ -42,6 +42,9 @@ struct CounterServiceOptions {
   std::string region;  // The origin slot this node writes.
   Durability durability = Durability::kFsync;
   std::chrono::milliseconds async_sync_interval{100};
+  // Commit delay: when the previous batch held at least kGatherThreshold operations, the
+  // writer waits up to this long for about as many to queue before committing.
+  std::chrono::microseconds commit_delay{200};
   const Clock* clock = RealClock();
 };
 
@@ -106,6 +109,7 @@ class CounterService {
     std::unordered_map<std::string, crdt::PnCounter, Hash, std::equal_to<>> counters;  // GUARDED_BY(mu)
   };
   static constexpr size_t kShards = 64;
+  static constexpr size_t kGatherThreshold = 4;
 
   CounterService(storage::Store* store, CounterServiceOptions options, MetricsRegistry* metrics);
   Status Load();

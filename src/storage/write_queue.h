@@ -22,22 +22,29 @@ class WriteQueue {
       std::lock_guard lock(mu_);
       if (closed_) return false;
       queue_.push_back(std::move(op));
-      wake = consumer_waiting_;
+      wake = consumer_waiting_ && queue_.size() >= wake_at_;
     }
     if (wake) cv_.notify_one();
     return true;
   }
 
-  // Waits until ops are queued, `deadline` passes, or the queue is closed; then moves every
-  // queued op into *out (which must be empty). Returns false only when the queue is closed
-  // and nothing is left, true otherwise (*out may be empty after a timeout).
-  bool PopAll(std::vector<Op>* out, std::chrono::steady_clock::time_point deadline) {
+  // Waits until ops are queued, `deadline` passes, or the queue is closed; then, when
+  // `gather` > 1, keeps waiting up to `linger` for the queue to reach `gather` ops (a commit
+  // delay, as PostgreSQL's commit_delay: under load a short wait fills the batch, and one
+  // fdatasync then serves more writes); then moves every queued op into *out (which must be
+  // empty). Returns false only when the queue is closed and nothing is left, true otherwise
+  // (*out may be empty after a timeout).
+  bool PopAll(std::vector<Op>* out, std::chrono::steady_clock::time_point deadline,
+              size_t gather = 1, std::chrono::microseconds linger = {}) {
     std::unique_lock lock(mu_);
     while (queue_.empty() && !closed_) {
-      consumer_waiting_ = true;
-      std::cv_status st = cv_.wait_until(lock, deadline);
-      consumer_waiting_ = false;
-      if (st == std::cv_status::timeout) break;
+      if (!Wait(lock, deadline, 1)) break;
+    }
+    if (!queue_.empty() && gather > 1) {
+      auto until = std::chrono::steady_clock::now() + linger;
+      while (queue_.size() < gather && !closed_) {
+        if (!Wait(lock, until, gather)) break;
+      }
     }
     if (queue_.empty()) return !closed_;
     out->swap(queue_);
@@ -54,11 +61,22 @@ class WriteQueue {
   }
 
  private:
+  // Waits for a push that brings the queue to `wake_at` ops; false on timeout.
+  bool Wait(std::unique_lock<std::mutex>& lock, std::chrono::steady_clock::time_point until,
+            size_t wake_at) {
+    consumer_waiting_ = true;
+    wake_at_ = wake_at;
+    std::cv_status st = cv_.wait_until(lock, until);
+    consumer_waiting_ = false;
+    return st == std::cv_status::no_timeout;
+  }
+
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Op> queue_;          // GUARDED_BY(mu_)
   bool closed_ = false;            // GUARDED_BY(mu_)
   bool consumer_waiting_ = false;  // GUARDED_BY(mu_)
+  size_t wake_at_ = 1;             // GUARDED_BY(mu_)
 };
 
 }  // namespace edgestate::storage

@@ -69,3 +69,39 @@ TEST(WriteQueueTest, ManyProducersLoseNothing) {
 
 }  // namespace
 }  // namespace edgestate::storage
+
+namespace edgestate::storage {
+namespace {
+
+TEST(WriteQueueGatherTest, WaitsForGatherUntilLinger) {
+  WriteQueue<int> q;
+  int v = 1;
+  ASSERT_TRUE(q.Push(std::move(v)));
+  std::vector<int> out;
+  auto start = Clock::now();
+  ASSERT_TRUE(q.PopAll(&out, Clock::now() + std::chrono::seconds(5), /*gather=*/3,
+                       std::chrono::microseconds(20000)));
+  EXPECT_EQ(out.size(), 1u);  // Nobody else came: it committed alone after the linger.
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(15));
+}
+
+TEST(WriteQueueGatherTest, ReturnsAsSoonAsGatherIsReached) {
+  WriteQueue<int> q;
+  std::thread producer([&] {
+    for (int i = 0; i < 3; ++i) {
+      int v = i;
+      q.Push(std::move(v));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  std::vector<int> out;
+  auto start = Clock::now();
+  ASSERT_TRUE(q.PopAll(&out, Clock::now() + std::chrono::seconds(5), /*gather=*/3,
+                       std::chrono::seconds(5)));
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));  // Did not sit out the linger.
+  producer.join();
+  EXPECT_EQ(out.size(), 3u);
+}
+
+}  // namespace
+}  // namespace edgestate::storage
