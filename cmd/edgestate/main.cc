@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
           "Env EDGESTATE_API_KEY.");
   str_opt("--config", &flags.config_file,
           "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
-          "threads, max_connections, request_timeout_ms, async_sync_interval_ms). Precedence: "
+          "threads, max_connections, request_timeout_ms, async_sync_interval_ms, peer_listen, "
+          "peers, cluster_secret, replication_interval_ms). Precedence: "
           "flag > environment > file > default.");
   int_opt("--threads", &flags.threads, "I/O threads; 0 = one per CPU available. Default 0.");
   int_opt("--max-connections", &flags.max_connections,
@@ -56,6 +57,16 @@ int main(int argc, char** argv) {
           "A whole request (and keep-alive idle time) must arrive within this. Default 15000.");
   int_opt("--async-sync-interval-ms", &flags.async_sync_interval_ms,
           "With --durability async: how often the WAL is synced. Default 100.");
+  str_opt("--peer-listen", &flags.peer_listen,
+          "HOST:PORT of the replication listener (private network), separate from --port.");
+  str_opt("--peers", &flags.peers,
+          "The other regions' replication listeners: REGION=HOST:PORT,...");
+  str_opt("--cluster-secret", &flags.cluster_secret,
+          "Shared secret authenticating peer links (at least 8 bytes); required with --peers. "
+          "Env EDGESTATE_CLUSTER_SECRET.");
+  int_opt("--replication-interval", &flags.replication_interval_ms,
+          "MS between delta shipments and heartbeats to each peer; 0 ships every commit at "
+          "once. Default 100.");
 
   try {
     app.parse(argc, argv);

@@ -35,7 +35,8 @@ Slot& PnCounter::SlotFor(std::string_view origin) {
 
 void PnCounter::SetSlot(std::string_view origin, const Slot& slot) { SlotFor(origin) = slot; }
 
-StatusOr<int64_t> PnCounter::Add(std::string_view origin, int64_t delta, int64_t now_ms) {
+StatusOr<int64_t> PnCounter::Add(std::string_view origin, int64_t delta, int64_t now_ms,
+                                 uint64_t seq) {
   int64_t value = Value();
   int64_t next;
   if (__builtin_add_overflow(value, delta, &next)) {
@@ -50,20 +51,24 @@ StatusOr<int64_t> PnCounter::Add(std::string_view origin, int64_t delta, int64_t
       s.version == std::numeric_limits<uint64_t>::max()) {
     return Status::FailedPrecondition("counter slot exhausted: total increments exceed 2^64");
   }
-  s.version += 1;
+  s.version = seq != 0 ? std::max(seq, s.version) : s.version + 1;
   s.updated_at_ms = std::max(s.updated_at_ms, now_ms);
   SlotFor(origin) = s;
   return next;
 }
 
 void PnCounter::Merge(const PnCounter& other) {
-  for (const auto& [origin, theirs] : other.slots_) {
-    Slot& mine = SlotFor(origin);
-    mine.inc = std::max(mine.inc, theirs.inc);
-    mine.dec = std::max(mine.dec, theirs.dec);
-    mine.version = std::max(mine.version, theirs.version);
-    mine.updated_at_ms = std::max(mine.updated_at_ms, theirs.updated_at_ms);
-  }
+  for (const auto& [origin, theirs] : other.slots_) MergeSlot(origin, theirs);
+}
+
+bool PnCounter::MergeSlot(std::string_view origin, const Slot& theirs) {
+  Slot& mine = SlotFor(origin);
+  Slot before = mine;
+  mine.inc = std::max(mine.inc, theirs.inc);
+  mine.dec = std::max(mine.dec, theirs.dec);
+  mine.version = std::max(mine.version, theirs.version);
+  mine.updated_at_ms = std::max(mine.updated_at_ms, theirs.updated_at_ms);
+  return !(mine == before);
 }
 
 }  // namespace edgestate::crdt

@@ -1,7 +1,8 @@
 // PnCounter: a positive-negative counter CRDT with one slot per origin region.
 //
 // Each origin only ever grows its own slot: `inc` and `dec` are monotone sums of the positive
-// and negative deltas it accepted, and `version` counts its accepted writes. The value is
+// and negative deltas it accepted, and `version` is the origin's (node-wide, increasing) write
+// sequence number of the slot's latest write, which replication uses as a version vector entry. The value is
 // sum(inc) - sum(dec). Merge takes, per origin, the field-wise maximum, which is a join: it is
 // commutative, associative and idempotent, so replicas that have seen the same writes hold the
 // same state whatever the order or repetition of merges. Pure code: no I/O, no clock reads.
@@ -25,7 +26,7 @@ namespace edgestate::crdt {
 struct Slot {
   uint64_t inc = 0;           // Sum of positive deltas accepted at this origin.
   uint64_t dec = 0;           // Sum of magnitudes of negative deltas accepted at this origin.
-  uint64_t version = 0;       // Number of writes accepted at this origin.
+  uint64_t version = 0;       // The origin's write sequence number at this slot's last write.
   int64_t updated_at_ms = 0;  // Wall time of the latest of those writes (Unix ms).
 
   friend bool operator==(const Slot&, const Slot&) = default;
@@ -40,12 +41,16 @@ class PnCounter {
   // The latest write time over all slots (0 when never written).
   int64_t UpdatedAtMs() const;
 
-  // Adds `delta` to `origin`'s slot and returns the new value. On FailedPrecondition (the value
-  // would leave int64, or the slot's sum would exceed uint64) nothing changes.
-  StatusOr<int64_t> Add(std::string_view origin, int64_t delta, int64_t now_ms);
+  // Adds `delta` to `origin`'s slot, stamps it with sequence `seq` (0: the slot's version + 1)
+  // and returns the new value. On FailedPrecondition (the value would leave int64, or the
+  // slot's sum would exceed uint64) nothing changes.
+  // REQUIRES: seq == 0 or seq > the slot's current version.
+  StatusOr<int64_t> Add(std::string_view origin, int64_t delta, int64_t now_ms, uint64_t seq = 0);
 
   // Joins `other` into this counter (field-wise max per origin).
   void Merge(const PnCounter& other);
+  // Joins one slot of `origin` (field-wise max). Returns true when anything changed.
+  bool MergeSlot(std::string_view origin, const Slot& slot);
 
   // nullptr when `origin` has no slot.
   const Slot* Find(std::string_view origin) const;

@@ -61,8 +61,9 @@ StatusOr<int64_t> ParseIncrementBody(std::string_view body) {
   return delta;
 }
 
-Api::Api(ApiOptions options, service::CounterService* counters, MetricsRegistry* metrics)
-    : options_(std::move(options)), counters_(counters), metrics_(metrics) {
+Api::Api(ApiOptions options, service::CounterService* counters,
+         const service::ClusterView* cluster, MetricsRegistry* metrics)
+    : options_(std::move(options)), counters_(counters), cluster_(cluster), metrics_(metrics) {
   auth_failures_ = &metrics->AddCounter("edgestate_http_auth_failures_total",
                                         "Requests refused for a missing or wrong API key.");
 }
@@ -105,6 +106,12 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
     }
     case Route::kHealth:
       return Health(defer);
+    case Route::kCluster: {
+      Response r;
+      r.route = m.route;
+      r.body = cluster_->ClusterJson();
+      return r;
+    }
     case Route::kMetrics: {
       Response r;
       r.route = m.route;
@@ -120,18 +127,21 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
 }
 
 Response Api::Read(Route route, std::string_view name) const {
+  // The bound is taken before the value is read, so it can only understate freshness; taken
+  // after, a heartbeat in between could vouch for more than the value holds.
+  std::optional<int64_t> staleness = cluster_->StalenessMs();
   service::CounterValue v = counters_->Read(name);
   Response r;
   r.route = route;
-  // A single node reflects every write it acknowledged: staleness 0.
-  r.headers.emplace_back(kStalenessHeader, "0");
+  r.headers.emplace_back(kStalenessHeader, staleness ? std::to_string(*staleness) : "inf");
   if (route == Route::kRead) {
     r.body = fmt::format(R"({{"value":{},"region":"{}","lastUpdated":{}}})", v.value,
                          options_.region, IsoOrNull(v.updated_at_ms));
   } else {
     r.body = fmt::format(
-        R"({{"name":{},"value":{},"region":"{}","updated_at":{},"staleness_ms":0}})",
-        JsonString(name), v.value, options_.region, IsoOrNull(v.updated_at_ms));
+        R"({{"name":{},"value":{},"region":"{}","updated_at":{},"staleness_ms":{}}})",
+        JsonString(name), v.value, options_.region, IsoOrNull(v.updated_at_ms),
+        staleness ? std::to_string(*staleness) : std::string("null"));
   }
   return r;
 }

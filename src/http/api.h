@@ -5,6 +5,7 @@
 //   GET  /health                         -> 200 {"status":"healthy",...} | 503
 //   GET  /metrics                        -> Prometheus text
 //   GET  /v1/counters/{name}             -> {"name","value","region","updated_at","staleness_ms"}
+//   GET  /v1/cluster                     -> this node, its peers, link state, lag
 //   POST /v1/counters/{name}/increment   body optional {"delta": int64}
 //
 // Every failure is a JSON error body (http/errors.h). When an API key is configured, every
@@ -18,6 +19,7 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "http/handler.h"
+#include "service/cluster_view.h"
 #include "service/counter_service.h"
 
 namespace edgestate::http {
@@ -37,8 +39,9 @@ StatusOr<int64_t> ParseIncrementBody(std::string_view body);
 
 class Api : public Handler {
  public:
-  // `counters` and `metrics` must outlive the Api.
-  Api(ApiOptions options, service::CounterService* counters, MetricsRegistry* metrics);
+  // `counters`, `cluster` and `metrics` must outlive the Api.
+  Api(ApiOptions options, service::CounterService* counters, const service::ClusterView* cluster,
+      MetricsRegistry* metrics);
 
   std::optional<Response> Handle(const Request& req,
                                  const std::function<Responder()>& defer) override;
@@ -51,6 +54,7 @@ class Api : public Handler {
 
   const ApiOptions options_;
   service::CounterService* const counters_;
+  const service::ClusterView* const cluster_;
   MetricsRegistry* const metrics_;
   Counter* auth_failures_;
 };

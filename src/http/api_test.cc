@@ -41,6 +41,13 @@ TEST(ParseIncrementBodyTest, DeepNestingDoesNotCrash) {
   EXPECT_FALSE(ParseIncrementBody(deep_obj).ok());
 }
 
+class FakeCluster : public service::ClusterView {
+ public:
+  std::optional<int64_t> StalenessMs() const override { return staleness; }
+  std::string ClusterJson() const override { return R"({"region":"iad","peers":[]})"; }
+  std::optional<int64_t> staleness = 0;
+};
+
 class ApiTest : public ::testing::Test {
  protected:
   void SetUp() override { Open(""); }
@@ -59,7 +66,8 @@ class ApiTest : public ::testing::Test {
     service::CounterServiceOptions o;
     o.region = "iad";
     svc_ = std::move(service::CounterService::Open(store_.get(), o, &metrics_)).value();
-    api_ = std::make_unique<Api>(ApiOptions{"iad", key, dir_.string()}, svc_.get(), &metrics_);
+    api_ = std::make_unique<Api>(ApiOptions{"iad", key, dir_.string()}, svc_.get(), &cluster_,
+                                 &metrics_);
   }
 
   Response Call(std::string_view method, std::string_view target, std::string_view body = "",
@@ -90,6 +98,7 @@ class ApiTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
+  FakeCluster cluster_;
   MetricsRegistry metrics_;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<service::CounterService> svc_;
@@ -126,6 +135,20 @@ TEST_F(ApiTest, VersionedCounters) {
   EXPECT_TRUE(j["updated_at"].is_string());
   ASSERT_EQ(r.headers.size(), 1u);
   EXPECT_EQ(r.headers[0].first, "Edgestate-Staleness-Ms");
+}
+
+TEST_F(ApiTest, StalenessComesFromTheClusterView) {
+  cluster_.staleness = 42;
+  Response r = Call("GET", "/v1/counters/a");
+  EXPECT_EQ(Json(r)["staleness_ms"], 42);
+  EXPECT_EQ(r.headers[0].second, "42");
+  cluster_.staleness.reset();  // A peer never heard from.
+  r = Call("GET", "/v1/counters/a");
+  EXPECT_TRUE(Json(r)["staleness_ms"].is_null());
+  EXPECT_EQ(r.headers[0].second, "inf");
+  r = Call("GET", "/read");
+  EXPECT_EQ(r.headers[0].second, "inf");
+  EXPECT_EQ(Json(Call("GET", "/v1/cluster"))["region"], "iad");
 }
 
 TEST_F(ApiTest, BadInput) {

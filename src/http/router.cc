@@ -10,6 +10,7 @@ std::string_view RouteLabel(Route r) {
     case Route::kMetrics: return "/metrics";
     case Route::kCounter: return "/v1/counters/{name}";
     case Route::kCounterIncrement: return "/v1/counters/{name}/increment";
+    case Route::kCluster: return "/v1/cluster";
     case Route::kNone:
     case Route::kCount: break;
   }
@@ -65,6 +66,8 @@ RouteMatch MatchRoute(std::string_view target) {
     m.route = Route::kHealth;
   } else if (path == "/metrics") {
     m.route = Route::kMetrics;
+  } else if (path == "/v1/cluster") {
+    m.route = Route::kCluster;
   } else if (constexpr std::string_view kPrefix = "/v1/counters/"; path.starts_with(kPrefix)) {
     std::string_view rest = path.substr(kPrefix.size());
     std::string_view raw_name;

@@ -16,6 +16,7 @@ enum class Route : int {
   kMetrics,           // GET  /metrics
   kCounter,           // GET  /v1/counters/{name}
   kCounterIncrement,  // POST /v1/counters/{name}/increment
+  kCluster,           // GET  /v1/cluster
   kCount,
 };
 

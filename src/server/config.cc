@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <toml++/toml.h>
 
+#include "replication/peers.h"
+
 namespace edgestate::server {
 
 EnvLookup ProcessEnv() {
@@ -121,6 +123,28 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
       s = want_int(&cfg->request_timeout_ms);
     } else if (k == "async_sync_interval_ms") {
       s = want_int(&cfg->async_sync_interval_ms);
+    } else if (k == "peer_listen") {
+      s = want_string(&cfg->peer_listen);
+    } else if (k == "peers") {
+      if (node.is_array()) {
+        std::string joined;
+        for (const auto& item : *node.as_array()) {
+          if (!item.is_string()) {
+            s = Status::InvalidArgument(
+                fmt::format("config file {}: peers must be strings REGION=HOST:PORT", path));
+            break;
+          }
+          if (!joined.empty()) joined += ",";
+          joined += *item.value<std::string>();
+        }
+        cfg->peers = joined;
+      } else {
+        s = want_string(&cfg->peers);
+      }
+    } else if (k == "cluster_secret") {
+      s = want_string(&cfg->cluster_secret);
+    } else if (k == "replication_interval_ms") {
+      s = want_int(&cfg->replication_interval_ms);
     } else {
       s = Status::InvalidArgument(fmt::format("config file {}: unknown key \"{}\"", path, k));
     }
@@ -151,6 +175,7 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   }
   if (auto v = env("EDGESTATE_DATA_DIR")) cfg.data_dir = *v;
   if (auto v = env("EDGESTATE_API_KEY")) cfg.api_key = *v;
+  if (auto v = env("EDGESTATE_CLUSTER_SECRET")) cfg.cluster_secret = *v;
 
   // Flags (beat everything).
   if (flags.listen) cfg.listen = *flags.listen;
@@ -170,6 +195,10 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.max_connections) cfg.max_connections = *flags.max_connections;
   if (flags.request_timeout_ms) cfg.request_timeout_ms = *flags.request_timeout_ms;
   if (flags.async_sync_interval_ms) cfg.async_sync_interval_ms = *flags.async_sync_interval_ms;
+  if (flags.peer_listen) cfg.peer_listen = *flags.peer_listen;
+  if (flags.peers) cfg.peers = *flags.peers;
+  if (flags.cluster_secret) cfg.cluster_secret = *flags.cluster_secret;
+  if (flags.replication_interval_ms) cfg.replication_interval_ms = *flags.replication_interval_ms;
 
   // Validation of the merged result.
   if (Status s = ValidateRegion(cfg.region); !s.ok()) return s;
@@ -191,6 +220,33 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (Status s = CheckRange(cfg.async_sync_interval_ms, 1, 60'000, "async sync interval (ms)");
       !s.ok()) {
     return s;
+  }
+  if (Status s = CheckRange(cfg.replication_interval_ms, 0, 60'000, "replication interval (ms)");
+      !s.ok()) {
+    return s;
+  }
+  if (!cfg.peer_listen.empty()) {
+    auto hp = replication::ParseHostPort(cfg.peer_listen, /*allow_port_zero=*/true);
+    if (!hp.ok()) return Status::InvalidArgument("peer listen address: " + hp.status().message());
+  }
+  auto peers = replication::ParsePeers(cfg.peers, cfg.region);
+  if (!peers.ok()) return Status::InvalidArgument("peers: " + peers.status().message());
+  if (!peers->empty()) {
+    if (cfg.peer_listen.empty()) {
+      return Status::InvalidArgument("peers are given but --peer-listen is not");
+    }
+    if (cfg.cluster_secret.empty()) {
+      return Status::InvalidArgument(
+          "peers are given but no cluster secret (--cluster-secret or EDGESTATE_CLUSTER_SECRET)");
+    }
+  }
+  if (!cfg.cluster_secret.empty()) {
+    if (cfg.cluster_secret.size() < 8) {
+      return Status::InvalidArgument("cluster secret must be at least 8 bytes");
+    }
+    if (Status s = ValidateApiKey(cfg.cluster_secret); !s.ok()) {
+      return Status::InvalidArgument("cluster secret must be printable ASCII without spaces");
+    }
   }
   return cfg;
 }

@@ -25,6 +25,11 @@ struct ServeConfig {
   int64_t max_connections = 10000;
   int64_t request_timeout_ms = 15000;
   int64_t async_sync_interval_ms = 100;
+  // Replication (all empty: a single node).
+  std::string peer_listen;     // HOST:PORT of the replication listener.
+  std::string peers;           // REGION=HOST:PORT,...
+  std::string cluster_secret;  // Required when peers are given.
+  int64_t replication_interval_ms = 100;
 };
 
 // Values given on the command line; unset ones fall through to the environment, the file and
@@ -41,6 +46,10 @@ struct ServeFlags {
   std::optional<int64_t> max_connections;
   std::optional<int64_t> request_timeout_ms;
   std::optional<int64_t> async_sync_interval_ms;
+  std::optional<std::string> peer_listen;
+  std::optional<std::string> peers;
+  std::optional<std::string> cluster_secret;
+  std::optional<int64_t> replication_interval_ms;
 };
 
 // Returns the value of an environment variable, or nullopt when unset.

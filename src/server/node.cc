@@ -11,6 +11,7 @@
 #include "common/metrics.h"
 #include "http/api.h"
 #include "http/server.h"
+#include "replication/replicator.h"
 #include "service/counter_service.h"
 #include "storage/store.h"
 
@@ -55,8 +56,30 @@ Status RunNode(const ServeConfig& config) {
   spdlog::info("loaded {} counters from {} in {} ms", (*counters)->size(), config.data_dir,
                (*counters)->load_time().count());
 
+  // Replication, or the view of a node alone.
+  std::unique_ptr<replication::Replicator> replicator;
+  replication::SingleNodeView single(config.region);
+  const service::ClusterView* cluster = &single;
+  if (!config.peer_listen.empty()) {
+    replication::ReplicatorOptions ro;
+    ro.region = config.region;
+    ro.cluster_secret = config.cluster_secret;
+    ro.listen = *replication::ParseHostPort(config.peer_listen, /*allow_port_zero=*/true);  // Validated with the config.
+    ro.peers = *replication::ParsePeers(config.peers, config.region);
+    ro.interval = std::chrono::milliseconds(config.replication_interval_ms);
+    replicator = std::make_unique<replication::Replicator>(std::move(ro), counters->get(), &metrics);
+    if (Status s = replicator->Start(); !s.ok()) return s;
+    cluster = replicator.get();
+  }
+  // On every way out of this function the writer stops before the replicator is destroyed:
+  // its callbacks post to the replicator's thread.
+  struct StopWriter {
+    service::CounterService* c;
+    ~StopWriter() { c->Stop(); }
+  } stop_writer{counters->get()};
+
   http::Api api(http::ApiOptions{config.region, config.api_key, config.data_dir},
-                counters->get(), &metrics);
+                counters->get(), cluster, &metrics);
   http::HttpMetrics http_metrics(&metrics);
   http::HttpServerOptions http_options;
   http_options.listen_address = config.listen;
@@ -69,10 +92,11 @@ Status RunNode(const ServeConfig& config) {
                    [&server] { return static_cast<double>(server.active_connections()); });
   if (Status s = server.Start(); !s.ok()) return s;
 
-  std::printf("edgestate listening on http://%s:%u region=%s data=%s durability=%s\n",
+  std::printf("edgestate listening on http://%s:%u region=%s data=%s durability=%s peer_port=%u\n",
               config.listen.c_str(), server.port(), config.region.c_str(),
               config.data_dir.c_str(),
-              config.durability == service::Durability::kFsync ? "fsync" : "async");
+              config.durability == service::Durability::kFsync ? "fsync" : "async",
+              replicator ? replicator->peer_port() : 0u);
   std::fflush(stdout);
   spdlog::info("serving region {} on {}:{} with {} I/O threads", config.region, config.listen,
                server.port(), http_options.threads);
@@ -81,8 +105,9 @@ Status RunNode(const ServeConfig& config) {
   while (sigwait(&signals, &sig) != 0) {
   }
   spdlog::info("received {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-  server.Shutdown();    // No new requests; in-flight ones finish.
-  (*counters)->Stop();  // Everything queued is committed and synced.
+  server.Shutdown();                   // No new requests; in-flight ones finish.
+  if (replicator) replicator->Stop();  // Links closed; peers catch up from us on reconnect.
+  (*counters)->Stop();                 // Everything queued is committed and synced.
   spdlog::info("shut down cleanly");
   return Status::Ok();
 }

@@ -6,6 +6,8 @@
 
 #include "common/strings.h"
 
+#include <tuple>
+
 namespace edgestate::service {
 
 Status ValidateCounterName(std::string_view name) {
@@ -65,17 +67,29 @@ Status CounterService::Load() {
   uint64_t estimate = store_->EstimateNumKeys();
   for (size_t i = 0; i < kShards; ++i) shards_[i].counters.reserve(estimate / kShards + 16);
   size_t n = 0;
+  uint64_t max_seq = 0;
   Status s = store_->ForEachCounter([&](std::string_view name, std::string_view bytes) {
     StatusOr<crdt::PnCounter> c = storage::DecodeCounter(bytes);
     if (!c.ok()) {
       return Status::InvalidArgument(fmt::format("stored counter {:?} is unreadable: {}",
                                                  std::string(name), c.status().message()));
     }
+    if (const crdt::Slot* own = c->Find(options_.region); own && own->version > 0) {
+      changelog_.emplace(own->version, std::string(name));
+      max_seq = std::max(max_seq, own->version);
+    }
     ShardFor(name).counters.insert_or_assign(std::string(name), std::move(c).value());
     ++n;
     return Status::Ok();
   });
   if (!s.ok()) return s;
+  s = store_->ForEachApplied([&](std::string_view origin, uint64_t seq) {
+    applied_[std::string(origin)] = seq;
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  next_seq_ = max_seq + 1;
+  committed_seq_.store(max_seq);
   size_.store(n);
   load_time_ = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - start);
@@ -98,11 +112,63 @@ void CounterService::Enqueue(Op op) {
 }
 
 void CounterService::Increment(std::string name, int64_t delta, IncrementCallback done) {
-  Enqueue(Op{std::move(name), delta, std::move(done), nullptr});
+  Op op;
+  op.name = std::move(name);
+  op.delta = delta;
+  op.increment_done = std::move(done);
+  Enqueue(std::move(op));
 }
 
 void CounterService::ProbeStorage(ProbeCallback done) {
-  Enqueue(Op{std::string(), 0, nullptr, std::move(done)});
+  Op op;
+  op.kind = Op::Kind::kProbe;
+  op.probe_done = std::move(done);
+  Enqueue(std::move(op));
+}
+
+void CounterService::ApplyRemote(std::string origin, uint64_t covers_seq,
+                                 std::vector<SlotUpdate> slots, ProbeCallback done) {
+  Op op;
+  op.kind = Op::Kind::kApply;
+  op.name = std::move(origin);
+  op.covers_seq = covers_seq;
+  op.slots = std::move(slots);
+  op.probe_done = std::move(done);
+  Enqueue(std::move(op));
+}
+
+uint64_t CounterService::AppliedSeq(std::string_view origin) const {
+  std::lock_guard lock(applied_mu_);
+  auto it = applied_.find(origin);
+  return it == applied_.end() ? 0 : it->second;
+}
+
+uint64_t CounterService::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
+                                           std::vector<SlotUpdate>* out) const {
+  std::vector<std::pair<uint64_t, std::string>> picked;
+  uint64_t covers;
+  {
+    std::lock_guard lock(changelog_mu_);
+    covers = committed_seq_.load(std::memory_order_acquire);
+    for (auto it = changelog_.upper_bound(after_seq); it != changelog_.end(); ++it) {
+      if (picked.size() == max_entries) {
+        covers = picked.back().first;  // Truncated: complete only up to the last one taken.
+        break;
+      }
+      picked.emplace_back(it->first, it->second);
+    }
+  }
+  if (covers < after_seq) covers = after_seq;
+  for (auto& [seq, name] : picked) {
+    Shard& shard = ShardFor(name);
+    std::lock_guard lock(shard.mu);
+    auto it = shard.counters.find(name);
+    if (it == shard.counters.end()) continue;
+    if (const crdt::Slot* own = it->second.Find(options_.region)) {
+      out->push_back(SlotUpdate{std::move(name), *own});
+    }
+  }
+  return covers;
 }
 
 void CounterService::Stop() {
@@ -150,6 +216,16 @@ void CounterService::WriterLoop() {
   sync_now();
 }
 
+Status CounterService::ValidateRemote(const Op& op) const {
+  if (op.name.empty() || op.name == options_.region) {
+    return Status::InvalidArgument("remote slots must come from another region");
+  }
+  for (const SlotUpdate& u : op.slots) {
+    if (Status s = ValidateCounterName(u.name); !s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
 size_t CounterService::CommitBatch(std::vector<Op>& ops) {
   const int64_t now_ms = options_.clock->NowUnixMillis();
   // Staged copies of every counter this batch touches; keys view into ops[i].name.
@@ -157,23 +233,47 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
   std::vector<StatusOr<CounterValue>> results;
   results.reserve(ops.size());
   bool probe = false;
+  // Own-origin sequence of each counter before this batch (for the changelog).
+  std::unordered_map<std::string_view, uint64_t> previous_own_seq;
+  std::map<std::string, uint64_t, std::less<>> applied_updates;
+  auto stage = [&](std::string_view name) -> std::pair<crdt::PnCounter, bool>& {
+    auto [it, inserted] = staged.try_emplace(name);
+    if (inserted) {
+      Shard& shard = ShardFor(name);
+      std::lock_guard lock(shard.mu);
+      auto existing = shard.counters.find(name);
+      if (existing != shard.counters.end()) it->second.first = existing->second;
+    }
+    return it->second;
+  };
+  bool own_writes = false;
   for (Op& op : ops) {
-    if (op.probe_done) {
+    if (op.kind == Op::Kind::kProbe) {
       probe = true;
       results.emplace_back(CounterValue{});
       continue;
     }
-    auto [it, inserted] = staged.try_emplace(op.name);
-    if (inserted) {
-      Shard& shard = ShardFor(op.name);
-      std::lock_guard lock(shard.mu);
-      auto existing = shard.counters.find(op.name);
-      if (existing != shard.counters.end()) it->second.first = existing->second;
+    if (op.kind == Op::Kind::kApply) {
+      Status valid = ValidateRemote(op);
+      results.emplace_back(valid.ok() ? StatusOr<CounterValue>(CounterValue{}) : valid);
+      if (!valid.ok()) continue;
+      for (const SlotUpdate& u : op.slots) {
+        auto& entry = stage(u.name);
+        if (entry.first.MergeSlot(op.name, u.slot)) entry.second = true;
+      }
+      uint64_t& a = applied_updates[op.name];
+      a = std::max({a, op.covers_seq, AppliedSeq(op.name)});
+      continue;
     }
-    crdt::PnCounter& c = it->second.first;
-    StatusOr<int64_t> r = c.Add(options_.region, op.delta, now_ms);
+    auto& entry = stage(op.name);
+    crdt::PnCounter& c = entry.first;
+    const crdt::Slot* own = c.Find(options_.region);
+    previous_own_seq.try_emplace(op.name, own ? own->version : 0);
+    StatusOr<int64_t> r = c.Add(options_.region, op.delta, now_ms, next_seq_);
     if (r.ok()) {
-      it->second.second = true;
+      ++next_seq_;
+      own_writes = true;
+      entry.second = true;
       results.emplace_back(CounterValue{*r, c.UpdatedAtMs()});
     } else {
       results.emplace_back(r.status());
@@ -184,6 +284,7 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
   for (const auto& [name, entry] : staged) {
     if (entry.second) wb.Put(storage::CounterKey(name), storage::EncodeCounter(entry.first));
   }
+  for (const auto& [origin, seq] : applied_updates) wb.Put(storage::AppliedKey(origin), std::to_string(seq));
   if (probe) wb.Put(storage::MetaKey("health-probe"), std::to_string(now_ms));
   Status write = Status::Ok();
   batch_size_->Observe(static_cast<double>(ops.size()));
@@ -191,6 +292,11 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
 
   size_t acked = 0;
   if (write.ok()) {
+    std::vector<std::tuple<uint64_t, uint64_t, std::string_view>> changelog_moves;
+    for (const auto& [name, prev] : previous_own_seq) {
+      const crdt::Slot* own = staged[name].first.Find(options_.region);
+      if (own != nullptr && own->version != prev) changelog_moves.emplace_back(prev, own->version, name);
+    }
     for (auto& [name, entry] : staged) {
       if (!entry.second) continue;
       Shard& shard = ShardFor(name);
@@ -199,15 +305,37 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
       it->second = std::move(entry.first);
       if (inserted) size_.fetch_add(1, std::memory_order_relaxed);
     }
+    if (!applied_updates.empty()) {
+      std::lock_guard lock(applied_mu_);
+      for (const auto& [origin, seq] : applied_updates) applied_[origin] = seq;
+    }
+    if (own_writes) {
+      // After the table: an entry a replication snapshot sees has its state published.
+      std::lock_guard lock(changelog_mu_);
+      for (const auto& [prev, next, name] : changelog_moves) {
+        if (prev != 0) changelog_.erase(prev);
+        changelog_.emplace(next, std::string(name));
+      }
+      committed_seq_.store(next_seq_ - 1, std::memory_order_release);
+    }
   } else {
     write_errors_->Inc();
     spdlog::error("storage write of {} records failed: {}", wb.Count(), write.ToString());
   }
 
+  if (write.ok() && own_writes && commit_listener_) commit_listener_();
+
   for (size_t i = 0; i < ops.size(); ++i) {
     Op& op = ops[i];
-    if (op.probe_done) {
+    if (op.kind == Op::Kind::kProbe) {
       op.probe_done(write);
+      continue;
+    }
+    if (op.kind == Op::Kind::kApply) {
+      op.probe_done(!results[i].ok() ? results[i].status()
+                    : write.ok()     ? Status::Ok()
+                                     : Status::Unavailable("storage is not writable: " +
+                                                           write.message()));
       continue;
     }
     if (!write.ok()) {

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -53,6 +54,12 @@ struct CounterValue {
   int64_t updated_at_ms = 0;  // 0 when the counter was never written.
 };
 
+// One counter's slot of one origin, as replication ships it.
+struct SlotUpdate {
+  std::string name;
+  crdt::Slot slot;
+};
+
 // The name rules of the API: 1..256 bytes of UTF-8 without control characters.
 // InvalidArgument otherwise, with a message saying which rule failed.
 inline constexpr size_t kMaxCounterNameBytes = 256;
@@ -84,6 +91,32 @@ class CounterService {
   // accepted (and, in fsync mode, synced) it.
   void ProbeStorage(ProbeCallback done);
 
+  // --- Replication (docs/replication.md) ---
+
+  // This node's own write sequence: every acknowledged local write has seq <= CommittedSeq().
+  uint64_t CommittedSeq() const { return committed_seq_.load(std::memory_order_acquire); }
+
+  // Appends to *out the own-origin slots of every counter whose latest local write has a
+  // sequence number above `after_seq`, oldest first, at most `max_entries`. Returns the
+  // sequence number the result covers: after applying *out, a replica has every local write
+  // with seq <= the returned value. Returns `after_seq` (and adds nothing) when nothing is new.
+  uint64_t CollectOwnChanges(uint64_t after_seq, size_t max_entries,
+                             std::vector<SlotUpdate>* out) const;
+
+  // Merges slots received from `origin` (a peer region, never this node's own) and records
+  // that every write of `origin` with seq <= covers_seq is now applied; durably, in one batch.
+  // Slots with invalid names are rejected: `done` gets InvalidArgument and nothing is applied.
+  // Applying the same slots twice, or older ones after newer ones, changes nothing.
+  void ApplyRemote(std::string origin, uint64_t covers_seq, std::vector<SlotUpdate> slots,
+                   ProbeCallback done);
+
+  // The highest covers_seq applied (and stored) for `origin`; 0 when none.
+  uint64_t AppliedSeq(std::string_view origin) const;
+
+  // Called on the writer thread after every commit that acknowledged local writes. Set before
+  // any write is submitted; must be cheap and must not block.
+  void SetCommitListener(std::function<void()> listener) { commit_listener_ = std::move(listener); }
+
   // Number of counters in memory.
   size_t size() const { return size_.load(std::memory_order_relaxed); }
   // How long Open took to load the stored counters.
@@ -95,10 +128,13 @@ class CounterService {
 
  private:
   struct Op {
-    std::string name;  // Empty for a probe.
+    enum class Kind { kIncrement, kProbe, kApply } kind = Kind::kIncrement;
+    std::string name;  // kIncrement: the counter. kApply: the origin region.
     int64_t delta = 0;
+    uint64_t covers_seq = 0;         // kApply.
+    std::vector<SlotUpdate> slots;   // kApply.
     IncrementCallback increment_done;
-    ProbeCallback probe_done;
+    ProbeCallback probe_done;        // kProbe and kApply.
   };
   struct Shard {
     mutable std::mutex mu;
@@ -118,12 +154,24 @@ class CounterService {
   // Commits one batch. Returns the number of increments it acknowledged.
   size_t CommitBatch(std::vector<Op>& ops);
   void Enqueue(Op op);
+  Status ValidateRemote(const Op& op) const;
 
   storage::Store* const store_;
   const CounterServiceOptions options_;
   std::unique_ptr<Shard[]> shards_;
   std::atomic<size_t> size_{0};
   std::chrono::milliseconds load_time_{0};
+
+  // Own-origin sequence numbers. next_seq_ is writer-thread state.
+  uint64_t next_seq_ = 1;
+  std::atomic<uint64_t> committed_seq_{0};
+  // seq of the latest local write of each counter -> counter name; one entry per counter.
+  mutable std::mutex changelog_mu_;
+  std::map<uint64_t, std::string> changelog_;  // GUARDED_BY(changelog_mu_)
+  // origin -> highest applied covers_seq.
+  mutable std::mutex applied_mu_;
+  std::map<std::string, uint64_t, std::less<>> applied_;  // GUARDED_BY(applied_mu_)
+  std::function<void()> commit_listener_;
 
   storage::WriteQueue<Op> queue_;
   std::thread writer_;

@@ -4,6 +4,7 @@
 #include <rocksdb/table.h>
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -42,6 +43,13 @@ std::string MetaKey(std::string_view name) {
   std::string k;
   k.push_back(kMetaPrefix);
   k.append(name);
+  return k;
+}
+
+std::string AppliedKey(std::string_view origin) {
+  std::string k;
+  k.push_back(kAppliedPrefix);
+  k.append(origin);
   return k;
 }
 
@@ -193,6 +201,24 @@ Status Store::ForEachCounter(
         !st.ok()) {
       return st;
     }
+  }
+  return FromRocks(it->status(), "scan failed");
+}
+
+Status Store::ForEachApplied(const std::function<Status(std::string_view, uint64_t)>& fn) {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  const std::string prefix(1, kAppliedPrefix);
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    rocksdb::Slice k = it->key();
+    if (k.empty() || k[0] != kAppliedPrefix) break;
+    std::string v = it->value().ToString();
+    uint64_t seq = 0;
+    auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), seq);
+    if (ec != std::errc() || ptr != v.data() + v.size()) {
+      return Status::InvalidArgument("malformed applied-sequence record for " +
+                                     std::string(k.data() + 1, k.size() - 1));
+    }
+    if (Status st = fn(std::string_view(k.data() + 1, k.size() - 1), seq); !st.ok()) return st;
   }
   return FromRocks(it->status(), "scan failed");
 }

@@ -1,7 +1,8 @@
 // Store: the node's durable state in RocksDB.
 //
 // Key layout (docs/storage.md): "c" + counter name -> CounterRecord (protobuf);
-// "m" + name -> node metadata (e.g. the health probe). Values are whole CRDT states, so the
+// "m" + name -> node metadata (e.g. the health probe); "v" + origin -> applied sequence of a
+// peer region (docs/replication.md). Values are whole CRDT states, so the
 // last Put of a key is its complete truth and replaying the WAL is idempotent.
 //
 // Durability: Write(batch, /*sync=*/true) returns OK only after the batch is in the WAL and
@@ -29,9 +30,12 @@ namespace edgestate::storage {
 
 inline constexpr char kCounterPrefix = 'c';
 inline constexpr char kMetaPrefix = 'm';
+inline constexpr char kAppliedPrefix = 'v';
 
 std::string CounterKey(std::string_view name);
 std::string MetaKey(std::string_view name);
+// "v" + origin -> decimal seq: every write of `origin` with seq <= it is applied here.
+std::string AppliedKey(std::string_view origin);
 
 // Serializes a counter's full CRDT state.
 std::string EncodeCounter(const crdt::PnCounter& counter);
@@ -65,6 +69,8 @@ class Store {
   // Calls fn(name, value) for every counter in key order. Stops at and returns the first
   // error from the iterator. `fn` must not call back into the store.
   Status ForEachCounter(const std::function<Status(std::string_view, std::string_view)>& fn);
+  // Calls fn(origin, seq) for every applied-sequence record. InvalidArgument on a malformed one.
+  Status ForEachApplied(const std::function<Status(std::string_view, uint64_t)>& fn);
   // Returns the stored bytes of one counter; NotFound when absent.
   StatusOr<std::string> GetCounter(std::string_view name);
 

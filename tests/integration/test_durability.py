@@ -1,70 +1,12 @@
 """Durability with real processes: kill -9 under load, graceful shutdown, full disk."""
-import http.client
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import Node, SLOW
-
-
-class Load:
-    """`conns` clients, each on its own keep-alive connection, incrementing until stopped.
-
-    sent: requests fully written to a socket; acked: 200 responses received.
-    """
-
-    def __init__(self, port, conns=50, path="/increment", body=None):
-        self.port, self.path, self.body = port, path, body
-        self.sent = 0
-        self.acked = 0
-        self.errors = 0
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(conns)]
-
-    def _run(self):
-        deadline = time.monotonic() + 60 * SLOW  # Bounded even if stop is never set.
-        c = None
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                if c is None:
-                    c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10 * SLOW)
-                    c.connect()
-                with self.lock:
-                    self.sent += 1  # Counted before sending: an upper bound on what reached it.
-                c.request("POST", self.path, body=self.body)
-                r = c.getresponse()
-                r.read()
-                if r.status == 200:
-                    with self.lock:
-                        self.acked += 1
-                else:
-                    with self.lock:
-                        self.errors += 1
-            except (OSError, http.client.HTTPException):
-                with self.lock:
-                    self.errors += 1
-                if c is not None:
-                    c.close()
-                c = None
-                if self.stop.wait(0.01):
-                    break
-        if c is not None:
-            c.close()
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30 * SLOW)
+from conftest import Load, Node, SLOW
 
 
 @pytest.mark.parametrize("durability", ["fsync", "async"])

@@ -1,0 +1,34 @@
+// Peer addresses: "--peers lhr=10.0.0.2:7100,fra=[::1]:7100". Pure; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace edgestate::replication {
+
+struct HostPort {
+  std::string host;  // IP address or DNS name (brackets stripped from IPv6).
+  uint16_t port = 0;
+};
+
+struct PeerAddress {
+  std::string region;
+  HostPort address;
+};
+
+// "host:port" or "[v6]:port". InvalidArgument on a missing or bad port or empty host. Port 0
+// (pick a free one) only when `allow_port_zero`, as for a listener.
+StatusOr<HostPort> ParseHostPort(std::string_view s, bool allow_port_zero = false);
+
+// "region=host:port,..." (empty string: no peers). InvalidArgument on a bad entry, a region
+// that breaks the region rules, a region listed twice, or `self` listed as a peer.
+StatusOr<std::vector<PeerAddress>> ParsePeers(std::string_view s, std::string_view self);
+
+// The region rules: 1..32 of a-z, 0-9, '-', '_'.
+Status ValidateRegionName(std::string_view region);
+
+}  // namespace edgestate::replication

@@ -1,0 +1,742 @@
+#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
+
+#include "replication/replicator.h"
+
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "replication/auth.h"
+#include "replication/wire.pb.h"
+
+namespace edgestate::replication {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using asio::redirect_error;
+using asio::use_awaitable;
+using SteadyClock = std::chrono::steady_clock;
+using boost::system::error_code;
+
+namespace {
+
+constexpr uint32_t kProtocolVersion = 1;
+constexpr size_t kMaxFrameBytes = 8u << 20;
+constexpr size_t kMaxHandshakeFrameBytes = 4096;
+constexpr size_t kMaxSlotsPerDelta = 4096;
+constexpr int64_t kNever = std::numeric_limits<int64_t>::min();
+constexpr std::chrono::milliseconds kMaxBackoff{5000};
+constexpr std::chrono::milliseconds kMinBackoff{100};
+// With --replication-interval 0 deltas go out on every commit; heartbeats still go out this
+// often so the staleness bound stays tight.
+constexpr std::chrono::milliseconds kStreamingHeartbeat{50};
+
+enum class LinkState : int { kConnecting, kHandshaking, kConnected, kBackoff, kStopped };
+
+const char* LinkStateName(LinkState s) {
+  switch (s) {
+    case LinkState::kConnecting: return "connecting";
+    case LinkState::kHandshaking: return "handshaking";
+    case LinkState::kConnected: return "connected";
+    case LinkState::kBackoff: return "backoff";
+    case LinkState::kStopped: return "stopped";
+  }
+  return "unknown";
+}
+
+int64_t MonoNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
+      .count();
+}
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool ProofEquals(const std::string& expected, const std::string& got) {
+  return expected.size() == got.size() &&
+         CRYPTO_memcmp(expected.data(), got.data(), expected.size()) == 0;
+}
+
+// A socket plus the watchdog deadline that bounds every operation on it.
+struct Conn {
+  explicit Conn(asio::io_context& ioc) : socket(ioc), timer(ioc) {}
+  void Close() {
+    error_code ec;
+    socket.close(ec);
+    timer.cancel();
+  }
+  void ExpireAfter(std::chrono::milliseconds d) {
+    deadline = SteadyClock::now() + d;
+    timer.cancel();  // The watchdog re-arms with the new deadline.
+  }
+  tcp::socket socket;
+  asio::steady_timer timer;
+  SteadyClock::time_point deadline = SteadyClock::time_point::max();
+  std::string remote;
+};
+
+awaitable<void> Watchdog(std::shared_ptr<Conn> c) {
+  while (c->socket.is_open()) {
+    c->timer.expires_at(c->deadline);
+    error_code ec;
+    co_await c->timer.async_wait(redirect_error(use_awaitable, ec));
+    if (c->socket.is_open() && SteadyClock::now() >= c->deadline) c->Close();
+  }
+}
+
+}  // namespace
+
+// Everything known about one peer region. Atomics and `mu` make it readable from any thread;
+// only the replication thread writes it.
+struct PeerState {
+  PeerAddress address;
+  std::atomic<int> outbound{static_cast<int>(LinkState::kConnecting)};
+  std::atomic<bool> inbound{false};
+  std::atomic<int64_t> last_contact_ms{0};
+  std::atomic<int64_t> fresh_ns{kNever};
+  std::atomic<int64_t> rtt_us{0};
+  Counter* deltas_sent = nullptr;
+  Counter* deltas_applied = nullptr;
+  Counter* bytes_sent = nullptr;
+  Counter* bytes_received = nullptr;
+  Counter* reconnects = nullptr;
+  Counter* ae_rounds = nullptr;
+  Counter* ae_repaired = nullptr;
+  Histogram* lag = nullptr;
+  mutable std::mutex mu;
+  std::string last_error;  // GUARDED_BY(mu)
+
+  // Replication thread only.
+  std::shared_ptr<Conn> inbound_conn;
+  asio::steady_timer* send_timer = nullptr;
+
+  void SetError(std::string e) {
+    std::lock_guard lock(mu);
+    last_error = std::move(e);
+  }
+  std::string Error() const {
+    std::lock_guard lock(mu);
+    return last_error;
+  }
+  void Touch() { last_contact_ms.store(WallMs(), std::memory_order_relaxed); }
+};
+
+struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
+  Impl(ReplicatorOptions o, service::CounterService* c) : options(std::move(o)), counters(c) {}
+
+  awaitable<Status> WriteFrame(Conn& c, const pb::Frame& f, PeerState* p);
+  awaitable<StatusOr<pb::Frame>> ReadFrame(Conn& c, size_t max_bytes, PeerState* p);
+  awaitable<void> Accept();
+  awaitable<void> RunInbound(std::shared_ptr<Conn> conn);
+  awaitable<void> RunOutbound(PeerState* p);
+  awaitable<Status> Push(PeerState* p, std::shared_ptr<Conn> conn, bool* connected);
+  PeerState* Find(std::string_view region) const;
+  void Kick();
+  void Refuse(PeerState* p, const std::string& who, const std::string& why);
+
+  const ReplicatorOptions options;
+  service::CounterService* const counters;
+  asio::io_context ioc{1};
+  std::optional<tcp::acceptor> acceptor;
+  std::thread thread;
+  std::vector<std::unique_ptr<PeerState>> peers;
+  std::set<std::shared_ptr<Conn>> conns;  // Replication thread only; closed by Stop.
+  std::atomic<bool> kick_pending{false};
+  std::atomic<bool> stopped{false};
+  bool stopping = false;  // Replication thread only.
+  Counter* refused = nullptr;
+  uint16_t bound_port = 0;
+};
+
+namespace {
+
+// Applies remote slots through the writer and resumes the coroutine on the replication thread.
+template <typename Token>
+auto AsyncApply(service::CounterService* svc, asio::io_context& ioc, std::string origin,
+                uint64_t covers, std::vector<service::SlotUpdate> slots, Token&& token) {
+  return asio::async_initiate<Token, void(Status)>(
+      [svc, &ioc](auto handler, std::string origin, uint64_t covers,
+                  std::vector<service::SlotUpdate> slots) {
+        auto h = std::make_shared<decltype(handler)>(std::move(handler));
+        svc->ApplyRemote(std::move(origin), covers, std::move(slots), [h, &ioc](Status s) {
+          asio::post(ioc, [h, s = std::move(s)]() mutable { (*h)(std::move(s)); });
+        });
+      },
+      token, std::move(origin), covers, std::move(slots));
+}
+
+}  // namespace
+
+awaitable<Status> Replicator::Impl::WriteFrame(Conn& c, const pb::Frame& f, PeerState* p) {
+  std::string buf(4, '\0');
+  if (!f.AppendToString(&buf)) co_return Status::Internal("cannot serialize frame");
+  uint32_t n = static_cast<uint32_t>(buf.size() - 4);
+  buf[0] = static_cast<char>(n >> 24);
+  buf[1] = static_cast<char>(n >> 16);
+  buf[2] = static_cast<char>(n >> 8);
+  buf[3] = static_cast<char>(n);
+  error_code ec;
+  co_await asio::async_write(c.socket, asio::buffer(buf), redirect_error(use_awaitable, ec));
+  if (ec) co_return Status::Unavailable("write to " + c.remote + ": " + ec.message());
+  if (p) p->bytes_sent->Inc(buf.size());
+  co_return Status::Ok();
+}
+
+awaitable<StatusOr<pb::Frame>> Replicator::Impl::ReadFrame(Conn& c, size_t max_bytes,
+                                                           PeerState* p) {
+  unsigned char header[4];
+  error_code ec;
+  co_await asio::async_read(c.socket, asio::buffer(header), redirect_error(use_awaitable, ec));
+  if (ec) co_return Status::Unavailable("read from " + c.remote + ": " + ec.message());
+  uint32_t n = (uint32_t{header[0]} << 24) | (uint32_t{header[1]} << 16) |
+               (uint32_t{header[2]} << 8) | uint32_t{header[3]};
+  if (n > max_bytes) {
+    co_return Status::InvalidArgument(
+        fmt::format("frame of {} bytes from {} exceeds the {} byte limit", n, c.remote, max_bytes));
+  }
+  std::string body(n, '\0');
+  co_await asio::async_read(c.socket, asio::buffer(body), redirect_error(use_awaitable, ec));
+  if (ec) co_return Status::Unavailable("read from " + c.remote + ": " + ec.message());
+  if (p) p->bytes_received->Inc(n + 4);
+  pb::Frame f;
+  if (!f.ParseFromString(body)) {
+    co_return Status::InvalidArgument("malformed frame from " + c.remote);
+  }
+  co_return f;
+}
+
+PeerState* Replicator::Impl::Find(std::string_view region) const {
+  for (const auto& p : peers) {
+    if (p->address.region == region) return p.get();
+  }
+  return nullptr;
+}
+
+void Replicator::Impl::Kick() {
+  if (kick_pending.exchange(true)) return;
+  asio::post(ioc, [self = shared_from_this()] {
+    self->kick_pending.store(false);
+    for (auto& p : self->peers) {
+      if (p->send_timer) p->send_timer->cancel();
+    }
+  });
+}
+
+void Replicator::Impl::Refuse(PeerState* p, const std::string& who, const std::string& why) {
+  refused->Inc();
+  spdlog::warn("refused peer connection from {}: {}", who, why);
+  if (p) p->SetError("refused inbound connection: " + why);
+}
+
+awaitable<void> Replicator::Impl::Accept() {
+  auto self = shared_from_this();
+  while (!stopping) {
+    auto conn = std::make_shared<Conn>(ioc);
+    error_code ec;
+    co_await acceptor->async_accept(conn->socket, redirect_error(use_awaitable, ec));
+    if (stopping || ec == asio::error::operation_aborted) co_return;
+    if (ec) {
+      spdlog::warn("peer accept failed: {}", ec.message());
+      asio::steady_timer t(ioc, std::chrono::milliseconds(50));
+      co_await t.async_wait(redirect_error(use_awaitable, ec));
+      continue;
+    }
+    error_code ignored;
+    auto ep = conn->socket.remote_endpoint(ignored);
+    conn->remote = fmt::format("{}:{}", ep.address().to_string(), ep.port());
+    conn->socket.set_option(tcp::no_delay(true), ignored);
+    conns.insert(conn);
+    asio::co_spawn(ioc, RunInbound(conn), asio::detached);
+  }
+}
+
+awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
+  auto self = shared_from_this();
+  conn->ExpireAfter(options.handshake_timeout);
+  asio::co_spawn(ioc, Watchdog(conn), asio::detached);
+  PeerState* peer = nullptr;
+  std::string why;
+  do {
+    auto hello = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, nullptr);
+    if (!hello.ok() || !hello->has_hello()) {
+      Refuse(nullptr, conn->remote, hello.ok() ? "first frame is not a hello" : hello.status().message());
+      break;
+    }
+    const pb::Hello& h = hello->hello();
+    if (h.protocol_version() != kProtocolVersion) {
+      Refuse(nullptr, conn->remote, fmt::format("protocol version {}", h.protocol_version()));
+      break;
+    }
+    peer = Find(h.region());
+    if (peer == nullptr) {
+      Refuse(nullptr, conn->remote, fmt::format("region \"{}\" is not a configured peer", h.region()));
+      break;
+    }
+    if (h.nonce().size() != kNonceBytes) {
+      Refuse(peer, conn->remote, "bad nonce");
+      break;
+    }
+    std::string server_nonce = RandomNonce();
+    pb::Frame challenge;
+    auto* c = challenge.mutable_challenge();
+    c->set_protocol_version(kProtocolVersion);
+    c->set_region(options.region);
+    c->set_nonce(server_nonce);
+    c->set_proof(Proof(options.cluster_secret, kServerRole, h.nonce(), server_nonce,
+                       options.region, peer->address.region));
+    if (!(co_await WriteFrame(*conn, challenge, peer)).ok()) break;
+    auto auth = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, peer);
+    if (!auth.ok() || !auth->has_auth()) {
+      Refuse(peer, conn->remote,
+             auth.ok() ? "expected auth"
+                       : "peer left the handshake (it may not share the cluster secret): " +
+                             auth.status().message());
+      break;
+    }
+    std::string expected = Proof(options.cluster_secret, kClientRole, h.nonce(), server_nonce,
+                                 peer->address.region, options.region);
+    if (!ProofEquals(expected, auth->auth().proof())) {
+      Refuse(peer, conn->remote,
+             fmt::format("peer claiming region {} failed authentication (wrong cluster secret)",
+                         peer->address.region));
+      break;
+    }
+    // Authenticated. A newer link from the same region replaces an older one.
+    if (peer->inbound_conn && peer->inbound_conn != conn) peer->inbound_conn->Close();
+    peer->inbound_conn = conn;
+    peer->inbound.store(true);
+    peer->Touch();
+    pb::Frame welcome;
+    welcome.mutable_welcome()->set_applied_seq(counters->AppliedSeq(peer->address.region));
+    if (!(co_await WriteFrame(*conn, welcome, peer)).ok()) break;
+    spdlog::info("peer {} connected from {}", peer->address.region, conn->remote);
+
+    for (;;) {
+      conn->ExpireAfter(options.idle_timeout);
+      auto f = co_await ReadFrame(*conn, kMaxFrameBytes, peer);
+      if (!f.ok()) {
+        why = f.status().message();
+        break;
+      }
+      peer->Touch();
+      if (f->has_delta()) {
+        const pb::Delta& d = f->delta();
+        if (static_cast<size_t>(d.slots_size()) > kMaxSlotsPerDelta) {
+          why = fmt::format("delta of {} slots exceeds the limit", d.slots_size());
+          break;
+        }
+        std::vector<service::SlotUpdate> slots;
+        slots.reserve(d.slots_size());
+        const int64_t now_ms = WallMs();
+        for (const pb::SlotDelta& s : d.slots()) {
+          slots.push_back(service::SlotUpdate{
+              s.name(), crdt::Slot{s.inc(), s.dec(), s.version(), s.updated_at_ms()}});
+          if (s.updated_at_ms() > 0 && now_ms >= s.updated_at_ms()) {
+            peer->lag->Observe(static_cast<double>(now_ms - s.updated_at_ms()) / 1000.0);
+          }
+        }
+        size_t n = slots.size();
+        Status applied = co_await AsyncApply(counters, ioc, peer->address.region, d.covers_seq(),
+                                             std::move(slots), use_awaitable);
+        if (!applied.ok()) {
+          why = "apply failed: " + applied.message();
+          break;
+        }
+        peer->deltas_applied->Inc(n);
+      } else if (f->has_heartbeat()) {
+        const pb::Heartbeat& hb = f->heartbeat();
+        uint64_t applied = counters->AppliedSeq(peer->address.region);
+        // Every write the peer acknowledged before its snapshot has seq <= committed_seq; the
+        // snapshot happened at least age + rtt before now (one-way delay <= rtt). Heartbeats
+        // sent before the peer measured a round trip say nothing.
+        if (applied >= hb.committed_seq() && hb.rtt_us() > 0) {
+          uint64_t back_us = std::min<uint64_t>(hb.age_us() + hb.rtt_us(), 3'600'000'000ull);
+          int64_t snapshot_ns = MonoNs() - static_cast<int64_t>(back_us) * 1000;
+          int64_t prev = peer->fresh_ns.load();
+          if (snapshot_ns > prev) peer->fresh_ns.store(snapshot_ns);
+        }
+        pb::Frame ack;
+        ack.mutable_ack()->set_heartbeat_id(hb.id());
+        ack.mutable_ack()->set_applied_seq(applied);
+        if (!(co_await WriteFrame(*conn, ack, peer)).ok()) {
+          why = "cannot acknowledge heartbeat";
+          break;
+        }
+      } else {
+        why = "unexpected frame on an established link";
+        break;
+      }
+    }
+  } while (false);
+  if (peer && peer->inbound_conn == conn) {
+    peer->inbound_conn.reset();
+    peer->inbound.store(false);
+    if (!why.empty() && !stopping) {
+      spdlog::warn("link from {} closed: {}", peer->address.region, why);
+      peer->SetError("inbound: " + why);
+    }
+  }
+  conn->Close();
+  conns.erase(conn);
+}
+
+awaitable<void> Replicator::Impl::RunOutbound(PeerState* p) {
+  auto self = shared_from_this();
+  std::chrono::milliseconds backoff = kMinBackoff;
+  std::mt19937_64 rng(std::random_device{}());
+  bool first = true;
+  while (!stopping) {
+    if (!first) p->reconnects->Inc();
+    first = false;
+    p->outbound.store(static_cast<int>(LinkState::kConnecting));
+    auto conn = std::make_shared<Conn>(ioc);
+    conn->remote = fmt::format("{}:{}", p->address.address.host, p->address.address.port);
+    conns.insert(conn);
+    bool connected = false;
+    Status st = co_await Push(p, conn, &connected);
+    conn->Close();
+    conns.erase(conn);
+    if (stopping) break;
+    p->SetError("outbound: " + st.message());
+    spdlog::warn("link to {} ({}): {}", p->address.region, conn->remote, st.message());
+    if (connected) backoff = kMinBackoff;
+    p->outbound.store(static_cast<int>(LinkState::kBackoff));
+    std::uniform_real_distribution<double> jitter(0.8, 1.2);
+    asio::steady_timer t(ioc, std::chrono::milliseconds(static_cast<int64_t>(
+                                  static_cast<double>(backoff.count()) * jitter(rng))));
+    error_code ec;
+    co_await t.async_wait(redirect_error(use_awaitable, ec));
+    backoff = std::min(backoff * 2, kMaxBackoff);
+  }
+  p->outbound.store(static_cast<int>(LinkState::kStopped));
+}
+
+awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> conn,
+                                         bool* connected) {
+  conn->ExpireAfter(options.connect_timeout);
+  asio::co_spawn(ioc, Watchdog(conn), asio::detached);
+  tcp::resolver resolver(ioc);
+  error_code ec;
+  auto endpoints = co_await resolver.async_resolve(
+      p->address.address.host, std::to_string(p->address.address.port),
+      redirect_error(use_awaitable, ec));
+  if (ec) co_return Status::Unavailable("resolve " + conn->remote + ": " + ec.message());
+  co_await asio::async_connect(conn->socket, endpoints, redirect_error(use_awaitable, ec));
+  if (ec) co_return Status::Unavailable("connect " + conn->remote + ": " + ec.message());
+  conn->socket.set_option(tcp::no_delay(true), ec);
+
+  p->outbound.store(static_cast<int>(LinkState::kHandshaking));
+  conn->ExpireAfter(options.handshake_timeout);
+  std::string client_nonce = RandomNonce();
+  pb::Frame hello;
+  hello.mutable_hello()->set_protocol_version(kProtocolVersion);
+  hello.mutable_hello()->set_region(options.region);
+  hello.mutable_hello()->set_nonce(client_nonce);
+  if (Status s = co_await WriteFrame(*conn, hello, p); !s.ok()) co_return s;
+  auto challenge = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, p);
+  if (!challenge.ok()) {
+    co_return Status::Unavailable("peer closed the handshake (unknown region or protocol?): " +
+                                  challenge.status().message());
+  }
+  if (!challenge->has_challenge()) co_return Status::InvalidArgument("expected a challenge");
+  const pb::Challenge& c = challenge->challenge();
+  if (c.region() != p->address.region) {
+    co_return Status::InvalidArgument(
+        fmt::format("{} answers as region \"{}\"", conn->remote, c.region()));
+  }
+  std::string expected = Proof(options.cluster_secret, kServerRole, client_nonce, c.nonce(),
+                               p->address.region, options.region);
+  if (!ProofEquals(expected, c.proof())) {
+    refused->Inc();
+    co_return Status::Unauthenticated(
+        fmt::format("{} failed authentication (wrong cluster secret)", conn->remote));
+  }
+  pb::Frame auth;
+  auth.mutable_auth()->set_proof(Proof(options.cluster_secret, kClientRole, client_nonce,
+                                       c.nonce(), options.region, p->address.region));
+  if (Status s = co_await WriteFrame(*conn, auth, p); !s.ok()) co_return s;
+  auto welcome = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, p);
+  if (!welcome.ok()) {
+    co_return Status::Unauthenticated("peer refused us (wrong cluster secret?): " +
+                                      welcome.status().message());
+  }
+  if (!welcome->has_welcome()) co_return Status::InvalidArgument("expected a welcome");
+
+  // Established: ship everything after what the peer has (anti-entropy), then stream.
+  *connected = true;
+  p->outbound.store(static_cast<int>(LinkState::kConnected));
+  p->Touch();
+  p->ae_rounds->Inc();
+  struct SendState {
+    uint64_t cursor = 0;
+    uint64_t catch_up_until = 0;
+    uint64_t next_id = 1;
+    std::deque<std::tuple<uint64_t, int64_t, uint64_t>> pending;  // id, sent ns, seq.
+    std::optional<uint64_t> rewind_to;
+    std::string error;
+  };
+  auto state = std::make_shared<SendState>();
+  state->cursor = welcome->welcome().applied_seq();
+  state->catch_up_until = counters->CommittedSeq();
+  spdlog::info("link to {} up; peer has our writes up to seq {}, we are at {}",
+               p->address.region, state->cursor, state->catch_up_until);
+  conn->ExpireAfter(options.idle_timeout);
+
+  // Acknowledgments: round trips, and the peer's applied position (rewind if it fell behind).
+  asio::co_spawn(
+      ioc,
+      [this, self = shared_from_this(), p, conn, state]() -> awaitable<void> {
+        while (conn->socket.is_open()) {
+          auto f = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, p);
+          if (!f.ok() || !f->has_ack()) {
+            state->error = f.ok() ? "unexpected frame from peer" : f.status().message();
+            conn->Close();
+            co_return;
+          }
+          conn->ExpireAfter(options.idle_timeout);
+          p->Touch();
+          const pb::Ack& a = f->ack();
+          while (!state->pending.empty() && std::get<0>(state->pending.front()) <= a.heartbeat_id()) {
+            auto [id, sent_ns, seq] = state->pending.front();
+            state->pending.pop_front();
+            if (id != a.heartbeat_id()) continue;
+            p->rtt_us.store(std::max<int64_t>(1, (MonoNs() - sent_ns) / 1000));
+            // The peer reads frames in order and applies each delta before the next frame,
+            // so by this heartbeat it should hold `seq`; less means it lost applied state.
+            if (a.applied_seq() < seq) state->rewind_to = a.applied_seq();
+          }
+        }
+      },
+      asio::detached);
+
+  asio::steady_timer send_timer(ioc);
+  p->send_timer = &send_timer;
+  struct ClearTimer {
+    PeerState* p;
+    ~ClearTimer() { p->send_timer = nullptr; }
+  } clear_timer{p};
+  while (conn->socket.is_open() && !stopping) {
+    if (state->rewind_to) {
+      spdlog::warn("peer {} is behind what it was sent (has {}, sent {}); resending",
+                   p->address.region, *state->rewind_to, state->cursor);
+      state->cursor = std::min(state->cursor, *state->rewind_to);
+      state->catch_up_until = counters->CommittedSeq();
+      state->rewind_to.reset();
+      p->ae_rounds->Inc();
+    }
+    int64_t snapshot_ns = MonoNs();
+    std::vector<service::SlotUpdate> slots;
+    uint64_t covers = counters->CollectOwnChanges(state->cursor, kMaxSlotsPerDelta, &slots);
+    bool truncated = slots.size() == kMaxSlotsPerDelta && covers < counters->CommittedSeq();
+    if (covers > state->cursor || !slots.empty()) {
+      pb::Frame delta;
+      delta.mutable_delta()->set_covers_seq(covers);
+      for (const auto& u : slots) {
+        pb::SlotDelta* d = delta.mutable_delta()->add_slots();
+        d->set_name(u.name);
+        d->set_inc(u.slot.inc);
+        d->set_dec(u.slot.dec);
+        d->set_version(u.slot.version);
+        d->set_updated_at_ms(u.slot.updated_at_ms);
+      }
+      if (Status s = co_await WriteFrame(*conn, delta, p); !s.ok()) co_return s;
+      p->deltas_sent->Inc(slots.size());
+      if (state->cursor < state->catch_up_until) p->ae_repaired->Inc(slots.size());
+      state->cursor = covers;
+    }
+    if (truncated) continue;  // More to ship before a heartbeat may vouch for the snapshot.
+    pb::Frame hb;
+    uint64_t id = state->next_id++;
+    hb.mutable_heartbeat()->set_id(id);
+    hb.mutable_heartbeat()->set_committed_seq(covers);
+    int64_t now_ns = MonoNs();
+    hb.mutable_heartbeat()->set_age_us(static_cast<uint64_t>((now_ns - snapshot_ns) / 1000));
+    hb.mutable_heartbeat()->set_rtt_us(static_cast<uint64_t>(p->rtt_us.load()));
+    state->pending.emplace_back(id, now_ns, covers);
+    if (state->pending.size() > 1024) state->pending.pop_front();
+    if (Status s = co_await WriteFrame(*conn, hb, p); !s.ok()) co_return s;
+
+    auto wait = options.interval.count() > 0 ? options.interval : kStreamingHeartbeat;
+    send_timer.expires_after(wait);
+    error_code ec;
+    co_await send_timer.async_wait(redirect_error(use_awaitable, ec));
+  }
+  co_return Status::Unavailable(state->error.empty() ? "link closed" : state->error);
+}
+
+Replicator::Replicator(ReplicatorOptions options, service::CounterService* counters,
+                       MetricsRegistry* metrics)
+    : impl_(std::make_shared<Impl>(std::move(options), counters)) {
+  impl_->refused = &metrics->AddCounter(
+      "edgestate_replication_refused_peers_total",
+      "Peer connections refused: unknown region, bad protocol or failed authentication.");
+  for (const PeerAddress& a : impl_->options.peers) {
+    auto p = std::make_unique<PeerState>();
+    p->address = a;
+    std::string l = fmt::format("peer=\"{}\"", a.region);
+    p->deltas_sent = &metrics->AddCounter("edgestate_replication_deltas_sent_total",
+                                          "Counter slots shipped to a peer.", l);
+    p->deltas_applied = &metrics->AddCounter("edgestate_replication_deltas_applied_total",
+                                             "Counter slots received from a peer and applied.", l);
+    p->bytes_sent = &metrics->AddCounter("edgestate_replication_bytes_sent_total",
+                                         "Bytes written to a peer's links.", l);
+    p->bytes_received = &metrics->AddCounter("edgestate_replication_bytes_received_total",
+                                             "Bytes read from a peer's links.", l);
+    p->reconnects = &metrics->AddCounter("edgestate_replication_reconnects_total",
+                                         "Outbound link reconnect attempts.", l);
+    p->ae_rounds = &metrics->AddCounter(
+        "edgestate_anti_entropy_rounds_total",
+        "Version exchanges that (re)started shipping from the peer's applied position.", l);
+    p->ae_repaired = &metrics->AddCounter(
+        "edgestate_anti_entropy_repaired_total",
+        "Counter slots shipped to catch a peer up after a (re)connect or a rewind.", l);
+    p->lag = &metrics->AddHistogram(
+        "edgestate_replication_lag_seconds",
+        "Time from a write at the peer to its application here (peer wall clock).",
+        ExponentialBuckets(0.001, 2, 16), l);
+    PeerState* raw = p.get();
+    metrics->AddGauge(
+        "edgestate_replication_peer_staleness_seconds",
+        "This node reflects every write the peer acknowledged more than this long ago.",
+        [raw] {
+          int64_t f = raw->fresh_ns.load();
+          return f == kNever ? std::numeric_limits<double>::infinity()
+                             : static_cast<double>(MonoNs() - f) / 1e9;
+        },
+        l);
+    impl_->peers.push_back(std::move(p));
+  }
+}
+
+Replicator::~Replicator() { Stop(); }
+
+Status Replicator::Start() {
+  Impl& s = *impl_;
+  error_code ec;
+  auto address = asio::ip::make_address(s.options.listen.host, ec);
+  if (ec) return Status::InvalidArgument("bad peer listen address " + s.options.listen.host);
+  tcp::endpoint endpoint(address, s.options.listen.port);
+  s.acceptor.emplace(s.ioc);
+  s.acceptor->open(endpoint.protocol(), ec);
+  if (!ec) s.acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) s.acceptor->bind(endpoint, ec);
+  if (!ec) s.acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Status::Unavailable(fmt::format("cannot listen for peers on {}:{}: {}",
+                                           s.options.listen.host, s.options.listen.port,
+                                           ec.message()));
+  }
+  s.bound_port = s.acceptor->local_endpoint().port();
+  std::weak_ptr<Impl> weak = impl_;
+  s.counters->SetCommitListener([weak] {
+    if (auto self = weak.lock()) self->Kick();
+  });
+  asio::co_spawn(s.ioc, s.Accept(), asio::detached);
+  for (auto& p : s.peers) asio::co_spawn(s.ioc, s.RunOutbound(p.get()), asio::detached);
+  s.thread = std::thread([impl = impl_.get()] {
+    for (;;) {
+      try {
+        impl->ioc.run();
+        return;
+      } catch (const std::exception& e) {
+        spdlog::error("replication thread caught: {}", e.what());
+      }
+    }
+  });
+  return Status::Ok();
+}
+
+uint16_t Replicator::peer_port() const { return impl_->bound_port; }
+
+void Replicator::Stop() {
+  Impl& s = *impl_;
+  if (s.stopped.exchange(true)) return;
+  if (!s.thread.joinable()) return;
+  asio::post(s.ioc, [&s] {
+    s.stopping = true;
+    error_code ec;
+    if (s.acceptor) s.acceptor->close(ec);
+    for (auto& c : s.conns) c->Close();
+    for (auto& p : s.peers) {
+      if (p->send_timer) p->send_timer->cancel();
+    }
+  });
+  // Give the links a moment to close cleanly, then stop whatever is left.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  s.ioc.stop();
+  s.thread.join();
+}
+
+std::optional<int64_t> Replicator::StalenessMs() const {
+  int64_t now = MonoNs();
+  int64_t worst = 0;
+  for (const auto& p : impl_->peers) {
+    int64_t f = p->fresh_ns.load(std::memory_order_relaxed);
+    if (f == kNever) return std::nullopt;
+    worst = std::max(worst, now - f);
+  }
+  return (worst + 999'999) / 1'000'000;
+}
+
+std::string Replicator::ClusterJson() const {
+  nlohmann::json j;
+  j["region"] = impl_->options.region;
+  j["replication_interval_ms"] = impl_->options.interval.count();
+  j["peer_listen"] = fmt::format("{}:{}", impl_->options.listen.host, impl_->bound_port);
+  j["committed_seq"] = impl_->counters->CommittedSeq();
+  auto st = StalenessMs();
+  j["staleness_ms"] = st ? nlohmann::json(*st) : nlohmann::json(nullptr);
+  j["peers"] = nlohmann::json::array();
+  const int64_t now_ms = WallMs(), now_ns = MonoNs();
+  for (const auto& p : impl_->peers) {
+    nlohmann::json e;
+    e["region"] = p->address.region;
+    e["address"] = fmt::format("{}:{}", p->address.address.host, p->address.address.port);
+    e["outbound"] = LinkStateName(static_cast<LinkState>(p->outbound.load()));
+    e["inbound"] = p->inbound.load() ? "connected" : "disconnected";
+    int64_t contact = p->last_contact_ms.load();
+    e["last_contact_ms_ago"] = contact == 0 ? nlohmann::json(nullptr) : nlohmann::json(now_ms - contact);
+    int64_t f = p->fresh_ns.load();
+    e["lag_ms"] = f == kNever ? nlohmann::json(nullptr) : nlohmann::json((now_ns - f) / 1'000'000);
+    e["rtt_ms"] = static_cast<double>(p->rtt_us.load()) / 1000.0;
+    e["applied_seq"] = impl_->counters->AppliedSeq(p->address.region);
+    e["sent"] = {{"deltas", p->deltas_sent->value()}, {"bytes", p->bytes_sent->value()}};
+    e["received"] = {{"deltas", p->deltas_applied->value()},
+                     {"bytes", p->bytes_received->value()}};
+    e["reconnects"] = p->reconnects->value();
+    e["anti_entropy"] = {{"rounds", p->ae_rounds->value()},
+                         {"repaired", p->ae_repaired->value()}};
+    std::string err = p->Error();
+    e["last_error"] = err.empty() ? nlohmann::json(nullptr) : nlohmann::json(err);
+    j["peers"].push_back(std::move(e));
+  }
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string SingleNodeView::ClusterJson() const {
+  nlohmann::json j;
+  j["region"] = region_;
+  j["staleness_ms"] = 0;
+  j["peers"] = nlohmann::json::array();
+  return j.dump();
+}
+
+}  // namespace edgestate::replication

@@ -1,0 +1,78 @@
+// Replicator: this node's links to the other regions (docs/replication.md).
+//
+// For every peer there are two TCP connections, each authenticated with the cluster secret:
+//  - outbound: this node connects to the peer's --peer-listen address and pushes its own
+//    region's slots. After the handshake the peer says up to which sequence number it already
+//    has this region's writes (anti-entropy); the link then ships every change after that, and
+//    every --replication-interval ships what changed since (0: at once), followed by a
+//    heartbeat that lets the peer bound its staleness;
+//  - inbound: the peer connects here and pushes its slots; they are applied through the
+//    counter service's writer (durably, idempotently) before the next frame is read.
+// A link that fails is closed and retried with exponential backoff; it never blocks local
+// requests or the other links. Nothing from an unauthenticated connection is applied.
+//
+// Threading: all links run on one replication thread with its own io_context. StalenessMs,
+// ClusterJson and Stop are safe from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/metrics.h"
+#include "common/status.h"
+#include "replication/peers.h"
+#include "service/cluster_view.h"
+#include "service/counter_service.h"
+
+namespace edgestate::replication {
+
+struct ReplicatorOptions {
+  std::string region;
+  std::string cluster_secret;
+  HostPort listen;  // port 0: pick a free port (see peer_port()).
+  std::vector<PeerAddress> peers;
+  std::chrono::milliseconds interval{100};  // 0: ship each commit at once.
+  std::chrono::milliseconds connect_timeout{3000};
+  std::chrono::milliseconds handshake_timeout{5000};
+  std::chrono::milliseconds idle_timeout{30000};  // Inbound link closed after this silence.
+};
+
+class Replicator final : public service::ClusterView {
+ public:
+  // `counters` and `metrics` must outlive the replicator.
+  Replicator(ReplicatorOptions options, service::CounterService* counters,
+             MetricsRegistry* metrics);
+  ~Replicator() override;  // Stop().
+
+  // Binds the peer listener and starts the replication thread and every outbound link.
+  // Unavailable when the listener cannot be bound.
+  Status Start();
+  uint16_t peer_port() const;
+  // Closes every link and joins the thread. Idempotent.
+  void Stop();
+
+  std::optional<int64_t> StalenessMs() const override;
+  std::string ClusterJson() const override;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// The ClusterView of a node without peers: always fresh.
+class SingleNodeView final : public service::ClusterView {
+ public:
+  explicit SingleNodeView(std::string region) : region_(std::move(region)) {}
+  std::optional<int64_t> StalenessMs() const override { return 0; }
+  std::string ClusterJson() const override;
+
+ private:
+  std::string region_;
+};
+
+}  // namespace edgestate::replication

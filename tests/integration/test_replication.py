@@ -1,0 +1,213 @@
+"""Replication between real processes on loopback: three regions, pauses, crashes, secrets."""
+import json
+import os
+import signal
+import time
+import urllib.request
+
+import pytest
+
+from conftest import Load, Node, SLOW, free_ports
+
+SECRET = "integration-cluster-secret"
+REGIONS = ("iad", "lhr", "fra")
+
+
+class Cluster:
+    def __init__(self, tmpdir, regions=REGIONS, interval=50, secret=SECRET):
+        self.tmpdir, self.regions, self.interval = tmpdir, regions, interval
+        self.peer_ports = dict(zip(regions, free_ports(len(regions))))
+        self.secrets = {r: secret for r in regions}
+        self.nodes = {}
+
+    def args(self, region):
+        peers = ",".join(f"{o}=127.0.0.1:{self.peer_ports[o]}" for o in self.regions
+                         if o != region)
+        return ["--region", region, "--peer-listen", f"127.0.0.1:{self.peer_ports[region]}",
+                "--peers", peers, "--cluster-secret", self.secrets[region],
+                "--replication-interval", str(self.interval)]
+
+    def start(self, region):
+        n = self.nodes.get(region)
+        if n is None:
+            n = Node(os.path.join(self.tmpdir, region), self.args(region))
+            self.nodes[region] = n
+        n.start()
+        return n
+
+    def start_all(self):
+        for r in self.regions:
+            self.start(r)
+        return self
+
+    def kill_all(self):
+        for n in self.nodes.values():
+            if n.proc and n.proc.poll() is None:
+                try:
+                    n.proc.send_signal(signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            n.kill()
+
+    def values(self, name, regions=None):
+        out = {}
+        for r in regions or self.regions:
+            out[r] = self.nodes[r].value(name)
+        return out
+
+    def converge(self, name, timeout=10.0, regions=None):
+        """Waits until every node reports the same value; returns it."""
+        deadline = time.monotonic() + timeout * SLOW
+        vals = {}
+        while time.monotonic() < deadline:
+            vals = self.values(name, regions)
+            if len(set(vals.values())) == 1:
+                return next(iter(vals.values()))
+            time.sleep(0.05)
+        raise AssertionError(f"{name} did not converge: {vals}")
+
+
+def cluster_info(node):
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.port}/v1/cluster", timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def cluster(tmpdir_path):
+    c = Cluster(tmpdir_path)
+    yield c
+    c.kill_all()
+
+
+def loads_on(cluster, regions, conns=8, name="c"):
+    return {r: Load(cluster.nodes[r].port, conns=conns, path=f"/v1/counters/{name}/increment",
+                    body='{"delta": 1}').start() for r in regions}
+
+
+def test_concurrent_increments_in_all_regions_converge_to_the_exact_sum(cluster):
+    cluster.start_all()
+    loads = loads_on(cluster, REGIONS)
+    time.sleep(2)
+    for l in loads.values():
+        l.finish()
+    acked = sum(l.acked for l in loads.values())
+    sent = sum(l.sent for l in loads.values())
+    value = cluster.converge("c")
+    assert acked > 300
+    assert acked <= value <= sent, (acked, value, sent)
+    # Every read says how fresh it is, and with all peers up the bound is small.
+    st, headers, body = cluster.nodes["iad"].request("GET", "/v1/counters/c")
+    assert body["staleness_ms"] is not None and body["staleness_ms"] < 2000 * SLOW
+    assert headers["edgestate-staleness-ms"] != "inf"
+
+
+def test_a_paused_node_catches_up_with_nothing_lost(cluster):
+    cluster.start_all()
+    paused = cluster.nodes["fra"]
+    for _ in range(20):
+        paused.request("POST", "/v1/counters/p/increment")
+    paused.signal(signal.SIGSTOP)
+    try:
+        loads = loads_on(cluster, ("iad", "lhr"), name="p")
+        time.sleep(2)
+        for l in loads.values():
+            l.finish()
+    finally:
+        paused.signal(signal.SIGCONT)
+    acked = 20 + sum(l.acked for l in loads.values())
+    value = cluster.converge("p", timeout=20)
+    assert acked <= value <= 20 + sum(l.sent for l in loads.values())
+
+
+def test_a_killed_node_restarts_and_catches_up(cluster):
+    cluster.start_all()
+    loads = loads_on(cluster, REGIONS, name="k")
+    time.sleep(1)
+    victim = cluster.nodes["lhr"]
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(timeout=10)
+    time.sleep(1)
+    for l in loads.values():
+        l.finish()
+    # While it is down the others report it, and their bound on its data grows.
+    info = cluster_info(cluster.nodes["iad"])
+    peer = next(p for p in info["peers"] if p["region"] == "lhr")
+    assert peer["inbound"] == "disconnected"
+    assert peer["outbound"] != "connected"
+    assert peer["last_error"]
+    cluster.start("lhr")
+    acked = sum(l.acked for l in loads.values())
+    value = cluster.converge("k", timeout=20)
+    assert acked <= value <= sum(l.sent for l in loads.values())
+
+
+def test_cluster_endpoint_reflects_a_dead_peer(cluster):
+    cluster.start_all()
+    time.sleep(0.5)
+    info = cluster_info(cluster.nodes["iad"])
+    assert info["region"] == "iad"
+    assert {p["region"] for p in info["peers"]} == {"lhr", "fra"}
+    for p in info["peers"]:
+        assert p["outbound"] == "connected" and p["inbound"] == "connected"
+        assert p["last_contact_ms_ago"] is not None
+    cluster.nodes["fra"].kill()
+    deadline = time.monotonic() + 5 * SLOW
+    while time.monotonic() < deadline:
+        info = cluster_info(cluster.nodes["iad"])
+        fra = next(p for p in info["peers"] if p["region"] == "fra")
+        if fra["outbound"] != "connected" and fra["inbound"] == "disconnected":
+            break
+        time.sleep(0.1)
+    assert fra["outbound"] != "connected" and fra["inbound"] == "disconnected"
+    assert fra["last_error"]
+    lag1 = fra["lag_ms"]
+    time.sleep(0.5)
+    fra = next(p for p in cluster_info(cluster.nodes["iad"])["peers"] if p["region"] == "fra")
+    assert fra["lag_ms"] >= lag1 + 400  # The bound on a dead peer's data keeps growing.
+    st, headers, body = cluster.nodes["iad"].request("GET", "/read")
+    assert int(headers["edgestate-staleness-ms"]) >= 400
+
+
+def test_staleness_is_unbounded_until_every_peer_was_heard_from(cluster):
+    n = cluster.start("iad")  # Its peers never start.
+    st, headers, body = n.request("GET", "/v1/counters/x")
+    assert body["staleness_ms"] is None
+    assert headers["edgestate-staleness-ms"] == "inf"
+    assert n.request("POST", "/increment")[0] == 200  # Writes stay local and fast.
+
+
+def test_a_peer_with_the_wrong_secret_is_refused_and_never_applied(cluster):
+    cluster.secrets["fra"] = "not-the-cluster-secret"
+    cluster.start_all()
+    for _ in range(5):
+        cluster.nodes["fra"].request("POST", "/v1/counters/w/increment")
+        cluster.nodes["iad"].request("POST", "/v1/counters/w/increment")
+    time.sleep(1)
+    assert cluster.nodes["iad"].value("w") == 5
+    assert cluster.nodes["lhr"].value("w") == 5
+    assert cluster.nodes["fra"].value("w") == 5  # Nor does fra accept theirs.
+    info = cluster_info(cluster.nodes["iad"])
+    fra = next(p for p in info["peers"] if p["region"] == "fra")
+    assert fra["outbound"] != "connected" and fra["inbound"] == "disconnected"
+    assert "secret" in (fra["last_error"] or ""), fra
+    st, _, metrics = cluster.nodes["iad"].request("GET", "/metrics")
+    refused = [l for l in metrics.splitlines()
+               if l.startswith("edgestate_replication_refused_peers_total ")]
+    assert refused and float(refused[0].split()[1]) > 0
+    assert "failed authentication" in cluster.nodes["iad"].read_output()
+
+
+def test_replication_flags_are_validated(tmpdir_path):
+    import subprocess
+    from conftest import BIN
+    for args, needle in [(["--peers", "lhr=127.0.0.1:1"], "peer-listen"),
+                         (["--peers", "lhr=127.0.0.1:1", "--peer-listen", "127.0.0.1:0"],
+                          "cluster secret"),
+                         (["--peers", "lhr=127.0.0.1", "--peer-listen", "127.0.0.1:0",
+                           "--cluster-secret", SECRET], "port"),
+                         (["--peer-listen", "nope"], "peer listen"),
+                         (["--replication-interval", "-1"], "replication interval")]:
+        r = subprocess.run([BIN, "serve", "--data-dir", tmpdir_path] + args, capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 2, (args, r.stderr)
+        assert needle in r.stderr, (args, r.stderr)
