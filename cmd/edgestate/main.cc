@@ -1,5 +1,6 @@
 // edgestate: the node binary. `edgestate serve` runs one region's node.
 // Exit codes: 0 clean shutdown or --help; 1 runtime failure (storage, port); 2 bad usage.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -88,6 +89,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "edgestate serve: %s\n", config.status().message().c_str());
       return kExitUsage;
     }
+    // Logs go to stderr; stdout carries only the "listening" line that scripts wait for.
+    spdlog::set_default_logger(spdlog::stderr_color_mt("edgestate"));
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
     edgestate::Status s = edgestate::server::RunNode(*config);
     if (!s.ok()) {

@@ -45,6 +45,10 @@ constexpr std::chrono::milliseconds kMinBackoff{100};
 // With --replication-interval 0 deltas go out on every commit; heartbeats still go out this
 // often so the staleness bound stays tight.
 constexpr std::chrono::milliseconds kStreamingHeartbeat{50};
+// At most this many heartbeats may be unacknowledged on a link: the sender then waits, so a
+// peer that applies slower than we write is never buried under a queue of stale frames (the
+// next delta after the wait carries everything that changed meanwhile).
+constexpr size_t kMaxUnackedHeartbeats = 2;
 
 enum class LinkState : int { kConnecting, kHandshaking, kConnected, kBackoff, kStopped };
 
@@ -491,6 +495,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     uint64_t next_id = 1;
     std::deque<std::tuple<uint64_t, int64_t, uint64_t>> pending;  // id, sent ns, seq.
     std::optional<uint64_t> rewind_to;
+    bool window_wait = false;  // The sender waits for acknowledgments, not for the interval.
     std::string error;
   };
   auto state = std::make_shared<SendState>();
@@ -519,6 +524,9 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
             state->pending.pop_front();
             if (id != a.heartbeat_id()) continue;
             p->rtt_us.store(std::max<int64_t>(1, (MonoNs() - sent_ns) / 1000));
+            if (state->window_wait && p->send_timer) {
+              p->send_timer->cancel();  // The window opened: the sender may go on.
+            }
             // The peer reads frames in order and applies each delta before the next frame,
             // so by this heartbeat it should hold `seq`; less means it lost applied state.
             if (a.applied_seq() < seq) state->rewind_to = a.applied_seq();
@@ -534,6 +542,14 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     ~ClearTimer() { p->send_timer = nullptr; }
   } clear_timer{p};
   while (conn->socket.is_open() && !stopping) {
+    if (state->pending.size() >= kMaxUnackedHeartbeats) {
+      state->window_wait = true;
+      send_timer.expires_after(options.idle_timeout);
+      error_code ec;
+      co_await send_timer.async_wait(redirect_error(use_awaitable, ec));
+      state->window_wait = false;
+      continue;
+    }
     if (state->rewind_to) {
       spdlog::warn("peer {} is behind what it was sent (has {}, sent {}); resending",
                    p->address.region, *state->rewind_to, state->cursor);
@@ -645,10 +661,12 @@ Status Replicator::Start() {
                                            ec.message()));
   }
   s.bound_port = s.acceptor->local_endpoint().port();
-  std::weak_ptr<Impl> weak = impl_;
-  s.counters->SetCommitListener([weak] {
-    if (auto self = weak.lock()) self->Kick();
-  });
+  if (s.options.interval.count() == 0) {  // Streaming: every commit wakes the senders.
+    std::weak_ptr<Impl> weak = impl_;
+    s.counters->SetCommitListener([weak] {
+      if (auto self = weak.lock()) self->Kick();
+    });
+  }
   asio::co_spawn(s.ioc, s.Accept(), asio::detached);
   for (auto& p : s.peers) asio::co_spawn(s.ioc, s.RunOutbound(p.get()), asio::detached);
   s.thread = std::thread([impl = impl_.get()] {
