@@ -6,6 +6,11 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include <unistd.h>
+
+#include <string_view>
+
+#include "demo/demo.h"
 #include "server/config.h"
 #include "server/node.h"
 
@@ -69,6 +74,29 @@ int main(int argc, char** argv) {
           "MS between delta shipments and heartbeats to each peer; 0 ships every commit at "
           "once. Default 100.");
 
+  edgestate::demo::DemoOptions demo_options;
+  std::string demo_regions;
+  CLI::App* demo = app.add_subcommand(
+      "demo",
+      "Run the article's eight regions on this machine: one node per region, replicating over "
+      "an emulated WAN (RTT model), until SIGINT/SIGTERM.");
+  demo->add_option("--base-port", demo_options.base_port,
+                   "Region i (in --regions order) serves clients on BASE+i. Default 8080.");
+  demo->add_option("--data-dir", demo_options.data_dir,
+                   "One folder holding every region's data and log. Default ./demo-data.");
+  demo->add_option("--regions", demo_regions,
+                   "Comma-separated regions. Default iad,sjc,lhr,fra,nrt,syd,gru,jnb.");
+  demo->add_option("--rtt-file", demo_options.rtt_file,
+                   "RTT model CSV (the shape of data/rtt-8-regions.csv). Default: that file, "
+                   "compiled in.");
+  demo->add_option("--replication-interval", demo_options.replication_interval_ms,
+                   "MS between delta shipments. Default 100.");
+  demo->add_option("--jitter-ms", demo_options.jitter_ms,
+                   "Extra uniform delay per chunk in [0, J] ms on every link (never reorders). "
+                   "Default 0.");
+  demo->add_option("--control-port", demo_options.control_port,
+                   "Port of the WAN control interface on 127.0.0.1. Default BASE+100.");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -83,6 +111,31 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (demo->parsed()) {
+    if (!demo_regions.empty()) {
+      demo_options.regions.clear();
+      std::string_view rest = demo_regions;
+      while (!rest.empty()) {
+        size_t comma = rest.find(',');
+        demo_options.regions.emplace_back(rest.substr(0, comma));
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      }
+    }
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    demo_options.edgestate_binary = n > 0 ? std::string(self, n) : std::string(argv[0]);
+    if (edgestate::Status s = edgestate::demo::ValidateDemoOptions(demo_options); !s.ok()) {
+      std::fprintf(stderr, "edgestate demo: %s\n", s.message().c_str());
+      return kExitUsage;
+    }
+    spdlog::set_default_logger(spdlog::stderr_color_mt("edgestate"));
+    edgestate::Status s = edgestate::demo::RunDemo(demo_options);
+    if (!s.ok()) {
+      std::fprintf(stderr, "edgestate demo: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    return 0;
+  }
   if (serve->parsed()) {
     auto config = edgestate::server::ResolveServeConfig(flags, edgestate::server::ProcessEnv());
     if (!config.ok()) {

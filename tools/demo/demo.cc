@@ -1,0 +1,271 @@
+#include "demo/demo.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "common/metrics.h"
+#include "http/http_metrics.h"
+#include "http/server.h"
+#include "netem/control.h"
+#include "netem/rtt_model.h"
+#include "netem/wan.h"
+
+namespace edgestate::demo {
+namespace {
+
+struct Child {
+  std::string region;
+  pid_t pid = -1;
+  int stdout_fd = -1;
+  uint16_t client_port = 0;
+  uint16_t peer_port = 0;
+  bool exited = false;
+};
+
+StatusOr<netem::RttModel> LoadModel(const DemoOptions& o) {
+  if (o.rtt_file.empty()) return netem::RttModel::Default();
+  return netem::RttModel::Load(o.rtt_file);
+}
+
+std::string RandomSecret() {
+  std::random_device rd;
+  return fmt::format("demo-{:016x}{:016x}", (uint64_t{rd()} << 32) | rd(), (uint64_t{rd()} << 32) | rd());
+}
+
+// fork + exec with the child's stdout on a pipe and stderr appended to `log_path`. The child
+// gets SIGTERM if this process dies, so a killed demo leaves no orphans.
+StatusOr<Child> Spawn(const std::string& region, const std::vector<std::string>& argv,
+                      const std::string& log_path) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return Status::Unavailable("pipe failed");
+  int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return Status::Unavailable("cannot open " + log_path);
+  }
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) return Status::Unavailable("fork failed");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    dup2(fds[1], STDOUT_FILENO);
+    dup2(log_fd, STDERR_FILENO);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  ::close(fds[1]);
+  ::close(log_fd);
+  Child c;
+  c.region = region;
+  c.pid = pid;
+  c.stdout_fd = fds[0];
+  return c;
+}
+
+// Reads the child's "listening" line (bounded in time).
+Status AwaitReady(Child* c, std::chrono::milliseconds timeout) {
+  static const std::regex kReady(R"(listening on http://[^ ]+:(\d+) .*peer_port=(\d+))");
+  std::string buf;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{c->stdout_fd, POLLIN, 0};
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now())
+                                    .count());
+    if (poll(&p, 1, std::max(1, left)) <= 0) continue;
+    char tmp[512];
+    ssize_t n = ::read(c->stdout_fd, tmp, sizeof(tmp));
+    if (n <= 0) break;
+    buf.append(tmp, n);
+    std::smatch m;
+    if (std::regex_search(buf, m, kReady)) {
+      c->client_port = static_cast<uint16_t>(std::stoi(m[1]));
+      c->peer_port = static_cast<uint16_t>(std::stoi(m[2]));
+      return Status::Ok();
+    }
+  }
+  return Status::Unavailable(fmt::format("region {} did not start (see its log)", c->region));
+}
+
+void StopChildren(std::vector<Child>& children) {
+  for (auto& c : children) {
+    if (!c.exited && c.pid > 0) kill(c.pid, SIGTERM);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (auto& c : children) {
+    while (!c.exited && c.pid > 0) {
+      int status;
+      pid_t r = waitpid(c.pid, &status, WNOHANG);
+      if (r == c.pid || r < 0) {
+        c.exited = true;
+        break;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(c.pid, SIGKILL);
+        waitpid(c.pid, &status, 0);
+        c.exited = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (c.stdout_fd >= 0) ::close(c.stdout_fd);
+    c.stdout_fd = -1;
+  }
+}
+
+}  // namespace
+
+Status ValidateDemoOptions(const DemoOptions& o) {
+  auto model = LoadModel(o);
+  if (!model.ok()) return Status::InvalidArgument(model.status().message());
+  if (o.regions.empty()) return Status::InvalidArgument("no regions");
+  std::set<std::string> seen;
+  for (const auto& r : o.regions) {
+    if (!model->Has(r)) {
+      return Status::InvalidArgument(fmt::format("region {} is not in the RTT model", r));
+    }
+    if (!seen.insert(r).second) return Status::InvalidArgument("region " + r + " listed twice");
+  }
+  if (o.base_port == 0 || o.base_port + o.regions.size() > 65535) {
+    return Status::InvalidArgument("base port leaves no room for every region");
+  }
+  if (o.replication_interval_ms < 0 || o.replication_interval_ms > 60000) {
+    return Status::InvalidArgument("replication interval must be 0..60000 ms");
+  }
+  if (o.jitter_ms < 0 || o.jitter_ms > 1000) return Status::InvalidArgument("jitter must be 0..1000 ms");
+  return Status::Ok();
+}
+
+Status RunDemo(const DemoOptions& o) {
+  if (Status s = ValidateDemoOptions(o); !s.ok()) return s;
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  netem::RttModel model = *LoadModel(o);
+  netem::WanEmulator wan(o.listen);
+  if (Status s = netem::AddMesh(&wan, model, o.regions, o.jitter_ms); !s.ok()) return s;
+  if (Status s = wan.Start(); !s.ok()) return s;
+
+  MetricsRegistry metrics;
+  http::HttpMetrics http_metrics(&metrics);
+  netem::ControlHandler control(&wan);
+  http::HttpServerOptions ho;
+  ho.listen_address = "127.0.0.1";
+  ho.port = o.control_port != 0 ? o.control_port : static_cast<uint16_t>(o.base_port + 100);
+  http::HttpServer control_server(ho, &control, &http_metrics);
+  if (Status s = control_server.Start(); !s.ok()) return s;
+
+  std::error_code ec;
+  std::filesystem::create_directories(o.data_dir, ec);
+  if (ec) return Status::Unavailable("cannot create " + o.data_dir + ": " + ec.message());
+  const std::string secret = RandomSecret();
+  std::vector<Child> children;
+  Status failure;
+  for (size_t i = 0; i < o.regions.size() && failure.ok(); ++i) {
+    const std::string& r = o.regions[i];
+    std::string peers;
+    for (const auto& q : o.regions) {
+      if (q == r) continue;
+      if (!peers.empty()) peers += ",";
+      peers += fmt::format("{}=127.0.0.1:{}", q, wan.LinkPort(r, q));
+    }
+    std::vector<std::string> argv = {o.edgestate_binary,
+                                     "serve",
+                                     "--region", r,
+                                     "--listen", o.listen,
+                                     "--port", std::to_string(o.base_port + i),
+                                     "--data-dir", (std::filesystem::path(o.data_dir) / r).string(),
+                                     "--peer-listen", "127.0.0.1:0",
+                                     "--peers", peers,
+                                     "--cluster-secret", secret,
+                                     "--replication-interval",
+                                     std::to_string(o.replication_interval_ms),
+                                     "--threads", "1"};
+    auto child = Spawn(r, argv, (std::filesystem::path(o.data_dir) / (r + ".log")).string());
+    if (!child.ok()) {
+      failure = child.status();
+      break;
+    }
+    children.push_back(std::move(child).value());
+  }
+  for (auto& c : children) {
+    if (!failure.ok()) break;
+    failure = AwaitReady(&c, std::chrono::seconds(15));
+    if (!failure.ok()) break;
+    for (const auto& q : o.regions) {
+      if (q != c.region) wan.SetTarget(q, c.region, "127.0.0.1", c.peer_port).IgnoreError();
+    }
+  }
+  if (!failure.ok()) {
+    StopChildren(children);
+    control_server.Shutdown();
+    wan.Stop();
+    return failure;
+  }
+
+  for (auto& c : children) {
+    std::printf("%-4s http://%s:%u  (pid %d)\n", c.region.c_str(), o.listen.c_str(), c.client_port,
+                static_cast<int>(c.pid));
+  }
+  std::printf("wan  http://127.0.0.1:%u/links  (cut/heal: POST /links/FROM/TO/cut|heal; "
+              "POST /regions/R/isolate|rejoin)\n",
+              control_server.port());
+  std::printf("demo ready: %zu regions, replication every %lld ms over the emulated WAN; "
+              "Ctrl-C stops everything\n",
+              children.size(), static_cast<long long>(o.replication_interval_ms));
+  std::fflush(stdout);
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGCHLD) {
+      for (auto& c : children) {
+        int status;
+        if (!c.exited && waitpid(c.pid, &status, WNOHANG) == c.pid) {
+          c.exited = true;
+          std::fprintf(stderr, "demo: region %s (pid %d) exited with status %d; see %s.log\n",
+                       c.region.c_str(), static_cast<int>(c.pid),
+                       WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+                       c.region.c_str());
+        }
+      }
+      continue;
+    }
+    break;
+  }
+  std::fprintf(stderr, "demo: stopping %zu regions\n", children.size());
+  StopChildren(children);
+  control_server.Shutdown();
+  wan.Stop();
+  return Status::Ok();
+}
+
+}  // namespace edgestate::demo

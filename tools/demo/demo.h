@@ -1,0 +1,35 @@
+// `edgestate demo`: the article's eight regions on one machine. Starts one `edgestate serve`
+// process per region, connects their replication links through the WAN emulator (one proxy
+// per directed link, delayed by the RTT model), prints one line per region, and runs until
+// SIGINT or SIGTERM, when it stops every process it started and exits 0.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace edgestate::demo {
+
+struct DemoOptions {
+  std::string edgestate_binary;  // The `edgestate` executable to start for each region.
+  uint16_t base_port = 8080;     // Region i of `regions` serves clients on base_port + i.
+  std::string data_dir = "./demo-data";
+  std::vector<std::string> regions = {"iad", "sjc", "lhr", "fra", "nrt", "syd", "gru", "jnb"};
+  std::string rtt_file;  // Empty: the model shipped in data/ (compiled in).
+  int64_t replication_interval_ms = 100;
+  double jitter_ms = 0;
+  uint16_t control_port = 0;  // 0: base_port + 100.
+  std::string listen = "127.0.0.1";
+};
+
+// Validates the options (InvalidArgument: unknown region, bad model, port overflow).
+Status ValidateDemoOptions(const DemoOptions& options);
+
+// Runs until SIGINT/SIGTERM. REQUIRES: called from main before any other thread is started.
+// Unavailable when a region's process or the emulator cannot start (everything started is
+// stopped again).
+Status RunDemo(const DemoOptions& options);
+
+}  // namespace edgestate::demo
