@@ -45,10 +45,12 @@ constexpr std::chrono::milliseconds kMinBackoff{100};
 // With --replication-interval 0 deltas go out on every commit; heartbeats still go out this
 // often so the staleness bound stays tight.
 constexpr std::chrono::milliseconds kStreamingHeartbeat{50};
-// At most this many heartbeats may be unacknowledged on a link: the sender then waits, so a
-// peer that applies slower than we write is never buried under a queue of stale frames (the
-// next delta after the wait carries everything that changed meanwhile).
-constexpr size_t kMaxUnackedHeartbeats = 2;
+// Heartbeats in flight on a link are bounded: beyond the window the sender waits, so a peer
+// that applies slower than we write is never buried under a queue of stale frames (the next
+// delta after the wait carries everything that changed meanwhile). The window covers the
+// link's propagation delay (its smallest round trip) plus two intervals of slack, so a long
+// but healthy link is never throttled.
+constexpr size_t kMinUnackedHeartbeats = 2;
 
 enum class LinkState : int { kConnecting, kHandshaking, kConnected, kBackoff, kStopped };
 
@@ -496,6 +498,11 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     std::deque<std::tuple<uint64_t, int64_t, uint64_t>> pending;  // id, sent ns, seq.
     std::optional<uint64_t> rewind_to;
     bool window_wait = false;  // The sender waits for acknowledgments, not for the interval.
+    int64_t min_rtt_us = 0;    // Smallest round trip seen on this connection (0: none yet).
+    size_t Window(std::chrono::milliseconds interval) const {
+      int64_t period_us = std::max<int64_t>(interval.count(), kStreamingHeartbeat.count()) * 1000;
+      return kMinUnackedHeartbeats + static_cast<size_t>(min_rtt_us / period_us);
+    }
     std::string error;
   };
   auto state = std::make_shared<SendState>();
@@ -523,7 +530,9 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
             auto [id, sent_ns, seq] = state->pending.front();
             state->pending.pop_front();
             if (id != a.heartbeat_id()) continue;
-            p->rtt_us.store(std::max<int64_t>(1, (MonoNs() - sent_ns) / 1000));
+            int64_t rtt = std::max<int64_t>(1, (MonoNs() - sent_ns) / 1000);
+            p->rtt_us.store(rtt);
+            if (state->min_rtt_us == 0 || rtt < state->min_rtt_us) state->min_rtt_us = rtt;
             if (state->window_wait && p->send_timer) {
               p->send_timer->cancel();  // The window opened: the sender may go on.
             }
@@ -542,7 +551,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     ~ClearTimer() { p->send_timer = nullptr; }
   } clear_timer{p};
   while (conn->socket.is_open() && !stopping) {
-    if (state->pending.size() >= kMaxUnackedHeartbeats) {
+    if (state->pending.size() >= state->Window(options.interval)) {
       state->window_wait = true;
       send_timer.expires_after(options.idle_timeout);
       error_code ec;
