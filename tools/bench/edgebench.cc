@@ -459,6 +459,22 @@ void Runner::Report(int* exit_code) {
     regions[c_.targets[r].region]["lost_updates"] = lc.lost_by_region.empty() ? 0 : lc.lost_by_region[r];
   }
   nlohmann::json overall = row("all", all, errors, rc.stale, rc.reads);
+  std::printf("\n%-6s %9s %8s %8s %8s   %9s %8s %8s %8s\n", "region", "reads", "p50 ms",
+              "p95 ms", "p99 ms", "increments", "p50 ms", "p95 ms", "p99 ms");
+  for (size_t r = 0; r < c_.targets.size(); ++r) {
+    const auto& rd = stats_[r].reads;
+    const auto& in = stats_[r].increments;
+    std::printf("%-6s %9llu %8.2f %8.2f %8.2f   %9llu %8.2f %8.2f %8.2f\n",
+                c_.targets[r].region.c_str(), static_cast<unsigned long long>(rd.count()),
+                ms(rd.Percentile(0.5)), ms(rd.Percentile(0.95)), ms(rd.Percentile(0.99)),
+                static_cast<unsigned long long>(in.count()), ms(in.Percentile(0.5)),
+                ms(in.Percentile(0.95)), ms(in.Percentile(0.99)));
+    auto& jr = regions[c_.targets[r].region];
+    jr["read"] = {{"count", rd.count()}, {"p50_ms", ms(rd.Percentile(0.5))},
+                  {"p95_ms", ms(rd.Percentile(0.95))}, {"p99_ms", ms(rd.Percentile(0.99))}};
+    jr["increment"] = {{"count", in.count()}, {"p50_ms", ms(in.Percentile(0.5))},
+                       {"p95_ms", ms(in.Percentile(0.95))}, {"p99_ms", ms(in.Percentile(0.99))}};
+  }
   const double error_rate = all.count() ? static_cast<double>(errors) / all.count() : 0;
   const double stale_rate = rc.reads ? static_cast<double>(rc.stale) / rc.reads : 0;
   std::printf("\n");

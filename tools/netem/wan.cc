@@ -73,7 +73,9 @@ struct Relay {
 }  // namespace
 
 struct Link {
-  Link(asio::io_context& ioc, LinkSpec s) : spec(std::move(s)), acceptor(ioc) {}
+  Link(asio::io_context& ioc, LinkSpec s) : spec(std::move(s)), acceptor(ioc), healed(ioc) {
+    healed.expires_at(SteadyClock::time_point::max());
+  }
   LinkSpec spec;
   tcp::acceptor acceptor;
   uint16_t port = 0;
@@ -81,12 +83,28 @@ struct Link {
   std::atomic<bool> cut{false};
   std::atomic<uint64_t> bytes_forward{0}, bytes_backward{0}, connections{0}, open{0};
   std::set<std::shared_ptr<Relay>> relays;  // I/O thread only.
+  asio::steady_timer healed;  // Waited on while cut; Heal cancels it. I/O thread only.
 };
+
+namespace {
+
+// Suspends while `link` is cut (a partition holds traffic; it does not reset connections).
+awaitable<void> WhileCut(Link* link) {
+  while (link->cut.load()) {
+    error_code ec;
+    link->healed.expires_at(SteadyClock::time_point::max());
+    co_await link->healed.async_wait(redirect_error(use_awaitable, ec));
+  }
+}
+
+}  // namespace
 
 struct WanEmulator::Impl : std::enable_shared_from_this<WanEmulator::Impl> {
   explicit Impl(std::string host) : listen_host(std::move(host)) {}
 
   awaitable<void> Accept(Link* link);
+  awaitable<void> Connect(std::shared_ptr<Relay> relay, Link* link, std::string host,
+                          uint16_t port);
   awaitable<void> ReadSide(std::shared_ptr<Relay> r, tcp::socket* src, Pipe* pipe, Link* link,
                            bool forward);
   awaitable<void> WriteSide(std::shared_ptr<Relay> r, tcp::socket* dst, Pipe* pipe, Link* link);
@@ -100,6 +118,7 @@ struct WanEmulator::Impl : std::enable_shared_from_this<WanEmulator::Impl> {
   mutable std::mutex mu;                        // Guards `links` (the map, not the links).
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Link>> links;
   std::mt19937_64 rng{12345};                   // I/O thread only.
+  std::set<std::shared_ptr<Relay>> conns_waiting_;  // Held by a cut link. I/O thread only.
   bool started = false;
 };
 
@@ -130,18 +149,30 @@ awaitable<void> WanEmulator::Impl::Accept(Link* link) {
       host = link->spec.target_host;
       port = link->spec.target_port;
     }
-    if (link->cut.load() || port == 0) {
-      relay->Close();  // A cut link refuses: the connection is closed at once.
+    if (port == 0) {
+      relay->Close();  // The target region has not started yet.
       continue;
     }
+    conns_waiting_.insert(relay);
+    asio::co_spawn(ioc, Connect(relay, link, host, port), asio::detached);
+  }
+}
+
+awaitable<void> WanEmulator::Impl::Connect(std::shared_ptr<Relay> relay, Link* link,
+                                           std::string host, uint16_t port) {
+  auto self = shared_from_this();
+  co_await WhileCut(link);  // Like a SYN into a partition: the connect waits for the heal.
+  conns_waiting_.erase(relay);
+  error_code ec;
+  {
     auto address = asio::ip::make_address(host, ec);
-    if (!ec) {
+    if (!ec && !relay->closed) {
       co_await relay->server.async_connect(tcp::endpoint(address, port),
                                            redirect_error(use_awaitable, ec));
     }
-    if (ec || link->cut.load()) {
+    if (ec || relay->closed) {
       relay->Close();
-      continue;
+      co_return;
     }
     relay->client.set_option(tcp::no_delay(true), ec);
     relay->server.set_option(tcp::no_delay(true), ec);
@@ -194,6 +225,10 @@ awaitable<void> WanEmulator::Impl::WriteSide(std::shared_ptr<Relay> r, tcp::sock
       }
       pipe->wake.expires_at(SteadyClock::time_point::max());
       co_await pipe->wake.async_wait(redirect_error(use_awaitable, ec));
+      continue;
+    }
+    if (link->cut.load()) {
+      co_await WhileCut(link);
       continue;
     }
     auto& [release, data] = pipe->queue.front();
@@ -295,7 +330,10 @@ void WanEmulator::Stop() {
       error_code ec;
       link->acceptor.close(ec);
       s.CloseAll(link.get());
+      link->cut.store(false);
+      link->healed.cancel();
     }
+    for (auto& r : s.conns_waiting_) r->Close();
   });
   s.guard.reset();
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -306,14 +344,7 @@ void WanEmulator::Stop() {
 Status WanEmulator::Cut(const std::string& from, const std::string& to) {
   Link* l = impl_->Find(from, to);
   if (!l) return Status::NotFound(fmt::format("no link {}->{}", from, to));
-  l->cut.store(true);
-  if (!impl_->thread.joinable()) return Status::Ok();  // Not started: nothing is open.
-  std::promise<void> done;
-  asio::post(impl_->ioc, [impl = impl_, l, &done] {
-    impl->CloseAll(l);
-    done.set_value();
-  });
-  done.get_future().wait();
+  l->cut.store(true);  // Writers and new connections check it before moving any byte.
   return Status::Ok();
 }
 
@@ -321,6 +352,9 @@ Status WanEmulator::Heal(const std::string& from, const std::string& to) {
   Link* l = impl_->Find(from, to);
   if (!l) return Status::NotFound(fmt::format("no link {}->{}", from, to));
   l->cut.store(false);
+  if (impl_->thread.joinable()) {
+    asio::post(impl_->ioc, [impl = impl_, l] { l->healed.cancel(); });
+  }
   return Status::Ok();
 }
 

@@ -4,8 +4,9 @@
 // the link's one-way delay (half the model's round trip) in each direction, plus optional
 // jitter that never reorders bytes (release times never decrease).
 //
-// Cut(from, to) closes the link's connections and refuses new ones until Heal; Isolate(r)
-// cuts every link into and out of r (a partition). Bytes are counted per link.
+// Cut(from, to) makes the link a black hole, like a partition: bytes in flight and new
+// connection attempts are held (not delivered, not reset) until Heal, which releases them.
+// Isolate(r) cuts every link into and out of r. Bytes are counted per link.
 //
 // Threading: one I/O thread owns all sockets. Every public method is thread-safe.
 #pragma once

@@ -1,0 +1,123 @@
+"""`edgestate demo`: regions over the emulated WAN, clean start and stop, cut and heal."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+
+from conftest import BIN, SLOW, free_ports
+
+
+def start_demo(tmpdir, regions, interval=100):
+    base = free_ports(1)[0]
+    while base + 101 > 65000:
+        base = free_ports(1)[0]
+    ctl = free_ports(1)[0]
+    p = subprocess.Popen([BIN, "demo", "--base-port", str(base), "--data-dir",
+                          os.path.join(tmpdir, "demo"), "--regions", ",".join(regions),
+                          "--replication-interval", str(interval), "--control-port", str(ctl)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 30 * SLOW
+    while time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("demo ready"):
+            break
+    urls = {}
+    pids = []
+    for line in lines:
+        m = re.match(r"(\w+)\s+(http://\S+)\s+\(pid (\d+)\)", line)
+        if m:
+            urls[m.group(1)] = m.group(2)
+            pids.append(int(m.group(3)))
+    assert list(urls) == list(regions), lines
+    return p, urls, pids, f"http://127.0.0.1:{ctl}"
+
+
+def http(method, url, timeout=5):
+    req = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(req, timeout=timeout * SLOW) as r:
+        return r.status, json.loads(r.read())
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is not a stray: it has exited and only awaits its parent.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_demo_starts_serves_and_stops_without_strays(tmpdir_path):
+    p, urls, pids, ctl = start_demo(tmpdir_path, ["iad", "lhr", "fra"])
+    try:
+        for region, url in urls.items():
+            st, body = http("GET", url + "/read")
+            assert st == 200 and body["region"] == region
+        st, links = http("GET", ctl + "/links")
+        assert len(links) == 6  # One per directed link.
+        iad_lhr = next(l for l in links if l["from"] == "iad" and l["to"] == "lhr")
+        assert iad_lhr["one_way_ms"] == 40  # Half of the model's 80 ms round trip.
+        http("POST", urls["iad"] + "/increment")
+        deadline = time.monotonic() + 5 * SLOW
+        while time.monotonic() < deadline and http("GET", urls["fra"] + "/read")[1]["value"] < 1:
+            time.sleep(0.05)
+        assert http("GET", urls["fra"] + "/read")[1]["value"] == 1
+    finally:
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=20 * SLOW)
+    assert rc == 0, p.stderr.read()
+    for pid in pids:
+        assert not alive(pid), f"region process {pid} outlived the demo"
+
+
+def test_demo_sigkill_leaves_no_strays(tmpdir_path):
+    p, urls, pids, ctl = start_demo(tmpdir_path, ["iad", "sjc"])
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 10 * SLOW
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_cut_and_heal_converges_within_an_interval_and_a_round_trip(tmpdir_path):
+    interval, rtt = 100, 80  # iad-lhr in the model.
+    p, urls, pids, ctl = start_demo(tmpdir_path, ["iad", "lhr"], interval)
+    try:
+        time.sleep(1)  # Links up.
+        assert http("POST", ctl + "/regions/lhr/isolate")[0] == 200
+        http("POST", urls["iad"] + "/v1/counters/cut/increment")
+        time.sleep(1.0)
+        st, body = http("GET", urls["lhr"] + "/v1/counters/cut")
+        assert body["value"] == 0, "a partitioned region must not see the write"
+        assert body["staleness_ms"] is not None and body["staleness_ms"] >= 900
+        st, links = http("GET", ctl + "/links")
+        assert all(l["cut"] for l in links)
+        healed = time.monotonic()
+        assert http("POST", ctl + "/regions/lhr/rejoin")[0] == 200
+        while time.monotonic() - healed < 5 * SLOW:
+            if http("GET", urls["lhr"] + "/v1/counters/cut")[1]["value"] == 1:
+                break
+            time.sleep(0.005)
+        took_ms = (time.monotonic() - healed) * 1000
+        assert http("GET", urls["lhr"] + "/v1/counters/cut")[1]["value"] == 1
+        assert took_ms <= (interval + rtt) * SLOW + 30, f"converged {took_ms:.0f} ms after heal"
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=20 * SLOW) == 0
+
+
+def test_demo_rejects_bad_options(tmpdir_path):
+    for args in (["--regions", "iad,xyz"], ["--regions", "iad,iad"],
+                 ["--rtt-file", "/nonexistent.csv"], ["--base-port", "65530"]):
+        r = subprocess.run([BIN, "demo", "--data-dir", tmpdir_path] + args, capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 2, (args, r.stderr)
