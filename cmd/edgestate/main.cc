@@ -97,6 +97,21 @@ int main(int argc, char** argv) {
   demo->add_option("--control-port", demo_options.control_port,
                    "Port of the WAN control interface on 127.0.0.1. Default BASE+100.");
 
+  edgestate::demo::WanOptions wan_options;
+  std::string wan_regions;
+  std::vector<std::string> wan_targets;
+  CLI::App* wan = app.add_subcommand(
+      "wan",
+      "Run the WAN emulator alone: a delaying TCP proxy per directed link between regions, "
+      "with a control interface to cut and heal links, until SIGINT/SIGTERM.");
+  wan->add_option("--regions", wan_regions, "Comma-separated regions. Default: all in the model.");
+  wan->add_option("--rtt-file", wan_options.rtt_file, "RTT model CSV. Default: the shipped one.");
+  wan->add_option("--target", wan_targets,
+                  "REGION=HOST:PORT: where links into REGION lead (repeatable).");
+  wan->add_option("--jitter-ms", wan_options.jitter_ms, "Extra uniform delay in [0, J] ms.");
+  wan->add_option("--control-port", wan_options.control_port,
+                  "Port of the control interface on 127.0.0.1. Default: a free one.");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -111,16 +126,35 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
-  if (demo->parsed()) {
-    if (!demo_regions.empty()) {
-      demo_options.regions.clear();
-      std::string_view rest = demo_regions;
-      while (!rest.empty()) {
-        size_t comma = rest.find(',');
-        demo_options.regions.emplace_back(rest.substr(0, comma));
-        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-      }
+  auto split = [](std::string_view list) {
+    std::vector<std::string> out;
+    while (!list.empty()) {
+      size_t comma = list.find(',');
+      out.emplace_back(list.substr(0, comma));
+      list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
     }
+    return out;
+  };
+  if (wan->parsed()) {
+    wan_options.regions = split(wan_regions);
+    for (const auto& t : wan_targets) {
+      size_t eq = t.find('=');
+      if (eq == std::string::npos) {
+        std::fprintf(stderr, "edgestate wan: target \"%s\" is not REGION=HOST:PORT\n", t.c_str());
+        return kExitUsage;
+      }
+      wan_options.targets.emplace_back(t.substr(0, eq), t.substr(eq + 1));
+    }
+    spdlog::set_default_logger(spdlog::stderr_color_mt("edgestate"));
+    edgestate::Status s = edgestate::demo::RunWan(wan_options);
+    if (!s.ok()) {
+      std::fprintf(stderr, "edgestate wan: %s\n", s.message().c_str());
+      return s.code() == edgestate::StatusCode::kInvalidArgument ? kExitUsage : 1;
+    }
+    return 0;
+  }
+  if (demo->parsed()) {
+    if (!demo_regions.empty()) demo_options.regions = split(demo_regions);
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     demo_options.edgestate_binary = n > 0 ? std::string(self, n) : std::string(argv[0]);

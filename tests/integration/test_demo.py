@@ -121,3 +121,44 @@ def test_demo_rejects_bad_options(tmpdir_path):
         r = subprocess.run([BIN, "demo", "--data-dir", tmpdir_path] + args, capture_output=True,
                            text=True, timeout=10)
         assert r.returncode == 2, (args, r.stderr)
+
+
+def test_wan_subcommand_relays_with_the_model_delay():
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    echo_port = srv.getsockname()[1]
+
+    def echo():
+        c, _ = srv.accept()
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d)
+        c.close()
+
+    threading.Thread(target=echo, daemon=True).start()
+    p = subprocess.Popen([BIN, "wan", "--regions", "iad,lhr", "--target",
+                          f"lhr=127.0.0.1:{echo_port}"], stdout=subprocess.PIPE, text=True)
+    try:
+        links = {}
+        for line in p.stdout:
+            m = re.match(r"link (\w+) (\w+) 127.0.0.1:(\d+)", line)
+            if m:
+                links[(m.group(1), m.group(2))] = int(m.group(3))
+            if "ready" in line:
+                break
+        s = socket.create_connection(("127.0.0.1", links[("iad", "lhr")]), timeout=5)
+        start = time.monotonic()
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+        rtt_ms = (time.monotonic() - start) * 1000
+        assert 80 <= rtt_ms < 80 + 15 * SLOW, rtt_ms  # iad-lhr is 80 ms in the model.
+        s.close()
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=10) == 0
+        srv.close()

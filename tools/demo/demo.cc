@@ -15,6 +15,8 @@
 #include <filesystem>
 #include <random>
 #include <regex>
+#include <algorithm>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -24,6 +26,7 @@
 #include "netem/control.h"
 #include "netem/rtt_model.h"
 #include "netem/wan.h"
+#include "replication/peers.h"
 
 namespace edgestate::demo {
 namespace {
@@ -263,6 +266,61 @@ Status RunDemo(const DemoOptions& o) {
   }
   std::fprintf(stderr, "demo: stopping %zu regions\n", children.size());
   StopChildren(children);
+  control_server.Shutdown();
+  wan.Stop();
+  return Status::Ok();
+}
+
+Status RunWan(const WanOptions& o) {
+  auto model = o.rtt_file.empty() ? StatusOr<netem::RttModel>(netem::RttModel::Default())
+                                  : netem::RttModel::Load(o.rtt_file);
+  if (!model.ok()) return Status::InvalidArgument(model.status().message());
+  std::vector<std::string> regions = o.regions.empty() ? model->regions() : o.regions;
+  for (const auto& r : regions) {
+    if (!model->Has(r)) return Status::InvalidArgument("region " + r + " is not in the RTT model");
+  }
+  if (o.jitter_ms < 0 || o.jitter_ms > 1000) return Status::InvalidArgument("jitter must be 0..1000 ms");
+  std::map<std::string, replication::HostPort> targets;
+  for (const auto& [region, hp] : o.targets) {
+    auto parsed = replication::ParseHostPort(hp);
+    if (!parsed.ok()) return Status::InvalidArgument("target " + region + ": " + parsed.status().message());
+    if (std::find(regions.begin(), regions.end(), region) == regions.end()) {
+      return Status::InvalidArgument("target region " + region + " is not emulated");
+    }
+    targets[region] = *parsed;
+  }
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  netem::WanEmulator wan;
+  if (Status s = netem::AddMesh(&wan, *model, regions, o.jitter_ms); !s.ok()) return s;
+  for (const auto& [region, hp] : targets) {
+    for (const auto& from : regions) {
+      if (from != region) wan.SetTarget(from, region, hp.host, hp.port).IgnoreError();
+    }
+  }
+  if (Status s = wan.Start(); !s.ok()) return s;
+  MetricsRegistry metrics;
+  http::HttpMetrics http_metrics(&metrics);
+  netem::ControlHandler control(&wan);
+  http::HttpServerOptions ho;
+  ho.listen_address = "127.0.0.1";
+  ho.port = o.control_port;
+  http::HttpServer control_server(ho, &control, &http_metrics);
+  if (Status s = control_server.Start(); !s.ok()) return s;
+  for (const auto& l : wan.Stats()) {
+    std::printf("link %s %s 127.0.0.1:%u one_way_ms=%g\n", l.from.c_str(), l.to.c_str(), l.port,
+                l.one_way_ms);
+  }
+  std::printf("wan  http://127.0.0.1:%u/links ready\n", control_server.port());
+  std::fflush(stdout);
+  int sig = 0;
+  while (sigwait(&signals, &sig) != 0) {
+  }
   control_server.Shutdown();
   wan.Stop();
   return Status::Ok();

@@ -32,4 +32,20 @@ Status ValidateDemoOptions(const DemoOptions& options);
 // stopped again).
 Status RunDemo(const DemoOptions& options);
 
+// `edgestate wan`: the WAN emulator alone, for placing other systems (for example the
+// article's designs) behind the same emulated links. One link per ordered pair of `regions`;
+// the link from A to B forwards to B's target.
+struct WanOptions {
+  std::vector<std::string> regions;
+  std::vector<std::pair<std::string, std::string>> targets;  // region -> "host:port"
+  std::string rtt_file;  // Empty: the shipped model.
+  double jitter_ms = 0;
+  uint16_t control_port = 0;  // 0: pick a free port.
+};
+
+// Prints "link FROM TO 127.0.0.1:PORT" per link and the control URL, then runs until
+// SIGINT/SIGTERM. InvalidArgument for bad options. REQUIRES: called from main before any
+// other thread is started.
+Status RunWan(const WanOptions& options);
+
 }  // namespace edgestate::demo

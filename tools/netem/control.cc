@@ -44,7 +44,9 @@ std::optional<http::Response> ControlHandler::Handle(const http::Request& req,
       j.push_back({{"from", s.from}, {"to", s.to}, {"port", s.port}, {"cut", s.cut},
                    {"one_way_ms", s.one_way_ms}, {"bytes_forward", s.bytes_forward},
                    {"bytes_backward", s.bytes_backward}, {"connections", s.connections},
-                   {"open_connections", s.open_connections}});
+                   {"open_connections", s.open_connections},
+                   {"late_p50_ms", s.late_p50_ms}, {"late_p99_ms", s.late_p99_ms},
+                   {"late_samples", s.late_samples}});
     }
     return Json(200, j.dump());
   }

@@ -12,6 +12,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
 #include <deque>
 #include <future>
 #include <map>
@@ -84,6 +85,19 @@ struct Link {
   std::atomic<uint64_t> bytes_forward{0}, bytes_backward{0}, connections{0}, open{0};
   std::set<std::shared_ptr<Relay>> relays;  // I/O thread only.
   asio::steady_timer healed;  // Waited on while cut; Heal cancels it. I/O thread only.
+  mutable std::mutex late_mu;
+  std::vector<float> late_ms;   // GUARDED_BY(late_mu): ring of the last kLateSamples.
+  uint64_t late_count = 0;      // GUARDED_BY(late_mu)
+  void RecordLateness(double ms) {
+    std::lock_guard lock(late_mu);
+    if (late_ms.size() < kLateSamples) {
+      late_ms.push_back(static_cast<float>(ms));
+    } else {
+      late_ms[late_count % kLateSamples] = static_cast<float>(ms);
+    }
+    ++late_count;
+  }
+  static constexpr size_t kLateSamples = 4096;
 };
 
 namespace {
@@ -236,6 +250,10 @@ awaitable<void> WanEmulator::Impl::WriteSide(std::shared_ptr<Relay> r, tcp::sock
       pipe->wake.expires_at(release);
       co_await pipe->wake.async_wait(redirect_error(use_awaitable, ec));
       continue;
+    }
+    if (!link->cut.load()) {
+      link->RecordLateness(
+          std::chrono::duration<double, std::milli>(SteadyClock::now() - release).count());
     }
     co_await asio::async_write(*dst, asio::buffer(data), redirect_error(use_awaitable, ec));
     if (ec) {
@@ -402,6 +420,16 @@ std::vector<LinkStats> WanEmulator::Stats() const {
     s.bytes_backward = l->bytes_backward.load();
     s.connections = l->connections.load();
     s.open_connections = l->open.load();
+    {
+      std::lock_guard late_lock(l->late_mu);
+      std::vector<float> v = l->late_ms;
+      s.late_samples = l->late_count;
+      if (!v.empty()) {
+        std::sort(v.begin(), v.end());
+        s.late_p50_ms = v[v.size() / 2];
+        s.late_p99_ms = v[std::min(v.size() - 1, v.size() * 99 / 100)];
+      }
+    }
     out.push_back(std::move(s));
   }
   return out;

@@ -129,6 +129,8 @@ TEST_F(WanTest, AddsHalfTheRoundTripInEachDirection) {
   auto stats = wan_.Stats();
   ASSERT_EQ(stats.size(), 1u);
   EXPECT_EQ(stats[0].bytes_forward, 15u * 8);
+  EXPECT_EQ(stats[0].late_samples, 30u);
+  EXPECT_LT(stats[0].late_p50_ms, 1.0);
   EXPECT_EQ(stats[0].bytes_backward, 15u * 8);
 }
 
