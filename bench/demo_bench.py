@@ -29,7 +29,7 @@ REGIONS = ["iad", "sjc", "lhr", "fra", "nrt", "syd", "gru", "jnb"]
 
 
 def model():
-    rows = [l.strip().split(",") for l in open(os.path.join(ROOT, "data", "rtt-8-regions.csv"))
+    rows = [l.strip().split(",") for l in open(os.path.join(ROOT, "tools", "netem", "rtt-8-regions.csv"))
             if l.strip() and not l.startswith("#")]
     header = rows[0][1:]
     return {(r[0], header[i]): float(v) for r in rows[1:] for i, v in enumerate(r[1:])}

@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
   demo->add_option("--regions", demo_regions,
                    "Comma-separated regions. Default iad,sjc,lhr,fra,nrt,syd,gru,jnb.");
   demo->add_option("--rtt-file", demo_options.rtt_file,
-                   "RTT model CSV (the shape of data/rtt-8-regions.csv). Default: that file, "
+                   "RTT model CSV (the shape of tools/netem/rtt-8-regions.csv). Default: that file, "
                    "compiled in.");
   demo->add_option("--replication-interval", demo_options.replication_interval_ms,
                    "MS between delta shipments. Default 100.");

@@ -17,7 +17,7 @@ struct DemoOptions {
   uint16_t base_port = 8080;     // Region i of `regions` serves clients on base_port + i.
   std::string data_dir = "./demo-data";
   std::vector<std::string> regions = {"iad", "sjc", "lhr", "fra", "nrt", "syd", "gru", "jnb"};
-  std::string rtt_file;  // Empty: the model shipped in data/ (compiled in).
+  std::string rtt_file;  // Empty: the model shipped in tools/netem/ (compiled in).
   int64_t replication_interval_ms = 100;
   double jitter_ms = 0;
   uint16_t control_port = 0;  // 0: base_port + 100.

@@ -11,7 +11,7 @@
 
 namespace edgestate::netem {
 
-extern const char kDefaultRttCsv[];  // Generated from data/rtt-8-regions.csv at build time.
+extern const char kDefaultRttCsv[];  // Generated from tools/netem/rtt-8-regions.csv at build time.
 
 namespace {
 

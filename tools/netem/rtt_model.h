@@ -1,5 +1,5 @@
 // RttModel: round-trip times between regions, from a CSV matrix such as
-// data/rtt-8-regions.csv:
+// tools/netem/rtt-8-regions.csv:
 //
 //   # comments
 //   from,iad,sjc,...
@@ -24,7 +24,7 @@ class RttModel {
   static StatusOr<RttModel> Parse(std::string_view csv);
   // Reads and parses a file; NotFound when it cannot be read.
   static StatusOr<RttModel> Load(const std::string& path);
-  // The model shipped in the repository (data/rtt-8-regions.csv), compiled in.
+  // The model shipped in the repository (tools/netem/rtt-8-regions.csv), compiled in.
   static const RttModel& Default();
 
   const std::vector<std::string>& regions() const { return regions_; }

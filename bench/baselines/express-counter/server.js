@@ -1,6 +1,11 @@
 // A counter built the way the article's Fly.io Express service is built, for comparison only:
 // the state is a JSON file that every request reads and rewrites (no lock, no fsync, no atomic
 // rename). Concurrent increments race (read-modify-write), which is what bench/ measures.
+//
+// With PEERS=region=http://host:port,... it is the article's VM design: every 100 ms it posts
+// its whole counter to every other region's /replicate, and a region adopts a received counter
+// when it was updated later than its own (last writer wins), so concurrent increments in two
+// regions overwrite each other.
 // Written for edgestate's benchmarks; not the article's code.
 'use strict';
 const express = require('express');
@@ -43,6 +48,37 @@ app.get('/read', async (req, res) => {
   }
 });
 
+app.post('/replicate', async (req, res) => {
+  try {
+    const incoming = req.body;
+    if (typeof incoming?.value !== 'number') return res.status(400).json({ error: 'bad counter' });
+    const state = await load();
+    if (!state.lastUpdated || (incoming.lastUpdated && incoming.lastUpdated > state.lastUpdated)) {
+      await store({ value: incoming.value, lastUpdated: incoming.lastUpdated });
+    }
+    res.json({ ok: true });
+  } catch (err) {
+    res.status(500).json({ error: err.message });
+  }
+});
+
+const peers = (process.env.PEERS || '').split(',').filter(Boolean).map((p) => p.split('=')[1]);
+const intervalMs = Number(process.env.REPLICATION_INTERVAL_MS || 100);
+async function replicate() {
+  try {
+    const state = await load();
+    await Promise.allSettled(peers.map((url) => fetch(`${url}/replicate`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(state),
+      signal: AbortSignal.timeout(2000),
+    })));
+  } catch (err) {
+    // A torn file or a dead peer: try again next round, as the article's loop does.
+  }
+  setTimeout(replicate, intervalMs);
+}
+
 app.get('/health', async (req, res) => {
   try {
     await fs.access(file);
@@ -59,4 +95,5 @@ app.get('/health', async (req, res) => {
     await store({ value: 0 });
   }
   app.listen(port, '127.0.0.1', () => console.log(`express counter listening on ${port}`));
+  if (peers.length > 0) setTimeout(replicate, intervalMs);
 })();
