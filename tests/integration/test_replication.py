@@ -211,3 +211,29 @@ def test_replication_flags_are_validated(tmpdir_path):
                            text=True, timeout=10)
         assert r.returncode == 2, (args, r.stderr)
         assert needle in r.stderr, (args, r.stderr)
+
+
+def test_garbage_and_oversized_frames_close_only_that_link(cluster):
+    import socket
+    cluster.start_all()
+    port = cluster.peer_ports["iad"]
+    payloads = [b"\xff\xff\xff\xff" + b"x" * 100,           # Length far over the limit.
+                b"\x00\x00\x00\x10" + b"\x07" * 16,          # Not a protobuf frame.
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",         # Not our protocol at all.
+                b"\x00\x00\x00\x05\x0a\x03abc"]               # A hello without a region we know.
+    for payload in payloads:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(payload)
+        s.settimeout(5 * SLOW)
+        try:
+            closed = s.recv(1) == b""
+        except (ConnectionResetError, socket.timeout):
+            closed = True
+        s.close()
+        assert closed, payload
+    # The node and its real links are unaffected.
+    assert cluster.nodes["iad"].alive()
+    cluster.nodes["lhr"].request("POST", "/v1/counters/g/increment")
+    assert cluster.converge("g") == 1
+    info = cluster_info(cluster.nodes["iad"])
+    assert all(p["inbound"] == "connected" for p in info["peers"])

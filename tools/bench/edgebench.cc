@@ -2,6 +2,7 @@
 //
 //   edgebench --target iad=http://127.0.0.1:8080 --target lhr=http://127.0.0.1:8082
 //             --vus 32 --duration 30s --mix read=90,increment=10 --threshold 'p99<100'
+//   edgebench article      (the article's benchmark, three designs side by side)
 //
 // Virtual users are spread over the targets (each talks only to its region's node). Closed
 // loop by default; --rate R schedules R requests/s in all (open loop) and measures each from
@@ -11,614 +12,16 @@
 // with --convergence-probes, the time from an increment's acknowledgment at one region to its
 // visibility at each other. Exit code: 0, 1 for an error in the run itself, 2 for bad flags,
 // 3 when a --threshold is breached.
-#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
-
-#include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
-#include <algorithm>
-#include <boost/asio.hpp>
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <charconv>
 #include <cstdio>
-#include <fstream>
-#include <map>
-#include <nlohmann/json.hpp>
-#include <optional>
-#include <random>
+#include <filesystem>
+#include <string_view>
 
-#include "bench/checker.h"
-#include "bench/histogram.h"
-#include "bench/options.h"
-#include "netem/rtt_model.h"
+#include "bench/article.h"
+#include "bench/runner.h"
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
-using asio::awaitable;
-using asio::redirect_error;
-using asio::use_awaitable;
-using boost::system::error_code;
-using tcp = asio::ip::tcp;
-using SteadyClock = std::chrono::steady_clock;
-
-namespace edgestate::bench {
-namespace {
-
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
-      .count();
-}
-
-struct Config {
-  std::vector<Target> targets;
-  int vus = 8;
-  std::chrono::milliseconds duration{10000};
-  std::chrono::milliseconds timeout{5000};
-  Mix mix;
-  int keys = 1;
-  std::string dist = "uniform";
-  double zipf_s = 1.0;
-  double rate = 0;
-  double last_mile_ms = 0;
-  std::vector<Threshold> thresholds;
-  std::string json_file;
-  std::string api = "auto";  // article | v1 | auto (article when keys == 1)
-  std::string key_prefix;
-  std::string api_key;
-  int convergence_probes = 0;
-  std::chrono::milliseconds settle{15000};
-  std::string rtt_file;
-  double interval_ms = 100;
-  uint64_t seed = 1;
-  bool progress = true;
-};
-
-struct Result {
-  bool ok = false;
-  unsigned status = 0;
-  std::string error;  // Kind: connect, timeout, io, http_4xx, http_5xx.
-  std::string body;
-  int64_t staleness_ms = -1;
-};
-
-// One keep-alive HTTP/1.1 connection.
-class Client {
- public:
-  Client(asio::io_context& ioc, const Target& t, const Config& c)
-      : ioc_(ioc), target_(t), config_(c), stream_(std::make_unique<beast::tcp_stream>(ioc)) {}
-
-  awaitable<Result> Do(bhttp::verb verb, const std::string& path, const std::string& body) {
-    Result r;
-    error_code ec;
-    if (!connected_) {
-      stream_->expires_after(config_.timeout);
-      auto address = asio::ip::make_address(target_.host, ec);
-      if (!ec) {
-        co_await stream_->async_connect(tcp::endpoint(address, target_.port),
-                                       redirect_error(use_awaitable, ec));
-      }
-      if (ec) {
-        Reset();
-        r.error = ec == beast::error::timeout ? "timeout" : "connect";
-        co_return r;
-      }
-      stream_->socket().set_option(tcp::no_delay(true), ec);
-      connected_ = true;
-    }
-    bhttp::request<bhttp::string_body> req{verb, path, 11};
-    req.set(bhttp::field::host, target_.host);
-    if (!config_.api_key.empty()) req.set(bhttp::field::authorization, "Bearer " + config_.api_key);
-    if (!body.empty()) {
-      req.set(bhttp::field::content_type, "application/json");
-      req.body() = body;
-    }
-    req.prepare_payload();
-    stream_->expires_after(config_.timeout);
-    co_await bhttp::async_write(*stream_, req, redirect_error(use_awaitable, ec));
-    bhttp::response<bhttp::string_body> res;
-    if (!ec) co_await bhttp::async_read(*stream_, buffer_, res, redirect_error(use_awaitable, ec));
-    if (ec) {
-      Reset();
-      r.error = ec == beast::error::timeout ? "timeout" : "io";
-      co_return r;
-    }
-    r.status = res.result_int();
-    if (!res.keep_alive()) Reset();
-    if (r.status >= 200 && r.status < 300) {
-      r.ok = true;
-    } else {
-      r.error = r.status >= 500 ? "http_5xx" : "http_4xx";
-    }
-    auto st = res.find("Edgestate-Staleness-Ms");
-    if (st != res.end()) {
-      std::string_view v = st->value();
-      int64_t n = -1;
-      auto [p, e] = std::from_chars(v.data(), v.data() + v.size(), n);
-      if (e == std::errc() && p == v.data() + v.size()) r.staleness_ms = n;
-    }
-    r.body = std::move(res.body());
-    co_return r;
-  }
-
- private:
-  void Reset() {
-    error_code ec;
-    stream_->socket().close(ec);
-    stream_ = std::make_unique<beast::tcp_stream>(ioc_);
-    buffer_.clear();
-    connected_ = false;
-  }
-
-  asio::io_context& ioc_;
-  const Target& target_;
-  const Config& config_;
-  std::unique_ptr<beast::tcp_stream> stream_;
-  beast::flat_buffer buffer_;
-  bool connected_ = false;
-};
-
-std::optional<int64_t> ParseValue(std::string_view body) {
-  size_t p = body.find("\"value\":");
-  if (p == std::string_view::npos) return std::nullopt;
-  p += 8;
-  while (p < body.size() && body[p] == ' ') ++p;
-  int64_t v = 0;
-  auto [ptr, ec] = std::from_chars(body.data() + p, body.data() + body.size(), v);
-  if (ec != std::errc()) return std::nullopt;
-  return v;
-}
-
-struct RegionStats {
-  LatencyHistogram all, reads, increments;
-  uint64_t ok = 0, errors = 0;
-  std::map<std::string, uint64_t> errors_by_kind;
-};
-
-class Runner {
- public:
-  explicit Runner(Config c) : c_(std::move(c)), stats_(c_.targets.size()) {
-    v1_ = c_.api == "v1" || (c_.api == "auto" && c_.keys > 1);
-    if (c_.key_prefix.empty()) {
-      std::random_device rd;
-      c_.key_prefix = fmt::format("eb{:08x}-", rd());
-    }
-    acked_.assign(c_.keys, 0);
-    sent_.assign(c_.keys, 0);
-    base_.assign(c_.keys, 0);
-    if (c_.dist == "zipf") {
-      double sum = 0;
-      for (int k = 1; k <= c_.keys; ++k) sum += 1.0 / std::pow(k, c_.zipf_s);
-      double acc = 0;
-      for (int k = 1; k <= c_.keys; ++k) {
-        acc += 1.0 / std::pow(k, c_.zipf_s) / sum;
-        zipf_cdf_.push_back(acc);
-      }
-    }
-  }
-
-  int Run();
-
- private:
-  std::string ReadPath(int key) const {
-    return v1_ ? fmt::format("/v1/counters/{}{}", c_.key_prefix, key) : std::string("/read");
-  }
-  std::string IncrementPath(int key) const {
-    return v1_ ? fmt::format("/v1/counters/{}{}/increment", c_.key_prefix, key)
-               : std::string("/increment");
-  }
-  int PickKey(std::mt19937_64& rng) const {
-    if (c_.keys == 1) return 0;
-    if (zipf_cdf_.empty()) return std::uniform_int_distribution<int>(0, c_.keys - 1)(rng);
-    double u = std::uniform_real_distribution<double>(0, 1)(rng);
-    return static_cast<int>(std::lower_bound(zipf_cdf_.begin(), zipf_cdf_.end(), u) - zipf_cdf_.begin());
-  }
-  awaitable<void> Sleep(double ms) {
-    if (ms <= 0) co_return;
-    asio::steady_timer t(ioc_, std::chrono::microseconds(static_cast<int64_t>(ms * 1000)));
-    error_code ec;
-    co_await t.async_wait(redirect_error(use_awaitable, ec));
-  }
-  awaitable<void> Vu(int id, uint32_t region);
-  awaitable<void> Progress();
-  awaitable<void> ReadBase();
-  awaitable<void> Settle();
-  awaitable<void> Probe();
-  void Report(int* exit_code);
-
-  Config c_;
-  bool v1_ = false;
-  asio::io_context ioc_{1};
-  std::vector<RegionStats> stats_;
-  std::vector<double> zipf_cdf_;
-  std::vector<ReadRecord> reads_;
-  std::vector<AckRecord> acks_;
-  std::vector<int64_t> acked_, sent_, base_;
-  std::vector<std::vector<int64_t>> final_;
-  bool settled_ = false;
-  std::vector<int64_t> staleness_seen_;
-  int64_t start_ns_ = 0, end_ns_ = 0;
-  uint64_t next_slot_ = 0;
-  uint64_t done_ = 0;
-  std::map<std::pair<uint32_t, uint32_t>, std::vector<double>> convergence_;
-  std::string fatal_;
-};
-
-awaitable<void> Runner::ReadBase() {
-  // Counters start where the first region says; fresh v1 keys start at 0.
-  if (v1_) co_return;
-  Client client(ioc_, c_.targets[0], c_);
-  Result r = co_await client.Do(bhttp::verb::get, ReadPath(0), "");
-  auto v = r.ok ? ParseValue(r.body) : std::nullopt;
-  if (!v) {
-    fatal_ = fmt::format("cannot read the starting value from {} ({})", c_.targets[0].region,
-                         r.ok ? "no value in response" : r.error);
-    co_return;
-  }
-  base_[0] = *v;
-}
-
-awaitable<void> Runner::Vu(int id, uint32_t region) {
-  Client client(ioc_, c_.targets[region], c_);
-  std::mt19937_64 rng(c_.seed * 1'000'003 + id);
-  const int total_weight = c_.mix.read + c_.mix.increment;
-  RegionStats& st = stats_[region];
-  for (;;) {
-    int64_t scheduled;
-    if (c_.rate > 0) {
-      scheduled = start_ns_ + static_cast<int64_t>(static_cast<double>(next_slot_++) * 1e9 / c_.rate);
-      if (scheduled >= end_ns_) break;
-      int64_t wait = scheduled - NowNs();
-      if (wait > 0) co_await Sleep(static_cast<double>(wait) / 1e6);
-    } else {
-      scheduled = NowNs();
-      if (scheduled >= end_ns_) break;
-    }
-    bool increment = std::uniform_int_distribution<int>(1, total_weight)(rng) > c_.mix.read;
-    int key = PickKey(rng);
-    co_await Sleep(c_.last_mile_ms);
-    int64_t sent_ns = NowNs();
-    if (increment) sent_[key]++;
-    // No co_await inside ?: (GCC 12 destroys such temporaries twice).
-    Result r;
-    if (increment) {
-      r = co_await client.Do(bhttp::verb::post, IncrementPath(key), "");
-    } else {
-      r = co_await client.Do(bhttp::verb::get, ReadPath(key), "");
-    }
-    int64_t received_ns = NowNs();
-    co_await Sleep(c_.last_mile_ms);
-    uint64_t micros = static_cast<uint64_t>(std::max<int64_t>(0, NowNs() - scheduled) / 1000);
-    done_++;
-    if (!r.ok) {
-      st.errors++;
-      st.errors_by_kind[r.error]++;
-      st.all.Record(micros);
-      continue;
-    }
-    st.ok++;
-    st.all.Record(micros);
-    if (increment) {
-      st.increments.Record(micros);
-      acks_.push_back({static_cast<uint32_t>(key), received_ns});
-      acked_[key]++;
-    } else {
-      st.reads.Record(micros);
-      if (auto v = ParseValue(r.body)) {
-        reads_.push_back({static_cast<uint32_t>(key), region, sent_ns, *v, r.staleness_ms});
-        if (r.staleness_ms >= 0) staleness_seen_.push_back(r.staleness_ms);
-      } else {
-        st.errors_by_kind["bad_body"]++;
-      }
-    }
-  }
-}
-
-awaitable<void> Runner::Progress() {
-  const bool tty = c_.progress && isatty(STDERR_FILENO);
-  int64_t last_done = 0;
-  while (NowNs() < end_ns_) {
-    co_await Sleep(1000);
-    if (!tty) continue;
-    double elapsed = static_cast<double>(NowNs() - start_ns_) / 1e9;
-    double total = static_cast<double>(end_ns_ - start_ns_) / 1e9;
-    uint64_t errors = 0;
-    for (auto& s : stats_) errors += s.errors;
-    std::fprintf(stderr, "\r[%5.1fs / %.0fs] %llu requests, %llu/s, %llu errors   ", elapsed,
-                 total, static_cast<unsigned long long>(done_),
-                 static_cast<unsigned long long>(done_ - last_done),
-                 static_cast<unsigned long long>(errors));
-    last_done = static_cast<int64_t>(done_);
-  }
-  if (tty) std::fprintf(stderr, "\r%80s\r", "");
-}
-
-awaitable<void> Runner::Settle() {
-  // Waits until every region reports the same value for every key that was written.
-  std::vector<int> keys;
-  for (int k = 0; k < c_.keys; ++k) {
-    if (sent_[k] > 0) keys.push_back(k);
-  }
-  final_.assign(c_.targets.size(), base_);
-  std::vector<std::unique_ptr<Client>> clients;
-  for (auto& t : c_.targets) clients.push_back(std::make_unique<Client>(ioc_, t, c_));
-  int64_t deadline = NowNs() + c_.settle.count() * 1'000'000;
-  for (;;) {
-    bool agree = true;
-    for (int k : keys) {
-      std::optional<int64_t> first;
-      for (size_t r = 0; r < c_.targets.size(); ++r) {
-        Result res = co_await clients[r]->Do(bhttp::verb::get, ReadPath(k), "");
-        auto v = res.ok ? ParseValue(res.body) : std::nullopt;
-        if (!v) {
-          agree = false;
-          continue;
-        }
-        final_[r][k] = *v;
-        if (!first) first = *v;
-        if (*v != *first) agree = false;
-      }
-    }
-    if (agree) {
-      settled_ = true;
-      co_return;
-    }
-    if (NowNs() > deadline) co_return;
-    co_await Sleep(50);
-  }
-}
-
-awaitable<void> Runner::Probe() {
-  std::vector<std::unique_ptr<Client>> clients;
-  for (auto& t : c_.targets) clients.push_back(std::make_unique<Client>(ioc_, t, c_));
-  const std::string key_name = c_.key_prefix + "probe";
-  for (int i = 0; i < c_.convergence_probes; ++i) {
-    for (uint32_t origin = 0; origin < c_.targets.size(); ++origin) {
-      std::string inc = v1_ ? fmt::format("/v1/counters/{}/increment", key_name) : "/increment";
-      std::string read = v1_ ? fmt::format("/v1/counters/{}", key_name) : "/read";
-      Result r = co_await clients[origin]->Do(bhttp::verb::post, inc, "");
-      auto v = r.ok ? ParseValue(r.body) : std::nullopt;
-      if (!v) continue;
-      int64_t acked = NowNs();
-      std::vector<bool> seen(c_.targets.size(), false);
-      seen[origin] = true;
-      size_t remaining = c_.targets.size() - 1;
-      int64_t deadline = acked + c_.settle.count() * 1'000'000;
-      while (remaining > 0 && NowNs() < deadline) {
-        for (uint32_t d = 0; d < c_.targets.size(); ++d) {
-          if (seen[d]) continue;
-          Result rr = co_await clients[d]->Do(bhttp::verb::get, read, "");
-          auto dv = rr.ok ? ParseValue(rr.body) : std::nullopt;
-          if (dv && *dv >= *v) {
-            seen[d] = true;
-            --remaining;
-            convergence_[{origin, d}].push_back(static_cast<double>(NowNs() - acked) / 1e6);
-          }
-        }
-        if (remaining > 0) co_await Sleep(1);
-      }
-    }
-  }
-}
-
-double Pct(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t idx = static_cast<size_t>(std::ceil(q * v.size()));
-  return v[std::clamp<size_t>(idx, 1, v.size()) - 1];
-}
-
-void Runner::Report(int* exit_code) {
-  const double secs = static_cast<double>(end_ns_ - start_ns_) / 1e9;
-  LatencyHistogram all;
-  uint64_t ok = 0, errors = 0;
-  std::map<std::string, uint64_t> kinds;
-  for (auto& s : stats_) {
-    all.Merge(s.all);
-    ok += s.ok;
-    errors += s.errors;
-    for (auto& [k, n] : s.errors_by_kind) kinds[k] += n;
-  }
-  ReadCheck rc = CheckReads(reads_, acks_, base_, static_cast<uint32_t>(c_.targets.size()));
-  LossCheck lc = CheckFinal(base_, acked_, sent_, final_);
-  int64_t lost = 0;
-  for (int64_t l : lc.lost_by_region) lost = std::max(lost, l);
-
-  auto ms = [](uint64_t us) { return static_cast<double>(us) / 1000.0; };
-  std::printf("edgebench: %zu regions, %d VUs, %.1f s, mix read=%d increment=%d, %d key(s) (%s), "
-              "%s, api %s\n\n",
-              c_.targets.size(), c_.vus, secs, c_.mix.read, c_.mix.increment, c_.keys,
-              c_.dist.c_str(),
-              c_.rate > 0 ? fmt::format("open loop at {} req/s", c_.rate).c_str() : "closed loop",
-              v1_ ? "v1" : "article");
-  std::printf("%-6s %9s %8s %8s %8s %8s %8s %9s %7s %7s\n", "region", "requests", "req/s",
-              "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "errors", "stale");
-  nlohmann::json regions = nlohmann::json::object();
-  auto row = [&](const std::string& name, const LatencyHistogram& h, uint64_t errs,
-                 uint64_t stale, uint64_t nreads) {
-    std::printf("%-6s %9llu %8.0f %8.2f %8.2f %8.2f %8.2f %9.2f %7llu %6.2f%%\n", name.c_str(),
-                static_cast<unsigned long long>(h.count()), h.count() / secs, ms(h.Percentile(0.5)),
-                ms(h.Percentile(0.9)), ms(h.Percentile(0.95)), ms(h.Percentile(0.99)), ms(h.max()),
-                static_cast<unsigned long long>(errs), nreads ? 100.0 * stale / nreads : 0.0);
-    return nlohmann::json{{"requests", h.count()},      {"rps", h.count() / secs},
-                          {"p50_ms", ms(h.Percentile(0.5))}, {"p90_ms", ms(h.Percentile(0.9))},
-                          {"p95_ms", ms(h.Percentile(0.95))}, {"p99_ms", ms(h.Percentile(0.99))},
-                          {"max_ms", ms(h.max())},        {"errors", errs},
-                          {"reads", nreads},              {"stale_reads", stale}};
-  };
-  for (size_t r = 0; r < c_.targets.size(); ++r) {
-    regions[c_.targets[r].region] = row(c_.targets[r].region, stats_[r].all, stats_[r].errors,
-                                        rc.stale_by_region[r], rc.reads_by_region[r]);
-    regions[c_.targets[r].region]["lost_updates"] = lc.lost_by_region.empty() ? 0 : lc.lost_by_region[r];
-  }
-  nlohmann::json overall = row("all", all, errors, rc.stale, rc.reads);
-  std::printf("\n%-6s %9s %8s %8s %8s   %9s %8s %8s %8s\n", "region", "reads", "p50 ms",
-              "p95 ms", "p99 ms", "increments", "p50 ms", "p95 ms", "p99 ms");
-  for (size_t r = 0; r < c_.targets.size(); ++r) {
-    const auto& rd = stats_[r].reads;
-    const auto& in = stats_[r].increments;
-    std::printf("%-6s %9llu %8.2f %8.2f %8.2f   %9llu %8.2f %8.2f %8.2f\n",
-                c_.targets[r].region.c_str(), static_cast<unsigned long long>(rd.count()),
-                ms(rd.Percentile(0.5)), ms(rd.Percentile(0.95)), ms(rd.Percentile(0.99)),
-                static_cast<unsigned long long>(in.count()), ms(in.Percentile(0.5)),
-                ms(in.Percentile(0.95)), ms(in.Percentile(0.99)));
-    auto& jr = regions[c_.targets[r].region];
-    jr["read"] = {{"count", rd.count()}, {"p50_ms", ms(rd.Percentile(0.5))},
-                  {"p95_ms", ms(rd.Percentile(0.95))}, {"p99_ms", ms(rd.Percentile(0.99))}};
-    jr["increment"] = {{"count", in.count()}, {"p50_ms", ms(in.Percentile(0.5))},
-                       {"p95_ms", ms(in.Percentile(0.95))}, {"p99_ms", ms(in.Percentile(0.99))}};
-  }
-  const double error_rate = all.count() ? static_cast<double>(errors) / all.count() : 0;
-  const double stale_rate = rc.reads ? static_cast<double>(rc.stale) / rc.reads : 0;
-  std::printf("\n");
-  std::vector<double> st(staleness_seen_.begin(), staleness_seen_.end());
-  std::printf("stale reads: %llu of %llu (%.3f %%), %llu increments missed; reads outside their "
-              "reported bound: %llu\n",
-              static_cast<unsigned long long>(rc.stale), static_cast<unsigned long long>(rc.reads),
-              100.0 * stale_rate, static_cast<unsigned long long>(rc.missed_increments),
-              static_cast<unsigned long long>(rc.bound_violations));
-  if (!st.empty()) {
-    std::printf("reported staleness bound: p50 %.0f ms, p99 %.0f ms, max %.0f ms (%zu reads)\n",
-                Pct(st, 0.5), Pct(st, 0.99), Pct(st, 1.0), st.size());
-  }
-  int64_t total_acked = 0, total_sent = 0;
-  for (int k = 0; k < c_.keys; ++k) {
-    total_acked += acked_[k];
-    total_sent += sent_[k];
-  }
-  std::printf("increments: %lld acknowledged, %lld sent; after %s: lost updates %lld", 
-              static_cast<long long>(total_acked), static_cast<long long>(total_sent),
-              settled_ ? "the regions agreed" : "the settle timeout (regions still DISAGREE)",
-              static_cast<long long>(lost));
-  nlohmann::json lost_json = nlohmann::json::object();
-  for (size_t r = 0; r < c_.targets.size() && r < lc.lost_by_region.size(); ++r) {
-    lost_json[c_.targets[r].region] = lc.lost_by_region[r];
-    if (lc.lost_by_region[r] > 0) std::printf(" [%s: %lld]", c_.targets[r].region.c_str(),
-                                              static_cast<long long>(lc.lost_by_region[r]));
-  }
-  std::printf("\n");
-  if (!kinds.empty()) {
-    std::printf("errors by kind:");
-    for (auto& [k, n] : kinds) std::printf(" %s=%llu", k.c_str(), static_cast<unsigned long long>(n));
-    std::printf("\n");
-  }
-
-  nlohmann::json conv = nlohmann::json::array();
-  if (!convergence_.empty()) {
-    std::optional<netem::RttModel> model;
-    if (!c_.rtt_file.empty()) {
-      auto m = c_.rtt_file == "default" ? StatusOr<netem::RttModel>(netem::RttModel::Default())
-                                        : netem::RttModel::Load(c_.rtt_file);
-      if (m.ok()) model = std::move(m).value();
-    }
-    std::printf("\nconvergence (ack at origin -> visible at destination), ms:\n");
-    std::printf("%-6s %-6s %8s %8s %8s %s\n", "from", "to", "p50", "max", "n",
-                model ? "model one-way .. one-way+interval" : "");
-    for (auto& [pair, v] : convergence_) {
-      const auto& from = c_.targets[pair.first].region;
-      const auto& to = c_.targets[pair.second].region;
-      nlohmann::json e{{"from", from}, {"to", to}, {"p50_ms", Pct(v, 0.5)}, {"max_ms", Pct(v, 1.0)},
-                       {"samples", v.size()}};
-      std::string model_text;
-      if (model && model->Has(from) && model->Has(to)) {
-        double one_way = model->RttMs(from, to) / 2;
-        e["model_one_way_ms"] = one_way;
-        e["within_model"] = Pct(v, 1.0) <= one_way + c_.interval_ms + 20;
-        model_text = fmt::format("{:.0f} .. {:.0f}{}", one_way, one_way + c_.interval_ms,
-                                 e["within_model"].get<bool>() ? "" : "  OUTSIDE");
-      }
-      std::printf("%-6s %-6s %8.1f %8.1f %8zu %s\n", from.c_str(), to.c_str(), Pct(v, 0.5),
-                  Pct(v, 1.0), v.size(), model_text.c_str());
-      conv.push_back(std::move(e));
-    }
-  }
-
-  nlohmann::json th = nlohmann::json::array();
-  bool breached = false;
-  for (const Threshold& t : c_.thresholds) {
-    double observed = 0;
-    if (t.metric == "p50") observed = ms(all.Percentile(0.5));
-    else if (t.metric == "p90") observed = ms(all.Percentile(0.9));
-    else if (t.metric == "p95") observed = ms(all.Percentile(0.95));
-    else if (t.metric == "p99") observed = ms(all.Percentile(0.99));
-    else if (t.metric == "max") observed = ms(all.max());
-    else if (t.metric == "error_rate") observed = error_rate;
-    else if (t.metric == "stale_rate") observed = stale_rate;
-    else if (t.metric == "lost") observed = static_cast<double>(lost);
-    bool holds = ThresholdHolds(t, observed);
-    breached |= !holds;
-    std::printf("threshold %-16s observed %-10.3f %s\n", t.text.c_str(), observed,
-                holds ? "ok" : "BREACHED");
-    th.push_back({{"threshold", t.text}, {"observed", observed}, {"ok", holds}});
-  }
-  if (breached) *exit_code = 3;
-
-  if (!c_.json_file.empty()) {
-    nlohmann::json j;
-    j["config"] = {{"vus", c_.vus}, {"duration_s", secs}, {"mix", {{"read", c_.mix.read}, {"increment", c_.mix.increment}}},
-                   {"keys", c_.keys}, {"distribution", c_.dist}, {"rate", c_.rate},
-                   {"last_mile_ms", c_.last_mile_ms}, {"api", v1_ ? "v1" : "article"}};
-    j["overall"] = overall;
-    j["overall"]["error_rate"] = error_rate;
-    j["overall"]["stale_rate"] = stale_rate;
-    j["regions"] = regions;
-    j["errors_by_kind"] = kinds;
-    j["stale_reads"] = {{"stale", rc.stale}, {"reads", rc.reads}, {"missed_increments", rc.missed_increments},
-                        {"bound_violations", rc.bound_violations},
-                        {"reported_staleness_p50_ms", Pct(st, 0.5)},
-                        {"reported_staleness_p99_ms", Pct(st, 0.99)}};
-    j["lost_updates"] = {{"max_over_regions", lost}, {"by_region", lost_json},
-                         {"acknowledged", total_acked}, {"sent", total_sent}, {"settled", settled_}};
-    j["convergence"] = conv;
-    j["thresholds"] = th;
-    std::ofstream(c_.json_file) << j.dump(2) << "\n";
-  }
-}
-
-int Runner::Run() {
-  int exit_code = 0;
-  asio::co_spawn(ioc_, [this]() -> awaitable<void> {
-    co_await ReadBase();
-    if (!fatal_.empty()) co_return;
-    start_ns_ = NowNs();
-    end_ns_ = start_ns_ + c_.duration.count() * 1'000'000;
-    int spawned = 0;
-    auto remaining = std::make_shared<int>(c_.vus);
-    for (int i = 0; i < c_.vus; ++i) {
-      uint32_t region = static_cast<uint32_t>(i % c_.targets.size());
-      asio::co_spawn(ioc_, Vu(i, region), asio::detached);
-      ++spawned;
-    }
-    co_await Progress();
-    // Let the VUs' last requests finish (bounded by the request timeout).
-    co_await Sleep(static_cast<double>(c_.timeout.count()) / 10);
-    (void)remaining;
-  }, asio::detached);
-  ioc_.run();
-  if (!fatal_.empty()) {
-    std::fprintf(stderr, "edgebench: %s\n", fatal_.c_str());
-    return 1;
-  }
-  end_ns_ = std::max(end_ns_, start_ns_ + 1);
-  ioc_.restart();
-  asio::co_spawn(ioc_, [this]() -> awaitable<void> {
-    co_await Settle();
-    if (c_.convergence_probes > 0) co_await Probe();
-  }, asio::detached);
-  ioc_.run();
-  Report(&exit_code);
-  return exit_code;
-}
-
-}  // namespace
-}  // namespace edgestate::bench
 
 int main(int argc, char** argv) {
   using namespace edgestate::bench;
@@ -626,7 +29,7 @@ int main(int argc, char** argv) {
   Config c;
   std::vector<std::string> targets, thresholds;
   std::string duration = "10s", timeout = "5s", mix = "read=90,increment=10", settle = "15s";
-  app.add_option("--target", targets, "REGION=http://HOST:PORT (repeatable)")->required();
+  app.add_option("--target", targets, "REGION=http://HOST:PORT (repeatable)");
   app.add_option("--vus", c.vus, "Virtual users, spread round-robin over the targets")
       ->check(CLI::Range(1, 100000));
   app.add_option("--duration", duration, "Length of the run: 30s, 500ms, 2m");
@@ -637,6 +40,8 @@ int main(int argc, char** argv) {
   app.add_option("--dist", c.dist, "Key distribution: uniform or zipf")
       ->check(CLI::IsMember({"uniform", "zipf"}));
   app.add_option("--zipf-s", c.zipf_s, "Zipf exponent (default 1.0)")->check(CLI::Range(0.0, 10.0));
+  app.add_option("--think-ms", c.think_ms, "Closed loop: pause after each response (default 0)")
+      ->check(CLI::Range(0.0, 600000.0));
   app.add_option("--rate", c.rate, "Open loop: requests/s in all (0: closed loop)")
       ->check(CLI::Range(0.0, 1e7));
   app.add_option("--last-mile-ms", c.last_mile_ms,
@@ -659,6 +64,33 @@ int main(int argc, char** argv) {
   app.add_option("--interval-ms", c.interval_ms, "Replication interval assumed by that comparison");
   app.add_option("--seed", c.seed, "Random seed");
   app.add_flag("!--no-progress", c.progress, "No progress line on the terminal");
+
+  ArticleOptions article;
+  std::string article_duration = "10s", article_mix = "read=90,increment=10", designs;
+  CLI::App* art = app.add_subcommand(
+      "article",
+      "The article's benchmark: edgestate, the isolate design (Worker + Durable Object in "
+      "workerd, homed in iad) and the VM design (Express per region, whole-value replication) "
+      "over the same emulated WAN, same clients; prints the table, writes JSON and an SVG chart.");
+  art->add_option("--duration", article_duration, "Per design (default 10s)");
+  art->add_option("--vus", article.vus, "Virtual users in all, 8 regions (default 64)")
+      ->check(CLI::Range(8, 100000));
+  art->add_option("--mix", article_mix, "Default read=90,increment=10");
+  art->add_option("--last-mile-ms", article.last_mile_ms, "Client-to-entry-point delay, one way");
+  art->add_option("--think-ms", article.think_ms,
+                  "Pause after each response, as the article's k6 script's sleep(0.1) "
+                  "(default 100)");
+  art->add_option("--json", article.json_file, "Write {\"systems\": [...]} here");
+  art->add_option("--chart", article.chart_file, "SVG chart (default article-latency.svg)");
+  art->add_option("--designs", designs, "Subset, e.g. edgestate,vm (default all three)");
+  art->add_option("--base-port", article.base_port, "First port used (default 28080)");
+  art->add_option("--work-dir", article.work_dir, "Data and logs (default: a temporary dir)");
+  art->add_option("--baselines", article.baselines_dir,
+                  "The baselines folder (default: bench/baselines of this checkout)");
+  app.require_subcommand(0, 1);
+  for (CLI::Option* opt : app.get_options()) {
+    if (opt->get_name() == "--target") opt->required(false);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -671,6 +103,42 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "edgebench: %s\n", s.message().c_str());
     return 2;
   };
+  if (art->parsed()) {
+    auto d = ParseDuration(article_duration);
+    if (!d.ok() || d->count() <= 0) return fail(edgestate::Status::InvalidArgument("bad --duration"));
+    article.duration = *d;
+    auto m = ParseMix(article_mix);
+    if (!m.ok()) return fail(m.status());
+    article.mix = *m;
+    if (!designs.empty()) {
+      article.designs.clear();
+      std::string_view rest = designs;
+      while (!rest.empty()) {
+        size_t comma = rest.find(',');
+        std::string name(rest.substr(0, comma));
+        if (name != "edgestate" && name != "isolate" && name != "vm") {
+          return fail(edgestate::Status::InvalidArgument("unknown design " + name));
+        }
+        article.designs.push_back(name);
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      }
+    }
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    std::filesystem::path bin_dir = std::filesystem::path(n > 0 ? std::string(self, n) : argv[0]).parent_path();
+    article.edgestate_binary = (bin_dir / "edgestate").string();
+    if (article.baselines_dir.empty()) {
+      article.baselines_dir = (bin_dir.parent_path() / "bench" / "baselines").string();
+    }
+    if (article.work_dir.empty()) {
+      char tmpl[] = "/tmp/edgebench-article-XXXXXX";
+      char* dir = mkdtemp(tmpl);
+      if (dir == nullptr) return fail(edgestate::Status::Unavailable("cannot create a work dir"));
+      article.work_dir = dir;
+    }
+    return RunArticle(article);
+  }
+  if (targets.empty()) return fail(edgestate::Status::InvalidArgument("--target is required"));
   for (const auto& t : targets) {
     auto p = ParseTarget(t);
     if (!p.ok()) return fail(p.status());
@@ -696,6 +164,10 @@ int main(int argc, char** argv) {
   if (c.api == "article" && c.keys > 1) {
     return fail(edgestate::Status::InvalidArgument("--api article has one counter; use --keys 1"));
   }
-  Runner runner(std::move(c));
-  return runner.Run();
+  RunSummary s = RunLoad(std::move(c));
+  if (!s.ok) {
+    std::fprintf(stderr, "edgebench: %s\n", s.error.c_str());
+    return 1;
+  }
+  return s.exit_code;
 }

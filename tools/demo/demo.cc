@@ -1,5 +1,7 @@
 #include "demo/demo.h"
 
+#include "demo/process.h"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
@@ -31,15 +33,6 @@
 namespace edgestate::demo {
 namespace {
 
-struct Child {
-  std::string region;
-  pid_t pid = -1;
-  int stdout_fd = -1;
-  uint16_t client_port = 0;
-  uint16_t peer_port = 0;
-  bool exited = false;
-};
-
 StatusOr<netem::RttModel> LoadModel(const DemoOptions& o) {
   if (o.rtt_file.empty()) return netem::RttModel::Default();
   return netem::RttModel::Load(o.rtt_file);
@@ -48,95 +41,6 @@ StatusOr<netem::RttModel> LoadModel(const DemoOptions& o) {
 std::string RandomSecret() {
   std::random_device rd;
   return fmt::format("demo-{:016x}{:016x}", (uint64_t{rd()} << 32) | rd(), (uint64_t{rd()} << 32) | rd());
-}
-
-// fork + exec with the child's stdout on a pipe and stderr appended to `log_path`. The child
-// gets SIGTERM if this process dies, so a killed demo leaves no orphans.
-StatusOr<Child> Spawn(const std::string& region, const std::vector<std::string>& argv,
-                      const std::string& log_path) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return Status::Unavailable("pipe failed");
-  int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) {
-    ::close(fds[0]);
-    ::close(fds[1]);
-    return Status::Unavailable("cannot open " + log_path);
-  }
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) return Status::Unavailable("fork failed");
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(1);
-    sigset_t none;
-    sigemptyset(&none);
-    pthread_sigmask(SIG_SETMASK, &none, nullptr);
-    dup2(fds[1], STDOUT_FILENO);
-    dup2(log_fd, STDERR_FILENO);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  ::close(fds[1]);
-  ::close(log_fd);
-  Child c;
-  c.region = region;
-  c.pid = pid;
-  c.stdout_fd = fds[0];
-  return c;
-}
-
-// Reads the child's "listening" line (bounded in time).
-Status AwaitReady(Child* c, std::chrono::milliseconds timeout) {
-  static const std::regex kReady(R"(listening on http://[^ ]+:(\d+) .*peer_port=(\d+))");
-  std::string buf;
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{c->stdout_fd, POLLIN, 0};
-    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    deadline - std::chrono::steady_clock::now())
-                                    .count());
-    if (poll(&p, 1, std::max(1, left)) <= 0) continue;
-    char tmp[512];
-    ssize_t n = ::read(c->stdout_fd, tmp, sizeof(tmp));
-    if (n <= 0) break;
-    buf.append(tmp, n);
-    std::smatch m;
-    if (std::regex_search(buf, m, kReady)) {
-      c->client_port = static_cast<uint16_t>(std::stoi(m[1]));
-      c->peer_port = static_cast<uint16_t>(std::stoi(m[2]));
-      return Status::Ok();
-    }
-  }
-  return Status::Unavailable(fmt::format("region {} did not start (see its log)", c->region));
-}
-
-void StopChildren(std::vector<Child>& children) {
-  for (auto& c : children) {
-    if (!c.exited && c.pid > 0) kill(c.pid, SIGTERM);
-  }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  for (auto& c : children) {
-    while (!c.exited && c.pid > 0) {
-      int status;
-      pid_t r = waitpid(c.pid, &status, WNOHANG);
-      if (r == c.pid || r < 0) {
-        c.exited = true;
-        break;
-      }
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(c.pid, SIGKILL);
-        waitpid(c.pid, &status, 0);
-        c.exited = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (c.stdout_fd >= 0) ::close(c.stdout_fd);
-    c.stdout_fd = -1;
-  }
 }
 
 }  // namespace
@@ -177,20 +81,20 @@ Status RunDemo(const DemoOptions& o) {
   if (Status s = netem::AddMesh(&wan, model, o.regions, o.jitter_ms); !s.ok()) return s;
   if (Status s = wan.Start(); !s.ok()) return s;
 
-  MetricsRegistry metrics;
-  http::HttpMetrics http_metrics(&metrics);
-  netem::ControlHandler control(&wan);
-  http::HttpServerOptions ho;
-  ho.listen_address = "127.0.0.1";
-  ho.port = o.control_port != 0 ? o.control_port : static_cast<uint16_t>(o.base_port + 100);
-  http::HttpServer control_server(ho, &control, &http_metrics);
-  if (Status s = control_server.Start(); !s.ok()) return s;
+  netem::ControlServer control_server(&wan);
+  if (Status s = control_server.Start(o.control_port != 0
+                                           ? o.control_port
+                                           : static_cast<uint16_t>(o.base_port + 100));
+      !s.ok()) {
+    return s;
+  }
 
   std::error_code ec;
   std::filesystem::create_directories(o.data_dir, ec);
   if (ec) return Status::Unavailable("cannot create " + o.data_dir + ": " + ec.message());
   const std::string secret = RandomSecret();
-  std::vector<Child> children;
+  std::vector<ChildProcess> children;
+  std::map<std::string, std::pair<uint16_t, uint16_t>> ports;  // region -> client, peer
   Status failure;
   for (size_t i = 0; i < o.regions.size() && failure.ok(); ++i) {
     const std::string& r = o.regions[i];
@@ -212,31 +116,39 @@ Status RunDemo(const DemoOptions& o) {
                                      "--replication-interval",
                                      std::to_string(o.replication_interval_ms),
                                      "--threads", "1"};
-    auto child = Spawn(r, argv, (std::filesystem::path(o.data_dir) / (r + ".log")).string());
+    auto child = SpawnProcess("region " + r, argv,
+                              (std::filesystem::path(o.data_dir) / (r + ".log")).string());
     if (!child.ok()) {
       failure = child.status();
       break;
     }
     children.push_back(std::move(child).value());
   }
-  for (auto& c : children) {
-    if (!failure.ok()) break;
-    failure = AwaitReady(&c, std::chrono::seconds(15));
-    if (!failure.ok()) break;
+  static const std::regex kReady(R"(listening on http://[^ ]+:(\d+) .*peer_port=(\d+))");
+  for (size_t i = 0; i < children.size() && failure.ok(); ++i) {
+    auto m = AwaitOutput(&children[i], kReady, std::chrono::seconds(15));
+    if (!m.ok()) {
+      failure = m.status();
+      break;
+    }
+    const std::string& region = o.regions[i];
+    uint16_t client = static_cast<uint16_t>(std::stoi((*m)[1]));
+    uint16_t peer = static_cast<uint16_t>(std::stoi((*m)[2]));
+    ports[region] = {client, peer};
     for (const auto& q : o.regions) {
-      if (q != c.region) wan.SetTarget(q, c.region, "127.0.0.1", c.peer_port).IgnoreError();
+      if (q != region) wan.SetTarget(q, region, "127.0.0.1", peer).IgnoreError();
     }
   }
   if (!failure.ok()) {
-    StopChildren(children);
+    StopProcesses(children);
     control_server.Shutdown();
     wan.Stop();
     return failure;
   }
 
-  for (auto& c : children) {
-    std::printf("%-4s http://%s:%u  (pid %d)\n", c.region.c_str(), o.listen.c_str(), c.client_port,
-                static_cast<int>(c.pid));
+  for (size_t i = 0; i < children.size(); ++i) {
+    std::printf("%-4s http://%s:%u  (pid %d)\n", o.regions[i].c_str(), o.listen.c_str(),
+                ports[o.regions[i]].first, static_cast<int>(children[i].pid));
   }
   std::printf("wan  http://127.0.0.1:%u/links  (cut/heal: POST /links/FROM/TO/cut|heal; "
               "POST /regions/R/isolate|rejoin)\n",
@@ -254,10 +166,9 @@ Status RunDemo(const DemoOptions& o) {
         int status;
         if (!c.exited && waitpid(c.pid, &status, WNOHANG) == c.pid) {
           c.exited = true;
-          std::fprintf(stderr, "demo: region %s (pid %d) exited with status %d; see %s.log\n",
-                       c.region.c_str(), static_cast<int>(c.pid),
-                       WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-                       c.region.c_str());
+          std::fprintf(stderr, "demo: %s (pid %d) exited with status %d; see its log\n",
+                       c.name.c_str(), static_cast<int>(c.pid),
+                       WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         }
       }
       continue;
@@ -265,7 +176,7 @@ Status RunDemo(const DemoOptions& o) {
     break;
   }
   std::fprintf(stderr, "demo: stopping %zu regions\n", children.size());
-  StopChildren(children);
+  StopProcesses(children);
   control_server.Shutdown();
   wan.Stop();
   return Status::Ok();
@@ -304,14 +215,8 @@ Status RunWan(const WanOptions& o) {
     }
   }
   if (Status s = wan.Start(); !s.ok()) return s;
-  MetricsRegistry metrics;
-  http::HttpMetrics http_metrics(&metrics);
-  netem::ControlHandler control(&wan);
-  http::HttpServerOptions ho;
-  ho.listen_address = "127.0.0.1";
-  ho.port = o.control_port;
-  http::HttpServer control_server(ho, &control, &http_metrics);
-  if (Status s = control_server.Start(); !s.ok()) return s;
+  netem::ControlServer control_server(&wan);
+  if (Status s = control_server.Start(o.control_port); !s.ok()) return s;
   for (const auto& l : wan.Stats()) {
     std::printf("link %s %s 127.0.0.1:%u one_way_ms=%g\n", l.from.c_str(), l.to.c_str(), l.port,
                 l.one_way_ms);

@@ -69,4 +69,13 @@ std::optional<http::Response> ControlHandler::Handle(const http::Request& req,
   return Json(200, R"({"ok":true})");
 }
 
+Status ControlServer::Start(uint16_t port) {
+  http::HttpServerOptions o;
+  o.listen_address = "127.0.0.1";
+  o.port = port;
+  o.threads = 1;
+  server_ = std::make_unique<http::HttpServer>(o, &handler_, &http_metrics_);
+  return server_->Start();
+}
+
 }  // namespace edgestate::netem

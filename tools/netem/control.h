@@ -6,7 +6,12 @@
 // Errors are the usual JSON error bodies (404 unknown link or region, 405, 400).
 #pragma once
 
+#include <memory>
+
+#include "common/metrics.h"
 #include "http/handler.h"
+#include "http/http_metrics.h"
+#include "http/server.h"
 #include "netem/wan.h"
 
 namespace edgestate::netem {
@@ -19,6 +24,25 @@ class ControlHandler : public http::Handler {
 
  private:
   WanEmulator* const wan_;
+};
+
+// The control interface served on 127.0.0.1. `wan` must outlive it.
+class ControlServer {
+ public:
+  explicit ControlServer(WanEmulator* wan)
+      : http_metrics_(&metrics_), handler_(wan) {}
+  // Binds 127.0.0.1:port (0: a free port). Unavailable when it cannot.
+  Status Start(uint16_t port);
+  uint16_t port() const { return server_ ? server_->port() : 0; }
+  void Shutdown() {
+    if (server_) server_->Shutdown();
+  }
+
+ private:
+  MetricsRegistry metrics_;
+  http::HttpMetrics http_metrics_;
+  ControlHandler handler_;
+  std::unique_ptr<http::HttpServer> server_;
 };
 
 }  // namespace edgestate::netem

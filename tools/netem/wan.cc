@@ -376,7 +376,9 @@ Status WanEmulator::Heal(const std::string& from, const std::string& to) {
   return Status::Ok();
 }
 
-Status WanEmulator::Isolate(const std::string& region) {
+Status WanEmulator::ForEachLinkOf(const std::string& region,
+                                  Status (WanEmulator::*op)(const std::string&,
+                                                            const std::string&)) {
   std::vector<std::pair<std::string, std::string>> keys;
   {
     std::lock_guard lock(impl_->mu);
@@ -386,24 +388,17 @@ Status WanEmulator::Isolate(const std::string& region) {
   }
   if (keys.empty()) return Status::NotFound("no links touch region " + region);
   for (auto& [a, b] : keys) {
-    if (Status s = Cut(a, b); !s.ok()) return s;
+    if (Status s = (this->*op)(a, b); !s.ok()) return s;
   }
   return Status::Ok();
 }
 
+Status WanEmulator::Isolate(const std::string& region) {
+  return ForEachLinkOf(region, &WanEmulator::Cut);
+}
+
 Status WanEmulator::Rejoin(const std::string& region) {
-  std::vector<std::pair<std::string, std::string>> keys;
-  {
-    std::lock_guard lock(impl_->mu);
-    for (auto& [key, link] : impl_->links) {
-      if (key.first == region || key.second == region) keys.push_back(key);
-    }
-  }
-  if (keys.empty()) return Status::NotFound("no links touch region " + region);
-  for (auto& [a, b] : keys) {
-    if (Status s = Heal(a, b); !s.ok()) return s;
-  }
-  return Status::Ok();
+  return ForEachLinkOf(region, &WanEmulator::Heal);
 }
 
 std::vector<LinkStats> WanEmulator::Stats() const {

@@ -73,6 +73,10 @@ class WanEmulator {
   struct Impl;
 
  private:
+  // Applies `op` to every link into or out of `region`; NotFound when there is none.
+  Status ForEachLinkOf(const std::string& region,
+                       Status (WanEmulator::*op)(const std::string&, const std::string&));
+
   std::shared_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,54 @@
+"""`edgebench article`: the three designs start, serve and stop; table, JSON and chart."""
+import json
+import os
+import subprocess
+import xml.dom.minidom
+
+from conftest import SLOW
+from test_edgebench import EDGEBENCH
+
+
+def test_all_three_designs_run_and_render(tmpdir_path):
+    out, chart = os.path.join(tmpdir_path, "a.json"), os.path.join(tmpdir_path, "a.svg")
+    r = subprocess.run([EDGEBENCH, "article", "--duration", "2s", "--vus", "16", "--json", out,
+                        "--chart", chart, "--work-dir", os.path.join(tmpdir_path, "work")],
+                       capture_output=True, text=True, timeout=240 * SLOW)
+    assert r.returncode == 0, r.stdout + r.stderr
+    systems = {s["name"]: s for s in json.load(open(out))["systems"]}
+    assert set(systems) == {"edgestate", "isolate", "vm"}
+    for s in systems.values():
+        for key in ("p50_ms", "p95_ms", "p99_ms", "stale_read_pct", "lost_updates", "requests",
+                    "errors"):
+            assert key in s, (s["name"], key)
+        assert s["requests"] > 0, s
+    # Real requests crossed the emulated WAN: clients far from iad wait for the round trip.
+    assert systems["isolate"]["regions"]["syd"]["p50_ms"] >= 230
+    assert systems["edgestate"]["lost_updates"] == 0
+    assert systems["isolate"]["lost_updates"] == 0
+    assert systems["edgestate"]["p99_ms"] < systems["isolate"]["p99_ms"]
+    for name in ("edgestate", "isolate", "vm", "p99 per region"):
+        assert name in r.stdout
+    doc = xml.dom.minidom.parse(chart)
+    assert len(doc.getElementsByTagName("polyline")) == 3
+    # Every process the harness started is gone.
+    leftover = subprocess.run(["pgrep", "-f", os.path.join(tmpdir_path, "work")],
+                              capture_output=True, text=True).stdout.split()
+    assert not leftover, leftover
+
+
+def test_a_design_that_cannot_start_fails_loudly(tmpdir_path):
+    r = subprocess.run([EDGEBENCH, "article", "--duration", "1s", "--vus", "8", "--designs",
+                        "isolate", "--baselines", "/nonexistent", "--json",
+                        os.path.join(tmpdir_path, "a.json"), "--chart", ""],
+                       capture_output=True, text=True, timeout=60 * SLOW)
+    assert r.returncode == 1
+    assert "isolate FAILED" in r.stderr and "scripts/setup.sh" in r.stderr
+    systems = json.load(open(os.path.join(tmpdir_path, "a.json")))["systems"]
+    assert systems[0]["name"] == "isolate" and "error" in systems[0]
+
+
+def test_article_rejects_bad_flags():
+    for args in (["--designs", "mainframe"], ["--duration", "soon"], ["--vus", "3"]):
+        r = subprocess.run([EDGEBENCH, "article"] + args, capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 2, (args, r.stderr)

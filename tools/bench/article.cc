@@ -1,0 +1,352 @@
+#include "bench/article.h"
+
+#include <fmt/format.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <thread>
+
+#include "demo/process.h"
+#include "netem/rtt_model.h"
+#include "netem/wan.h"
+
+namespace edgestate::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using demo::ChildProcess;
+
+const std::vector<std::string> kRegions = {"iad", "sjc", "lhr", "fra", "nrt", "syd", "gru", "jnb"};
+constexpr const char* kHome = "iad";  // Where the isolate design's Durable Object lives.
+
+struct Design {
+  std::string name;
+  std::string description;
+  RunSummary summary;
+  std::string error;
+};
+
+Config LoadConfig(const ArticleOptions& o) {
+  Config c;
+  c.vus = o.vus;
+  c.duration = o.duration;
+  c.timeout = o.timeout;
+  c.mix = o.mix;
+  c.keys = 1;
+  c.api = "article";
+  c.last_mile_ms = o.last_mile_ms;
+  c.think_ms = o.think_ms;
+  c.settle = std::chrono::seconds(5);
+  c.print_report = false;
+  c.progress = true;
+  return c;
+}
+
+Target MakeTarget(const std::string& region, uint16_t port) {
+  return Target{region, "127.0.0.1", port};
+}
+
+std::string LogPath(const ArticleOptions& o, const std::string& name) {
+  return (fs::path(o.work_dir) / (name + ".log")).string();
+}
+
+Status CheckNodeModules(const ArticleOptions& o, const std::string& baseline,
+                        const std::string& package) {
+  fs::path p = fs::path(o.baselines_dir) / baseline / "node_modules" / package;
+  if (!fs::exists(p)) {
+    return Status::FailedPrecondition(fmt::format(
+        "{} is not installed ({} missing); run scripts/setup.sh", package, p.string()));
+  }
+  return Status::Ok();
+}
+
+// edgestate: the demo, with every region's clients on their own node.
+StatusOr<RunSummary> RunEdgestate(const ArticleOptions& o) {
+  std::vector<ChildProcess> procs;
+  auto demo = demo::SpawnProcess(
+      "edgestate demo",
+      {o.edgestate_binary, "demo", "--base-port", std::to_string(o.base_port), "--data-dir",
+       (fs::path(o.work_dir) / "edgestate").string(), "--control-port",
+       std::to_string(o.base_port + 100)},
+      LogPath(o, "edgestate-demo"));
+  if (!demo.ok()) return demo.status();
+  procs.push_back(*demo);
+  auto ready = demo::AwaitOutput(&procs[0], std::regex("demo ready"), std::chrono::seconds(30));
+  if (!ready.ok()) {
+    demo::StopProcesses(procs);
+    return ready.status();
+  }
+  Config c = LoadConfig(o);
+  for (size_t i = 0; i < kRegions.size(); ++i) {
+    c.targets.push_back(MakeTarget(kRegions[i], static_cast<uint16_t>(o.base_port + i)));
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // Replication links up.
+  RunSummary s = RunLoad(c);
+  demo::StopProcesses(procs);
+  return s;
+}
+
+// isolate: one Worker + Durable Object in iad; other regions cross the WAN to reach it.
+StatusOr<RunSummary> RunIsolate(const ArticleOptions& o) {
+  if (Status s = CheckNodeModules(o, "isolate-counter", "miniflare"); !s.ok()) return s;
+  const uint16_t port = static_cast<uint16_t>(o.base_port + 200);
+  std::vector<ChildProcess> procs;
+  auto worker = demo::SpawnProcess(
+      "isolate design (workerd)",
+      {"node", (fs::path(o.baselines_dir) / "isolate-counter" / "server.mjs").string(),
+       std::to_string(port), (fs::path(o.work_dir) / "isolate").string()},
+      LogPath(o, "isolate"));
+  if (!worker.ok()) return worker.status();
+  procs.push_back(*worker);
+  auto ready = demo::AwaitOutput(&procs[0], std::regex("ready"), std::chrono::seconds(60));
+  if (!ready.ok()) {
+    demo::StopProcesses(procs);
+    return ready.status();
+  }
+  const netem::RttModel& model = netem::RttModel::Default();
+  netem::WanEmulator wan;
+  Config c = LoadConfig(o);
+  for (const auto& r : kRegions) {
+    if (r == kHome) {
+      c.targets.push_back(MakeTarget(r, port));
+      continue;
+    }
+    netem::LinkSpec spec;
+    spec.from = r;
+    spec.to = kHome;
+    spec.one_way_ms = model.RttMs(r, kHome) / 2;
+    spec.target_port = port;
+    if (Status s = wan.AddLink(spec); !s.ok()) {
+      demo::StopProcesses(procs);
+      return s;
+    }
+    c.targets.push_back(MakeTarget(r, wan.LinkPort(r, kHome)));
+  }
+  if (Status s = wan.Start(); !s.ok()) {
+    demo::StopProcesses(procs);
+    return s;
+  }
+  RunSummary s = RunLoad(c);
+  wan.Stop();
+  demo::StopProcesses(procs);
+  return s;
+}
+
+// vm: an Express counter per region, replicating whole values over the WAN every 100 ms.
+StatusOr<RunSummary> RunVm(const ArticleOptions& o) {
+  if (Status s = CheckNodeModules(o, "express-counter", "express"); !s.ok()) return s;
+  const netem::RttModel& model = netem::RttModel::Default();
+  netem::WanEmulator wan;
+  if (Status s = netem::AddMesh(&wan, model, kRegions, 0); !s.ok()) return s;
+  std::vector<ChildProcess> procs;
+  Config c = LoadConfig(o);
+  for (size_t i = 0; i < kRegions.size(); ++i) {
+    const std::string& r = kRegions[i];
+    const uint16_t port = static_cast<uint16_t>(o.base_port + 300 + i);
+    std::string peers;
+    for (const auto& q : kRegions) {
+      if (q == r) continue;
+      if (!peers.empty()) peers += ",";
+      peers += fmt::format("{}=http://127.0.0.1:{}", q, wan.LinkPort(r, q));
+      wan.SetTarget(q, r, "127.0.0.1", port).IgnoreError();
+    }
+    fs::path data = fs::path(o.work_dir) / "vm" / r;
+    fs::create_directories(data);
+    auto p = demo::SpawnProcess(
+        "vm design " + r,
+        {"node", (fs::path(o.baselines_dir) / "express-counter" / "server.js").string()},
+        LogPath(o, "vm-" + r),
+        {{"PORT", std::to_string(port)}, {"FLY_REGION", r}, {"DATA_DIR", data.string()},
+         {"PEERS", peers}, {"REPLICATION_INTERVAL_MS", "100"}});
+    if (!p.ok()) {
+      demo::StopProcesses(procs);
+      return p.status();
+    }
+    procs.push_back(*p);
+    c.targets.push_back(MakeTarget(r, port));
+  }
+  for (auto& p : procs) {
+    auto ready = demo::AwaitOutput(&p, std::regex("listening"), std::chrono::seconds(30));
+    if (!ready.ok()) {
+      demo::StopProcesses(procs);
+      return ready.status();
+    }
+  }
+  if (Status s = wan.Start(); !s.ok()) {
+    demo::StopProcesses(procs);
+    return s;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  RunSummary s = RunLoad(c);
+  wan.Stop();
+  demo::StopProcesses(procs);
+  return s;
+}
+
+double Ms(uint64_t us) { return static_cast<double>(us) / 1000.0; }
+
+std::string Svg(const std::vector<Design>& designs) {
+  // Latency CDF per design, log-scaled x axis from 0.01 ms to 10 s.
+  const double w = 760, h = 420, left = 60, right = 20, top = 40, bottom = 50;
+  const double lo = std::log10(0.01), hi = std::log10(10000.0);
+  auto x = [&](double ms) {
+    double v = std::log10(std::max(ms, 0.01));
+    return left + (std::min(v, hi) - lo) / (hi - lo) * (w - left - right);
+  };
+  auto y = [&](double q) { return top + (1 - q) * (h - top - bottom); };
+  const char* colors[] = {"#1b7f3b", "#c0392b", "#2c6fbb", "#8e44ad"};
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
+      "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" "
+      "fill=\"white\"/>\n<text x=\"{}\" y=\"22\" font-size=\"15\">Latency distribution per "
+      "design, all requests of the eight regions (edgebench article)</text>\n",
+      w, h, left);
+  for (double ms : {0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0}) {
+    svg += fmt::format("<line x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\" stroke=\"#ddd\"/>"
+                       "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>\n",
+                       x(ms), top, h - bottom, h - bottom + 16,
+                       ms < 1 ? fmt::format("{} ms", ms) : fmt::format("{:g} ms", ms));
+  }
+  for (double q : {0.0, 0.25, 0.5, 0.75, 0.9, 1.0}) {
+    svg += fmt::format("<line x1=\"{0}\" x2=\"{2}\" y1=\"{1:.1f}\" y2=\"{1:.1f}\" stroke=\"#eee\"/>"
+                       "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}%</text>\n",
+                       left, y(q), w - right, left - 6, y(q) + 4, q * 100);
+  }
+  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">latency (log scale)</text>\n",
+                     (left + w - right) / 2, h - 12);
+  for (size_t d = 0; d < designs.size(); ++d) {
+    const auto& s = designs[d].summary;
+    const char* color = colors[d % 4];
+    svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{} (global p99 {:.1f} ms)</text>\n",
+                       w - right - 230, h - bottom - 70 + 18 * d, color, designs[d].name,
+                       s.ok ? s.RegionAverage(0.99) : 0.0);
+    if (!s.ok || s.all.count() == 0) continue;
+    std::string points;
+    for (int i = 1; i <= 400; ++i) {
+      double q = i / 400.0;
+      points += fmt::format("{:.1f},{:.1f} ", x(Ms(s.all.Percentile(q))), y(q));
+    }
+    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n",
+                       color, points);
+  }
+  svg += "</svg>\n";
+  return svg;
+}
+
+}  // namespace
+
+int RunArticle(const ArticleOptions& o) {
+  ::signal(SIGPIPE, SIG_IGN);
+  fs::create_directories(o.work_dir);
+  std::vector<Design> designs;
+  bool failed = false;
+  for (const auto& name : o.designs) {
+    Design d;
+    d.name = name;
+    std::fprintf(stderr, "edgebench article: running %s for %.0f s...\n", name.c_str(),
+                 static_cast<double>(o.duration.count()) / 1000);
+    StatusOr<RunSummary> r = name == "edgestate" ? RunEdgestate(o)
+                             : name == "isolate" ? RunIsolate(o)
+                                                 : RunVm(o);
+    if (!r.ok()) {
+      d.error = r.status().message();
+    } else if (!r->ok) {
+      d.error = r->error;
+    } else {
+      d.summary = std::move(r).value();
+    }
+    if (!d.error.empty()) {
+      failed = true;
+      std::fprintf(stderr, "edgebench article: %s FAILED: %s\n", name.c_str(), d.error.c_str());
+    }
+    designs.push_back(std::move(d));
+  }
+
+  std::printf("\nThe article's benchmark, reproduced: eight regions on one machine over the "
+              "emulated WAN, %d VUs (%d per region, %.0f ms pause between requests), %.0f s per "
+              "design, read=%d increment=%d, timeout %.0f s. Global percentiles are averaged "
+              "over the regions, as in the article.\n\n",
+              o.vus, o.vus / 8, o.think_ms, static_cast<double>(o.duration.count()) / 1000,
+              o.mix.read, o.mix.increment, static_cast<double>(o.timeout.count()) / 1000);
+  std::printf("%-10s %9s %9s %9s %9s %10s %9s %9s %8s\n", "design", "p50 ms", "p95 ms", "p99 ms",
+              "stale %", "lost upd.", "requests", "req/s", "errors");
+  nlohmann::json systems = nlohmann::json::array();
+  for (const auto& d : designs) {
+    const RunSummary& s = d.summary;
+    if (!d.error.empty()) {
+      std::printf("%-10s FAILED: %s\n", d.name.c_str(), d.error.c_str());
+      systems.push_back({{"name", d.name}, {"error", d.error}});
+      continue;
+    }
+    double stale_pct = s.reads ? 100.0 * s.stale_reads / s.reads : 0;
+    std::printf("%-10s %9.2f %9.2f %9.2f %9.2f %10lld %9llu %9.0f %8llu\n", d.name.c_str(),
+                s.RegionAverage(0.5), s.RegionAverage(0.95), s.RegionAverage(0.99),
+                stale_pct, static_cast<long long>(s.lost_updates),
+                static_cast<unsigned long long>(s.requests), s.requests / s.seconds,
+                static_cast<unsigned long long>(s.errors));
+    nlohmann::json regions = nlohmann::json::object();
+    for (const auto& [region, h] : s.regions) {
+      regions[region] = {{"p50_ms", Ms(h.Percentile(0.5))}, {"p95_ms", Ms(h.Percentile(0.95))},
+                         {"p99_ms", Ms(h.Percentile(0.99))}, {"requests", h.count()}};
+    }
+    systems.push_back({{"name", d.name},
+                       {"p50_ms", s.RegionAverage(0.5)},
+                       {"p95_ms", s.RegionAverage(0.95)},
+                       {"p99_ms", s.RegionAverage(0.99)},
+                       {"all_requests_p50_ms", Ms(s.all.Percentile(0.5))},
+                       {"all_requests_p99_ms", Ms(s.all.Percentile(0.99))},
+                       {"max_ms", Ms(s.all.max())},
+                       {"stale_read_pct", stale_pct},
+                       {"stale_reads", s.stale_reads},
+                       {"reads", s.reads},
+                       {"bound_violations", s.bound_violations},
+                       {"staleness_bound_p50_ms", s.staleness_p50_ms},
+                       {"staleness_bound_p99_ms", s.staleness_p99_ms},
+                       {"lost_updates", s.lost_updates},
+                       {"acknowledged_increments", s.acknowledged},
+                       {"settled", s.settled},
+                       {"requests", s.requests},
+                       {"rps", s.requests / s.seconds},
+                       {"errors", s.errors},
+                       {"errors_by_kind", s.errors_by_kind},
+                       {"regions", regions}});
+  }
+  std::printf("\np99 per region (ms):\n%-10s", "design");
+  for (const auto& r : kRegions) std::printf(" %8s", r.c_str());
+  std::printf("\n");
+  for (const auto& d : designs) {
+    if (!d.error.empty()) continue;
+    std::printf("%-10s", d.name.c_str());
+    for (const auto& [region, h] : d.summary.regions) std::printf(" %8.1f", Ms(h.Percentile(0.99)));
+    std::printf("\n");
+  }
+  for (const auto& d : designs) {
+    if (d.error.empty() && d.name == "edgestate") {
+      std::printf("\nedgestate's reads carried a staleness bound of p50 %.0f ms, p99 %.0f ms; "
+                  "reads that missed an increment older than their bound: %llu.\n",
+                  d.summary.staleness_p50_ms, d.summary.staleness_p99_ms,
+                  static_cast<unsigned long long>(d.summary.bound_violations));
+    }
+  }
+  if (!o.json_file.empty()) {
+    nlohmann::json j;
+    j["systems"] = systems;
+    j["config"] = {{"vus", o.vus}, {"duration_s", o.duration.count() / 1000.0},
+                   {"mix", {{"read", o.mix.read}, {"increment", o.mix.increment}}},
+                   {"timeout_s", o.timeout.count() / 1000.0}, {"regions", kRegions},
+                   {"isolate_home", kHome}, {"last_mile_ms", o.last_mile_ms}};
+    std::ofstream(o.json_file) << j.dump(2) << "\n";
+  }
+  if (!o.chart_file.empty()) {
+    std::ofstream(o.chart_file) << Svg(designs);
+    std::printf("chart: %s\n", o.chart_file.c_str());
+  }
+  return failed ? 1 : 0;
+}
+
+}  // namespace edgestate::bench

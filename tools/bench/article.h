@@ -1,0 +1,39 @@
+// `edgebench article`: the article's benchmark on one machine, three designs side by side, with
+// the same clients over the same emulated WAN in one run:
+//   - edgestate: `edgestate demo` (eight regions replicating over the emulated WAN);
+//   - isolate:   a Worker + Durable Object counter in workerd (Miniflare), homed in iad;
+//                clients in other regions reach it across the emulated WAN;
+//   - vm:        an Express counter per region posting its whole value to the others every
+//                100 ms across the emulated WAN (last writer wins).
+// Prints the article's table (p50/p95/p99 global and per region, stale reads, lost updates,
+// requests/s, errors), writes JSON and an SVG chart of the latency distributions.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "bench/runner.h"
+
+namespace edgestate::bench {
+
+struct ArticleOptions {
+  std::string edgestate_binary;  // The `edgestate` executable (for `edgestate demo`).
+  std::string baselines_dir;     // bench/baselines (node_modules installed by scripts/setup.sh).
+  std::string work_dir;          // Data and logs of every process started.
+  std::vector<std::string> designs = {"edgestate", "isolate", "vm"};
+  std::chrono::milliseconds duration{10000};
+  int vus = 64;
+  Mix mix{90, 10};
+  std::chrono::milliseconds timeout{5000};
+  double last_mile_ms = 0;
+  double think_ms = 100;  // The article's k6 script sleeps 0.1 s between requests.
+  uint16_t base_port = 28080;
+  std::string json_file;
+  std::string chart_file = "article-latency.svg";
+};
+
+// Runs every design in turn. Returns 0 when all ran, 1 when a design failed to start or run
+// (the failure is printed and the table marks it), never a silent partial result.
+int RunArticle(const ArticleOptions& options);
+
+}  // namespace edgestate::bench

@@ -1,0 +1,64 @@
+// Runner: one edgebench run against a set of regional targets (see edgebench.cc for the
+// tool). Single-threaded: all virtual users are coroutines on one io_context.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "bench/histogram.h"
+#include "bench/options.h"
+
+namespace edgestate::bench {
+
+struct Config {
+  std::vector<Target> targets;
+  int vus = 8;
+  std::chrono::milliseconds duration{10000};
+  std::chrono::milliseconds timeout{5000};
+  Mix mix;
+  int keys = 1;
+  std::string dist = "uniform";
+  double zipf_s = 1.0;
+  double rate = 0;
+  double last_mile_ms = 0;
+  double think_ms = 0;  // Closed loop: pause after each response (k6's sleep()).
+  std::vector<Threshold> thresholds;
+  std::string json_file;
+  std::string api = "auto";  // article | v1 | auto (article when keys == 1)
+  std::string key_prefix;
+  std::string api_key;
+  int convergence_probes = 0;
+  std::chrono::milliseconds settle{15000};
+  std::string rtt_file;
+  double interval_ms = 100;
+  uint64_t seed = 1;
+  bool progress = true;
+  bool print_report = true;
+};
+
+// What a run measured, for callers that compare runs (edgebench article).
+struct RunSummary {
+  // The article's "global" figure: the mean over regions of each region's percentile, so a
+  // region whose clients wait longer (and send fewer requests) weighs as much as the others.
+  double RegionAverage(double q) const;
+  bool ok = false;
+  std::string error;  // Why the run could not happen (ok == false).
+  double seconds = 0;
+  LatencyHistogram all;
+  std::vector<std::pair<std::string, LatencyHistogram>> regions;
+  uint64_t requests = 0, errors = 0, reads = 0, stale_reads = 0, bound_violations = 0;
+  int64_t lost_updates = 0, acknowledged = 0;
+  bool settled = false;
+  double staleness_p50_ms = 0, staleness_p99_ms = 0;
+  std::map<std::string, uint64_t> errors_by_kind;
+  int exit_code = 0;  // 0, or 3 when a threshold was breached.
+};
+
+// Runs the load, settles, probes, prints the report (when print_report) and writes JSON (when
+// json_file is set).
+RunSummary RunLoad(Config config);
+
+}  // namespace edgestate::bench
