@@ -240,8 +240,16 @@ std::string Svg(const std::vector<Design>& designs) {
 
 }  // namespace
 
-int RunArticle(const ArticleOptions& o) {
+int RunArticle(const ArticleOptions& options) {
   ::signal(SIGPIPE, SIG_IGN);
+  ArticleOptions o = options;
+  if (o.base_port == 0) {
+    o.base_port = demo::FindFreePortRange(308);
+    if (o.base_port == 0) {
+      std::fprintf(stderr, "edgebench article: no free range of ports found\n");
+      return 1;
+    }
+  }
   fs::create_directories(o.work_dir);
   std::vector<Design> designs;
   bool failed = false;

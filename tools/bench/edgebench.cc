@@ -83,7 +83,8 @@ int main(int argc, char** argv) {
   art->add_option("--json", article.json_file, "Write {\"systems\": [...]} here");
   art->add_option("--chart", article.chart_file, "SVG chart (default article-latency.svg)");
   art->add_option("--designs", designs, "Subset, e.g. edgestate,vm (default all three)");
-  art->add_option("--base-port", article.base_port, "First port used (default 28080)");
+  art->add_option("--base-port", article.base_port,
+                  "First of 308 ports used (default: a free range)");
   art->add_option("--work-dir", article.work_dir, "Data and logs (default: a temporary dir)");
   art->add_option("--baselines", article.baselines_dir,
                   "The baselines folder (default: bench/baselines of this checkout)");

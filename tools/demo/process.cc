@@ -1,6 +1,9 @@
 #include "demo/process.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -50,7 +53,7 @@ StatusOr<ChildProcess> SpawnProcess(const std::string& name, const std::vector<s
   }
   ::close(fds[1]);
   ::close(log_fd);
-  return ChildProcess{name, pid, fds[0], false};
+  return ChildProcess{name, pid, fds[0], false, log_path};
 }
 
 StatusOr<std::vector<std::string>> AwaitOutput(ChildProcess* c, const std::regex& pattern,
@@ -74,7 +77,7 @@ StatusOr<std::vector<std::string>> AwaitOutput(ChildProcess* c, const std::regex
       return out;
     }
   }
-  return Status::Unavailable(c->name + " did not start (see its log)");
+  return Status::Unavailable(c->name + " did not start (see " + c->log_path + ")");
 }
 
 void StopProcesses(std::vector<ChildProcess>& children, std::chrono::milliseconds grace) {
@@ -101,6 +104,26 @@ void StopProcesses(std::vector<ChildProcess>& children, std::chrono::millisecond
     if (c.stdout_fd >= 0) ::close(c.stdout_fd);
     c.stdout_fd = -1;
   }
+}
+
+uint16_t FindFreePortRange(int n) {
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    uint16_t base = static_cast<uint16_t>(20000 + (getpid() * 7919 + attempt * 104729) % 10000);
+    std::vector<int> fds;
+    bool ok = true;
+    for (int i = 0; i < n && ok; ++i) {
+      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      a.sin_port = htons(static_cast<uint16_t>(base + i));
+      ok = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+      if (fd >= 0) fds.push_back(fd);
+    }
+    for (int fd : fds) ::close(fd);
+    if (ok) return base;
+  }
+  return 0;
 }
 
 }  // namespace edgestate::demo

@@ -1,6 +1,6 @@
 // A counter built the way the article's Fly.io Express service is built, for comparison only:
 // the state is a JSON file that every request reads and rewrites (no lock, no fsync, no atomic
-// rename). Concurrent increments race (read-modify-write), which is what bench/ measures.
+// rename), with the article's retry-and-back-off on failed reads and writes. Concurrent increments race (read-modify-write), which is what bench/ measures.
 //
 // With PEERS=region=http://host:port,... it is the article's VM design: every 100 ms it posts
 // its whole counter to every other region's /replicate, and a region adopts a received counter
@@ -16,12 +16,25 @@ const region = process.env.FLY_REGION || 'local';
 const port = Number(process.env.PORT || 8080);
 const file = path.join(process.env.DATA_DIR || '.', 'counter.json');
 
+// As in the article: up to three attempts, waiting 100 ms, then 200 ms, after a failure (a
+// read that meets a half-rewritten file fails to parse).
+async function withRetries(fn, retries = 3) {
+  for (let i = 0; i < retries; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i === retries - 1) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100 * (i + 1)));
+    }
+  }
+}
+
 async function load() {
-  return JSON.parse(await fs.readFile(file, 'utf8'));
+  return withRetries(async () => JSON.parse(await fs.readFile(file, 'utf8')));
 }
 
 async function store(state) {
-  await fs.writeFile(file, JSON.stringify(state));
+  return withRetries(() => fs.writeFile(file, JSON.stringify(state)));
 }
 
 const app = express();
