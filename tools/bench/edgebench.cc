@@ -131,6 +131,9 @@ int main(int argc, char** argv) {
     if (article.baselines_dir.empty()) {
       article.baselines_dir = (bin_dir.parent_path() / "bench" / "baselines").string();
     }
+    std::error_code ec;
+    auto canonical = std::filesystem::weakly_canonical(article.baselines_dir, ec);
+    if (!ec) article.baselines_dir = canonical.string();
     if (article.work_dir.empty()) {
       char tmpl[] = "/tmp/edgebench-article-XXXXXX";
       char* dir = mkdtemp(tmpl);

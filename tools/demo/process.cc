@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <thread>
 
@@ -77,7 +79,18 @@ StatusOr<std::vector<std::string>> AwaitOutput(ChildProcess* c, const std::regex
       return out;
     }
   }
-  return Status::Unavailable(c->name + " did not start (see " + c->log_path + ")");
+  std::string tail;
+  if (FILE* f = std::fopen(c->log_path.c_str(), "r")) {
+    std::fseek(f, 0, SEEK_END);
+    long size = std::ftell(f);
+    std::fseek(f, std::max(0L, size - 600), SEEK_SET);
+    char buf[601];
+    size_t n = std::fread(buf, 1, 600, f);
+    std::fclose(f);
+    tail.assign(buf, n);
+  }
+  return Status::Unavailable(c->name + " did not start (see " + c->log_path + ")" +
+                             (tail.empty() ? "" : "; its log ends: " + tail));
 }
 
 void StopProcesses(std::vector<ChildProcess>& children, std::chrono::milliseconds grace) {

@@ -6,12 +6,15 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const [port, dataDir] = process.argv.slice(2);
+const [port, dataDirArg] = process.argv.slice(2);
+const dataDir = path.resolve(dataDirArg);
+// workerd refuses module paths that leave its starting directory ("..").
+process.chdir(here);
 const mf = new Miniflare({
   modules: true,
   scriptPath: path.join(here, "worker.mjs"),
   durableObjects: { COUNTER: "Counter" },
-  durableObjectsPersist: path.resolve(dataDir),
+  durableObjectsPersist: dataDir,
   host: "127.0.0.1",
   port: Number(port),
   compatibilityDate: "2024-09-23",
