@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "http/errors.h"
+#include "net/net.h"
 
 namespace edgestate::http {
 
@@ -309,35 +310,15 @@ Status HttpServer::Start() {
   Impl& s = *impl_;
   int n = std::max(1, s.options.threads);
   for (int i = 0; i < n; ++i) s.workers.push_back(std::make_unique<Worker>());
-  beast::error_code ec;
-  auto address = asio::ip::make_address(s.options.listen_address, ec);
-  if (ec) return Status::InvalidArgument("bad listen address " + s.options.listen_address);
-  tcp::endpoint endpoint(address, s.options.port);
   s.acceptor.emplace(s.workers[0]->ioc);
   s.accept_retry.emplace(s.workers[0]->ioc);
-  s.acceptor->open(endpoint.protocol(), ec);
-  if (!ec) s.acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) s.acceptor->bind(endpoint, ec);
-  if (!ec) s.acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return Status::Unavailable("cannot listen on " + s.options.listen_address + ":" +
-                               std::to_string(s.options.port) + ": " + ec.message());
-  }
-  s.bound_port = s.acceptor->local_endpoint().port();
+  auto port = net::Listen(*s.acceptor, s.options.listen_address, s.options.port, "HTTP");
+  if (!port.ok()) return port.status();
+  s.bound_port = *port;
   s.DoAccept();
   for (auto& w : s.workers) {
     w->guard.emplace(w->ioc.get_executor());
-    w->thread = std::thread([w = w.get()] {
-      for (;;) {
-        try {
-          w->ioc.run();
-          return;
-        } catch (const std::exception& e) {
-          // A handler threw (e.g. bad_alloc): log and keep serving the other connections.
-          spdlog::error("I/O thread caught: {}", e.what());
-        }
-      }
-    });
+    w->thread = std::thread([w = w.get()] { net::RunLoop(w->ioc, "I/O"); });
   }
   return Status::Ok();
 }

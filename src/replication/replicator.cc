@@ -20,6 +20,7 @@
 #include <set>
 #include <thread>
 
+#include "net/net.h"
 #include "replication/auth.h"
 #include "replication/wire.pb.h"
 
@@ -655,21 +656,10 @@ Replicator::~Replicator() { Stop(); }
 
 Status Replicator::Start() {
   Impl& s = *impl_;
-  error_code ec;
-  auto address = asio::ip::make_address(s.options.listen.host, ec);
-  if (ec) return Status::InvalidArgument("bad peer listen address " + s.options.listen.host);
-  tcp::endpoint endpoint(address, s.options.listen.port);
   s.acceptor.emplace(s.ioc);
-  s.acceptor->open(endpoint.protocol(), ec);
-  if (!ec) s.acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) s.acceptor->bind(endpoint, ec);
-  if (!ec) s.acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return Status::Unavailable(fmt::format("cannot listen for peers on {}:{}: {}",
-                                           s.options.listen.host, s.options.listen.port,
-                                           ec.message()));
-  }
-  s.bound_port = s.acceptor->local_endpoint().port();
+  auto port = net::Listen(*s.acceptor, s.options.listen.host, s.options.listen.port, "peers");
+  if (!port.ok()) return port.status();
+  s.bound_port = *port;
   if (s.options.interval.count() == 0) {  // Streaming: every commit wakes the senders.
     std::weak_ptr<Impl> weak = impl_;
     s.counters->SetCommitListener([weak] {
@@ -678,16 +668,7 @@ Status Replicator::Start() {
   }
   asio::co_spawn(s.ioc, s.Accept(), asio::detached);
   for (auto& p : s.peers) asio::co_spawn(s.ioc, s.RunOutbound(p.get()), asio::detached);
-  s.thread = std::thread([impl = impl_.get()] {
-    for (;;) {
-      try {
-        impl->ioc.run();
-        return;
-      } catch (const std::exception& e) {
-        spdlog::error("replication thread caught: {}", e.what());
-      }
-    }
-  });
+  s.thread = std::thread([impl = impl_.get()] { net::RunLoop(impl->ioc, "replication"); });
   return Status::Ok();
 }
 

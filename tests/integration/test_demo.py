@@ -92,7 +92,16 @@ def test_cut_and_heal_converges_within_an_interval_and_a_round_trip(tmpdir_path)
     interval, rtt = 100, 80  # iad-lhr in the model.
     p, urls, pids, ctl = start_demo(tmpdir_path, ["iad", "lhr"], interval)
     try:
-        time.sleep(1)  # Links up.
+        # Both directions up and heartbeats measured before the partition.
+        deadline = time.monotonic() + 10 * SLOW
+        while time.monotonic() < deadline:
+            infos = [http("GET", urls[r] + "/v1/cluster")[1] for r in ("iad", "lhr")]
+            if all(peer["outbound"] == "connected" and peer["inbound"] == "connected" and
+                   peer["lag_ms"] is not None for info in infos for peer in info["peers"]):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"links never came up: {infos}")
         assert http("POST", ctl + "/regions/lhr/isolate")[0] == 200
         http("POST", urls["iad"] + "/v1/counters/cut/increment")
         time.sleep(1.0)

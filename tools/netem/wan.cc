@@ -22,6 +22,7 @@
 #include <set>
 #include <thread>
 
+#include "net/net.h"
 #include "netem/rtt_model.h"
 
 namespace edgestate::netem {
@@ -278,19 +279,10 @@ WanEmulator::~WanEmulator() { Stop(); }
 Status WanEmulator::AddLink(const LinkSpec& spec) {
   Impl& s = *impl_;
   auto link = std::make_unique<Link>(s.ioc, spec);
-  error_code ec;
-  auto address = asio::ip::make_address(s.listen_host, ec);
-  if (ec) return Status::InvalidArgument("bad listen host " + s.listen_host);
-  tcp::endpoint ep(address, spec.listen_port);
-  link->acceptor.open(ep.protocol(), ec);
-  if (!ec) link->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) link->acceptor.bind(ep, ec);
-  if (!ec) link->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return Status::Unavailable(fmt::format("link {}->{}: cannot listen on {}:{}: {}", spec.from,
-                                           spec.to, s.listen_host, spec.listen_port, ec.message()));
-  }
-  link->port = link->acceptor.local_endpoint().port();
+  auto port = net::Listen(link->acceptor, s.listen_host, spec.listen_port,
+                          fmt::format("link {}->{}", spec.from, spec.to));
+  if (!port.ok()) return port.status();
+  link->port = *port;
   Link* raw = link.get();
   {
     std::lock_guard lock(s.mu);
@@ -326,16 +318,7 @@ Status WanEmulator::Start() {
     for (auto& [key, link] : s.links) asio::co_spawn(s.ioc, s.Accept(link.get()), asio::detached);
   }
   s.guard.emplace(s.ioc.get_executor());
-  s.thread = std::thread([impl = impl_.get()] {
-    for (;;) {
-      try {
-        impl->ioc.run();
-        return;
-      } catch (const std::exception& e) {
-        spdlog::error("WAN emulator thread caught: {}", e.what());
-      }
-    }
-  });
+  s.thread = std::thread([impl = impl_.get()] { net::RunLoop(impl->ioc, "WAN emulator"); });
   return Status::Ok();
 }
 

@@ -1,0 +1,25 @@
+// Small Asio helpers shared by the HTTP server, the replication links and the WAN emulator.
+#pragma once
+
+#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+
+namespace edgestate::net {
+
+// Opens `acceptor` (constructed on its io_context, not yet open), sets SO_REUSEADDR, binds
+// host:port (port 0: a free port) and listens. Returns the bound port. InvalidArgument when
+// `host` is not an IP address; Unavailable, naming `what` and the address, when it cannot bind.
+StatusOr<uint16_t> Listen(boost::asio::ip::tcp::acceptor& acceptor, const std::string& host,
+                          uint16_t port, const std::string& what);
+
+// Runs `ioc` on the calling thread until it stops. A handler that throws (bad_alloc, say) is
+// logged with `thread_name` and the loop goes on serving the other handlers.
+void RunLoop(boost::asio::io_context& ioc, const char* thread_name);
+
+}  // namespace edgestate::net
