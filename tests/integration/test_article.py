@@ -30,9 +30,16 @@ def test_all_three_designs_run_and_render(tmpdir_path):
         assert name in r.stdout
     doc = xml.dom.minidom.parse(chart)
     assert len(doc.getElementsByTagName("polyline")) == 3
-    # Every process the harness started is gone.
-    leftover = subprocess.run(["pgrep", "-f", os.path.join(tmpdir_path, "work")],
-                              capture_output=True, text=True).stdout.split()
+    # Every process the harness started is gone (grandchildren such as workerd may need a moment
+    # after their parent exited).
+    import time
+    deadline = time.monotonic() + 10 * SLOW
+    while True:
+        leftover = subprocess.run(["pgrep", "-f", os.path.join(tmpdir_path, "work")],
+                                  capture_output=True, text=True).stdout.split()
+        if not leftover or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert not leftover, leftover
 
 
