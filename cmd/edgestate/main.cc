@@ -2,14 +2,13 @@
 // Exit codes: 0 clean shutdown or --help; 1 runtime failure (storage, port); 2 bad usage.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-
-#include <unistd.h>
-
 #include <string_view>
 
+#include "common/strings.h"
 #include "demo/demo.h"
 #include "server/config.h"
 #include "server/node.h"
@@ -43,8 +42,9 @@ int main(int argc, char** argv) {
   str_opt("--region", &flags.region,
           "This node's region (a-z0-9-_, up to 32). Env EDGESTATE_REGION, then FLY_REGION. "
           "Default local.");
-  str_opt("--data-dir", &flags.data_dir, "Directory of the store. Env EDGESTATE_DATA_DIR. "
-                                         "Default ./data.");
+  str_opt("--data-dir", &flags.data_dir,
+          "Directory of the store. Env EDGESTATE_DATA_DIR. "
+          "Default ./data.");
   str_opt("--durability", &flags.durability,
           "fsync: acknowledge after fdatasync (group commit). async: acknowledge after the WAL "
           "append, sync every --async-sync-interval-ms. Default fsync.");
@@ -86,9 +86,10 @@ int main(int argc, char** argv) {
                    "One folder holding every region's data and log. Default ./demo-data.");
   demo->add_option("--regions", demo_regions,
                    "Comma-separated regions. Default iad,sjc,lhr,fra,nrt,syd,gru,jnb.");
-  demo->add_option("--rtt-file", demo_options.rtt_file,
-                   "RTT model CSV (the shape of tools/netem/rtt-8-regions.csv). Default: that file, "
-                   "compiled in.");
+  demo->add_option(
+      "--rtt-file", demo_options.rtt_file,
+      "RTT model CSV (the shape of tools/netem/rtt-8-regions.csv). Default: that file, "
+      "compiled in.");
   demo->add_option("--replication-interval", demo_options.replication_interval_ms,
                    "MS between delta shipments. Default 100.");
   demo->add_option("--jitter-ms", demo_options.jitter_ms,
@@ -126,17 +127,8 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
-  auto split = [](std::string_view list) {
-    std::vector<std::string> out;
-    while (!list.empty()) {
-      size_t comma = list.find(',');
-      out.emplace_back(list.substr(0, comma));
-      list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
-    }
-    return out;
-  };
   if (wan->parsed()) {
-    wan_options.regions = split(wan_regions);
+    wan_options.regions = edgestate::SplitList(wan_regions);
     for (const auto& t : wan_targets) {
       size_t eq = t.find('=');
       if (eq == std::string::npos) {
@@ -154,7 +146,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (demo->parsed()) {
-    if (!demo_regions.empty()) demo_options.regions = split(demo_regions);
+    if (!demo_regions.empty()) demo_options.regions = edgestate::SplitList(demo_regions);
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     demo_options.edgestate_binary = n > 0 ? std::string(self, n) : std::string(argv[0]);

@@ -44,7 +44,8 @@ MetricsRegistry::Family& MetricsRegistry::FamilyFor(const std::string& name,
                                                     const std::string& help, Kind kind) {
   for (auto& f : families_) {
     if (f->name == name) {
-      if (f->kind != kind) throw std::logic_error("metric " + name + " registered twice as two kinds");
+      if (f->kind != kind)
+        throw std::logic_error("metric " + name + " registered twice as two kinds");
       return *f;
     }
   }

@@ -38,7 +38,9 @@ class [[nodiscard]] Status {
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status Ok() { return Status(); }
-  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status InvalidArgument(std::string m) {
+    return {StatusCode::kInvalidArgument, std::move(m)};
+  }
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status FailedPrecondition(std::string m) {
     return {StatusCode::kFailedPrecondition, std::move(m)};
@@ -77,7 +79,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(T value) : rep_(std::move(value)) {}  // NOLINT: implicit by design.
+  StatusOr(T value) : rep_(std::move(value)) {}        // NOLINT: implicit by design.
   StatusOr(Status status) : rep_(std::move(status)) {  // NOLINT: implicit by design.
     assert(!std::get<Status>(rep_).ok() && "StatusOr built from an OK Status");
   }

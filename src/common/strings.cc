@@ -29,6 +29,16 @@ bool ConstantTimeEquals(std::string_view secret, std::string_view candidate) {
   return diff == 0;
 }
 
+std::vector<std::string> SplitList(std::string_view s, char sep) {
+  std::vector<std::string> out;
+  while (!s.empty()) {
+    size_t at = s.find(sep);
+    if (at != 0) out.emplace_back(s.substr(0, at));
+    s = at == std::string_view::npos ? std::string_view() : s.substr(at + 1);
+  }
+  return out;
+}
+
 bool IsValidUtf8(std::string_view s) {
   size_t i = 0;
   const size_t n = s.size();

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace edgestate {
 
@@ -13,6 +14,9 @@ std::string FormatIso8601Millis(int64_t unix_ms);
 // Compares `candidate` with `secret` in time that depends only on secret.size(), so response
 // timing does not reveal how long a matching prefix an attacker has guessed.
 bool ConstantTimeEquals(std::string_view secret, std::string_view candidate);
+
+// Splits "a,b,,c" at `sep` into {"a", "b", "c"} (empty items dropped).
+std::vector<std::string> SplitList(std::string_view s, char sep = ',');
 
 // True when `s` is well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
 bool IsValidUtf8(std::string_view s);

@@ -19,6 +19,12 @@ TEST(StringsTest, ConstantTimeEquals) {
   EXPECT_TRUE(ConstantTimeEquals("", ""));
 }
 
+TEST(StringsTest, SplitList) {
+  EXPECT_EQ(SplitList("a,b,,c"), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_TRUE(SplitList("").empty());
+  EXPECT_EQ(SplitList("x"), (std::vector<std::string>{"x"}));
+}
+
 TEST(StringsTest, Utf8) {
   EXPECT_TRUE(IsValidUtf8("plain"));
   EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));

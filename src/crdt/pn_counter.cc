@@ -44,8 +44,8 @@ StatusOr<int64_t> PnCounter::Add(std::string_view origin, int64_t delta, int64_t
   }
   const Slot* existing = Find(origin);
   Slot s = existing ? *existing : Slot{};
-  uint64_t magnitude = delta < 0 ? uint64_t{0} - static_cast<uint64_t>(delta)
-                                 : static_cast<uint64_t>(delta);
+  uint64_t magnitude =
+      delta < 0 ? uint64_t{0} - static_cast<uint64_t>(delta) : static_cast<uint64_t>(delta);
   uint64_t& sum = delta < 0 ? s.dec : s.inc;
   if (__builtin_add_overflow(sum, magnitude, &sum) ||
       s.version == std::numeric_limits<uint64_t>::max()) {

@@ -2,10 +2,10 @@
 //
 // Each origin only ever grows its own slot: `inc` and `dec` are monotone sums of the positive
 // and negative deltas it accepted, and `version` is the origin's (node-wide, increasing) write
-// sequence number of the slot's latest write, which replication uses as a version vector entry. The value is
-// sum(inc) - sum(dec). Merge takes, per origin, the field-wise maximum, which is a join: it is
-// commutative, associative and idempotent, so replicas that have seen the same writes hold the
-// same state whatever the order or repetition of merges. Pure code: no I/O, no clock reads.
+// sequence number of the slot's latest write, which replication uses as a version vector entry. The
+// value is sum(inc) - sum(dec). Merge takes, per origin, the field-wise maximum, which is a join:
+// it is commutative, associative and idempotent, so replicas that have seen the same writes hold
+// the same state whatever the order or repetition of merges. Pure code: no I/O, no clock reads.
 //
 // Invariant (local): Add never accepts a delta that would move the value outside int64 or a
 // slot beyond uint64, so Value() is exact for every state a single origin produces.

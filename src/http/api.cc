@@ -61,8 +61,8 @@ StatusOr<int64_t> ParseIncrementBody(std::string_view body) {
   return delta;
 }
 
-Api::Api(ApiOptions options, service::CounterService* counters,
-         const service::ClusterView* cluster, MetricsRegistry* metrics)
+Api::Api(ApiOptions options, service::CounterService* counters, const service::ClusterView* cluster,
+         MetricsRegistry* metrics)
     : options_(std::move(options)), counters_(counters), cluster_(cluster), metrics_(metrics) {
   auth_failures_ = &metrics->AddCounter("edgestate_http_auth_failures_total",
                                         "Requests refused for a missing or wrong API key.");
@@ -72,8 +72,9 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
   RouteMatch m = MatchRoute(req.target);
   if (m.route == Route::kNone) return Error(Route::kNone, 404, "no such endpoint");
   if (req.method != AllowedMethods(m.route)) {
-    Response r = Error(m.route, 405, fmt::format("{} does not allow {}; use {}", RouteLabel(m.route),
-                                                 req.method, AllowedMethods(m.route)));
+    Response r = Error(m.route, 405,
+                       fmt::format("{} does not allow {}; use {}", RouteLabel(m.route), req.method,
+                                   AllowedMethods(m.route)));
     r.headers.emplace_back("Allow", std::string(AllowedMethods(m.route)));
     return r;
   }
@@ -138,10 +139,10 @@ Response Api::Read(Route route, std::string_view name) const {
     r.body = fmt::format(R"({{"value":{},"region":"{}","lastUpdated":{}}})", v.value,
                          options_.region, IsoOrNull(v.updated_at_ms));
   } else {
-    r.body = fmt::format(
-        R"({{"name":{},"value":{},"region":"{}","updated_at":{},"staleness_ms":{}}})",
-        JsonString(name), v.value, options_.region, IsoOrNull(v.updated_at_ms),
-        staleness ? std::to_string(*staleness) : std::string("null"));
+    r.body =
+        fmt::format(R"({{"name":{},"value":{},"region":"{}","updated_at":{},"staleness_ms":{}}})",
+                    JsonString(name), v.value, options_.region, IsoOrNull(v.updated_at_ms),
+                    staleness ? std::to_string(*staleness) : std::string("null"));
   }
   return r;
 }
@@ -161,8 +162,7 @@ std::optional<Response> Api::Increment(Route route, std::string name, int64_t de
           r.body = fmt::format(R"({{"value":{},"region":"{}"}})", result->value, region);
         } else {
           r.body = fmt::format(R"({{"name":{},"value":{},"region":"{}","updated_at":{}}})",
-                               json_name, result->value, region,
-                               IsoOrNull(result->updated_at_ms));
+                               json_name, result->value, region, IsoOrNull(result->updated_at_ms));
         }
         respond(std::move(r));
       });

@@ -20,11 +20,10 @@ TEST(ParseIncrementBodyTest, Accepts) {
 }
 
 TEST(ParseIncrementBodyTest, Rejects) {
-  for (const char* bad :
-       {"{", "[]", "5", "null", R"({"delta": 1.5})", R"({"delta": "5"})", R"({"delta": true})",
-        R"({"delta": null})", R"({"delta": 9223372036854775808})",
-        R"({"delta": -9223372036854775809})", R"({"delta": 1e3})", R"({"detla": 1})",
-        R"({"delta": 1} x)", "\xff"}) {
+  for (const char* bad : {"{", "[]", "5", "null", R"({"delta": 1.5})", R"({"delta": "5"})",
+                          R"({"delta": true})", R"({"delta": null})",
+                          R"({"delta": 9223372036854775808})", R"({"delta": -9223372036854775809})",
+                          R"({"delta": 1e3})", R"({"detla": 1})", R"({"delta": 1} x)", "\xff"}) {
     StatusOr<int64_t> r = ParseIncrementBody(bad);
     EXPECT_FALSE(r.ok()) << bad;
     if (!r.ok()) {

@@ -24,9 +24,9 @@ struct Request {
 struct Response {
   unsigned status = 200;
   std::string body;
-  std::string_view content_type = "application/json";  // Must point to static storage.
+  std::string_view content_type = "application/json";             // Must point to static storage.
   std::vector<std::pair<std::string_view, std::string>> headers;  // Names: static storage.
-  Route route = Route::kNone;  // For metrics.
+  Route route = Route::kNone;                                     // For metrics.
 };
 
 // Completes a deferred request. Call exactly once, from any thread.

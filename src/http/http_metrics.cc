@@ -23,8 +23,9 @@ void HttpMetrics::Record(Route route, unsigned status, double seconds) {
   std::atomic<Counter*>& slot = requests_[r * kStatuses + status];
   Counter* c = slot.load(std::memory_order_acquire);
   if (c == nullptr) {
-    c = &registry_->AddCounter("edgestate_http_requests_total", "HTTP requests by route and status.",
-                               fmt::format("route=\"{}\",status=\"{}\"", RouteLabel(route), status));
+    c = &registry_->AddCounter(
+        "edgestate_http_requests_total", "HTTP requests by route and status.",
+        fmt::format("route=\"{}\",status=\"{}\"", RouteLabel(route), status));
     slot.store(c, std::memory_order_release);
   }
   c->Inc();

@@ -4,15 +4,23 @@ namespace edgestate::http {
 
 std::string_view RouteLabel(Route r) {
   switch (r) {
-    case Route::kIncrement: return "/increment";
-    case Route::kRead: return "/read";
-    case Route::kHealth: return "/health";
-    case Route::kMetrics: return "/metrics";
-    case Route::kCounter: return "/v1/counters/{name}";
-    case Route::kCounterIncrement: return "/v1/counters/{name}/increment";
-    case Route::kCluster: return "/v1/cluster";
+    case Route::kIncrement:
+      return "/increment";
+    case Route::kRead:
+      return "/read";
+    case Route::kHealth:
+      return "/health";
+    case Route::kMetrics:
+      return "/metrics";
+    case Route::kCounter:
+      return "/v1/counters/{name}";
+    case Route::kCounterIncrement:
+      return "/v1/counters/{name}/increment";
+    case Route::kCluster:
+      return "/v1/cluster";
     case Route::kNone:
-    case Route::kCount: break;
+    case Route::kCount:
+      break;
   }
   return "none";
 }
@@ -20,8 +28,10 @@ std::string_view RouteLabel(Route r) {
 std::string_view AllowedMethods(Route r) {
   switch (r) {
     case Route::kIncrement:
-    case Route::kCounterIncrement: return "POST";
-    default: return "GET";
+    case Route::kCounterIncrement:
+      return "POST";
+    default:
+      return "GET";
   }
 }
 

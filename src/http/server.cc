@@ -1,5 +1,3 @@
-#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
-
 #include "http/server.h"
 
 #include <fmt/format.h>
@@ -13,6 +11,7 @@
 #include <optional>
 #include <thread>
 #include <unordered_set>
+#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 #include <vector>
 
 #include "http/errors.h"
@@ -53,8 +52,8 @@ bool IsHttpParseError(const beast::error_code& ec) {
 // Api (static names, values it generated), never from the client.
 void SerializeResponse(const Response& r, unsigned version, bool keep_alive, std::string* out) {
   out->clear();
-  fmt::format_to(std::back_inserter(*out), "HTTP/{}.{} {} {}\r\nContent-Type: {}\r\n",
-                 version / 10, version % 10, r.status,
+  fmt::format_to(std::back_inserter(*out), "HTTP/{}.{} {} {}\r\nContent-Type: {}\r\n", version / 10,
+                 version % 10, r.status,
                  bhttp::obsolete_reason(static_cast<bhttp::status>(r.status)), r.content_type);
   for (const auto& [name, value] : r.headers) {
     fmt::format_to(std::back_inserter(*out), "{}: {}\r\n", name, value);
@@ -102,7 +101,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
         buffer_(server->options.max_header_bytes + server->options.max_body_bytes + 8192) {
     defer_ = [this] {
       auto self = shared_from_this();
-      deferred_ = true;
       return Responder([self](Response r) {
         asio::post(self->stream_.get_executor(),
                    [self, r = std::move(r)]() mutable { self->Send(std::move(r)); });
@@ -135,7 +133,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void DoRead() {
     state_ = State::kReading;
-    deferred_ = false;
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(server_->options.max_header_bytes));
     parser_->body_limit(server_->options.max_body_bytes);
@@ -190,8 +187,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     server_->metrics->Record(
         r.route, r.status,
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
-    response_keep_alive_ = keep_alive_ && !worker_->draining && r.status < 500 &&
-                           r.status != 400 && r.status != 413 && r.status != 431;
+    response_keep_alive_ = keep_alive_ && !worker_->draining && r.status < 500 && r.status != 400 &&
+                           r.status != 413 && r.status != 431;
     SerializeResponse(r, version_, response_keep_alive_, &out_);
     state_ = State::kWriting;
     stream_.expires_after(server_->options.write_timeout);
@@ -243,7 +240,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t drained_ = 0;
   State state_ = State::kReading;
   bool keep_alive_ = true;
-  bool deferred_ = false;
   unsigned version_ = 11;
   std::chrono::steady_clock::time_point started_;
 };

@@ -1,12 +1,11 @@
 // Small Asio helpers shared by the HTTP server, the replication links and the WAN emulator.
 #pragma once
 
-#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
 #include <string>
+#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "common/status.h"
 

@@ -17,8 +17,7 @@ std::string RandomNonce() {
 }
 
 std::string Proof(std::string_view secret, std::string_view role, std::string_view client_nonce,
-                  std::string_view server_nonce, std::string_view signer,
-                  std::string_view other) {
+                  std::string_view server_nonce, std::string_view signer, std::string_view other) {
   std::string msg;
   msg.reserve(role.size() + client_nonce.size() + server_nonce.size() + signer.size() +
               other.size() + 2);

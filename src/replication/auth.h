@@ -16,8 +16,7 @@ std::string RandomNonce();
 // role is "edgestate/1 server" or "edgestate/1 client" and signer is the region proving
 // its knowledge of the secret.
 std::string Proof(std::string_view secret, std::string_view role, std::string_view client_nonce,
-                  std::string_view server_nonce, std::string_view signer,
-                  std::string_view other);
+                  std::string_view server_nonce, std::string_view signer, std::string_view other);
 
 inline constexpr std::string_view kServerRole = "edgestate/1 server";
 inline constexpr std::string_view kClientRole = "edgestate/1 client";

@@ -44,8 +44,8 @@ StatusOr<HostPort> ParseHostPort(std::string_view s, bool allow_port_zero) {
   if (hp.host.empty()) return Status::InvalidArgument(fmt::format("\"{}\" has no host", s));
   unsigned v = 0;
   auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
-  if (ec != std::errc() || ptr != port.data() + port.size() || port.empty() || (v == 0 && !allow_port_zero) ||
-      v > 65535) {
+  if (ec != std::errc() || ptr != port.data() + port.size() || port.empty() ||
+      (v == 0 && !allow_port_zero) || v > 65535) {
     return Status::InvalidArgument(fmt::format("\"{}\" has a bad port", s));
   }
   hp.port = static_cast<uint16_t>(v);
@@ -68,7 +68,8 @@ StatusOr<std::vector<PeerAddress>> ParsePeers(std::string_view s, std::string_vi
     p.region = std::string(item.substr(0, eq));
     if (Status st = ValidateRegionName(p.region); !st.ok()) return st;
     if (p.region == self) {
-      return Status::InvalidArgument(fmt::format("peer list names this node's own region {}", self));
+      return Status::InvalidArgument(
+          fmt::format("peer list names this node's own region {}", self));
     }
     if (!seen.insert(p.region).second) {
       return Status::InvalidArgument(fmt::format("peer region {} is listed twice", p.region));

@@ -18,9 +18,9 @@ TEST(PeersTest, ParsesList) {
 }
 
 TEST(PeersTest, RejectsBadEntries) {
-  for (const char* bad : {"lhr", "lhr=", "lhr=host", "lhr=host:0", "lhr=host:65536", "lhr=:7000",
-                          "LHR=h:1", "lhr=h:1,lhr=h:2", "iad=h:1", "lhr=::1:7000",
-                          "lhr=[::1]7000", "lhr=h:12x"}) {
+  for (const char* bad :
+       {"lhr", "lhr=", "lhr=host", "lhr=host:0", "lhr=host:65536", "lhr=:7000", "LHR=h:1",
+        "lhr=h:1,lhr=h:2", "iad=h:1", "lhr=::1:7000", "lhr=[::1]7000", "lhr=h:12x"}) {
     EXPECT_FALSE(ParsePeers(bad, "iad").ok()) << bad;
   }
 }

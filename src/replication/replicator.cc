@@ -1,5 +1,3 @@
-#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
-
 #include "replication/replicator.h"
 
 #include <fmt/format.h>
@@ -19,6 +17,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "net/net.h"
 #include "replication/auth.h"
@@ -57,11 +56,16 @@ enum class LinkState : int { kConnecting, kHandshaking, kConnected, kBackoff, kS
 
 const char* LinkStateName(LinkState s) {
   switch (s) {
-    case LinkState::kConnecting: return "connecting";
-    case LinkState::kHandshaking: return "handshaking";
-    case LinkState::kConnected: return "connected";
-    case LinkState::kBackoff: return "backoff";
-    case LinkState::kStopped: return "stopped";
+    case LinkState::kConnecting:
+      return "connecting";
+    case LinkState::kHandshaking:
+      return "handshaking";
+    case LinkState::kConnected:
+      return "connected";
+    case LinkState::kBackoff:
+      return "backoff";
+    case LinkState::kStopped:
+      return "stopped";
   }
   return "unknown";
 }
@@ -284,7 +288,8 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
   do {
     auto hello = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, nullptr);
     if (!hello.ok() || !hello->has_hello()) {
-      Refuse(nullptr, conn->remote, hello.ok() ? "first frame is not a hello" : hello.status().message());
+      Refuse(nullptr, conn->remote,
+             hello.ok() ? "first frame is not a hello" : hello.status().message());
       break;
     }
     const pb::Hello& h = hello->hello();
@@ -294,7 +299,8 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
     }
     peer = Find(h.region());
     if (peer == nullptr) {
-      Refuse(nullptr, conn->remote, fmt::format("region \"{}\" is not a configured peer", h.region()));
+      Refuse(nullptr, conn->remote,
+             fmt::format("region \"{}\" is not a configured peer", h.region()));
       break;
     }
     if (h.nonce().size() != kNonceBytes) {
@@ -307,8 +313,8 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
     c->set_protocol_version(kProtocolVersion);
     c->set_region(options.region);
     c->set_nonce(server_nonce);
-    c->set_proof(Proof(options.cluster_secret, kServerRole, h.nonce(), server_nonce,
-                       options.region, peer->address.region));
+    c->set_proof(Proof(options.cluster_secret, kServerRole, h.nonce(), server_nonce, options.region,
+                       peer->address.region));
     if (!(co_await WriteFrame(*conn, challenge, peer)).ok()) break;
     auto auth = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, peer);
     if (!auth.ok() || !auth->has_auth()) {
@@ -442,9 +448,9 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   asio::co_spawn(ioc, Watchdog(conn), asio::detached);
   tcp::resolver resolver(ioc);
   error_code ec;
-  auto endpoints = co_await resolver.async_resolve(
-      p->address.address.host, std::to_string(p->address.address.port),
-      redirect_error(use_awaitable, ec));
+  auto endpoints = co_await resolver.async_resolve(p->address.address.host,
+                                                   std::to_string(p->address.address.port),
+                                                   redirect_error(use_awaitable, ec));
   if (ec) co_return Status::Unavailable("resolve " + conn->remote + ": " + ec.message());
   co_await asio::async_connect(conn->socket, endpoints, redirect_error(use_awaitable, ec));
   if (ec) co_return Status::Unavailable("connect " + conn->remote + ": " + ec.message());
@@ -477,8 +483,8 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
         fmt::format("{} failed authentication (wrong cluster secret)", conn->remote));
   }
   pb::Frame auth;
-  auth.mutable_auth()->set_proof(Proof(options.cluster_secret, kClientRole, client_nonce,
-                                       c.nonce(), options.region, p->address.region));
+  auth.mutable_auth()->set_proof(Proof(options.cluster_secret, kClientRole, client_nonce, c.nonce(),
+                                       options.region, p->address.region));
   if (Status s = co_await WriteFrame(*conn, auth, p); !s.ok()) co_return s;
   auto welcome = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, p);
   if (!welcome.ok()) {
@@ -509,8 +515,8 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   auto state = std::make_shared<SendState>();
   state->cursor = welcome->welcome().applied_seq();
   state->catch_up_until = counters->CommittedSeq();
-  spdlog::info("link to {} up; peer has our writes up to seq {}, we are at {}",
-               p->address.region, state->cursor, state->catch_up_until);
+  spdlog::info("link to {} up; peer has our writes up to seq {}, we are at {}", p->address.region,
+               state->cursor, state->catch_up_until);
   conn->ExpireAfter(options.idle_timeout);
 
   // Acknowledgments: round trips, and the peer's applied position (rewind if it fell behind).
@@ -527,7 +533,8 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
           conn->ExpireAfter(options.idle_timeout);
           p->Touch();
           const pb::Ack& a = f->ack();
-          while (!state->pending.empty() && std::get<0>(state->pending.front()) <= a.heartbeat_id()) {
+          while (!state->pending.empty() &&
+                 std::get<0>(state->pending.front()) <= a.heartbeat_id()) {
             auto [id, sent_ns, seq] = state->pending.front();
             state->pending.pop_front();
             if (id != a.heartbeat_id()) continue;
@@ -721,17 +728,16 @@ std::string Replicator::ClusterJson() const {
     e["outbound"] = LinkStateName(static_cast<LinkState>(p->outbound.load()));
     e["inbound"] = p->inbound.load() ? "connected" : "disconnected";
     int64_t contact = p->last_contact_ms.load();
-    e["last_contact_ms_ago"] = contact == 0 ? nlohmann::json(nullptr) : nlohmann::json(now_ms - contact);
+    e["last_contact_ms_ago"] =
+        contact == 0 ? nlohmann::json(nullptr) : nlohmann::json(now_ms - contact);
     int64_t f = p->fresh_ns.load();
     e["lag_ms"] = f == kNever ? nlohmann::json(nullptr) : nlohmann::json((now_ns - f) / 1'000'000);
     e["rtt_ms"] = static_cast<double>(p->rtt_us.load()) / 1000.0;
     e["applied_seq"] = impl_->counters->AppliedSeq(p->address.region);
     e["sent"] = {{"deltas", p->deltas_sent->value()}, {"bytes", p->bytes_sent->value()}};
-    e["received"] = {{"deltas", p->deltas_applied->value()},
-                     {"bytes", p->bytes_received->value()}};
+    e["received"] = {{"deltas", p->deltas_applied->value()}, {"bytes", p->bytes_received->value()}};
     e["reconnects"] = p->reconnects->value();
-    e["anti_entropy"] = {{"rounds", p->ae_rounds->value()},
-                         {"repaired", p->ae_repaired->value()}};
+    e["anti_entropy"] = {{"rounds", p->ae_rounds->value()}, {"repaired", p->ae_repaired->value()}};
     std::string err = p->Error();
     e["last_error"] = err.empty() ? nlohmann::json(nullptr) : nlohmann::json(err);
     j["peers"].push_back(std::move(e));

@@ -1,13 +1,12 @@
 #include "server/config.h"
 
-#include <fmt/format.h>
-
 #include <arpa/inet.h>
+#include <fmt/format.h>
+#include <toml++/toml.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
-#include <toml++/toml.h>
 
 #include "replication/peers.h"
 
@@ -40,13 +39,15 @@ StatusOr<int64_t> ParseInt(std::string_view s, std::string_view what) {
 
 Status CheckRange(int64_t v, int64_t lo, int64_t hi, std::string_view what) {
   if (v < lo || v > hi) {
-    return Status::InvalidArgument(fmt::format("{} must be between {} and {}, not {}", what, lo, hi, v));
+    return Status::InvalidArgument(
+        fmt::format("{} must be between {} and {}, not {}", what, lo, hi, v));
   }
   return Status::Ok();
 }
 
 Status ValidateRegion(std::string_view r) {
-  if (r.empty() || r.size() > 32) return Status::InvalidArgument("region must be 1 to 32 characters");
+  if (r.empty() || r.size() > 32)
+    return Status::InvalidArgument("region must be 1 to 32 characters");
   for (char c : r) {
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
       return Status::InvalidArgument(
@@ -109,8 +110,10 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
       s = want_string(&str);
       if (s.ok()) {
         auto d = ParseDurability(str);
-        if (d.ok()) cfg->durability = *d;
-        else s = d.status();
+        if (d.ok())
+          cfg->durability = *d;
+        else
+          s = d.status();
       }
     } else if (k == "api_key") {
       s = want_string(&cfg->api_key);
@@ -191,7 +194,8 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
     cfg.durability = *d;
   }
   if (flags.api_key) cfg.api_key = *flags.api_key;
-  if (flags.threads) cfg.threads = static_cast<int>(std::clamp<int64_t>(*flags.threads, -1, 1 << 20));
+  if (flags.threads)
+    cfg.threads = static_cast<int>(std::clamp<int64_t>(*flags.threads, -1, 1 << 20));
   if (flags.max_connections) cfg.max_connections = *flags.max_connections;
   if (flags.request_timeout_ms) cfg.request_timeout_ms = *flags.request_timeout_ms;
   if (flags.async_sync_interval_ms) cfg.async_sync_interval_ms = *flags.async_sync_interval_ms;
@@ -213,8 +217,10 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
     }
   }
   if (Status s = CheckRange(cfg.threads, 0, 256, "threads"); !s.ok()) return s;
-  if (Status s = CheckRange(cfg.max_connections, 1, 1'000'000, "max connections"); !s.ok()) return s;
-  if (Status s = CheckRange(cfg.request_timeout_ms, 10, 3'600'000, "request timeout (ms)"); !s.ok()) {
+  if (Status s = CheckRange(cfg.max_connections, 1, 1'000'000, "max connections"); !s.ok())
+    return s;
+  if (Status s = CheckRange(cfg.request_timeout_ms, 10, 3'600'000, "request timeout (ms)");
+      !s.ok()) {
     return s;
   }
   if (Status s = CheckRange(cfg.async_sync_interval_ms, 1, 60'000, "async sync interval (ms)");

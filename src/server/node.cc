@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "common/metrics.h"
+#include "env/signals.h"
 #include "http/api.h"
 #include "http/server.h"
 #include "replication/replicator.h"
@@ -25,15 +26,8 @@ int AvailableCpus() {
 }
 
 Status RunNode(const ServeConfig& config) {
-  // Termination signals are taken synchronously by this thread (sigwait below); every thread
-  // started from here inherits the mask. SIGPIPE is ignored: a vanished client is an error
-  // value on its socket, not a process exit.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  // Termination signals are taken synchronously by this thread (sigwait below).
+  sigset_t signals = BlockTerminationSignals();
 
   MetricsRegistry metrics;
   storage::StoreMetrics store_metrics;
@@ -64,10 +58,12 @@ Status RunNode(const ServeConfig& config) {
     replication::ReplicatorOptions ro;
     ro.region = config.region;
     ro.cluster_secret = config.cluster_secret;
-    ro.listen = *replication::ParseHostPort(config.peer_listen, /*allow_port_zero=*/true);  // Validated with the config.
+    ro.listen = *replication::ParseHostPort(
+        config.peer_listen, /*allow_port_zero=*/true);  // Validated with the config.
     ro.peers = *replication::ParsePeers(config.peers, config.region);
     ro.interval = std::chrono::milliseconds(config.replication_interval_ms);
-    replicator = std::make_unique<replication::Replicator>(std::move(ro), counters->get(), &metrics);
+    replicator =
+        std::make_unique<replication::Replicator>(std::move(ro), counters->get(), &metrics);
     if (Status s = replicator->Start(); !s.ok()) return s;
     cluster = replicator.get();
   }
@@ -78,8 +74,8 @@ Status RunNode(const ServeConfig& config) {
     ~StopWriter() { c->Stop(); }
   } stop_writer{counters->get()};
 
-  http::Api api(http::ApiOptions{config.region, config.api_key, config.data_dir},
-                counters->get(), cluster, &metrics);
+  http::Api api(http::ApiOptions{config.region, config.api_key, config.data_dir}, counters->get(),
+                cluster, &metrics);
   http::HttpMetrics http_metrics(&metrics);
   http::HttpServerOptions http_options;
   http_options.listen_address = config.listen;
@@ -93,8 +89,7 @@ Status RunNode(const ServeConfig& config) {
   if (Status s = server.Start(); !s.ok()) return s;
 
   std::printf("edgestate listening on http://%s:%u region=%s data=%s durability=%s peer_port=%u\n",
-              config.listen.c_str(), server.port(), config.region.c_str(),
-              config.data_dir.c_str(),
+              config.listen.c_str(), server.port(), config.region.c_str(), config.data_dir.c_str(),
               config.durability == service::Durability::kFsync ? "fsync" : "async",
               replicator ? replicator->peer_port() : 0u);
   std::fflush(stdout);

@@ -4,17 +4,17 @@
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
-#include "common/strings.h"
-
 #include <tuple>
+
+#include "common/strings.h"
 
 namespace edgestate::service {
 
 Status ValidateCounterName(std::string_view name) {
   if (name.empty()) return Status::InvalidArgument("counter name is empty");
   if (name.size() > kMaxCounterNameBytes) {
-    return Status::InvalidArgument(
-        fmt::format("counter name is {} bytes; the limit is {}", name.size(), kMaxCounterNameBytes));
+    return Status::InvalidArgument(fmt::format("counter name is {} bytes; the limit is {}",
+                                               name.size(), kMaxCounterNameBytes));
   }
   for (unsigned char c : name) {
     if (c < 0x20 || c == 0x7f) {
@@ -46,8 +46,8 @@ CounterService::CounterService(storage::Store* store, CounterServiceOptions opti
       "Async durability: acknowledged writes not yet synced when each periodic sync ran (what a "
       "power loss at that moment would have lost).",
       ExponentialBuckets(1, 4, 10));
-  increments_ok_ = &metrics->AddCounter("edgestate_increments_total",
-                                        "Increments by outcome.", "result=\"ok\"");
+  increments_ok_ =
+      &metrics->AddCounter("edgestate_increments_total", "Increments by outcome.", "result=\"ok\"");
   increments_rejected_ = &metrics->AddCounter("edgestate_increments_total",
                                               "Increments by outcome.", "result=\"rejected\"");
   write_errors_ = &metrics->AddCounter("edgestate_storage_write_errors_total",
@@ -284,7 +284,8 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
   for (const auto& [name, entry] : staged) {
     if (entry.second) wb.Put(storage::CounterKey(name), storage::EncodeCounter(entry.first));
   }
-  for (const auto& [origin, seq] : applied_updates) wb.Put(storage::AppliedKey(origin), std::to_string(seq));
+  for (const auto& [origin, seq] : applied_updates)
+    wb.Put(storage::AppliedKey(origin), std::to_string(seq));
   if (probe) wb.Put(storage::MetaKey("health-probe"), std::to_string(now_ms));
   Status write = Status::Ok();
   batch_size_->Observe(static_cast<double>(ops.size()));
@@ -295,7 +296,8 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
     std::vector<std::tuple<uint64_t, uint64_t, std::string_view>> changelog_moves;
     for (const auto& [name, prev] : previous_own_seq) {
       const crdt::Slot* own = staged[name].first.Find(options_.region);
-      if (own != nullptr && own->version != prev) changelog_moves.emplace_back(prev, own->version, name);
+      if (own != nullptr && own->version != prev)
+        changelog_moves.emplace_back(prev, own->version, name);
     }
     for (auto& [name, entry] : staged) {
       if (!entry.second) continue;
@@ -333,9 +335,9 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
     }
     if (op.kind == Op::Kind::kApply) {
       op.probe_done(!results[i].ok() ? results[i].status()
-                    : write.ok()     ? Status::Ok()
-                                     : Status::Unavailable("storage is not writable: " +
-                                                           write.message()));
+                    : write.ok()
+                        ? Status::Ok()
+                        : Status::Unavailable("storage is not writable: " + write.message()));
       continue;
     }
     if (!write.ok()) {

@@ -131,10 +131,10 @@ class CounterService {
     enum class Kind { kIncrement, kProbe, kApply } kind = Kind::kIncrement;
     std::string name;  // kIncrement: the counter. kApply: the origin region.
     int64_t delta = 0;
-    uint64_t covers_seq = 0;         // kApply.
-    std::vector<SlotUpdate> slots;   // kApply.
+    uint64_t covers_seq = 0;        // kApply.
+    std::vector<SlotUpdate> slots;  // kApply.
     IncrementCallback increment_done;
-    ProbeCallback probe_done;        // kProbe and kApply.
+    ProbeCallback probe_done;  // kProbe and kApply.
   };
   struct Shard {
     mutable std::mutex mu;
@@ -142,7 +142,8 @@ class CounterService {
       using is_transparent = void;
       size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
     };
-    std::unordered_map<std::string, crdt::PnCounter, Hash, std::equal_to<>> counters;  // GUARDED_BY(mu)
+    std::unordered_map<std::string, crdt::PnCounter, Hash, std::equal_to<>>
+        counters;  // GUARDED_BY(mu)
   };
   static constexpr size_t kShards = 64;
   static constexpr size_t kGatherThreshold = 4;

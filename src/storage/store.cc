@@ -131,7 +131,8 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(MakeOptions(), dir, &raw);
   if (!s.ok()) {
-    if (s.IsIOError()) return Status::Unavailable("cannot open store in " + dir + ": " + s.ToString());
+    if (s.IsIOError())
+      return Status::Unavailable("cannot open store in " + dir + ": " + s.ToString());
     return FromRocks(s, "cannot open store in " + dir);
   }
   return std::unique_ptr<Store>(new Store(std::unique_ptr<rocksdb::DB>(raw), dir, metrics));
@@ -164,7 +165,8 @@ Status Store::Write(rocksdb::WriteBatch* batch, bool sync) {
   wo.sync = sync;
   auto start = std::chrono::steady_clock::now();
   rocksdb::Status s = db_->Write(wo, batch);
-  if (sync && metrics_.sync_write_seconds) metrics_.sync_write_seconds->Observe(SecondsSince(start));
+  if (sync && metrics_.sync_write_seconds)
+    metrics_.sync_write_seconds->Observe(SecondsSince(start));
   if (!s.ok()) {
     failed_.store(true);
     return FromRocks(s, "write failed");
@@ -184,8 +186,7 @@ Status Store::SyncWal() {
   return Status::Ok();
 }
 
-Status Store::ForEachCounter(
-    const std::function<Status(std::string_view, std::string_view)>& fn) {
+Status Store::ForEachCounter(const std::function<Status(std::string_view, std::string_view)>& fn) {
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;
   ro.readahead_size = 4 << 20;
@@ -196,8 +197,8 @@ Status Store::ForEachCounter(
     rocksdb::Slice k = it->key();
     if (k.empty() || k[0] != kCounterPrefix) break;
     rocksdb::Slice v = it->value();
-    if (Status st = fn(std::string_view(k.data() + 1, k.size() - 1),
-                       std::string_view(v.data(), v.size()));
+    if (Status st =
+            fn(std::string_view(k.data() + 1, k.size() - 1), std::string_view(v.data(), v.size()));
         !st.ok()) {
       return st;
     }

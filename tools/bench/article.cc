@@ -31,6 +31,12 @@ struct Design {
   std::string error;
 };
 
+// Stops every process of a design on every way out of its run.
+struct StopOnExit {
+  std::vector<ChildProcess>& procs;
+  ~StopOnExit() { demo::StopProcesses(procs); }
+};
+
 Config LoadConfig(const ArticleOptions& o) {
   Config c;
   c.vus = o.vus;
@@ -59,8 +65,8 @@ Status CheckNodeModules(const ArticleOptions& o, const std::string& baseline,
                         const std::string& package) {
   fs::path p = fs::path(o.baselines_dir) / baseline / "node_modules" / package;
   if (!fs::exists(p)) {
-    return Status::FailedPrecondition(fmt::format(
-        "{} is not installed ({} missing); run scripts/setup.sh", package, p.string()));
+    return Status::FailedPrecondition(
+        fmt::format("{} is not installed ({} missing); run scripts/setup.sh", package, p.string()));
   }
   return Status::Ok();
 }
@@ -68,27 +74,23 @@ Status CheckNodeModules(const ArticleOptions& o, const std::string& baseline,
 // edgestate: the demo, with every region's clients on their own node.
 StatusOr<RunSummary> RunEdgestate(const ArticleOptions& o) {
   std::vector<ChildProcess> procs;
-  auto demo = demo::SpawnProcess(
-      "edgestate demo",
-      {o.edgestate_binary, "demo", "--base-port", std::to_string(o.base_port), "--data-dir",
-       (fs::path(o.work_dir) / "edgestate").string(), "--control-port",
-       std::to_string(o.base_port + 100)},
-      LogPath(o, "edgestate-demo"));
+  StopOnExit stop{procs};
+  auto demo =
+      demo::SpawnProcess("edgestate demo",
+                         {o.edgestate_binary, "demo", "--base-port", std::to_string(o.base_port),
+                          "--data-dir", (fs::path(o.work_dir) / "edgestate").string(),
+                          "--control-port", std::to_string(o.base_port + 100)},
+                         LogPath(o, "edgestate-demo"));
   if (!demo.ok()) return demo.status();
   procs.push_back(*demo);
   auto ready = demo::AwaitOutput(&procs[0], std::regex("demo ready"), std::chrono::seconds(30));
-  if (!ready.ok()) {
-    demo::StopProcesses(procs);
-    return ready.status();
-  }
+  if (!ready.ok()) return ready.status();
   Config c = LoadConfig(o);
   for (size_t i = 0; i < kRegions.size(); ++i) {
     c.targets.push_back(MakeTarget(kRegions[i], static_cast<uint16_t>(o.base_port + i)));
   }
   std::this_thread::sleep_for(std::chrono::seconds(1));  // Replication links up.
-  RunSummary s = RunLoad(c);
-  demo::StopProcesses(procs);
-  return s;
+  return RunLoad(c);
 }
 
 // isolate: one Worker + Durable Object in iad; other regions cross the WAN to reach it.
@@ -96,6 +98,7 @@ StatusOr<RunSummary> RunIsolate(const ArticleOptions& o) {
   if (Status s = CheckNodeModules(o, "isolate-counter", "miniflare"); !s.ok()) return s;
   const uint16_t port = static_cast<uint16_t>(o.base_port + 200);
   std::vector<ChildProcess> procs;
+  StopOnExit stop{procs};
   auto worker = demo::SpawnProcess(
       "isolate design (workerd)",
       {"node", (fs::path(o.baselines_dir) / "isolate-counter" / "server.mjs").string(),
@@ -104,10 +107,7 @@ StatusOr<RunSummary> RunIsolate(const ArticleOptions& o) {
   if (!worker.ok()) return worker.status();
   procs.push_back(*worker);
   auto ready = demo::AwaitOutput(&procs[0], std::regex("ready"), std::chrono::seconds(60));
-  if (!ready.ok()) {
-    demo::StopProcesses(procs);
-    return ready.status();
-  }
+  if (!ready.ok()) return ready.status();
   const netem::RttModel& model = netem::RttModel::Default();
   netem::WanEmulator wan;
   Config c = LoadConfig(o);
@@ -121,19 +121,12 @@ StatusOr<RunSummary> RunIsolate(const ArticleOptions& o) {
     spec.to = kHome;
     spec.one_way_ms = model.RttMs(r, kHome) / 2;
     spec.target_port = port;
-    if (Status s = wan.AddLink(spec); !s.ok()) {
-      demo::StopProcesses(procs);
-      return s;
-    }
+    if (Status s = wan.AddLink(spec); !s.ok()) return s;
     c.targets.push_back(MakeTarget(r, wan.LinkPort(r, kHome)));
   }
-  if (Status s = wan.Start(); !s.ok()) {
-    demo::StopProcesses(procs);
-    return s;
-  }
+  if (Status s = wan.Start(); !s.ok()) return s;
   RunSummary s = RunLoad(c);
   wan.Stop();
-  demo::StopProcesses(procs);
   return s;
 }
 
@@ -144,6 +137,7 @@ StatusOr<RunSummary> RunVm(const ArticleOptions& o) {
   netem::WanEmulator wan;
   if (Status s = netem::AddMesh(&wan, model, kRegions, 0); !s.ok()) return s;
   std::vector<ChildProcess> procs;
+  StopOnExit stop{procs};
   Config c = LoadConfig(o);
   for (size_t i = 0; i < kRegions.size(); ++i) {
     const std::string& r = kRegions[i];
@@ -161,30 +155,23 @@ StatusOr<RunSummary> RunVm(const ArticleOptions& o) {
         "vm design " + r,
         {"node", (fs::path(o.baselines_dir) / "express-counter" / "server.js").string()},
         LogPath(o, "vm-" + r),
-        {{"PORT", std::to_string(port)}, {"FLY_REGION", r}, {"DATA_DIR", data.string()},
-         {"PEERS", peers}, {"REPLICATION_INTERVAL_MS", "100"}});
-    if (!p.ok()) {
-      demo::StopProcesses(procs);
-      return p.status();
-    }
+        {{"PORT", std::to_string(port)},
+         {"FLY_REGION", r},
+         {"DATA_DIR", data.string()},
+         {"PEERS", peers},
+         {"REPLICATION_INTERVAL_MS", "100"}});
+    if (!p.ok()) return p.status();
     procs.push_back(*p);
     c.targets.push_back(MakeTarget(r, port));
   }
   for (auto& p : procs) {
     auto ready = demo::AwaitOutput(&p, std::regex("listening"), std::chrono::seconds(30));
-    if (!ready.ok()) {
-      demo::StopProcesses(procs);
-      return ready.status();
-    }
+    if (!ready.ok()) return ready.status();
   }
-  if (Status s = wan.Start(); !s.ok()) {
-    demo::StopProcesses(procs);
-    return s;
-  }
+  if (Status s = wan.Start(); !s.ok()) return s;
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   RunSummary s = RunLoad(c);
   wan.Stop();
-  demo::StopProcesses(procs);
   return s;
 }
 
@@ -207,15 +194,17 @@ std::string Svg(const std::vector<Design>& designs) {
       "design, all requests of the eight regions (edgebench article)</text>\n",
       w, h, left);
   for (double ms : {0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0}) {
-    svg += fmt::format("<line x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\" stroke=\"#ddd\"/>"
-                       "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>\n",
-                       x(ms), top, h - bottom, h - bottom + 16,
-                       ms < 1 ? fmt::format("{} ms", ms) : fmt::format("{:g} ms", ms));
+    svg += fmt::format(
+        "<line x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\" stroke=\"#ddd\"/>"
+        "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>\n",
+        x(ms), top, h - bottom, h - bottom + 16,
+        ms < 1 ? fmt::format("{} ms", ms) : fmt::format("{:g} ms", ms));
   }
   for (double q : {0.0, 0.25, 0.5, 0.75, 0.9, 1.0}) {
-    svg += fmt::format("<line x1=\"{0}\" x2=\"{2}\" y1=\"{1:.1f}\" y2=\"{1:.1f}\" stroke=\"#eee\"/>"
-                       "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}%</text>\n",
-                       left, y(q), w - right, left - 6, y(q) + 4, q * 100);
+    svg += fmt::format(
+        "<line x1=\"{0}\" x2=\"{2}\" y1=\"{1:.1f}\" y2=\"{1:.1f}\" stroke=\"#eee\"/>"
+        "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}%</text>\n",
+        left, y(q), w - right, left - 6, y(q) + 4, q * 100);
   }
   svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">latency (log scale)</text>\n",
                      (left + w - right) / 2, h - 12);
@@ -275,12 +264,13 @@ int RunArticle(const ArticleOptions& options) {
     designs.push_back(std::move(d));
   }
 
-  std::printf("\nThe article's benchmark, reproduced: eight regions on one machine over the "
-              "emulated WAN, %d VUs (%d per region, %.0f ms pause between requests), %.0f s per "
-              "design, read=%d increment=%d, timeout %.0f s. Global percentiles are averaged "
-              "over the regions, as in the article.\n\n",
-              o.vus, o.vus / 8, o.think_ms, static_cast<double>(o.duration.count()) / 1000,
-              o.mix.read, o.mix.increment, static_cast<double>(o.timeout.count()) / 1000);
+  std::printf(
+      "\nThe article's benchmark, reproduced: eight regions on one machine over the "
+      "emulated WAN, %d VUs (%d per region, %.0f ms pause between requests), %.0f s per "
+      "design, read=%d increment=%d, timeout %.0f s. Global percentiles are averaged "
+      "over the regions, as in the article.\n\n",
+      o.vus, o.vus / 8, o.think_ms, static_cast<double>(o.duration.count()) / 1000, o.mix.read,
+      o.mix.increment, static_cast<double>(o.timeout.count()) / 1000);
   std::printf("%-10s %9s %9s %9s %9s %10s %9s %9s %8s\n", "design", "p50 ms", "p95 ms", "p99 ms",
               "stale %", "lost upd.", "requests", "req/s", "errors");
   nlohmann::json systems = nlohmann::json::array();
@@ -293,14 +283,15 @@ int RunArticle(const ArticleOptions& options) {
     }
     double stale_pct = s.reads ? 100.0 * s.stale_reads / s.reads : 0;
     std::printf("%-10s %9.2f %9.2f %9.2f %9.2f %10lld %9llu %9.0f %8llu\n", d.name.c_str(),
-                s.RegionAverage(0.5), s.RegionAverage(0.95), s.RegionAverage(0.99),
-                stale_pct, static_cast<long long>(s.lost_updates),
-                static_cast<unsigned long long>(s.requests), s.requests / s.seconds,
-                static_cast<unsigned long long>(s.errors));
+                s.RegionAverage(0.5), s.RegionAverage(0.95), s.RegionAverage(0.99), stale_pct,
+                static_cast<long long>(s.lost_updates), static_cast<unsigned long long>(s.requests),
+                s.requests / s.seconds, static_cast<unsigned long long>(s.errors));
     nlohmann::json regions = nlohmann::json::object();
     for (const auto& [region, h] : s.regions) {
-      regions[region] = {{"p50_ms", Ms(h.Percentile(0.5))}, {"p95_ms", Ms(h.Percentile(0.95))},
-                         {"p99_ms", Ms(h.Percentile(0.99))}, {"requests", h.count()}};
+      regions[region] = {{"p50_ms", Ms(h.Percentile(0.5))},
+                         {"p95_ms", Ms(h.Percentile(0.95))},
+                         {"p99_ms", Ms(h.Percentile(0.99))},
+                         {"requests", h.count()}};
     }
     systems.push_back({{"name", d.name},
                        {"p50_ms", s.RegionAverage(0.5)},
@@ -335,19 +326,23 @@ int RunArticle(const ArticleOptions& options) {
   }
   for (const auto& d : designs) {
     if (d.error.empty() && d.name == "edgestate") {
-      std::printf("\nedgestate's reads carried a staleness bound of p50 %.0f ms, p99 %.0f ms; "
-                  "reads that missed an increment older than their bound: %llu.\n",
-                  d.summary.staleness_p50_ms, d.summary.staleness_p99_ms,
-                  static_cast<unsigned long long>(d.summary.bound_violations));
+      std::printf(
+          "\nedgestate's reads carried a staleness bound of p50 %.0f ms, p99 %.0f ms; "
+          "reads that missed an increment older than their bound: %llu.\n",
+          d.summary.staleness_p50_ms, d.summary.staleness_p99_ms,
+          static_cast<unsigned long long>(d.summary.bound_violations));
     }
   }
   if (!o.json_file.empty()) {
     nlohmann::json j;
     j["systems"] = systems;
-    j["config"] = {{"vus", o.vus}, {"duration_s", o.duration.count() / 1000.0},
+    j["config"] = {{"vus", o.vus},
+                   {"duration_s", o.duration.count() / 1000.0},
                    {"mix", {{"read", o.mix.read}, {"increment", o.mix.increment}}},
-                   {"timeout_s", o.timeout.count() / 1000.0}, {"regions", kRegions},
-                   {"isolate_home", kHome}, {"last_mile_ms", o.last_mile_ms}};
+                   {"timeout_s", o.timeout.count() / 1000.0},
+                   {"regions", kRegions},
+                   {"isolate_home", kHome},
+                   {"last_mile_ms", o.last_mile_ms}};
     std::ofstream(o.json_file) << j.dump(2) << "\n";
   }
   if (!o.chart_file.empty()) {

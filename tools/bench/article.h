@@ -26,7 +26,7 @@ struct ArticleOptions {
   Mix mix{90, 10};
   std::chrono::milliseconds timeout{5000};
   double last_mile_ms = 0;
-  double think_ms = 100;  // The article's k6 script sleeps 0.1 s between requests.
+  double think_ms = 100;   // The article's k6 script sleeps 0.1 s between requests.
   uint16_t base_port = 0;  // 0: find free ports (the run needs base .. base + 307).
   std::string json_file;
   std::string chart_file = "article-latency.svg";

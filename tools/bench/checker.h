@@ -13,7 +13,7 @@ namespace edgestate::bench {
 struct ReadRecord {
   uint32_t key = 0;
   uint32_t region = 0;
-  int64_t sent_ns = 0;        // When the request left the client (monotonic).
+  int64_t sent_ns = 0;  // When the request left the client (monotonic).
   int64_t value = 0;
   int64_t staleness_ms = -1;  // The server's reported bound; -1 when it gave none (or "inf").
 };

@@ -9,8 +9,8 @@ constexpr int64_t kMs = 1'000'000;
 
 TEST(CheckReadsTest, FreshReadsAreNotStale) {
   std::vector<AckRecord> acks = {{0, 10 * kMs}, {0, 20 * kMs}};
-  std::vector<ReadRecord> reads = {{0, 0, 5 * kMs, 100, -1}, {0, 1, 15 * kMs, 101, 0},
-                                   {0, 0, 25 * kMs, 102, 0}};
+  std::vector<ReadRecord> reads = {
+      {0, 0, 5 * kMs, 100, -1}, {0, 1, 15 * kMs, 101, 0}, {0, 0, 25 * kMs, 102, 0}};
   ReadCheck c = CheckReads(reads, acks, {100}, 2);
   EXPECT_EQ(c.reads, 3u);
   EXPECT_EQ(c.stale, 0u);

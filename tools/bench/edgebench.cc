@@ -12,16 +12,16 @@
 // with --convergence-probes, the time from an increment's acknowledgment at one region to its
 // visibility at each other. Exit code: 0, 1 for an error in the run itself, 2 for bad flags,
 // 3 when a --threshold is breached.
-#include <CLI/CLI.hpp>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <string_view>
 
 #include "bench/article.h"
 #include "bench/runner.h"
-
+#include "common/strings.h"
 
 int main(int argc, char** argv) {
   using namespace edgestate::bench;
@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
   app.add_option("--duration", duration, "Length of the run: 30s, 500ms, 2m");
   app.add_option("--timeout", timeout, "Per-request timeout (default 5s)");
   app.add_option("--mix", mix, "Operation weights, e.g. read=90,increment=10");
-  app.add_option("--keys", c.keys, "Number of counters (default 1: the article's /read and /increment)")
+  app.add_option("--keys", c.keys,
+                 "Number of counters (default 1: the article's /read and /increment)")
       ->check(CLI::Range(1, 10'000'000));
   app.add_option("--dist", c.dist, "Key distribution: uniform or zipf")
       ->check(CLI::IsMember({"uniform", "zipf"}));
@@ -106,27 +107,25 @@ int main(int argc, char** argv) {
   };
   if (art->parsed()) {
     auto d = ParseDuration(article_duration);
-    if (!d.ok() || d->count() <= 0) return fail(edgestate::Status::InvalidArgument("bad --duration"));
+    if (!d.ok() || d->count() <= 0)
+      return fail(edgestate::Status::InvalidArgument("bad --duration"));
     article.duration = *d;
     auto m = ParseMix(article_mix);
     if (!m.ok()) return fail(m.status());
     article.mix = *m;
     if (!designs.empty()) {
       article.designs.clear();
-      std::string_view rest = designs;
-      while (!rest.empty()) {
-        size_t comma = rest.find(',');
-        std::string name(rest.substr(0, comma));
+      for (const std::string& name : edgestate::SplitList(designs)) {
         if (name != "edgestate" && name != "isolate" && name != "vm") {
           return fail(edgestate::Status::InvalidArgument("unknown design " + name));
         }
         article.designs.push_back(name);
-        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
       }
     }
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    std::filesystem::path bin_dir = std::filesystem::path(n > 0 ? std::string(self, n) : argv[0]).parent_path();
+    std::filesystem::path bin_dir =
+        std::filesystem::path(n > 0 ? std::string(self, n) : argv[0]).parent_path();
     article.edgestate_binary = (bin_dir / "edgestate").string();
     if (article.baselines_dir.empty()) {
       article.baselines_dir = (bin_dir.parent_path() / "bench" / "baselines").string();
@@ -157,7 +156,8 @@ int main(int argc, char** argv) {
   if (!d.ok()) return fail(d.status());
   c.duration = *d;
   auto to = ParseDuration(timeout);
-  if (!to.ok() || to->count() <= 0) return fail(edgestate::Status::InvalidArgument("bad --timeout"));
+  if (!to.ok() || to->count() <= 0)
+    return fail(edgestate::Status::InvalidArgument("bad --timeout"));
   c.timeout = *to;
   auto se = ParseDuration(settle);
   if (!se.ok()) return fail(se.status());

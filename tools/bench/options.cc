@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 
-#include <charconv>
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 
 #include "replication/peers.h"
@@ -38,7 +38,8 @@ StatusOr<Target> ParseTarget(std::string_view s) {
 StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view s) {
   double v = 0;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || v < 0) return Status::InvalidArgument(fmt::format("bad duration \"{}\"", s));
+  if (ec != std::errc() || v < 0)
+    return Status::InvalidArgument(fmt::format("bad duration \"{}\"", s));
   std::string_view unit(ptr, s.data() + s.size() - ptr);
   double ms;
   if (unit.empty() || unit == "s") {
@@ -101,8 +102,8 @@ StatusOr<Threshold> ParseThreshold(std::string_view s) {
   if (ec != std::errc() || ptr != v.data() + v.size()) {
     return Status::InvalidArgument(fmt::format("threshold \"{}\" has a bad value", s));
   }
-  static const std::vector<std::string> kMetrics = {"p50", "p90", "p95", "p99", "max",
-                                                    "error_rate", "stale_rate", "lost"};
+  static const std::vector<std::string> kMetrics = {"p50", "p90",        "p95",        "p99",
+                                                    "max", "error_rate", "stale_rate", "lost"};
   if (std::find(kMetrics.begin(), kMetrics.end(), t.metric) == kMetrics.end()) {
     return Status::InvalidArgument(fmt::format(
         "threshold metric \"{}\" is not one of p50 p90 p95 p99 max error_rate stale_rate lost",

@@ -1,4 +1,5 @@
-// The load runner behind edgebench: a k6-style load tool that knows about regions, stale reads and lost updates.
+// The load runner behind edgebench: a k6-style load tool that knows about regions, stale reads and
+// lost updates.
 //
 //   edgebench --target iad=http://127.0.0.1:8080 --target lhr=http://127.0.0.1:8082
 //             --vus 32 --duration 30s --mix read=90,increment=10 --threshold 'p99<100'
@@ -11,7 +12,7 @@
 // with --convergence-probes, the time from an increment's acknowledgment at one region to its
 // visibility at each other. Exit code: 0, 1 for an error in the run itself, 2 for bad flags,
 // 3 when a --threshold is breached.
-#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
+#include "bench/runner.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -32,8 +33,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
-
-#include "bench/runner.h"
+#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "bench/checker.h"
 #include "bench/histogram.h"
@@ -80,7 +80,7 @@ class Client {
       auto address = asio::ip::make_address(target_.host, ec);
       if (!ec) {
         co_await stream_->async_connect(tcp::endpoint(address, target_.port),
-                                       redirect_error(use_awaitable, ec));
+                                        redirect_error(use_awaitable, ec));
       }
       if (ec) {
         Reset();
@@ -195,7 +195,8 @@ class Runner {
     if (c_.keys == 1) return 0;
     if (zipf_cdf_.empty()) return std::uniform_int_distribution<int>(0, c_.keys - 1)(rng);
     double u = std::uniform_real_distribution<double>(0, 1)(rng);
-    return static_cast<int>(std::lower_bound(zipf_cdf_.begin(), zipf_cdf_.end(), u) - zipf_cdf_.begin());
+    return static_cast<int>(std::lower_bound(zipf_cdf_.begin(), zipf_cdf_.end(), u) -
+                            zipf_cdf_.begin());
   }
   awaitable<void> Sleep(double ms) {
     if (ms <= 0) co_return;
@@ -250,7 +251,8 @@ awaitable<void> Runner::Vu(int id, uint32_t region) {
   for (;;) {
     int64_t scheduled;
     if (c_.rate > 0) {
-      scheduled = start_ns_ + static_cast<int64_t>(static_cast<double>(next_slot_++) * 1e9 / c_.rate);
+      scheduled =
+          start_ns_ + static_cast<int64_t>(static_cast<double>(next_slot_++) * 1e9 / c_.rate);
       if (scheduled >= end_ns_) break;
       int64_t wait = scheduled - NowNs();
       if (wait > 0) co_await Sleep(static_cast<double>(wait) / 1e6);
@@ -310,8 +312,8 @@ awaitable<void> Runner::Progress() {
     double total = static_cast<double>(end_ns_ - start_ns_) / 1e9;
     uint64_t errors = 0;
     for (auto& s : stats_) errors += s.errors;
-    std::fprintf(stderr, "\r[%5.1fs / %.0fs] %llu requests, %llu/s, %llu errors   ", elapsed,
-                 total, static_cast<unsigned long long>(done_),
+    std::fprintf(stderr, "\r[%5.1fs / %.0fs] %llu requests, %llu/s, %llu errors   ", elapsed, total,
+                 static_cast<unsigned long long>(done_),
                  static_cast<unsigned long long>(done_ - last_done),
                  static_cast<unsigned long long>(errors));
     last_done = static_cast<int64_t>(done_);
@@ -415,76 +417,88 @@ void Runner::Report(RunSummary* summary) {
   for (int64_t l : lc.lost_by_region) lost = std::max(lost, l);
 
   auto ms = [](uint64_t us) { return static_cast<double>(us) / 1000.0; };
-  print("edgebench: %zu regions, %d VUs, %.1f s, mix read=%d increment=%d, %d key(s) (%s), "
-              "%s, api %s\n\n",
-              c_.targets.size(), c_.vus, secs, c_.mix.read, c_.mix.increment, c_.keys,
-              c_.dist.c_str(),
-              c_.rate > 0 ? fmt::format("open loop at {} req/s", c_.rate).c_str() : "closed loop",
-              v1_ ? "v1" : "article");
-  print("%-6s %9s %8s %8s %8s %8s %8s %9s %7s %7s\n", "region", "requests", "req/s",
-              "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "errors", "stale");
+  print(
+      "edgebench: %zu regions, %d VUs, %.1f s, mix read=%d increment=%d, %d key(s) (%s), "
+      "%s, api %s\n\n",
+      c_.targets.size(), c_.vus, secs, c_.mix.read, c_.mix.increment, c_.keys, c_.dist.c_str(),
+      c_.rate > 0 ? fmt::format("open loop at {} req/s", c_.rate).c_str() : "closed loop",
+      v1_ ? "v1" : "article");
+  print("%-6s %9s %8s %8s %8s %8s %8s %9s %7s %7s\n", "region", "requests", "req/s", "p50 ms",
+        "p90 ms", "p95 ms", "p99 ms", "max ms", "errors", "stale");
   nlohmann::json regions = nlohmann::json::object();
-  auto row = [&](const std::string& name, const LatencyHistogram& h, uint64_t errs,
-                 uint64_t stale, uint64_t nreads) {
+  auto row = [&](const std::string& name, const LatencyHistogram& h, uint64_t errs, uint64_t stale,
+                 uint64_t nreads) {
     print("%-6s %9llu %8.0f %8.2f %8.2f %8.2f %8.2f %9.2f %7llu %6.2f%%\n", name.c_str(),
-                static_cast<unsigned long long>(h.count()), h.count() / secs, ms(h.Percentile(0.5)),
-                ms(h.Percentile(0.9)), ms(h.Percentile(0.95)), ms(h.Percentile(0.99)), ms(h.max()),
-                static_cast<unsigned long long>(errs), nreads ? 100.0 * stale / nreads : 0.0);
-    return nlohmann::json{{"requests", h.count()},      {"rps", h.count() / secs},
-                          {"p50_ms", ms(h.Percentile(0.5))}, {"p90_ms", ms(h.Percentile(0.9))},
-                          {"p95_ms", ms(h.Percentile(0.95))}, {"p99_ms", ms(h.Percentile(0.99))},
-                          {"max_ms", ms(h.max())},        {"errors", errs},
-                          {"reads", nreads},              {"stale_reads", stale}};
+          static_cast<unsigned long long>(h.count()), h.count() / secs, ms(h.Percentile(0.5)),
+          ms(h.Percentile(0.9)), ms(h.Percentile(0.95)), ms(h.Percentile(0.99)), ms(h.max()),
+          static_cast<unsigned long long>(errs), nreads ? 100.0 * stale / nreads : 0.0);
+    return nlohmann::json{{"requests", h.count()},
+                          {"rps", h.count() / secs},
+                          {"p50_ms", ms(h.Percentile(0.5))},
+                          {"p90_ms", ms(h.Percentile(0.9))},
+                          {"p95_ms", ms(h.Percentile(0.95))},
+                          {"p99_ms", ms(h.Percentile(0.99))},
+                          {"max_ms", ms(h.max())},
+                          {"errors", errs},
+                          {"reads", nreads},
+                          {"stale_reads", stale}};
   };
   for (size_t r = 0; r < c_.targets.size(); ++r) {
     regions[c_.targets[r].region] = row(c_.targets[r].region, stats_[r].all, stats_[r].errors,
                                         rc.stale_by_region[r], rc.reads_by_region[r]);
-    regions[c_.targets[r].region]["lost_updates"] = lc.lost_by_region.empty() ? 0 : lc.lost_by_region[r];
+    regions[c_.targets[r].region]["lost_updates"] =
+        lc.lost_by_region.empty() ? 0 : lc.lost_by_region[r];
   }
   nlohmann::json overall = row("all", all, errors, rc.stale, rc.reads);
-  print("\n%-6s %9s %8s %8s %8s   %9s %8s %8s %8s\n", "region", "reads", "p50 ms",
-              "p95 ms", "p99 ms", "increments", "p50 ms", "p95 ms", "p99 ms");
+  print("\n%-6s %9s %8s %8s %8s   %9s %8s %8s %8s\n", "region", "reads", "p50 ms", "p95 ms",
+        "p99 ms", "increments", "p50 ms", "p95 ms", "p99 ms");
   for (size_t r = 0; r < c_.targets.size(); ++r) {
     const auto& rd = stats_[r].reads;
     const auto& in = stats_[r].increments;
-    print("%-6s %9llu %8.2f %8.2f %8.2f   %9llu %8.2f %8.2f %8.2f\n",
-                c_.targets[r].region.c_str(), static_cast<unsigned long long>(rd.count()),
-                ms(rd.Percentile(0.5)), ms(rd.Percentile(0.95)), ms(rd.Percentile(0.99)),
-                static_cast<unsigned long long>(in.count()), ms(in.Percentile(0.5)),
-                ms(in.Percentile(0.95)), ms(in.Percentile(0.99)));
+    print("%-6s %9llu %8.2f %8.2f %8.2f   %9llu %8.2f %8.2f %8.2f\n", c_.targets[r].region.c_str(),
+          static_cast<unsigned long long>(rd.count()), ms(rd.Percentile(0.5)),
+          ms(rd.Percentile(0.95)), ms(rd.Percentile(0.99)),
+          static_cast<unsigned long long>(in.count()), ms(in.Percentile(0.5)),
+          ms(in.Percentile(0.95)), ms(in.Percentile(0.99)));
     auto& jr = regions[c_.targets[r].region];
-    jr["read"] = {{"count", rd.count()}, {"p50_ms", ms(rd.Percentile(0.5))},
-                  {"p95_ms", ms(rd.Percentile(0.95))}, {"p99_ms", ms(rd.Percentile(0.99))}};
-    jr["increment"] = {{"count", in.count()}, {"p50_ms", ms(in.Percentile(0.5))},
-                       {"p95_ms", ms(in.Percentile(0.95))}, {"p99_ms", ms(in.Percentile(0.99))}};
+    jr["read"] = {{"count", rd.count()},
+                  {"p50_ms", ms(rd.Percentile(0.5))},
+                  {"p95_ms", ms(rd.Percentile(0.95))},
+                  {"p99_ms", ms(rd.Percentile(0.99))}};
+    jr["increment"] = {{"count", in.count()},
+                       {"p50_ms", ms(in.Percentile(0.5))},
+                       {"p95_ms", ms(in.Percentile(0.95))},
+                       {"p99_ms", ms(in.Percentile(0.99))}};
   }
   const double error_rate = all.count() ? static_cast<double>(errors) / all.count() : 0;
   const double stale_rate = rc.reads ? static_cast<double>(rc.stale) / rc.reads : 0;
   print("\n");
   std::vector<double> st(staleness_seen_.begin(), staleness_seen_.end());
-  print("stale reads: %llu of %llu (%.3f %%), %llu increments missed; reads outside their "
-              "reported bound: %llu\n",
-              static_cast<unsigned long long>(rc.stale), static_cast<unsigned long long>(rc.reads),
-              100.0 * stale_rate, static_cast<unsigned long long>(rc.missed_increments),
-              static_cast<unsigned long long>(rc.bound_violations));
+  print(
+      "stale reads: %llu of %llu (%.3f %%), %llu increments missed; reads outside their "
+      "reported bound: %llu\n",
+      static_cast<unsigned long long>(rc.stale), static_cast<unsigned long long>(rc.reads),
+      100.0 * stale_rate, static_cast<unsigned long long>(rc.missed_increments),
+      static_cast<unsigned long long>(rc.bound_violations));
   if (!st.empty()) {
     print("reported staleness bound: p50 %.0f ms, p99 %.0f ms, max %.0f ms (%zu reads)\n",
-                Pct(st, 0.5), Pct(st, 0.99), Pct(st, 1.0), st.size());
+          Pct(st, 0.5), Pct(st, 0.99), Pct(st, 1.0), st.size());
   }
   int64_t total_acked = 0, total_sent = 0;
   for (int k = 0; k < c_.keys; ++k) {
     total_acked += acked_[k];
     total_sent += sent_[k];
   }
-  print("increments: %lld acknowledged, %lld sent; after %s: lost updates %lld", 
-              static_cast<long long>(total_acked), static_cast<long long>(total_sent),
-              settled_ ? "the regions agreed" : "the settle timeout (regions still DISAGREE)",
-              static_cast<long long>(lost));
+  print("increments: %lld acknowledged, %lld sent; after %s: lost updates %lld",
+        static_cast<long long>(total_acked), static_cast<long long>(total_sent),
+        settled_ ? "the regions agreed" : "the settle timeout (regions still DISAGREE)",
+        static_cast<long long>(lost));
   nlohmann::json lost_json = nlohmann::json::object();
   for (size_t r = 0; r < c_.targets.size() && r < lc.lost_by_region.size(); ++r) {
     lost_json[c_.targets[r].region] = lc.lost_by_region[r];
-    if (lc.lost_by_region[r] > 0) print(" [%s: %lld]", c_.targets[r].region.c_str(),
-                                              static_cast<long long>(lc.lost_by_region[r]));
+    if (lc.lost_by_region[r] > 0)
+      print(" [%s: %lld]", c_.targets[r].region.c_str(),
+            static_cast<long long>(lc.lost_by_region[r]));
   }
   print("\n");
   if (!kinds.empty()) {
@@ -497,17 +511,19 @@ void Runner::Report(RunSummary* summary) {
   if (!convergence_.empty()) {
     std::optional<netem::RttModel> model;
     if (!c_.rtt_file.empty()) {
-      auto m = c_.rtt_file == "default" ? StatusOr<netem::RttModel>(netem::RttModel::Default())
-                                        : netem::RttModel::Load(c_.rtt_file);
+      auto m = netem::RttModel::LoadOrDefault(c_.rtt_file);
       if (m.ok()) model = std::move(m).value();
     }
     print("\nconvergence (ack at origin -> visible at destination), ms:\n");
     print("%-6s %-6s %8s %8s %8s %s\n", "from", "to", "p50", "max", "n",
-                model ? "model one-way .. one-way+interval" : "");
+          model ? "model one-way .. one-way+interval" : "");
     for (auto& [pair, v] : convergence_) {
       const auto& from = c_.targets[pair.first].region;
       const auto& to = c_.targets[pair.second].region;
-      nlohmann::json e{{"from", from}, {"to", to}, {"p50_ms", Pct(v, 0.5)}, {"max_ms", Pct(v, 1.0)},
+      nlohmann::json e{{"from", from},
+                       {"to", to},
+                       {"p50_ms", Pct(v, 0.5)},
+                       {"max_ms", Pct(v, 1.0)},
                        {"samples", v.size()}};
       std::string model_text;
       if (model && model->Has(from) && model->Has(to)) {
@@ -517,8 +533,8 @@ void Runner::Report(RunSummary* summary) {
         model_text = fmt::format("{:.0f} .. {:.0f}{}", one_way, one_way + c_.interval_ms,
                                  e["within_model"].get<bool>() ? "" : "  OUTSIDE");
       }
-      print("%-6s %-6s %8.1f %8.1f %8zu %s\n", from.c_str(), to.c_str(), Pct(v, 0.5),
-                  Pct(v, 1.0), v.size(), model_text.c_str());
+      print("%-6s %-6s %8.1f %8.1f %8zu %s\n", from.c_str(), to.c_str(), Pct(v, 0.5), Pct(v, 1.0),
+            v.size(), model_text.c_str());
       conv.push_back(std::move(e));
     }
   }
@@ -527,18 +543,26 @@ void Runner::Report(RunSummary* summary) {
   bool breached = false;
   for (const Threshold& t : c_.thresholds) {
     double observed = 0;
-    if (t.metric == "p50") observed = ms(all.Percentile(0.5));
-    else if (t.metric == "p90") observed = ms(all.Percentile(0.9));
-    else if (t.metric == "p95") observed = ms(all.Percentile(0.95));
-    else if (t.metric == "p99") observed = ms(all.Percentile(0.99));
-    else if (t.metric == "max") observed = ms(all.max());
-    else if (t.metric == "error_rate") observed = error_rate;
-    else if (t.metric == "stale_rate") observed = stale_rate;
-    else if (t.metric == "lost") observed = static_cast<double>(lost);
+    if (t.metric == "p50")
+      observed = ms(all.Percentile(0.5));
+    else if (t.metric == "p90")
+      observed = ms(all.Percentile(0.9));
+    else if (t.metric == "p95")
+      observed = ms(all.Percentile(0.95));
+    else if (t.metric == "p99")
+      observed = ms(all.Percentile(0.99));
+    else if (t.metric == "max")
+      observed = ms(all.max());
+    else if (t.metric == "error_rate")
+      observed = error_rate;
+    else if (t.metric == "stale_rate")
+      observed = stale_rate;
+    else if (t.metric == "lost")
+      observed = static_cast<double>(lost);
     bool holds = ThresholdHolds(t, observed);
     breached |= !holds;
     print("threshold %-16s observed %-10.3f %s\n", t.text.c_str(), observed,
-                holds ? "ok" : "BREACHED");
+          holds ? "ok" : "BREACHED");
     th.push_back({{"threshold", t.text}, {"observed", observed}, {"ok", holds}});
   }
   if (breached) summary->exit_code = 3;
@@ -562,20 +586,30 @@ void Runner::Report(RunSummary* summary) {
 
   if (!c_.json_file.empty()) {
     nlohmann::json j;
-    j["config"] = {{"vus", c_.vus}, {"duration_s", secs}, {"mix", {{"read", c_.mix.read}, {"increment", c_.mix.increment}}},
-                   {"keys", c_.keys}, {"distribution", c_.dist}, {"rate", c_.rate},
-                   {"last_mile_ms", c_.last_mile_ms}, {"api", v1_ ? "v1" : "article"}};
+    j["config"] = {{"vus", c_.vus},
+                   {"duration_s", secs},
+                   {"mix", {{"read", c_.mix.read}, {"increment", c_.mix.increment}}},
+                   {"keys", c_.keys},
+                   {"distribution", c_.dist},
+                   {"rate", c_.rate},
+                   {"last_mile_ms", c_.last_mile_ms},
+                   {"api", v1_ ? "v1" : "article"}};
     j["overall"] = overall;
     j["overall"]["error_rate"] = error_rate;
     j["overall"]["stale_rate"] = stale_rate;
     j["regions"] = regions;
     j["errors_by_kind"] = kinds;
-    j["stale_reads"] = {{"stale", rc.stale}, {"reads", rc.reads}, {"missed_increments", rc.missed_increments},
+    j["stale_reads"] = {{"stale", rc.stale},
+                        {"reads", rc.reads},
+                        {"missed_increments", rc.missed_increments},
                         {"bound_violations", rc.bound_violations},
                         {"reported_staleness_p50_ms", Pct(st, 0.5)},
                         {"reported_staleness_p99_ms", Pct(st, 0.99)}};
-    j["lost_updates"] = {{"max_over_regions", lost}, {"by_region", lost_json},
-                         {"acknowledged", total_acked}, {"sent", total_sent}, {"settled", settled_}};
+    j["lost_updates"] = {{"max_over_regions", lost},
+                         {"by_region", lost_json},
+                         {"acknowledged", total_acked},
+                         {"sent", total_sent},
+                         {"settled", settled_}};
     j["convergence"] = conv;
     j["thresholds"] = th;
     std::ofstream(c_.json_file) << j.dump(2) << "\n";
@@ -584,23 +618,22 @@ void Runner::Report(RunSummary* summary) {
 
 RunSummary Runner::Run() {
   RunSummary summary;
-  asio::co_spawn(ioc_, [this]() -> awaitable<void> {
-    co_await ReadBase();
-    if (!fatal_.empty()) co_return;
-    start_ns_ = NowNs();
-    end_ns_ = start_ns_ + c_.duration.count() * 1'000'000;
-    int spawned = 0;
-    auto remaining = std::make_shared<int>(c_.vus);
-    for (int i = 0; i < c_.vus; ++i) {
-      uint32_t region = static_cast<uint32_t>(i % c_.targets.size());
-      asio::co_spawn(ioc_, Vu(i, region), asio::detached);
-      ++spawned;
-    }
-    co_await Progress();
-    // Let the VUs' last requests finish (bounded by the request timeout).
-    co_await Sleep(static_cast<double>(c_.timeout.count()) / 10);
-    (void)remaining;
-  }, asio::detached);
+  asio::co_spawn(
+      ioc_,
+      [this]() -> awaitable<void> {
+        co_await ReadBase();
+        if (!fatal_.empty()) co_return;
+        start_ns_ = NowNs();
+        end_ns_ = start_ns_ + c_.duration.count() * 1'000'000;
+        for (int i = 0; i < c_.vus; ++i) {
+          uint32_t region = static_cast<uint32_t>(i % c_.targets.size());
+          asio::co_spawn(ioc_, Vu(i, region), asio::detached);
+        }
+        co_await Progress();
+        // Let the VUs' last requests finish (bounded by the request timeout).
+        co_await Sleep(static_cast<double>(c_.timeout.count()) / 10);
+      },
+      asio::detached);
   ioc_.run();
   if (!fatal_.empty()) {
     summary.error = fatal_;
@@ -609,10 +642,13 @@ RunSummary Runner::Run() {
   }
   end_ns_ = std::max(end_ns_, start_ns_ + 1);
   ioc_.restart();
-  asio::co_spawn(ioc_, [this]() -> awaitable<void> {
-    co_await Settle();
-    if (c_.convergence_probes > 0) co_await Probe();
-  }, asio::detached);
+  asio::co_spawn(
+      ioc_,
+      [this]() -> awaitable<void> {
+        co_await Settle();
+        if (c_.convergence_probes > 0) co_await Probe();
+      },
+      asio::detached);
   ioc_.run();
   Report(&summary);
   return summary;

@@ -1,7 +1,5 @@
 #include "demo/demo.h"
 
-#include "demo/process.h"
-
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
@@ -12,17 +10,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <regex>
-#include <algorithm>
-#include <map>
 #include <set>
 #include <thread>
 
 #include "common/metrics.h"
+#include "demo/process.h"
+#include "env/signals.h"
 #include "http/http_metrics.h"
 #include "http/server.h"
 #include "netem/control.h"
@@ -34,13 +34,13 @@ namespace edgestate::demo {
 namespace {
 
 StatusOr<netem::RttModel> LoadModel(const DemoOptions& o) {
-  if (o.rtt_file.empty()) return netem::RttModel::Default();
-  return netem::RttModel::Load(o.rtt_file);
+  return netem::RttModel::LoadOrDefault(o.rtt_file);
 }
 
 std::string RandomSecret() {
   std::random_device rd;
-  return fmt::format("demo-{:016x}{:016x}", (uint64_t{rd()} << 32) | rd(), (uint64_t{rd()} << 32) | rd());
+  return fmt::format("demo-{:016x}{:016x}", (uint64_t{rd()} << 32) | rd(),
+                     (uint64_t{rd()} << 32) | rd());
 }
 
 }  // namespace
@@ -62,19 +62,14 @@ Status ValidateDemoOptions(const DemoOptions& o) {
   if (o.replication_interval_ms < 0 || o.replication_interval_ms > 60000) {
     return Status::InvalidArgument("replication interval must be 0..60000 ms");
   }
-  if (o.jitter_ms < 0 || o.jitter_ms > 1000) return Status::InvalidArgument("jitter must be 0..1000 ms");
+  if (o.jitter_ms < 0 || o.jitter_ms > 1000)
+    return Status::InvalidArgument("jitter must be 0..1000 ms");
   return Status::Ok();
 }
 
 Status RunDemo(const DemoOptions& o) {
   if (Status s = ValidateDemoOptions(o); !s.ok()) return s;
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGCHLD);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t signals = BlockTerminationSignals(/*with_sigchld=*/true);
 
   netem::RttModel model = *LoadModel(o);
   netem::WanEmulator wan(o.listen);
@@ -82,9 +77,8 @@ Status RunDemo(const DemoOptions& o) {
   if (Status s = wan.Start(); !s.ok()) return s;
 
   netem::ControlServer control_server(&wan);
-  if (Status s = control_server.Start(o.control_port != 0
-                                           ? o.control_port
-                                           : static_cast<uint16_t>(o.base_port + 100));
+  if (Status s = control_server.Start(
+          o.control_port != 0 ? o.control_port : static_cast<uint16_t>(o.base_port + 100));
       !s.ok()) {
     return s;
   }
@@ -106,16 +100,24 @@ Status RunDemo(const DemoOptions& o) {
     }
     std::vector<std::string> argv = {o.edgestate_binary,
                                      "serve",
-                                     "--region", r,
-                                     "--listen", o.listen,
-                                     "--port", std::to_string(o.base_port + i),
-                                     "--data-dir", (std::filesystem::path(o.data_dir) / r).string(),
-                                     "--peer-listen", "127.0.0.1:0",
-                                     "--peers", peers,
-                                     "--cluster-secret", secret,
+                                     "--region",
+                                     r,
+                                     "--listen",
+                                     o.listen,
+                                     "--port",
+                                     std::to_string(o.base_port + i),
+                                     "--data-dir",
+                                     (std::filesystem::path(o.data_dir) / r).string(),
+                                     "--peer-listen",
+                                     "127.0.0.1:0",
+                                     "--peers",
+                                     peers,
+                                     "--cluster-secret",
+                                     secret,
                                      "--replication-interval",
                                      std::to_string(o.replication_interval_ms),
-                                     "--threads", "1"};
+                                     "--threads",
+                                     "1"};
     auto child = SpawnProcess("region " + r, argv,
                               (std::filesystem::path(o.data_dir) / (r + ".log")).string());
     if (!child.ok()) {
@@ -150,12 +152,14 @@ Status RunDemo(const DemoOptions& o) {
     std::printf("%-4s http://%s:%u  (pid %d)\n", o.regions[i].c_str(), o.listen.c_str(),
                 ports[o.regions[i]].first, static_cast<int>(children[i].pid));
   }
-  std::printf("wan  http://127.0.0.1:%u/links  (cut/heal: POST /links/FROM/TO/cut|heal; "
-              "POST /regions/R/isolate|rejoin)\n",
-              control_server.port());
-  std::printf("demo ready: %zu regions, replication every %lld ms over the emulated WAN; "
-              "Ctrl-C stops everything\n",
-              children.size(), static_cast<long long>(o.replication_interval_ms));
+  std::printf(
+      "wan  http://127.0.0.1:%u/links  (cut/heal: POST /links/FROM/TO/cut|heal; "
+      "POST /regions/R/isolate|rejoin)\n",
+      control_server.port());
+  std::printf(
+      "demo ready: %zu regions, replication every %lld ms over the emulated WAN; "
+      "Ctrl-C stops everything\n",
+      children.size(), static_cast<long long>(o.replication_interval_ms));
   std::fflush(stdout);
 
   for (;;) {
@@ -183,29 +187,25 @@ Status RunDemo(const DemoOptions& o) {
 }
 
 Status RunWan(const WanOptions& o) {
-  auto model = o.rtt_file.empty() ? StatusOr<netem::RttModel>(netem::RttModel::Default())
-                                  : netem::RttModel::Load(o.rtt_file);
+  auto model = netem::RttModel::LoadOrDefault(o.rtt_file);
   if (!model.ok()) return Status::InvalidArgument(model.status().message());
   std::vector<std::string> regions = o.regions.empty() ? model->regions() : o.regions;
   for (const auto& r : regions) {
     if (!model->Has(r)) return Status::InvalidArgument("region " + r + " is not in the RTT model");
   }
-  if (o.jitter_ms < 0 || o.jitter_ms > 1000) return Status::InvalidArgument("jitter must be 0..1000 ms");
+  if (o.jitter_ms < 0 || o.jitter_ms > 1000)
+    return Status::InvalidArgument("jitter must be 0..1000 ms");
   std::map<std::string, replication::HostPort> targets;
   for (const auto& [region, hp] : o.targets) {
     auto parsed = replication::ParseHostPort(hp);
-    if (!parsed.ok()) return Status::InvalidArgument("target " + region + ": " + parsed.status().message());
+    if (!parsed.ok())
+      return Status::InvalidArgument("target " + region + ": " + parsed.status().message());
     if (std::find(regions.begin(), regions.end(), region) == regions.end()) {
       return Status::InvalidArgument("target region " + region + " is not emulated");
     }
     targets[region] = *parsed;
   }
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t signals = BlockTerminationSignals();
 
   netem::WanEmulator wan;
   if (Status s = netem::AddMesh(&wan, *model, regions, o.jitter_ms); !s.ok()) return s;

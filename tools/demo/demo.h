@@ -38,7 +38,7 @@ Status RunDemo(const DemoOptions& options);
 struct WanOptions {
   std::vector<std::string> regions;
   std::vector<std::pair<std::string, std::string>> targets;  // region -> "host:port"
-  std::string rtt_file;  // Empty: the shipped model.
+  std::string rtt_file;                                      // Empty: the shipped model.
   double jitter_ms = 0;
   uint16_t control_port = 0;  // 0: pick a free port.
 };

@@ -29,9 +29,9 @@ uint16_t FindFreePortRange(int n);
 
 // Starts argv[0] (a path, or a name looked up in PATH) with `env` added to this process's
 // environment. Unavailable when it cannot be started.
-StatusOr<ChildProcess> SpawnProcess(const std::string& name, const std::vector<std::string>& argv,
-                                    const std::string& log_path,
-                                    const std::vector<std::pair<std::string, std::string>>& env = {});
+StatusOr<ChildProcess> SpawnProcess(
+    const std::string& name, const std::vector<std::string>& argv, const std::string& log_path,
+    const std::vector<std::pair<std::string, std::string>>& env = {});
 
 // Reads the child's stdout until `pattern` matches (returns the sub-matches, [0] = the whole
 // match) or `timeout` passes (Unavailable, naming the child and its log).

@@ -41,11 +41,17 @@ std::optional<http::Response> ControlHandler::Handle(const http::Request& req,
     if (req.method != "GET") return Error(405, "use GET");
     nlohmann::json j = nlohmann::json::array();
     for (const LinkStats& s : wan_->Stats()) {
-      j.push_back({{"from", s.from}, {"to", s.to}, {"port", s.port}, {"cut", s.cut},
-                   {"one_way_ms", s.one_way_ms}, {"bytes_forward", s.bytes_forward},
-                   {"bytes_backward", s.bytes_backward}, {"connections", s.connections},
+      j.push_back({{"from", s.from},
+                   {"to", s.to},
+                   {"port", s.port},
+                   {"cut", s.cut},
+                   {"one_way_ms", s.one_way_ms},
+                   {"bytes_forward", s.bytes_forward},
+                   {"bytes_backward", s.bytes_backward},
+                   {"connections", s.connections},
                    {"open_connections", s.open_connections},
-                   {"late_p50_ms", s.late_p50_ms}, {"late_p99_ms", s.late_p99_ms},
+                   {"late_p50_ms", s.late_p50_ms},
+                   {"late_p99_ms", s.late_p99_ms},
                    {"late_samples", s.late_samples}});
     }
     return Json(200, j.dump());
@@ -54,11 +60,13 @@ std::optional<http::Response> ControlHandler::Handle(const http::Request& req,
   bool matched = false;
   if (seg.size() == 4 && seg[0] == "links" && (seg[3] == "cut" || seg[3] == "heal")) {
     matched = true;
-    if (req.method == "POST") st = seg[3] == "cut" ? wan_->Cut(seg[1], seg[2]) : wan_->Heal(seg[1], seg[2]);
+    if (req.method == "POST")
+      st = seg[3] == "cut" ? wan_->Cut(seg[1], seg[2]) : wan_->Heal(seg[1], seg[2]);
   } else if (seg.size() == 3 && seg[0] == "regions" &&
              (seg[2] == "isolate" || seg[2] == "rejoin")) {
     matched = true;
-    if (req.method == "POST") st = seg[2] == "isolate" ? wan_->Isolate(seg[1]) : wan_->Rejoin(seg[1]);
+    if (req.method == "POST")
+      st = seg[2] == "isolate" ? wan_->Isolate(seg[1]) : wan_->Rejoin(seg[1]);
   }
   if (matched && req.method != "POST") {
     http::Response r = Error(405, "use POST");

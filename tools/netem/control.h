@@ -29,8 +29,7 @@ class ControlHandler : public http::Handler {
 // The control interface served on 127.0.0.1. `wan` must outlive it.
 class ControlServer {
  public:
-  explicit ControlServer(WanEmulator* wan)
-      : http_metrics_(&metrics_), handler_(wan) {}
+  explicit ControlServer(WanEmulator* wan) : http_metrics_(&metrics_), handler_(wan) {}
   // Binds 127.0.0.1:port (0: a free port). Unavailable when it cannot.
   Status Start(uint16_t port);
   uint16_t port() const { return server_ ? server_->port() : 0; }

@@ -20,8 +20,8 @@ std::vector<std::string> SplitCsv(std::string_view line) {
   size_t start = 0;
   for (;;) {
     size_t comma = line.find(',', start);
-    std::string_view cell = line.substr(start, comma == std::string_view::npos ? line.npos
-                                                                               : comma - start);
+    std::string_view cell =
+        line.substr(start, comma == std::string_view::npos ? line.npos : comma - start);
     while (!cell.empty() && (cell.front() == ' ' || cell.front() == '\t')) cell.remove_prefix(1);
     while (!cell.empty() && (cell.back() == ' ' || cell.back() == '\t' || cell.back() == '\r')) {
       cell.remove_suffix(1);
@@ -47,7 +47,8 @@ StatusOr<RttModel> RttModel::Parse(std::string_view csv) {
     pos = nl == csv.npos ? csv.size() + 1 : nl + 1;
     ++line_no;
     std::string_view trimmed = line;
-    while (!trimmed.empty() && (trimmed.back() == '\r' || trimmed.back() == ' ')) trimmed.remove_suffix(1);
+    while (!trimmed.empty() && (trimmed.back() == '\r' || trimmed.back() == ' '))
+      trimmed.remove_suffix(1);
     if (trimmed.empty() || trimmed.front() == '#') continue;
     rows.push_back(SplitCsv(trimmed));
     line_numbers.push_back(line_no);
@@ -58,7 +59,8 @@ StatusOr<RttModel> RttModel::Parse(std::string_view csv) {
   std::set<std::string> seen;
   for (size_t i = 1; i < header.size(); ++i) {
     if (Status s = replication::ValidateRegionName(header[i]); !s.ok()) {
-      return Status::InvalidArgument(fmt::format("RTT model line {}: {}", line_numbers[0], s.message()));
+      return Status::InvalidArgument(
+          fmt::format("RTT model line {}: {}", line_numbers[0], s.message()));
     }
     if (!seen.insert(header[i]).second) {
       return Status::InvalidArgument(fmt::format("RTT model names {} twice", header[i]));
@@ -73,26 +75,28 @@ StatusOr<RttModel> RttModel::Parse(std::string_view csv) {
   for (size_t r = 1; r < rows.size(); ++r) {
     const auto& row = rows[r];
     if (row.size() != n + 1 || row[0] != m.regions_[r - 1]) {
-      return Status::InvalidArgument(fmt::format(
-          "RTT model line {}: expected {} followed by {} values", line_numbers[r],
-          m.regions_[r - 1], n));
+      return Status::InvalidArgument(
+          fmt::format("RTT model line {}: expected {} followed by {} values", line_numbers[r],
+                      m.regions_[r - 1], n));
     }
     for (size_t c = 1; c <= n; ++c) {
       double v = 0;
       std::istringstream in(row[c]);
       if (!(in >> v) || !in.eof() || !std::isfinite(v) || v < 0 || v > 10'000) {
-        return Status::InvalidArgument(fmt::format(
-            "RTT model line {}: \"{}\" is not a round trip in ms (0..10000)", line_numbers[r],
-            row[c]));
+        return Status::InvalidArgument(
+            fmt::format("RTT model line {}: \"{}\" is not a round trip in ms (0..10000)",
+                        line_numbers[r], row[c]));
       }
       m.rtt_[{m.regions_[r - 1], m.regions_[c - 1]}] = v;
     }
   }
   for (const auto& a : m.regions_) {
-    if (m.rtt_[{a, a}] != 0) return Status::InvalidArgument("RTT model diagonal must be 0 (" + a + ")");
+    if (m.rtt_[{a, a}] != 0)
+      return Status::InvalidArgument("RTT model diagonal must be 0 (" + a + ")");
     for (const auto& b : m.regions_) {
       if (std::abs(m.rtt_[{a, b}] - m.rtt_[{b, a}]) > 0.5) {
-        return Status::InvalidArgument(fmt::format("RTT model is not symmetric for {} and {}", a, b));
+        return Status::InvalidArgument(
+            fmt::format("RTT model is not symmetric for {} and {}", a, b));
       }
     }
   }
@@ -107,6 +111,11 @@ StatusOr<RttModel> RttModel::Load(const std::string& path) {
   auto m = Parse(ss.str());
   if (!m.ok()) return Status::InvalidArgument(path + ": " + m.status().message());
   return m;
+}
+
+StatusOr<RttModel> RttModel::LoadOrDefault(const std::string& path) {
+  if (path.empty() || path == "default") return Default();
+  return Load(path);
 }
 
 const RttModel& RttModel::Default() {

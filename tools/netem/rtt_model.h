@@ -24,6 +24,8 @@ class RttModel {
   static StatusOr<RttModel> Parse(std::string_view csv);
   // Reads and parses a file; NotFound when it cannot be read.
   static StatusOr<RttModel> Load(const std::string& path);
+  // Default() when `path` is empty or "default", else Load(path).
+  static StatusOr<RttModel> LoadOrDefault(const std::string& path);
   // The model shipped in the repository (tools/netem/rtt-8-regions.csv), compiled in.
   static const RttModel& Default();
 

@@ -24,10 +24,10 @@ TEST(RttModelTest, ParsesOtherMatrices) {
 }
 
 TEST(RttModelTest, RejectsMalformedMatrices) {
-  for (const char* bad : {"", "from\n", "from,a,b\na,0,1\n", "from,a,b\na,0,1\nb,2,0\n",
-                          "from,a,b\na,0,x\nb,1,0\n", "from,a,b\na,1,1\nb,1,0\n",
-                          "from,a,a\na,0,1\na,1,0\n", "from,a,b\nb,0,1\na,1,0\n",
-                          "from,A,b\nA,0,1\nb,1,0\n", "from,a,b\na,0,-1\nb,-1,0\n"}) {
+  for (const char* bad :
+       {"", "from\n", "from,a,b\na,0,1\n", "from,a,b\na,0,1\nb,2,0\n", "from,a,b\na,0,x\nb,1,0\n",
+        "from,a,b\na,1,1\nb,1,0\n", "from,a,a\na,0,1\na,1,0\n", "from,a,b\nb,0,1\na,1,0\n",
+        "from,A,b\nA,0,1\nb,1,0\n", "from,a,b\na,0,-1\nb,-1,0\n"}) {
     EXPECT_FALSE(RttModel::Parse(bad).ok()) << bad;
   }
   EXPECT_EQ(RttModel::Load("/nonexistent.csv").status().code(), StatusCode::kNotFound);

@@ -1,10 +1,9 @@
-#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
-
 #include "netem/wan.h"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -12,7 +11,6 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <algorithm>
 #include <deque>
 #include <future>
 #include <map>
@@ -21,6 +19,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "net/net.h"
 #include "netem/rtt_model.h"
@@ -87,8 +86,8 @@ struct Link {
   std::set<std::shared_ptr<Relay>> relays;  // I/O thread only.
   asio::steady_timer healed;  // Waited on while cut; Heal cancels it. I/O thread only.
   mutable std::mutex late_mu;
-  std::vector<float> late_ms;   // GUARDED_BY(late_mu): ring of the last kLateSamples.
-  uint64_t late_count = 0;      // GUARDED_BY(late_mu)
+  std::vector<float> late_ms;  // GUARDED_BY(late_mu): ring of the last kLateSamples.
+  uint64_t late_count = 0;     // GUARDED_BY(late_mu)
   void RecordLateness(double ms) {
     std::lock_guard lock(late_mu);
     if (late_ms.size() < kLateSamples) {
@@ -130,9 +129,9 @@ struct WanEmulator::Impl : std::enable_shared_from_this<WanEmulator::Impl> {
   asio::io_context ioc{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
   std::thread thread;
-  mutable std::mutex mu;                        // Guards `links` (the map, not the links).
+  mutable std::mutex mu;  // Guards `links` (the map, not the links).
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Link>> links;
-  std::mt19937_64 rng{12345};                   // I/O thread only.
+  std::mt19937_64 rng{12345};                       // I/O thread only.
   std::set<std::shared_ptr<Relay>> conns_waiting_;  // Held by a cut link. I/O thread only.
   bool started = false;
 };
@@ -200,8 +199,8 @@ awaitable<void> WanEmulator::Impl::Connect(std::shared_ptr<Relay> relay, Link* l
   }
 }
 
-awaitable<void> WanEmulator::Impl::ReadSide(std::shared_ptr<Relay> r, tcp::socket* src,
-                                            Pipe* pipe, Link* link, bool forward) {
+awaitable<void> WanEmulator::Impl::ReadSide(std::shared_ptr<Relay> r, tcp::socket* src, Pipe* pipe,
+                                            Link* link, bool forward) {
   std::string buf(kChunkBytes, '\0');
   const auto delay = std::chrono::duration<double, std::milli>(link->spec.one_way_ms);
   std::uniform_real_distribution<double> jitter(0.0, std::max(0.0, link->spec.jitter_ms));
@@ -214,9 +213,9 @@ awaitable<void> WanEmulator::Impl::ReadSide(std::shared_ptr<Relay> r, tcp::socke
       co_return;
     }
     (forward ? link->bytes_forward : link->bytes_backward).fetch_add(n);
-    auto release = SteadyClock::now() +
-                   std::chrono::duration_cast<SteadyClock::duration>(
-                       delay + std::chrono::duration<double, std::milli>(jitter(rng)));
+    auto release =
+        SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                 delay + std::chrono::duration<double, std::milli>(jitter(rng)));
     release = std::max(release, pipe->last_release);  // Jitter never reorders.
     pipe->last_release = release;
     pipe->queue.emplace_back(release, buf.substr(0, n));
@@ -229,8 +228,8 @@ awaitable<void> WanEmulator::Impl::ReadSide(std::shared_ptr<Relay> r, tcp::socke
   }
 }
 
-awaitable<void> WanEmulator::Impl::WriteSide(std::shared_ptr<Relay> r, tcp::socket* dst,
-                                             Pipe* pipe, Link* link) {
+awaitable<void> WanEmulator::Impl::WriteSide(std::shared_ptr<Relay> r, tcp::socket* dst, Pipe* pipe,
+                                             Link* link) {
   while (!r->closed) {
     error_code ec;
     if (pipe->queue.empty()) {

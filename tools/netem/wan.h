@@ -24,10 +24,10 @@ struct LinkSpec {
   std::string from;
   std::string to;
   double one_way_ms = 0;
-  double jitter_ms = 0;       // Uniform extra delay in [0, jitter_ms], order preserved.
-  uint16_t listen_port = 0;   // 0: pick a free port.
+  double jitter_ms = 0;      // Uniform extra delay in [0, jitter_ms], order preserved.
+  uint16_t listen_port = 0;  // 0: pick a free port.
   std::string target_host = "127.0.0.1";
-  uint16_t target_port = 0;   // May be set later with SetTarget (before traffic flows).
+  uint16_t target_port = 0;  // May be set later with SetTarget (before traffic flows).
 };
 
 struct LinkStats {

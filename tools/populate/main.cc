@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
   int64_t count = 1'000'000;
   std::string region = "local";
   app.add_option("--data-dir", dir, "Data directory")->required();
-  app.add_option("--count", count, "Number of counters")->check(CLI::Range(int64_t{1}, int64_t{100'000'000}));
+  app.add_option("--count", count, "Number of counters")
+      ->check(CLI::Range(int64_t{1}, int64_t{100'000'000}));
   app.add_option("--region", region, "Origin region of the slots");
   try {
     app.parse(argc, argv);
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
     }
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("wrote %lld counters to %s in %.2f s\n", static_cast<long long>(count), dir.c_str(), secs);
+  std::printf("wrote %lld counters to %s in %.2f s\n", static_cast<long long>(count), dir.c_str(),
+              secs);
   return 0;
 }
