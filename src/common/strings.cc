@@ -1,23 +1,36 @@
 #include "common/strings.h"
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 
-#include <ctime>
+#include <algorithm>
+#include <chrono>
+#include <iterator>
 
 namespace edgestate {
 
+void AppendIso8601Millis(int64_t unix_ms, std::string* out) {
+  namespace chrono = std::chrono;
+  // 0000-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z: four-digit years, and no overflow in
+  // the calendar arithmetic for any int64 input.
+  constexpr int64_t kMin = -62167219200000;
+  constexpr int64_t kMax = 253402300799999;
+  const chrono::sys_time<chrono::milliseconds> t{
+      chrono::milliseconds(std::clamp(unix_ms, kMin, kMax))};
+  const auto day = chrono::floor<chrono::days>(t);
+  const chrono::year_month_day ymd{day};
+  const chrono::hh_mm_ss hms{t - day};
+  fmt::format_to(std::back_inserter(*out),
+                 FMT_COMPILE("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z"),
+                 static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
+                 static_cast<unsigned>(ymd.day()), hms.hours().count(), hms.minutes().count(),
+                 hms.seconds().count(), hms.subseconds().count());
+}
+
 std::string FormatIso8601Millis(int64_t unix_ms) {
-  int64_t secs = unix_ms / 1000;
-  int64_t ms = unix_ms % 1000;
-  if (ms < 0) {
-    ms += 1000;
-    secs -= 1;
-  }
-  time_t t = static_cast<time_t>(secs);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  std::string out;
+  AppendIso8601Millis(unix_ms, &out);
+  return out;
 }
 
 bool ConstantTimeEquals(std::string_view secret, std::string_view candidate) {

@@ -8,8 +8,11 @@
 
 namespace edgestate {
 
-// "2026-11-27T10:17:35.123Z" for a Unix time in milliseconds (UTC).
+// "2026-11-27T10:17:35.123Z" for a Unix time in milliseconds (UTC). Times outside the years
+// 0000..9999 are clamped to the nearest end of that range. Thread-safe; takes no lock (unlike
+// gmtime_r) and does not allocate beyond `out`'s growth.
 std::string FormatIso8601Millis(int64_t unix_ms);
+void AppendIso8601Millis(int64_t unix_ms, std::string* out);
 
 // Compares `candidate` with `secret` in time that depends only on secret.size(), so response
 // timing does not reveal how long a matching prefix an attacker has guessed.

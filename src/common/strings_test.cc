@@ -2,12 +2,36 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <ctime>
+
 namespace edgestate {
 namespace {
 
 TEST(StringsTest, Iso8601) {
   EXPECT_EQ(FormatIso8601Millis(0), "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(FormatIso8601Millis(1795774655123), "2026-11-27T10:17:35.123Z");
+  EXPECT_EQ(FormatIso8601Millis(951782400000), "2000-02-29T00:00:00.000Z");  // Leap day.
+  EXPECT_EQ(FormatIso8601Millis(-1), "1969-12-31T23:59:59.999Z");
+  EXPECT_EQ(FormatIso8601Millis(INT64_MAX), "9999-12-31T23:59:59.999Z");
+  EXPECT_EQ(FormatIso8601Millis(INT64_MIN), "0000-01-01T00:00:00.000Z");
+  std::string s = "x";
+  AppendIso8601Millis(86400000, &s);
+  EXPECT_EQ(s, "x1970-01-02T00:00:00.000Z");
+}
+
+TEST(StringsTest, Iso8601AgreesWithGmtime) {
+  // Every day boundary and a spread of times of day over 1900..2100.
+  for (int64_t ms = -2208988800000; ms < 4102444800000; ms += 86400000LL * 7 + 3723001) {
+    time_t secs = static_cast<time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char expect[96];
+    snprintf(expect, sizeof expect, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             static_cast<int>(ms - static_cast<int64_t>(secs) * 1000));
+    ASSERT_EQ(FormatIso8601Millis(ms), expect) << ms;
+  }
 }
 
 TEST(StringsTest, ConstantTimeEquals) {

@@ -2,6 +2,7 @@
 // a response out, synchronously or later from any thread.
 #pragma once
 
+#include <boost/container/small_vector.hpp>
 #include <functional>
 #include <optional>
 #include <string>
@@ -24,9 +25,11 @@ struct Request {
 struct Response {
   unsigned status = 200;
   std::string body;
-  std::string_view content_type = "application/json";             // Must point to static storage.
-  std::vector<std::pair<std::string_view, std::string>> headers;  // Names: static storage.
-  Route route = Route::kNone;                                     // For metrics.
+  std::string_view content_type = "application/json";  // Must point to static storage.
+  // Names point to static storage. Inline room for the two headers a response has at most
+  // today, so the common response allocates only its body.
+  boost::container::small_vector<std::pair<std::string_view, std::string>, 2> headers;
+  Route route = Route::kNone;  // For metrics.
 };
 
 // Completes a deferred request. Call exactly once, from any thread.

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
@@ -29,18 +30,31 @@ namespace {
 // Concrete executor types throughout: no type-erased executor copies on the hot path.
 using Executor = asio::io_context::executor_type;
 using Socket = asio::basic_stream_socket<tcp, Executor>;
-using Stream = beast::basic_stream<tcp, Executor, beast::unlimited_rate_policy>;
 
 class Connection;
 
 // One I/O thread and everything it owns.
+//
+// Timeouts are enforced by a sweep, not by a timer per operation: each connection keeps the
+// deadline of the operation it waits for, on the worker's coarse clock `now_ms`, and every
+// `sweep_interval` the worker advances the clock and closes the connections past their
+// deadline. A timeout therefore fires within one sweep interval of its nominal time, and the
+// request path arms no timer.
 struct Worker {
   std::unordered_set<Connection*> connections;  // Touched only on this worker's thread.
   bool draining = false;                        // Touched only on this worker's thread.
+  int64_t now_ms = 0;                           // Steady clock, ms; on this worker's thread.
   asio::io_context ioc{1};                      // Destroyed before `connections`.
+  std::optional<asio::steady_timer> sweep;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
   std::thread thread;
 };
+
+int64_t SteadyNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 bool IsHttpParseError(const beast::error_code& ec) {
   return ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category();
@@ -52,13 +66,22 @@ bool IsHttpParseError(const beast::error_code& ec) {
 // Api (static names, values it generated), never from the client.
 void SerializeResponse(const Response& r, unsigned version, bool keep_alive, std::string* out) {
   out->clear();
-  fmt::format_to(std::back_inserter(*out), "HTTP/{}.{} {} {}\r\nContent-Type: {}\r\n", version / 10,
-                 version % 10, r.status,
-                 bhttp::obsolete_reason(static_cast<bhttp::status>(r.status)), r.content_type);
+  out->append(version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  out->append(fmt::format_int(r.status).c_str());
+  out->push_back(' ');
+  out->append(bhttp::obsolete_reason(static_cast<bhttp::status>(r.status)));
+  out->append("\r\nContent-Type: ");
+  out->append(r.content_type);
+  out->append("\r\n");
   for (const auto& [name, value] : r.headers) {
-    fmt::format_to(std::back_inserter(*out), "{}: {}\r\n", name, value);
+    out->append(name);
+    out->append(": ");
+    out->append(value);
+    out->append("\r\n");
   }
-  fmt::format_to(std::back_inserter(*out), "Content-Length: {}\r\n", r.body.size());
+  out->append("Content-Length: ");
+  out->append(fmt::format_int(r.body.size()).c_str());
+  out->append("\r\n");
   if (!keep_alive) {
     out->append("Connection: close\r\n");
   } else if (version == 10) {
@@ -76,6 +99,7 @@ struct HttpServer::Impl {
 
   void DoAccept();
   void RejectOverloaded(Socket& socket);
+  void ScheduleSweep(Worker* w);
 
   const HttpServerOptions options;
   Handler* const handler;
@@ -95,14 +119,14 @@ namespace {
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Socket&& socket, Worker* worker, HttpServer::Impl* server)
-      : stream_(std::move(socket)),
+      : socket_(std::move(socket)),
         worker_(worker),
         server_(server),
         buffer_(server->options.max_header_bytes + server->options.max_body_bytes + 8192) {
     defer_ = [this] {
       auto self = shared_from_this();
       return Responder([self](Response r) {
-        asio::post(self->stream_.get_executor(),
+        asio::post(self->socket_.get_executor(),
                    [self, r = std::move(r)]() mutable { self->Send(std::move(r)); });
       });
     };
@@ -128,22 +152,58 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
   }
 
+  // Called by the worker's sweep: closes the connection when the operation it waits for (a
+  // request arriving, a response leaving, a lingering close) has outlived its deadline.
+  void CloseIfExpired(int64_t now_ms) {
+    if (state_ != State::kHandling && now_ms >= deadline_ms_) Close();
+  }
+
  private:
   enum class State { kReading, kHandling, kWriting, kClosing };
 
+  // Starts reading the next request. Bytes of it may already be buffered (pipelining).
   void DoRead() {
     state_ = State::kReading;
     parser_.emplace();
+    parser_->eager(true);
     parser_->header_limit(static_cast<std::uint32_t>(server_->options.max_header_bytes));
     parser_->body_limit(server_->options.max_body_bytes);
-    stream_.expires_after(server_->options.request_timeout);
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      beast::bind_front_handler(&Connection::OnRead, shared_from_this()));
+    deadline_ms_ = worker_->now_ms + server_->options.request_timeout.count();
+    ParseBuffered();
   }
 
-  void OnRead(beast::error_code ec, std::size_t) {
-    if (ec) return OnReadError(ec);
+  // Feeds the buffered bytes to the parser; handles the request when it is complete, reads
+  // more otherwise.
+  void ParseBuffered() {
+    while (buffer_.size() > 0 && !parser_->is_done()) {
+      beast::error_code ec;
+      size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == bhttp::error::need_more) break;
+      if (ec) return OnReadError(ec);
+      if (used == 0) break;
+    }
+    if (parser_->is_done()) return OnRequest();
+    size_t room = buffer_.max_size() - buffer_.size();
+    if (room == 0) return OnReadError(bhttp::error::buffer_overflow);
+    socket_.async_read_some(buffer_.prepare(std::min<size_t>(room, 64 * 1024)),
+                            beast::bind_front_handler(&Connection::OnRead, shared_from_this()));
+  }
+
+  void OnRead(beast::error_code ec, std::size_t n) {
     if (state_ == State::kClosing) return;
+    if (ec == asio::error::eof) {
+      // A client may half-close after its request; anything else is a truncated request or a
+      // clean end between requests.
+      return OnReadError(parser_->got_some() ? bhttp::error::partial_message
+                                             : bhttp::error::end_of_stream);
+    }
+    if (ec) return Close();
+    buffer_.commit(n);
+    ParseBuffered();
+  }
+
+  void OnRequest() {
     state_ = State::kHandling;
     started_ = std::chrono::steady_clock::now();
     const auto& req = parser_->get();
@@ -157,7 +217,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void OnReadError(const beast::error_code& ec) {
-    if (state_ == State::kClosing) return;
     if (ec == bhttp::error::header_limit) {
       return SendError(431, "request headers exceed the limit");
     }
@@ -168,8 +227,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         ec != bhttp::error::partial_message) {
       return SendError(400, "malformed HTTP request: " + ec.message());
     }
-    // EOF, timeout (tcp_stream has already closed the socket), reset, or cancellation.
-    Close();
+    Close();  // End of stream or a truncated request.
   }
 
   void SendError(unsigned status, const std::string& message) {
@@ -191,13 +249,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
                            r.status != 413 && r.status != 431;
     SerializeResponse(r, version_, response_keep_alive_, &out_);
     state_ = State::kWriting;
-    stream_.expires_after(server_->options.write_timeout);
-    asio::async_write(stream_, asio::buffer(out_),
+    deadline_ms_ = worker_->now_ms + server_->options.write_timeout.count();
+    asio::async_write(socket_, asio::buffer(out_),
                       beast::bind_front_handler(&Connection::OnWrite, shared_from_this()));
   }
 
   void OnWrite(beast::error_code ec, std::size_t) {
-    if (ec) return Close();
+    if (ec || state_ == State::kClosing) return Close();
     if (!response_keep_alive_) return LingeringClose();
     DoRead();
   }
@@ -207,14 +265,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void LingeringClose() {
     state_ = State::kClosing;
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
     drain_ = std::make_unique<std::array<char, 4096>>();
-    stream_.expires_after(std::chrono::seconds(2));
+    deadline_ms_ = worker_->now_ms + kLingerMs;
     DrainSome();
   }
 
   void DrainSome() {
-    stream_.async_read_some(asio::buffer(*drain_),
+    socket_.async_read_some(asio::buffer(*drain_),
                             [self = shared_from_this()](beast::error_code ec, std::size_t n) {
                               self->drained_ += n;
                               if (ec || self->drained_ > (1u << 20)) return self->Close();
@@ -225,10 +283,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Close() {
     state_ = State::kClosing;
     beast::error_code ignored;
-    stream_.socket().close(ignored);
+    socket_.close(ignored);
   }
 
-  Stream stream_;
+  static constexpr int64_t kLingerMs = 2000;
+
+  Socket socket_;
   Worker* const worker_;
   HttpServer::Impl* const server_;
   beast::flat_buffer buffer_;
@@ -241,6 +301,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   State state_ = State::kReading;
   bool keep_alive_ = true;
   unsigned version_ = 11;
+  int64_t deadline_ms_ = 0;  // On the worker's coarse clock; see Worker::now_ms.
   std::chrono::steady_clock::time_point started_;
 };
 
@@ -259,6 +320,19 @@ void HttpServer::Impl::RejectOverloaded(Socket& socket) {
   socket.shutdown(tcp::socket::shutdown_both, ec);
   socket.close(ec);
   metrics->Record(Route::kNone, 503, 0);
+}
+
+void HttpServer::Impl::ScheduleSweep(Worker* w) {
+  auto interval = std::clamp(std::min(options.request_timeout, options.write_timeout) / 10,
+                             std::chrono::milliseconds(5), std::chrono::milliseconds(250));
+  w->sweep->expires_after(interval);
+  w->sweep->async_wait([this, w](beast::error_code ec) {
+    if (ec) return;
+    w->now_ms = SteadyNowMs();
+    // Close() only closes the socket; no connection is destroyed during this loop.
+    for (Connection* c : w->connections) c->CloseIfExpired(w->now_ms);
+    ScheduleSweep(w);
+  });
 }
 
 void HttpServer::Impl::DoAccept() {
@@ -313,6 +387,9 @@ Status HttpServer::Start() {
   s.bound_port = *port;
   s.DoAccept();
   for (auto& w : s.workers) {
+    w->now_ms = SteadyNowMs();
+    w->sweep.emplace(w->ioc);
+    s.ScheduleSweep(w.get());
     w->guard.emplace(w->ioc.get_executor());
     w->thread = std::thread([w = w.get()] { net::RunLoop(w->ioc, "I/O"); });
   }

@@ -6,7 +6,10 @@
 // group commit) come back by posting to the connection's thread.
 //
 // Hostile clients: a whole request must arrive within `request_timeout` of the read starting
-// (idle keep-alive time included), so slow-header and idle clients are closed; headers are
+// (idle keep-alive time included), so slow-header and idle clients are closed, and a response
+// must leave within `write_timeout`. Deadlines are enforced by a per-thread sweep every
+// min(request_timeout, write_timeout)/10 (clamped to 5..250 ms), so a connection is closed
+// within one sweep interval of its deadline; headers are
 // limited to `max_header_bytes` (431), bodies to `max_body_bytes` (413); malformed HTTP gets a
 // 400 and the connection is closed; at `max_connections` new connections get a 503 and are
 // closed at once, so a flood cannot grow memory or starve the established clients.

@@ -1,0 +1,277 @@
+#include "http/server.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
+#include <vector>
+
+namespace edgestate::http {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+// Echoes the target in the body. "/defer" answers later from another thread, "/big" answers
+// with a 4 MiB body.
+class FakeHandler : public Handler {
+ public:
+  ~FakeHandler() override { JoinAll(); }
+
+  // Waits for every deferred response to have been delivered (and its Responder destroyed).
+  void JoinAll() {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(mu_);
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
+
+  std::optional<Response> Handle(const Request& req,
+                                 const std::function<Responder()>& defer) override {
+    requests_.fetch_add(1);
+    Response r;
+    if (req.target == "/big") {
+      r.body.assign(4 << 20, 'x');
+      return r;
+    }
+    r.body = std::string(req.method) + " " + std::string(req.target) + " " + std::string(req.body);
+    if (req.target != "/defer") return r;
+    Responder respond = defer();
+    std::lock_guard lock(mu_);
+    threads_.emplace_back([respond = std::move(respond), r = std::move(r)]() mutable {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      respond(std::move(r));
+    });
+    return std::nullopt;
+  }
+
+  int requests() const { return requests_.load(); }
+
+ private:
+  std::atomic<int> requests_{0};
+  std::mutex mu_;
+  std::vector<std::thread> threads_;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void StartServer(HttpServerOptions options) {
+    options.listen_address = "127.0.0.1";
+    options.port = 0;
+    server_ = std::make_unique<HttpServer>(options, &handler_, &metrics_);
+    ASSERT_TRUE(server_->Start().ok());
+  }
+
+  // Responders must not outlive the server: deliver them all before destroying it.
+  void TearDown() override {
+    handler_.JoinAll();
+    server_.reset();
+  }
+
+  tcp::socket Connect() {
+    tcp::socket s(ioc_);
+    s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port()));
+    return s;
+  }
+
+  // Reads until `count` complete responses (each with Content-Length) have arrived, or EOF.
+  static std::vector<std::string> ReadResponses(tcp::socket& s, size_t count) {
+    std::vector<std::string> bodies;
+    std::string data;
+    boost::system::error_code ec;
+    while (bodies.size() < count) {
+      size_t end = data.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        size_t cl = data.find("Content-Length: ");
+        size_t len = std::stoul(data.substr(cl + 16));
+        if (data.size() >= end + 4 + len) {
+          bodies.push_back(data.substr(end + 4, len));
+          data.erase(0, end + 4 + len);
+          continue;
+        }
+      }
+      char buf[65536];
+      size_t n = s.read_some(asio::buffer(buf), ec);
+      if (ec) break;
+      data.append(buf, n);
+    }
+    return bodies;
+  }
+
+  // True when the server closed the connection (EOF or reset) within `limit`.
+  static bool ClosedWithin(tcp::socket& s, std::chrono::milliseconds limit) {
+    auto deadline = Clock::now() + limit;
+    s.non_blocking(true);
+    char buf[256];
+    while (Clock::now() < deadline) {
+      boost::system::error_code ec;
+      s.read_some(asio::buffer(buf), ec);
+      if (ec == asio::error::would_block) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        continue;
+      }
+      if (ec) return true;
+    }
+    return false;
+  }
+
+  asio::io_context ioc_;
+  MetricsRegistry registry_;
+  HttpMetrics metrics_{&registry_};
+  FakeHandler handler_;
+  std::unique_ptr<HttpServer> server_;
+};
+
+TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  StartServer({});
+  tcp::socket s = Connect();
+  std::string batch;
+  for (int i = 0; i < 20; ++i) {
+    std::string target = i % 3 == 0 ? "/defer" : "/r" + std::to_string(i);
+    batch += "POST " + target + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n" +
+             std::to_string(10 + i);
+  }
+  asio::write(s, asio::buffer(batch));
+  std::vector<std::string> bodies = ReadResponses(s, 20);
+  ASSERT_EQ(bodies.size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    std::string target = i % 3 == 0 ? "/defer" : "/r" + std::to_string(i);
+    EXPECT_EQ(bodies[i], "POST " + target + " " + std::to_string(10 + i));
+  }
+}
+
+TEST_F(ServerTest, RequestArrivingByteByByte) {
+  StartServer({});
+  tcp::socket s = Connect();
+  s.set_option(tcp::no_delay(true));
+  std::string req = "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+  for (char c : req) {
+    asio::write(s, asio::buffer(&c, 1));
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+  }
+  std::vector<std::string> bodies = ReadResponses(s, 1);
+  ASSERT_EQ(bodies.size(), 1u);
+  EXPECT_EQ(bodies[0], "POST /slow hello");
+}
+
+TEST_F(ServerTest, HalfClosedClientStillGetsItsResponse) {
+  StartServer({});
+  tcp::socket s = Connect();
+  asio::write(s, asio::buffer(std::string("GET /a HTTP/1.1\r\nHost: x\r\n\r\n")));
+  s.shutdown(tcp::socket::shutdown_send);
+  std::vector<std::string> bodies = ReadResponses(s, 1);
+  ASSERT_EQ(bodies.size(), 1u);
+  EXPECT_EQ(bodies[0], "GET /a ");
+  EXPECT_TRUE(ClosedWithin(s, std::chrono::seconds(2)));
+}
+
+TEST_F(ServerTest, IdleConnectionIsClosedNearTheRequestTimeout) {
+  HttpServerOptions o;
+  o.request_timeout = std::chrono::milliseconds(400);
+  StartServer(o);
+  tcp::socket s = Connect();
+  auto start = Clock::now();
+  ASSERT_TRUE(ClosedWithin(s, std::chrono::seconds(3)));
+  auto took = Clock::now() - start;
+  // The sweep runs every timeout/10, so the close lands within about one interval of 400 ms.
+  EXPECT_GE(took, std::chrono::milliseconds(300));
+  EXPECT_LE(took, std::chrono::milliseconds(1500));
+}
+
+TEST_F(ServerTest, ActiveClientIsNotCutByTheRequestTimeout) {
+  HttpServerOptions o;
+  o.request_timeout = std::chrono::milliseconds(300);
+  StartServer(o);
+  tcp::socket s = Connect();
+  // A request every 100 ms for 1.2 s: each one restarts the clock.
+  for (int i = 0; i < 12; ++i) {
+    asio::write(s, asio::buffer(std::string("GET /k HTTP/1.1\r\nHost: x\r\n\r\n")));
+    ASSERT_EQ(ReadResponses(s, 1).size(), 1u) << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+TEST_F(ServerTest, SlowHeaderIsCutAtTheRequestTimeout) {
+  HttpServerOptions o;
+  o.request_timeout = std::chrono::milliseconds(400);
+  StartServer(o);
+  tcp::socket s = Connect();
+  auto start = Clock::now();
+  asio::write(s, asio::buffer(std::string("GET /a HTTP/1.1\r\n")));
+  bool closed = false;
+  for (int i = 0; i < 40 && !closed; ++i) {
+    boost::system::error_code ec;
+    asio::write(s, asio::buffer(std::string("X-Slow: 1\r\n")), ec);
+    closed = ec || ClosedWithin(s, std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_LE(Clock::now() - start, std::chrono::milliseconds(1500));
+  EXPECT_EQ(handler_.requests(), 0);
+}
+
+TEST_F(ServerTest, LargeResponseReachesASlowReader) {
+  StartServer({});
+  tcp::socket s = Connect();
+  asio::write(s, asio::buffer(std::string("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // Let the socket buffers fill.
+  std::vector<std::string> bodies = ReadResponses(s, 1);
+  ASSERT_EQ(bodies.size(), 1u);
+  EXPECT_EQ(bodies[0].size(), 4u << 20);
+}
+
+TEST_F(ServerTest, LimitsAndMalformedRequests) {
+  HttpServerOptions o;
+  o.max_header_bytes = 1024;
+  o.max_body_bytes = 2048;
+  StartServer(o);
+  struct Case {
+    std::string request;
+    std::string status;
+  };
+  std::vector<Case> cases = {
+      {"GET /a HTTP/1.1\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n", "431"},
+      {"POST /a HTTP/1.1\r\nContent-Length: 4096\r\n\r\n" + std::string(4096, 'b'), "413"},
+      {"GARBAGE\r\n\r\n", "400"},
+      {"GET /a HTTP/1.1\r\nContent-Length: -1\r\n\r\n", "400"},
+  };
+  for (const Case& c : cases) {
+    tcp::socket s = Connect();
+    boost::system::error_code ec;
+    asio::write(s, asio::buffer(c.request), ec);
+    std::string got;
+    char buf[4096];
+    for (;;) {
+      size_t n = s.read_some(asio::buffer(buf), ec);
+      if (ec) break;
+      got.append(buf, n);
+    }
+    EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 " + c.status) << c.request.substr(0, 40);
+    EXPECT_NE(got.find("Connection: close"), std::string::npos);
+    EXPECT_NE(got.find("{\"error\":{\"code\":"), std::string::npos);
+  }
+  EXPECT_EQ(handler_.requests(), 0);
+}
+
+TEST_F(ServerTest, ShutdownAnswersInFlightDeferredRequests) {
+  StartServer({});
+  tcp::socket s = Connect();
+  asio::write(s, asio::buffer(std::string("GET /defer HTTP/1.1\r\nHost: x\r\n\r\n")));
+  while (handler_.requests() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::thread stopper([this] { server_->Shutdown(); });
+  std::vector<std::string> bodies = ReadResponses(s, 1);
+  s.close();
+  stopper.join();
+  ASSERT_EQ(bodies.size(), 1u);
+  EXPECT_EQ(bodies[0], "GET /defer ");
+}
+
+}  // namespace
+}  // namespace edgestate::http
