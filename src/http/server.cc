@@ -184,9 +184,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (used == 0) break;
     }
     if (parser_->is_done()) return OnRequest();
-    size_t room = buffer_.max_size() - buffer_.size();
-    if (room == 0) return OnReadError(bhttp::error::buffer_overflow);
-    socket_.async_read_some(buffer_.prepare(std::min<size_t>(room, 64 * 1024)),
+    if (buffer_.size() == buffer_.max_size()) {
+      return OnReadError(bhttp::error::buffer_overflow);
+    }
+    // Reads into the spare capacity (at least 512 bytes), so an idle connection holds a small
+    // buffer and only a large request grows it, up to the header and body limits.
+    socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 64 * 1024)),
                             beast::bind_front_handler(&Connection::OnRead, shared_from_this()));
   }
 

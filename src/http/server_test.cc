@@ -6,6 +6,7 @@
 #include <boost/asio.hpp>
 #include <chrono>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
@@ -271,6 +272,69 @@ TEST_F(ServerTest, ShutdownAnswersInFlightDeferredRequests) {
   stopper.join();
   ASSERT_EQ(bodies.size(), 1u);
   EXPECT_EQ(bodies[0], "GET /defer ");
+}
+
+// Mutated requests, sent in random pieces: every connection ends with responses that are
+// well-formed HTTP/1.1 (or a close), and the server keeps serving afterwards.
+TEST_F(ServerTest, MutatedRequestsNeverBreakTheServer) {
+  HttpServerOptions o;
+  o.max_header_bytes = 2048;
+  o.max_body_bytes = 4096;
+  o.request_timeout = std::chrono::milliseconds(300);
+  StartServer(o);
+  const std::vector<std::string> seeds = {
+      "GET /read HTTP/1.1\r\nHost: x\r\n\r\n",
+      "POST /v1/counters/a/increment HTTP/1.1\r\nContent-Length: 12\r\n\r\n{\"delta\": 5}",
+      "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+      "GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+  };
+  std::mt19937 rng(20261127);
+  auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
+  for (int iter = 0; iter < 2000; ++iter) {
+    std::string req = seeds[pick(seeds.size())];
+    int mutations = static_cast<int>(pick(4));
+    for (int m = 0; m < mutations && !req.empty(); ++m) {
+      switch (pick(4)) {
+        case 0:  // Flip a byte.
+          req[pick(req.size())] = static_cast<char>(pick(256));
+          break;
+        case 1:  // Truncate.
+          req.resize(pick(req.size()));
+          break;
+        case 2:  // Insert junk, sometimes a lot of it.
+          req.insert(pick(req.size()), std::string(pick(2) ? pick(8) + 1 : pick(6000), 'z'));
+          break;
+        case 3:  // Duplicate a piece (pipelining, repeated headers).
+          req += req.substr(pick(req.size()));
+          break;
+      }
+    }
+    tcp::socket s = Connect();
+    boost::system::error_code ec;
+    for (size_t off = 0; off < req.size() && !ec;) {
+      size_t n = std::min(req.size() - off, pick(64) + 1);
+      asio::write(s, asio::buffer(req.data() + off, n), ec);
+      off += n;
+    }
+    s.shutdown(tcp::socket::shutdown_send, ec);
+    std::string got;
+    char buf[8192];
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    for (;;) {
+      size_t n = s.read_some(asio::buffer(buf), ec);
+      if (ec) break;
+      got.append(buf, n);
+      ASSERT_LT(Clock::now(), deadline) << "iteration " << iter;
+    }
+    if (!got.empty()) {
+      EXPECT_EQ(got.substr(0, 7), "HTTP/1.") << "iteration " << iter;
+    }
+  }
+  tcp::socket s = Connect();
+  asio::write(s, asio::buffer(std::string("GET /still HTTP/1.1\r\nHost: x\r\n\r\n")));
+  std::vector<std::string> bodies = ReadResponses(s, 1);
+  ASSERT_EQ(bodies.size(), 1u);
+  EXPECT_EQ(bodies[0], "GET /still ");
 }
 
 }  // namespace
