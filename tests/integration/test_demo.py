@@ -7,13 +7,11 @@ import subprocess
 import time
 import urllib.request
 
-from conftest import BIN, SLOW, free_ports
+from conftest import BIN, SLOW, free_port_range, free_ports
 
 
 def start_demo(tmpdir, regions, interval=100):
-    base = free_ports(1)[0]
-    while base + 101 > 65000:
-        base = free_ports(1)[0]
+    base = free_port_range(len(regions))
     ctl = free_ports(1)[0]
     p = subprocess.Popen([BIN, "demo", "--base-port", str(base), "--data-dir",
                           os.path.join(tmpdir, "demo"), "--regions", ",".join(regions),
@@ -35,7 +33,10 @@ def start_demo(tmpdir, regions, interval=100):
         if m:
             urls[m.group(1)] = m.group(2)
             pids.append(int(m.group(3)))
-    assert list(urls) == list(regions), lines
+    if list(urls) != list(regions):
+        p.kill()
+        p.wait()
+        raise AssertionError(f"demo did not start: stdout {lines!r}; stderr {p.stderr.read()[-3000:]}")
     return p, urls, pids, f"http://127.0.0.1:{ctl}"
 
 
