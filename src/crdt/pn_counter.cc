@@ -5,11 +5,19 @@
 
 namespace edgestate::crdt {
 
+__int128 PnCounter::ExactValue() const {
+  // At most 2^64 per slot field, so the sum of any realistic number of slots fits exactly.
+  __int128 total = 0;
+  for (const auto& [origin, s] : slots_) {
+    total += static_cast<__int128>(s.inc) - static_cast<__int128>(s.dec);
+  }
+  return total;
+}
+
 int64_t PnCounter::Value() const {
-  // Modular arithmetic: exact whenever the true value fits in int64 (see the invariant).
-  uint64_t total = 0;
-  for (const auto& [origin, s] : slots_) total += s.inc - s.dec;
-  return static_cast<int64_t>(total);
+  constexpr __int128 kMax = std::numeric_limits<int64_t>::max();
+  constexpr __int128 kMin = std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(std::clamp(ExactValue(), kMin, kMax));
 }
 
 int64_t PnCounter::UpdatedAtMs() const {
@@ -37,9 +45,14 @@ void PnCounter::SetSlot(std::string_view origin, const Slot& slot) { SlotFor(ori
 
 StatusOr<int64_t> PnCounter::Add(std::string_view origin, int64_t delta, int64_t now_ms,
                                  uint64_t seq) {
-  int64_t value = Value();
-  int64_t next;
-  if (__builtin_add_overflow(value, delta, &next)) {
+  constexpr __int128 kMax = std::numeric_limits<int64_t>::max();
+  constexpr __int128 kMin = std::numeric_limits<int64_t>::min();
+  const __int128 exact = ExactValue();
+  const __int128 next = exact + delta;
+  // Out of range after the delta: refused, unless the value was already out of range (merged
+  // concurrent writes of several origins) and the delta brings it back towards int64.
+  const bool towards_range = (exact > kMax && delta < 0) || (exact < kMin && delta > 0);
+  if ((next > kMax || next < kMin) && !towards_range) {
     return Status::FailedPrecondition("increment would overflow the counter's int64 range");
   }
   const Slot* existing = Find(origin);
@@ -54,7 +67,7 @@ StatusOr<int64_t> PnCounter::Add(std::string_view origin, int64_t delta, int64_t
   s.version = seq != 0 ? std::max(seq, s.version) : s.version + 1;
   s.updated_at_ms = std::max(s.updated_at_ms, now_ms);
   SlotFor(origin) = s;
-  return next;
+  return static_cast<int64_t>(std::clamp(next, kMin, kMax));
 }
 
 void PnCounter::Merge(const PnCounter& other) {

@@ -7,8 +7,11 @@
 // it is commutative, associative and idempotent, so replicas that have seen the same writes hold
 // the same state whatever the order or repetition of merges. Pure code: no I/O, no clock reads.
 //
-// Invariant (local): Add never accepts a delta that would move the value outside int64 or a
-// slot beyond uint64, so Value() is exact for every state a single origin produces.
+// Range: Add never accepts a delta that would move the value outside int64 (or a slot beyond
+// uint64), so Value() is exact for every state one origin produces. Merging the concurrent
+// writes of several origins can still take the exact sum outside int64 (two regions each adding
+// 2^62 + 2^62 locally); Value() then saturates at the nearest int64 bound instead of wrapping,
+// and Add accepts only deltas that bring the value back towards the range.
 //
 // Thread-safety: a value type; callers synchronize.
 #pragma once
@@ -36,14 +39,16 @@ class PnCounter {
  public:
   using Slots = std::vector<std::pair<std::string, Slot>>;  // Sorted by origin, unique.
 
-  // sum(inc) - sum(dec).
+  // sum(inc) - sum(dec), clamped to int64 (see Range above).
   int64_t Value() const;
+  // sum(inc) - sum(dec), exactly.
+  __int128 ExactValue() const;
   // The latest write time over all slots (0 when never written).
   int64_t UpdatedAtMs() const;
 
   // Adds `delta` to `origin`'s slot, stamps it with sequence `seq` (0: the slot's version + 1)
-  // and returns the new value. On FailedPrecondition (the value would leave int64, or the
-  // slot's sum would exceed uint64) nothing changes.
+  // and returns the new value (clamped like Value()). On FailedPrecondition (the value would
+  // leave int64, or the slot's sum would exceed uint64) nothing changes.
   // REQUIRES: seq == 0 or seq > the slot's current version.
   StatusOr<int64_t> Add(std::string_view origin, int64_t delta, int64_t now_ms, uint64_t seq = 0);
 

@@ -39,6 +39,34 @@ TEST(PnCounterTest, RejectsOverflowWithoutChange) {
   EXPECT_EQ(c.Value(), kMin);
 }
 
+TEST(PnCounterTest, ConcurrentOverflowSaturatesInsteadOfWrapping) {
+  // Each region accepts kMax - 10 locally; merged, the exact sum is far above int64.
+  PnCounter a, b;
+  ASSERT_TRUE(a.Add("iad", kMax - 10, 1).ok());
+  ASSERT_TRUE(b.Add("lhr", kMax - 10, 1).ok());
+  a.Merge(b);
+  EXPECT_EQ(a.ExactValue(), 2 * static_cast<__int128>(kMax - 10));
+  EXPECT_EQ(a.Value(), kMax);
+  // Further growth is refused and changes nothing; a decrement is accepted and stays exact.
+  PnCounter before = a;
+  EXPECT_FALSE(a.Add("iad", 1, 2).ok());
+  EXPECT_EQ(a, before);
+  EXPECT_EQ(*a.Add("iad", -5, 3), kMax);
+  EXPECT_EQ(a.ExactValue(), 2 * static_cast<__int128>(kMax - 10) - 5);
+  // Coming back all the way into range gives exact values again.
+  ASSERT_TRUE(a.Add("lhr", kMin, 4).ok());
+  EXPECT_EQ(a.ExactValue(), 2 * static_cast<__int128>(kMax - 10) - 5 + kMin);
+  EXPECT_EQ(a.Value(), static_cast<int64_t>(a.ExactValue()));
+
+  PnCounter c, d;
+  ASSERT_TRUE(c.Add("iad", kMin + 1, 1).ok());
+  ASSERT_TRUE(d.Add("lhr", kMin + 1, 1).ok());
+  c.Merge(d);
+  EXPECT_EQ(c.Value(), kMin);
+  EXPECT_FALSE(c.Add("iad", -1, 2).ok());
+  EXPECT_EQ(*c.Add("iad", 1, 3), kMin);
+}
+
 TEST(PnCounterTest, RejectsSlotExhaustion) {
   PnCounter c;
   // inc grows by 2*kMax per round while the value stays at 0; the slot runs out first.

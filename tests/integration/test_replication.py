@@ -101,6 +101,38 @@ def test_concurrent_increments_in_all_regions_converge_to_the_exact_sum(cluster)
     assert headers["edgestate-staleness-ms"] != "inf"
 
 
+def test_concurrent_overflow_saturates_everywhere_and_recovers(cluster):
+    """Each region accepts a delta that is fine locally; together they pass INT64_MAX."""
+    int64_max = 2**63 - 1
+    delta = 2**62
+
+    def post(region, d):
+        return cluster.nodes[region].request("POST", "/v1/counters/o/increment",
+                                             body=json.dumps({"delta": d}))
+
+    def wait_for(value):
+        deadline = time.monotonic() + 10 * SLOW
+        while cluster.values("o") != {r: value for r in REGIONS}:
+            assert time.monotonic() < deadline, cluster.values("o")
+            time.sleep(0.05)
+
+    # Each region writes while it is alone (its peers down), so the writes are concurrent.
+    for r in REGIONS:
+        cluster.start(r)
+        st, _, body = post(r, delta)
+        assert st == 200 and body["value"] == delta, body
+        cluster.nodes[r].kill()
+    cluster.start_all()
+    wait_for(int64_max)  # 3 * 2^62 saturates on every node; it must not wrap.
+    st, _, body = post("iad", 1)
+    assert st == 409, body
+    # Two decrements of 2^62 bring the exact sum (2^62) back into range, on every node.
+    for r in ("lhr", "fra"):
+        st, _, body = post(r, -delta)
+        assert st == 200, body
+    wait_for(delta)
+
+
 def test_a_paused_node_catches_up_with_nothing_lost(cluster):
     cluster.start_all()
     paused = cluster.nodes["fra"]
