@@ -27,6 +27,23 @@ void AppendIso8601Millis(int64_t unix_ms, std::string* out) {
                  hms.seconds().count(), hms.subseconds().count());
 }
 
+std::string FormatHttpDate(int64_t unix_seconds) {
+  namespace chrono = std::chrono;
+  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  constexpr int64_t kMin = 0;             // 1970-01-01T00:00:00Z
+  constexpr int64_t kMax = 253402300799;  // 9999-12-31T23:59:59Z
+  const chrono::sys_seconds t{chrono::seconds(std::clamp(unix_seconds, kMin, kMax))};
+  const auto day = chrono::floor<chrono::days>(t);
+  const chrono::year_month_day ymd{day};
+  const chrono::hh_mm_ss hms{t - day};
+  return fmt::format(FMT_COMPILE("{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT"),
+                     kDays[chrono::weekday(day).c_encoding()], static_cast<unsigned>(ymd.day()),
+                     kMonths[static_cast<unsigned>(ymd.month()) - 1], static_cast<int>(ymd.year()),
+                     hms.hours().count(), hms.minutes().count(), hms.seconds().count());
+}
+
 std::string FormatIso8601Millis(int64_t unix_ms) {
   std::string out;
   AppendIso8601Millis(unix_ms, &out);

@@ -14,6 +14,10 @@ namespace edgestate {
 std::string FormatIso8601Millis(int64_t unix_ms);
 void AppendIso8601Millis(int64_t unix_ms, std::string* out);
 
+// The IMF-fixdate of RFC 9110 for an HTTP Date header: "Fri, 27 Nov 2026 13:45:00 GMT".
+// Clamped to the years 1970..9999.
+std::string FormatHttpDate(int64_t unix_seconds);
+
 // Compares `candidate` with `secret` in time that depends only on secret.size(), so response
 // timing does not reveal how long a matching prefix an attacker has guessed.
 bool ConstantTimeEquals(std::string_view secret, std::string_view candidate);

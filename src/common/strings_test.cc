@@ -20,6 +20,14 @@ TEST(StringsTest, Iso8601) {
   EXPECT_EQ(s, "x1970-01-02T00:00:00.000Z");
 }
 
+TEST(StringsTest, HttpDate) {
+  EXPECT_EQ(FormatHttpDate(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+  EXPECT_EQ(FormatHttpDate(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");  // RFC 9110's example.
+  EXPECT_EQ(FormatHttpDate(1795786200), "Fri, 27 Nov 2026 13:30:00 GMT");
+  EXPECT_EQ(FormatHttpDate(951782400), "Tue, 29 Feb 2000 00:00:00 GMT");
+  EXPECT_EQ(FormatHttpDate(-5), "Thu, 01 Jan 1970 00:00:00 GMT");
+}
+
 TEST(StringsTest, Iso8601AgreesWithGmtime) {
   // Every day boundary and a spread of times of day over 1900..2100.
   for (int64_t ms = -2208988800000; ms < 4102444800000; ms += 86400000LL * 7 + 3723001) {

@@ -15,6 +15,7 @@
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 #include <vector>
 
+#include "common/strings.h"
 #include "http/errors.h"
 #include "net/net.h"
 
@@ -44,16 +45,24 @@ struct Worker {
   std::unordered_set<Connection*> connections;  // Touched only on this worker's thread.
   bool draining = false;                        // Touched only on this worker's thread.
   int64_t now_ms = 0;                           // Steady clock, ms; on this worker's thread.
+  int64_t date_second = -1;                     // Wall-clock second `date` was made for.
+  std::string date;                             // "Date: <IMF-fixdate>\r\n", per sweep.
   asio::io_context ioc{1};                      // Destroyed before `connections`.
   std::optional<asio::steady_timer> sweep;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
   std::thread thread;
 };
 
-int64_t SteadyNowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+// Advances the worker's coarse clocks: `now_ms` for deadlines and the Date header line (which
+// is therefore at most one sweep interval behind the wall clock).
+void TickClocks(Worker* w) {
+  using namespace std::chrono;
+  w->now_ms = duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+  int64_t second = duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
+  if (second != w->date_second) {
+    w->date_second = second;
+    w->date = "Date: " + FormatHttpDate(second) + "\r\n";
+  }
 }
 
 bool IsHttpParseError(const beast::error_code& ec) {
@@ -64,13 +73,16 @@ bool IsHttpParseError(const beast::error_code& ec) {
 // nothing). Requests are parsed by Beast; responses are built here in one buffer because
 // Beast's general serializer was a measured hot spot. Header names and values come from the
 // Api (static names, values it generated), never from the client.
-void SerializeResponse(const Response& r, unsigned version, bool keep_alive, std::string* out) {
+void SerializeResponse(const Response& r, unsigned version, bool keep_alive,
+                       std::string_view date_line, std::string* out) {
   out->clear();
   out->append(version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
   out->append(fmt::format_int(r.status).c_str());
   out->push_back(' ');
   out->append(bhttp::obsolete_reason(static_cast<bhttp::status>(r.status)));
-  out->append("\r\nContent-Type: ");
+  out->append("\r\n");
+  out->append(date_line);
+  out->append("Content-Type: ");
   out->append(r.content_type);
   out->append("\r\n");
   for (const auto& [name, value] : r.headers) {
@@ -250,7 +262,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
     response_keep_alive_ = keep_alive_ && !worker_->draining && r.status < 500 && r.status != 400 &&
                            r.status != 413 && r.status != 431;
-    SerializeResponse(r, version_, response_keep_alive_, &out_);
+    SerializeResponse(r, version_, response_keep_alive_, worker_->date, &out_);
     state_ = State::kWriting;
     deadline_ms_ = worker_->now_ms + server_->options.write_timeout.count();
     asio::async_write(socket_, asio::buffer(out_),
@@ -331,7 +343,7 @@ void HttpServer::Impl::ScheduleSweep(Worker* w) {
   w->sweep->expires_after(interval);
   w->sweep->async_wait([this, w](beast::error_code ec) {
     if (ec) return;
-    w->now_ms = SteadyNowMs();
+    TickClocks(w);
     // Close() only closes the socket; no connection is destroyed during this loop.
     for (Connection* c : w->connections) c->CloseIfExpired(w->now_ms);
     ScheduleSweep(w);
@@ -390,7 +402,7 @@ Status HttpServer::Start() {
   s.bound_port = *port;
   s.DoAccept();
   for (auto& w : s.workers) {
-    w->now_ms = SteadyNowMs();
+    TickClocks(w.get());
     w->sweep.emplace(w->ioc);
     s.ScheduleSweep(w.get());
     w->guard.emplace(w->ioc.get_executor());

@@ -12,6 +12,8 @@
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 #include <vector>
 
+#include "common/strings.h"
+
 namespace edgestate::http {
 namespace {
 
@@ -147,6 +149,28 @@ TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
     std::string target = i % 3 == 0 ? "/defer" : "/r" + std::to_string(i);
     EXPECT_EQ(bodies[i], "POST " + target + " " + std::to_string(10 + i));
   }
+}
+
+TEST_F(ServerTest, ResponsesCarryTheDate) {
+  StartServer({});
+  tcp::socket s = Connect();
+  asio::write(s, asio::buffer(std::string("GET /a HTTP/1.1\r\nHost: x\r\n\r\n")));
+  std::string head;
+  char c;
+  while (head.find("\r\n\r\n") == std::string::npos) {
+    asio::read(s, asio::buffer(&c, 1));
+    head.push_back(c);
+  }
+  size_t at = head.find("\r\nDate: ");
+  ASSERT_NE(at, std::string::npos) << head;
+  std::string date = head.substr(at + 8, head.find("\r\n", at + 2) - at - 8);
+  // Within a few seconds of now, in IMF-fixdate form.
+  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  bool near = false;
+  for (int64_t t = now - 3; t <= now + 1; ++t) near = near || FormatHttpDate(t) == date;
+  EXPECT_TRUE(near) << date;
 }
 
 TEST_F(ServerTest, RequestArrivingByteByByte) {
