@@ -1,46 +1,98 @@
 #include "bench/checker.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace edgestate::bench {
 
-ReadCheck CheckReads(const std::vector<ReadRecord>& reads, std::vector<AckRecord>& acks,
-                     const std::vector<int64_t>& base, uint32_t regions) {
-  ReadCheck out;
-  out.stale_by_region.assign(regions, 0);
-  out.reads_by_region.assign(regions, 0);
-  std::sort(acks.begin(), acks.end(), [](const AckRecord& a, const AckRecord& b) {
-    return a.key != b.key ? a.key < b.key : a.acked_ns < b.acked_ns;
-  });
-  // Per key, the slice of `acks` holding its acknowledgment times.
-  std::vector<std::pair<size_t, size_t>> span(base.size(), {0, 0});
-  for (size_t i = 0; i < acks.size();) {
-    size_t j = i;
-    while (j < acks.size() && acks[j].key == acks[i].key) ++j;
-    span[acks[i].key] = {i, j};
-    i = j;
+ReadChecker::ReadChecker(std::vector<int64_t> base, uint32_t regions, int64_t window_ns)
+    : base_(std::move(base)), window_ns_(window_ns), keys_(base_.size()) {
+  out_.stale_by_region.assign(regions, 0);
+  out_.reads_by_region.assign(regions, 0);
+}
+
+void ReadChecker::AddAck(uint32_t key, int64_t acked_ns) {
+  Key& k = keys_[key];
+  if (acked_ns < horizon_) {
+    k.forgotten++;
+    return;
   }
-  auto acked_before = [&](uint32_t key, int64_t t) -> int64_t {
-    auto [b, e] = span[key];
-    auto it = std::lower_bound(acks.begin() + b, acks.begin() + e, t,
-                               [](const AckRecord& a, int64_t v) { return a.acked_ns < v; });
-    return it - (acks.begin() + b);
-  };
-  for (const ReadRecord& r : reads) {
-    out.reads++;
-    out.reads_by_region[r.region]++;
-    int64_t expected = base[r.key] + acked_before(r.key, r.sent_ns);
-    if (r.value < expected) {
-      out.stale++;
-      out.stale_by_region[r.region]++;
-      out.missed_increments += static_cast<uint64_t>(expected - r.value);
-      if (r.staleness_ms >= 0) {
-        int64_t vouched = base[r.key] + acked_before(r.key, r.sent_ns - r.staleness_ms * 1'000'000);
-        if (r.value < vouched) out.bound_violations++;
-      }
+  // Usually the newest: insert from the back.
+  auto it =
+      std::upper_bound(k.times.begin() + static_cast<ptrdiff_t>(k.start), k.times.end(), acked_ns);
+  k.times.insert(it, acked_ns);
+  held_acks_++;
+}
+
+void ReadChecker::AddRead(const ReadRecord& r) {
+  if (r.sent_ns < horizon_) return Check(r);  // Late: check now with what is known.
+  held_.push_back(r);
+}
+
+std::optional<int64_t> ReadChecker::AckedBefore(uint32_t key, int64_t t) const {
+  if (t < horizon_) return std::nullopt;
+  const Key& k = keys_[key];
+  auto first = k.times.begin() + static_cast<ptrdiff_t>(k.start);
+  return k.forgotten + (std::lower_bound(first, k.times.end(), t) - first);
+}
+
+void ReadChecker::Check(const ReadRecord& r) {
+  out_.reads++;
+  out_.reads_by_region[r.region]++;
+  std::optional<int64_t> acked = AckedBefore(r.key, r.sent_ns);
+  if (!acked) {  // Sent before the horizon: cannot happen when Flush's contract is kept.
+    bounds_unchecked_++;
+    return;
+  }
+  const int64_t expected = base_[r.key] + *acked;
+  if (r.value >= expected) return;
+  out_.stale++;
+  out_.stale_by_region[r.region]++;
+  out_.missed_increments += static_cast<uint64_t>(expected - r.value);
+  if (r.staleness_ms < 0) return;
+  std::optional<int64_t> vouched = AckedBefore(r.key, r.sent_ns - r.staleness_ms * 1'000'000);
+  if (!vouched) {
+    bounds_unchecked_++;
+  } else if (r.value < base_[r.key] + *vouched) {
+    out_.bound_violations++;
+  }
+}
+
+void ReadChecker::Flush(int64_t before_ns) {
+  auto due = std::partition(held_.begin(), held_.end(),
+                            [before_ns](const ReadRecord& r) { return r.sent_ns >= before_ns; });
+  for (auto it = due; it != held_.end(); ++it) Check(*it);
+  held_.erase(due, held_.end());
+  const int64_t horizon = before_ns - window_ns_;
+  if (horizon <= horizon_) return;
+  // Every held read was sent at or after before_ns, so none needs an acknowledgment time
+  // older than the new horizon except through a bound longer than the window.
+  horizon_ = horizon;
+  for (Key& k : keys_) {
+    auto first = k.times.begin() + static_cast<ptrdiff_t>(k.start);
+    size_t n = static_cast<size_t>(std::lower_bound(first, k.times.end(), horizon_) - first);
+    k.forgotten += static_cast<int64_t>(n);
+    k.start += n;
+    held_acks_ -= n;
+    if (k.start > 4096 && k.start * 2 > k.times.size()) {  // Reclaim the forgotten prefix.
+      k.times.erase(k.times.begin(), k.times.begin() + static_cast<ptrdiff_t>(k.start));
+      k.start = 0;
     }
   }
-  return out;
+}
+
+void ReadChecker::FlushAll() {
+  for (const ReadRecord& r : held_) Check(r);
+  held_.clear();
+}
+
+ReadCheck CheckReads(const std::vector<ReadRecord>& reads, const std::vector<AckRecord>& acks,
+                     const std::vector<int64_t>& base, uint32_t regions) {
+  ReadChecker checker(base, regions, /*window_ns=*/0);
+  for (const AckRecord& a : acks) checker.AddAck(a.key, a.acked_ns);
+  for (const ReadRecord& r : reads) checker.AddRead(r);
+  checker.FlushAll();
+  return checker.result();
 }
 
 LossCheck CheckFinal(const std::vector<int64_t>& base, const std::vector<int64_t>& acked,

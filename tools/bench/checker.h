@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace edgestate::bench {
@@ -32,8 +33,57 @@ struct ReadCheck {
   std::vector<uint64_t> reads_by_region;
 };
 
-// `acks` is sorted in place. REQUIRES: every key < base.size(), region < regions.
-ReadCheck CheckReads(const std::vector<ReadRecord>& reads, std::vector<AckRecord>& acks,
+// The streaming form, for runs of any length: memory holds the reads not yet checked and the
+// acknowledgment times of the last `window_ns` before the latest Flush, plus a count per key.
+//
+// A read sent at t is checked against the acknowledgments before t, so it may be checked once
+// every acknowledgment received before t has been added; the caller says when with Flush.
+// The stale check is exact. A bound check needs the acknowledgments before t - bound; when that
+// reaches further back than the window, the read is counted in `bounds_unchecked` instead.
+// Not thread-safe.
+class ReadChecker {
+ public:
+  // REQUIRES: window_ns >= 0; every later key < base.size(), region < regions.
+  ReadChecker(std::vector<int64_t> base, uint32_t regions, int64_t window_ns);
+
+  // Acknowledgments may arrive in any order (they are kept sorted per key).
+  void AddAck(uint32_t key, int64_t acked_ns);
+  // Held until a Flush covers its send time.
+  void AddRead(const ReadRecord& r);
+  // Checks the held reads sent before `before_ns`. REQUIRES: every acknowledgment received
+  // before `before_ns` has been added. Then forgets acknowledgments older than
+  // before_ns - window_ns (keeping their count).
+  void Flush(int64_t before_ns);
+  // Checks every held read. REQUIRES: every acknowledgment has been added.
+  void FlushAll();
+
+  const ReadCheck& result() const { return out_; }
+  uint64_t bounds_unchecked() const { return bounds_unchecked_; }
+  size_t held_reads() const { return held_.size(); }
+  size_t held_acks() const { return held_acks_; }
+
+ private:
+  struct Key {
+    std::vector<int64_t> times;  // Sorted; times[0..start) are forgotten.
+    size_t start = 0;
+    int64_t forgotten = 0;  // Acknowledgments before horizon_ no longer in `times`.
+  };
+  // Acknowledgments of `key` before t; nullopt when t < horizon_ (no longer known exactly).
+  std::optional<int64_t> AckedBefore(uint32_t key, int64_t t) const;
+  void Check(const ReadRecord& r);
+
+  const std::vector<int64_t> base_;
+  const int64_t window_ns_;
+  std::vector<Key> keys_;
+  std::vector<ReadRecord> held_;
+  size_t held_acks_ = 0;
+  int64_t horizon_ = INT64_MIN;  // Every acknowledgment before this is only counted.
+  uint64_t bounds_unchecked_ = 0;
+  ReadCheck out_;
+};
+
+// All at once (tests, short runs). REQUIRES: every key < base.size(), region < regions.
+ReadCheck CheckReads(const std::vector<ReadRecord>& reads, const std::vector<AckRecord>& acks,
                      const std::vector<int64_t>& base, uint32_t regions);
 
 struct LossCheck {

@@ -53,6 +53,10 @@ using SteadyClock = std::chrono::steady_clock;
 namespace edgestate::bench {
 namespace {
 
+// How far back the stale-read check keeps acknowledgment times: bounds up to this long are
+// checked exactly (see ReadChecker).
+constexpr std::chrono::seconds kCheckWindow{300};
+
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
       .count();
@@ -216,12 +220,13 @@ class Runner {
   asio::io_context ioc_{1};
   std::vector<RegionStats> stats_;
   std::vector<double> zipf_cdf_;
-  std::vector<ReadRecord> reads_;
-  std::vector<AckRecord> acks_;
+  // Set once the base values are known. Memory: the reads of the last few seconds and the
+  // acknowledgment times of the last kCheckWindow, whatever the run's length.
+  std::optional<ReadChecker> checker_;
   std::vector<int64_t> acked_, sent_, base_;
   std::vector<std::vector<int64_t>> final_;
   bool settled_ = false;
-  std::vector<int64_t> staleness_seen_;
+  LatencyHistogram staleness_seen_;  // Reported bounds, in ms (the histogram is unit-free).
   int64_t start_ns_ = 0, end_ns_ = 0;
   uint64_t next_slot_ = 0;
   uint64_t done_ = 0;
@@ -287,13 +292,13 @@ awaitable<void> Runner::Vu(int id, uint32_t region) {
     st.all.Record(micros);
     if (increment) {
       st.increments.Record(micros);
-      acks_.push_back({static_cast<uint32_t>(key), received_ns});
+      checker_->AddAck(static_cast<uint32_t>(key), received_ns);
       acked_[key]++;
     } else {
       st.reads.Record(micros);
       if (auto v = ParseValue(r.body)) {
-        reads_.push_back({static_cast<uint32_t>(key), region, sent_ns, *v, r.staleness_ms});
-        if (r.staleness_ms >= 0) staleness_seen_.push_back(r.staleness_ms);
+        checker_->AddRead({static_cast<uint32_t>(key), region, sent_ns, *v, r.staleness_ms});
+        if (r.staleness_ms >= 0) staleness_seen_.Record(static_cast<uint64_t>(r.staleness_ms));
       } else {
         st.errors_by_kind["bad_body"]++;
       }
@@ -305,8 +310,13 @@ awaitable<void> Runner::Vu(int id, uint32_t region) {
 awaitable<void> Runner::Progress() {
   const bool tty = c_.progress && isatty(STDERR_FILENO);
   int64_t last_done = 0;
+  // A read is checked once every request sent before it has completed or timed out, so every
+  // acknowledgment it could have depended on is known.
+  const int64_t check_lag_ns = c_.timeout.count() * 1'000'000 +
+                               static_cast<int64_t>(2 * c_.last_mile_ms * 1e6) + 1'000'000'000;
   while (NowNs() < end_ns_) {
     co_await Sleep(1000);
+    checker_->Flush(NowNs() - check_lag_ns);
     if (!tty) continue;
     double elapsed = static_cast<double>(NowNs() - start_ns_) / 1e9;
     double total = static_cast<double>(end_ns_ - start_ns_) / 1e9;
@@ -411,7 +421,8 @@ void Runner::Report(RunSummary* summary) {
     errors += s.errors;
     for (auto& [k, n] : s.errors_by_kind) kinds[k] += n;
   }
-  ReadCheck rc = CheckReads(reads_, acks_, base_, static_cast<uint32_t>(c_.targets.size()));
+  checker_->FlushAll();
+  const ReadCheck& rc = checker_->result();
   LossCheck lc = CheckFinal(base_, acked_, sent_, final_);
   int64_t lost = 0;
   for (int64_t l : lc.lost_by_region) lost = std::max(lost, l);
@@ -473,16 +484,23 @@ void Runner::Report(RunSummary* summary) {
   const double error_rate = all.count() ? static_cast<double>(errors) / all.count() : 0;
   const double stale_rate = rc.reads ? static_cast<double>(rc.stale) / rc.reads : 0;
   print("\n");
-  std::vector<double> st(staleness_seen_.begin(), staleness_seen_.end());
+  const LatencyHistogram& st = staleness_seen_;
   print(
       "stale reads: %llu of %llu (%.3f %%), %llu increments missed; reads outside their "
       "reported bound: %llu\n",
       static_cast<unsigned long long>(rc.stale), static_cast<unsigned long long>(rc.reads),
       100.0 * stale_rate, static_cast<unsigned long long>(rc.missed_increments),
       static_cast<unsigned long long>(rc.bound_violations));
-  if (!st.empty()) {
-    print("reported staleness bound: p50 %.0f ms, p99 %.0f ms, max %.0f ms (%zu reads)\n",
-          Pct(st, 0.5), Pct(st, 0.99), Pct(st, 1.0), st.size());
+  if (checker_->bounds_unchecked() > 0) {
+    print("stale reads whose bound reached back more than %lld s (not checked against it): %llu\n",
+          static_cast<long long>(kCheckWindow.count()),
+          static_cast<unsigned long long>(checker_->bounds_unchecked()));
+  }
+  if (st.count() > 0) {
+    print("reported staleness bound: p50 %llu ms, p99 %llu ms, max %llu ms (%llu reads)\n",
+          static_cast<unsigned long long>(st.Percentile(0.5)),
+          static_cast<unsigned long long>(st.Percentile(0.99)),
+          static_cast<unsigned long long>(st.max()), static_cast<unsigned long long>(st.count()));
   }
   int64_t total_acked = 0, total_sent = 0;
   for (int k = 0; k < c_.keys; ++k) {
@@ -580,8 +598,8 @@ void Runner::Report(RunSummary* summary) {
   summary->lost_updates = lost;
   summary->acknowledged = total_acked;
   summary->settled = settled_;
-  summary->staleness_p50_ms = Pct(st, 0.5);
-  summary->staleness_p99_ms = Pct(st, 0.99);
+  summary->staleness_p50_ms = static_cast<double>(st.Percentile(0.5));
+  summary->staleness_p99_ms = static_cast<double>(st.Percentile(0.99));
   summary->errors_by_kind = kinds;
 
   if (!c_.json_file.empty()) {
@@ -603,8 +621,9 @@ void Runner::Report(RunSummary* summary) {
                         {"reads", rc.reads},
                         {"missed_increments", rc.missed_increments},
                         {"bound_violations", rc.bound_violations},
-                        {"reported_staleness_p50_ms", Pct(st, 0.5)},
-                        {"reported_staleness_p99_ms", Pct(st, 0.99)}};
+                        {"bounds_unchecked", checker_->bounds_unchecked()},
+                        {"reported_staleness_p50_ms", st.Percentile(0.5)},
+                        {"reported_staleness_p99_ms", st.Percentile(0.99)}};
     j["lost_updates"] = {{"max_over_regions", lost},
                          {"by_region", lost_json},
                          {"acknowledged", total_acked},
@@ -623,6 +642,8 @@ RunSummary Runner::Run() {
       [this]() -> awaitable<void> {
         co_await ReadBase();
         if (!fatal_.empty()) co_return;
+        checker_.emplace(base_, static_cast<uint32_t>(c_.targets.size()),
+                         std::chrono::nanoseconds(kCheckWindow).count());
         start_ns_ = NowNs();
         end_ns_ = start_ns_ + c_.duration.count() * 1'000'000;
         for (int i = 0; i < c_.vus; ++i) {
