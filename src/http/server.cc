@@ -65,6 +65,13 @@ void TickClocks(Worker* w) {
   }
 }
 
+// HTTP/1.1 requests with "Expect: 100-continue" (the only expectation defined).
+bool ExpectsContinue(const bhttp::request<bhttp::string_body>& req) {
+  if (req.version() < 11) return false;
+  auto it = req.find(bhttp::field::expect);
+  return it != req.end() && beast::iequals(it->value(), "100-continue");
+}
+
 bool IsHttpParseError(const beast::error_code& ec) {
   return ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category();
 }
@@ -177,6 +184,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void DoRead() {
     state_ = State::kReading;
     parser_.emplace();
+    continue_sent_ = false;
     parser_->eager(true);
     parser_->header_limit(static_cast<std::uint32_t>(server_->options.max_header_bytes));
     parser_->body_limit(server_->options.max_body_bytes);
@@ -196,6 +204,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (used == 0) break;
     }
     if (parser_->is_done()) return OnRequest();
+    if (parser_->is_header_done() && !continue_sent_ && ExpectsContinue(parser_->get())) {
+      // The client waits for this before sending the body (RFC 9110 10.1.1). A body over the
+      // limit was already refused by the parser, with 413.
+      continue_sent_ = true;
+      static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+      asio::async_write(socket_, asio::buffer(k100.data(), k100.size()),
+                        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                          if (ec || self->state_ == State::kClosing) return self->Close();
+                          self->ParseBuffered();
+                        });
+      return;
+    }
     if (buffer_.size() == buffer_.max_size()) {
       return OnReadError(bhttp::error::buffer_overflow);
     }
@@ -315,6 +335,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t drained_ = 0;
   State state_ = State::kReading;
   bool keep_alive_ = true;
+  bool continue_sent_ = false;  // "100 Continue" already sent for the current request.
   unsigned version_ = 11;
   int64_t deadline_ms_ = 0;  // On the worker's coarse clock; see Worker::now_ms.
   std::chrono::steady_clock::time_point started_;

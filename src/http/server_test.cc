@@ -173,6 +173,29 @@ TEST_F(ServerTest, ResponsesCarryTheDate) {
   EXPECT_TRUE(near) << date;
 }
 
+TEST_F(ServerTest, ExpectContinueGetsAnInterimResponse) {
+  StartServer({});
+  tcp::socket s = Connect();
+  asio::write(
+      s, asio::buffer(std::string(
+             "POST /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")));
+  // The client holds the body until it sees the interim response.
+  std::string interim(25, '\0');
+  asio::read(s, asio::buffer(interim));
+  EXPECT_EQ(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+  asio::write(s, asio::buffer(std::string("hello")));
+  std::vector<std::string> bodies = ReadResponses(s, 1);
+  ASSERT_EQ(bodies.size(), 1u);
+  EXPECT_EQ(bodies[0], "POST /e hello");
+  // A body over the limit gets 413 instead, without a 100.
+  tcp::socket t = Connect();
+  asio::write(t, asio::buffer(std::string("POST /e HTTP/1.1\r\nExpect: 100-continue\r\n"
+                                          "Content-Length: 10000000\r\n\r\n")));
+  std::string head(12, '\0');
+  asio::read(t, asio::buffer(head));
+  EXPECT_EQ(head, "HTTP/1.1 413");
+}
+
 TEST_F(ServerTest, RequestArrivingByteByByte) {
   StartServer({});
   tcp::socket s = Connect();
