@@ -6,6 +6,8 @@
 #include <future>
 #include <nlohmann/json.hpp>
 
+#include "common/test_dir.h"
+
 namespace edgestate::http {
 namespace {
 
@@ -58,9 +60,7 @@ class ApiTest : public ::testing::Test {
   }
 
   void Open(const std::string& key) {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("edgestate-api-test-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir_);
+    dir_ = FreshTestDir();
     store_ = std::move(storage::Store::Open(dir_.string())).value();
     service::CounterServiceOptions o;
     o.region = "iad";

@@ -13,6 +13,7 @@
 #include <thread>
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
+#include "common/test_dir.h"
 #include "replication/auth.h"
 #include "replication/wire.pb.h"
 #include "storage/store.h"
@@ -107,12 +108,7 @@ bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds limit)
 
 class ReplicatorTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("edgestate-replicator-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-  }
+  void SetUp() override { dir_ = FreshTestDir(); }
   void TearDown() override {
     a_.reset();
     b_.reset();

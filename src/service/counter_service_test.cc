@@ -7,17 +7,14 @@
 #include <limits>
 #include <thread>
 
+#include "common/test_dir.h"
+
 namespace edgestate::service {
 namespace {
 
 class CounterServiceTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("edgestate-svc-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-  }
+  void SetUp() override { dir_ = FreshTestDir(); }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // Opens store + service; the previous pair (if any) is closed first.
