@@ -6,6 +6,8 @@
 #include <fstream>
 #include <map>
 
+#include "common/test_dir.h"
+
 namespace edgestate::server {
 namespace {
 
@@ -17,15 +19,21 @@ EnvLookup Env(std::map<std::string, std::string> vars) {
   };
 }
 
-std::string WriteFile(const std::string& text) {
-  static int n = 0;
-  std::string path = (std::filesystem::temp_directory_path() /
-                      ("edgestate-config-test-" + std::to_string(::getpid()) + "-" +
-                       std::to_string(n++) + ".toml"))
-                         .string();
-  std::ofstream(path) << text;
-  return path;
-}
+// Config files written by a test, under the test's scratch directory (removed at the end).
+class ConfigFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = FreshTestDir(); }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string WriteFile(const std::string& text) {
+    std::string path = (dir_ / (std::to_string(n_++) + ".toml")).string();
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  std::filesystem::path dir_;
+  int n_ = 0;
+};
 
 TEST(ConfigTest, Defaults) {
   auto c = ResolveServeConfig({}, Env({}));
@@ -52,7 +60,7 @@ TEST(ConfigTest, EnvironmentFallbacks) {
   EXPECT_EQ(c->region, "fra");
 }
 
-TEST(ConfigTest, PrecedenceFlagEnvFileDefault) {
+TEST_F(ConfigFileTest, PrecedenceFlagEnvFileDefault) {
   std::string file = WriteFile("port = 7000\nregion = \"syd\"\ndurability = \"async\"\n");
   ServeFlags f;
   f.config_file = file;
@@ -70,7 +78,7 @@ TEST(ConfigTest, PrecedenceFlagEnvFileDefault) {
   EXPECT_EQ(c->region, "gru");
 }
 
-TEST(ConfigTest, BadValuesAreClearErrors) {
+TEST_F(ConfigFileTest, BadValuesAreClearErrors) {
   auto expect_bad = [](ServeFlags f, std::map<std::string, std::string> env,
                        const std::string& needle) {
     auto c = ResolveServeConfig(f, Env(env));

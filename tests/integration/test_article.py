@@ -43,15 +43,34 @@ def test_all_three_designs_run_and_render(tmpdir_path):
     assert not leftover, leftover
 
 
+def run_in_tmpdir(tmpdir_path, args, timeout):
+    """Runs edgebench article with TMPDIR pointing at a fresh folder; returns (result, folder)."""
+    tmp = os.path.join(tmpdir_path, "tmp")
+    os.makedirs(tmp)
+    r = subprocess.run([EDGEBENCH, "article"] + args, capture_output=True, text=True,
+                       timeout=timeout, env=dict(os.environ, TMPDIR=tmp))
+    return r, tmp
+
+
+def test_a_clean_run_removes_its_own_work_dir(tmpdir_path):
+    r, tmp = run_in_tmpdir(tmpdir_path, ["--duration", "1s", "--vus", "8", "--designs",
+                                         "edgestate", "--chart", ""], 60 * SLOW)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.listdir(tmp) == []
+
+
 def test_a_design_that_cannot_start_fails_loudly(tmpdir_path):
-    r = subprocess.run([EDGEBENCH, "article", "--duration", "1s", "--vus", "8", "--designs",
-                        "isolate", "--baselines", "/nonexistent", "--json",
-                        os.path.join(tmpdir_path, "a.json"), "--chart", ""],
-                       capture_output=True, text=True, timeout=60 * SLOW)
+    r, tmp = run_in_tmpdir(tmpdir_path, ["--duration", "1s", "--vus", "8", "--designs", "isolate",
+                                         "--baselines", "/nonexistent", "--json",
+                                         os.path.join(tmpdir_path, "a.json"), "--chart", ""],
+                           60 * SLOW)
     assert r.returncode == 1
     assert "isolate FAILED" in r.stderr and "scripts/setup.sh" in r.stderr
     systems = json.load(open(os.path.join(tmpdir_path, "a.json")))["systems"]
     assert systems[0]["name"] == "isolate" and "error" in systems[0]
+    # The logs of a failed run are kept, and the run says where.
+    kept = os.listdir(tmp)
+    assert len(kept) == 1 and f"logs kept in {os.path.join(tmp, kept[0])}" in r.stderr
 
 
 def test_article_rejects_bad_flags():

@@ -133,13 +133,25 @@ int main(int argc, char** argv) {
     std::error_code ec;
     auto canonical = std::filesystem::weakly_canonical(article.baselines_dir, ec);
     if (!ec) article.baselines_dir = canonical.string();
-    if (article.work_dir.empty()) {
-      char tmpl[] = "/tmp/edgebench-article-XXXXXX";
-      char* dir = mkdtemp(tmpl);
+    // A work dir of our own is removed after a clean run and kept (and named) after a failed
+    // one, for its logs; a --work-dir the user gave is always kept.
+    const bool own_work_dir = article.work_dir.empty();
+    if (own_work_dir) {
+      std::error_code tmp_ec;
+      std::string tmpl =
+          (std::filesystem::temp_directory_path(tmp_ec) / "edgebench-article-XXXXXX").string();
+      char* dir = tmp_ec ? nullptr : mkdtemp(tmpl.data());
       if (dir == nullptr) return fail(edgestate::Status::Unavailable("cannot create a work dir"));
       article.work_dir = dir;
     }
-    return RunArticle(article);
+    int rc = RunArticle(article);
+    if (own_work_dir && rc == 0) {
+      std::error_code ignored;
+      std::filesystem::remove_all(article.work_dir, ignored);
+    } else if (own_work_dir) {
+      std::fprintf(stderr, "edgebench article: logs kept in %s\n", article.work_dir.c_str());
+    }
+    return rc;
   }
   if (targets.empty()) return fail(edgestate::Status::InvalidArgument("--target is required"));
   for (const auto& t : targets) {
