@@ -37,9 +37,9 @@ class Connection;
 // One I/O thread and everything it owns.
 //
 // Timeouts are enforced by a sweep, not by a timer per operation: each connection keeps the
-// deadline of the operation it waits for, on the worker's coarse clock `now_ms`, and every
-// `sweep_interval` the worker advances the clock and closes the connections past their
-// deadline. A timeout therefore fires within one sweep interval of its nominal time, and the
+// deadline of the operation it waits for, on the worker's coarse clock `now_ms`, and at every
+// sweep (Impl::ScheduleSweep) the worker advances the clock and closes the connections past
+// their deadline. A timeout therefore fires within one sweep interval of its nominal time, and the
 // request path arms no timer.
 struct Worker {
   std::unordered_set<Connection*> connections;  // Touched only on this worker's thread.
