@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/strings.h"
+#include "env/clock.h"
 #include "http/errors.h"
 #include "net/net.h"
 
@@ -56,9 +57,8 @@ struct Worker {
 // Advances the worker's coarse clocks: `now_ms` for deadlines and the Date header line (which
 // is therefore at most one sweep interval behind the wall clock).
 void TickClocks(Worker* w) {
-  using namespace std::chrono;
-  w->now_ms = duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
-  int64_t second = duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
+  w->now_ms = RealClock()->MonotonicNanos() / 1'000'000;
+  int64_t second = RealClock()->NowUnixMillis() / 1000;
   if (second != w->date_second) {
     w->date_second = second;
     w->date = "Date: " + FormatHttpDate(second) + "\r\n";

@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <boost/asio/socket_base.hpp>
+#include <vector>
 
 namespace edgestate::net {
 
@@ -23,6 +25,27 @@ StatusOr<uint16_t> Listen(boost::asio::ip::tcp::acceptor& acceptor, const std::s
         fmt::format("{}: cannot listen on {}:{}: {}", what, host, port, ec.message()));
   }
   return acceptor.local_endpoint().port();
+}
+
+uint16_t FindFreePortRange(int n) {
+  boost::asio::io_context ioc;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    auto base = static_cast<uint16_t>(20000 + (::getpid() * 7919 + attempt * 104729) % 10000);
+    std::vector<boost::asio::ip::tcp::acceptor> held;
+    bool ok = true;
+    for (int i = 0; i < n && ok; ++i) {
+      boost::asio::ip::tcp::acceptor a(ioc);
+      boost::system::error_code ec;
+      a.open(boost::asio::ip::tcp::v4(), ec);
+      if (!ec) {
+        a.bind({boost::asio::ip::address_v4::loopback(), static_cast<uint16_t>(base + i)}, ec);
+      }
+      ok = !ec;
+      held.push_back(std::move(a));
+    }
+    if (ok) return base;
+  }
+  return 0;
 }
 
 void RunLoop(boost::asio::io_context& ioc, const char* thread_name) {

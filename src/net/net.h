@@ -17,6 +17,11 @@ namespace edgestate::net {
 StatusOr<uint16_t> Listen(boost::asio::ip::tcp::acceptor& acceptor, const std::string& host,
                           uint16_t port, const std::string& what);
 
+// The first of `n` consecutive TCP ports on 127.0.0.1 that were free a moment ago (bound and
+// released), or 0 when none was found. The ports lie in 20000..30000+n, below the kernel's
+// ephemeral range, so no bind(0) or outgoing connection takes them before the caller binds.
+uint16_t FindFreePortRange(int n);
+
 // Runs `ioc` on the calling thread until it stops. A handler that throws (bad_alloc, say) is
 // logged with `thread_name` and the loop goes on serving the other handlers.
 void RunLoop(boost::asio::io_context& ioc, const char* thread_name);

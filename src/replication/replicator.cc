@@ -19,6 +19,7 @@
 #include <thread>
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
+#include "env/clock.h"
 #include "net/net.h"
 #include "replication/auth.h"
 #include "replication/wire.pb.h"
@@ -68,17 +69,6 @@ const char* LinkStateName(LinkState s) {
       return "stopped";
   }
   return "unknown";
-}
-
-int64_t MonoNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
-      .count();
-}
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 bool ProofEquals(const std::string& expected, const std::string& got) {
@@ -147,7 +137,7 @@ struct PeerState {
     std::lock_guard lock(mu);
     return last_error;
   }
-  void Touch() { last_contact_ms.store(WallMs(), std::memory_order_relaxed); }
+  void Touch() { last_contact_ms.store(RealClock()->NowUnixMillis(), std::memory_order_relaxed); }
 };
 
 struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
@@ -358,7 +348,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
         }
         std::vector<service::SlotUpdate> slots;
         slots.reserve(d.slots_size());
-        const int64_t now_ms = WallMs();
+        const int64_t now_ms = RealClock()->NowUnixMillis();
         for (const pb::SlotDelta& s : d.slots()) {
           slots.push_back(service::SlotUpdate{
               s.name(), crdt::Slot{s.inc(), s.dec(), s.version(), s.updated_at_ms()}});
@@ -382,7 +372,8 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
         // sent before the peer measured a round trip say nothing.
         if (applied >= hb.committed_seq() && hb.rtt_us() > 0) {
           uint64_t back_us = std::min<uint64_t>(hb.age_us() + hb.rtt_us(), 3'600'000'000ull);
-          int64_t snapshot_ns = MonoNs() - static_cast<int64_t>(back_us) * 1000;
+          int64_t snapshot_ns =
+              RealClock()->MonotonicNanos() - static_cast<int64_t>(back_us) * 1000;
           int64_t prev = peer->fresh_ns.load();
           if (snapshot_ns > prev) peer->fresh_ns.store(snapshot_ns);
         }
@@ -538,7 +529,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
             auto [id, sent_ns, seq] = state->pending.front();
             state->pending.pop_front();
             if (id != a.heartbeat_id()) continue;
-            int64_t rtt = std::max<int64_t>(1, (MonoNs() - sent_ns) / 1000);
+            int64_t rtt = std::max<int64_t>(1, (RealClock()->MonotonicNanos() - sent_ns) / 1000);
             p->rtt_us.store(rtt);
             if (state->min_rtt_us == 0 || rtt < state->min_rtt_us) state->min_rtt_us = rtt;
             if (state->window_wait && p->send_timer) {
@@ -575,7 +566,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
       state->rewind_to.reset();
       p->ae_rounds->Inc();
     }
-    int64_t snapshot_ns = MonoNs();
+    int64_t snapshot_ns = RealClock()->MonotonicNanos();
     std::vector<service::SlotUpdate> slots;
     uint64_t covers = counters->CollectOwnChanges(state->cursor, kMaxSlotsPerDelta, &slots);
     bool truncated = slots.size() == kMaxSlotsPerDelta && covers < counters->CommittedSeq();
@@ -600,7 +591,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     uint64_t id = state->next_id++;
     hb.mutable_heartbeat()->set_id(id);
     hb.mutable_heartbeat()->set_committed_seq(covers);
-    int64_t now_ns = MonoNs();
+    int64_t now_ns = RealClock()->MonotonicNanos();
     hb.mutable_heartbeat()->set_age_us(static_cast<uint64_t>((now_ns - snapshot_ns) / 1000));
     hb.mutable_heartbeat()->set_rtt_us(static_cast<uint64_t>(p->rtt_us.load()));
     state->pending.emplace_back(id, now_ns, covers);
@@ -652,7 +643,7 @@ Replicator::Replicator(ReplicatorOptions options, service::CounterService* count
         [raw] {
           int64_t f = raw->fresh_ns.load();
           return f == kNever ? std::numeric_limits<double>::infinity()
-                             : static_cast<double>(MonoNs() - f) / 1e9;
+                             : static_cast<double>(RealClock()->MonotonicNanos() - f) / 1e9;
         },
         l);
     impl_->peers.push_back(std::move(p));
@@ -701,7 +692,7 @@ void Replicator::Stop() {
 }
 
 std::optional<int64_t> Replicator::StalenessMs() const {
-  int64_t now = MonoNs();
+  int64_t now = RealClock()->MonotonicNanos();
   int64_t worst = 0;
   for (const auto& p : impl_->peers) {
     int64_t f = p->fresh_ns.load(std::memory_order_relaxed);
@@ -720,7 +711,7 @@ std::string Replicator::ClusterJson() const {
   auto st = StalenessMs();
   j["staleness_ms"] = st ? nlohmann::json(*st) : nlohmann::json(nullptr);
   j["peers"] = nlohmann::json::array();
-  const int64_t now_ms = WallMs(), now_ns = MonoNs();
+  const int64_t now_ms = RealClock()->NowUnixMillis(), now_ns = RealClock()->MonotonicNanos();
   for (const auto& p : impl_->peers) {
     nlohmann::json e;
     e["region"] = p->address.region;

@@ -14,6 +14,7 @@
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "common/test_dir.h"
+#include "net/net.h"
 #include "replication/auth.h"
 #include "replication/wire.pb.h"
 #include "storage/store.h"
@@ -24,21 +25,6 @@ namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
-
-// A port below the ephemeral range that is free now (the replicator binds it moments later).
-uint16_t FreePort() {
-  static std::mt19937 rng(static_cast<unsigned>(::getpid()));
-  asio::io_context ioc;
-  for (int i = 0; i < 1000; ++i) {
-    uint16_t port = static_cast<uint16_t>(20000 + rng() % 12000);
-    tcp::acceptor a(ioc);
-    boost::system::error_code ec;
-    a.open(tcp::v4(), ec);
-    a.bind(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
-    if (!ec) return port;
-  }
-  return 0;
-}
 
 // One region: store, counter service and replicator, in a temporary directory.
 class Region {
@@ -117,10 +103,9 @@ class ReplicatorTest : public ::testing::Test {
 
   // Two regions, "iad" and "lhr", each with its own secret.
   void StartPair(const std::string& secret_a = "s3cret", const std::string& secret_b = "s3cret") {
-    port_a_ = FreePort();
-    port_b_ = FreePort();
+    port_a_ = net::FindFreePortRange(2);
     ASSERT_NE(port_a_, 0);
-    ASSERT_NE(port_b_, 0);
+    port_b_ = port_a_ + 1;
     a_ = std::make_unique<Region>("iad", dir_);
     b_ = std::make_unique<Region>("lhr", dir_);
     a_->Open(port_a_, {{"lhr", {"127.0.0.1", port_b_}}}, secret_a);
@@ -289,6 +274,25 @@ TEST_F(ReplicatorTest, HostilePeersAreClosedWithoutEffect) {
     EXPECT_EQ(b_->Value("fine"), 0);
     EXPECT_EQ(b_->Value("bad\nname"), 0);
   }
+  {  // A peer that vanishes in the middle of a frame.
+    RawPeer p(port_b_);
+    p.SendBytes(std::string("\0\0\0\x64", 4) + "0123456789");
+  }
+  {  // An authenticated peer that vanishes in the middle of a delta.
+    RawPeer p(port_b_);
+    auto w = p.Handshake("iad", "lhr", "s3cret");
+    ASSERT_TRUE(w.has_value() && w->has_welcome());
+    pb::Frame d;
+    auto* slot = d.mutable_delta()->add_slots();
+    slot->set_name("cut");
+    slot->set_inc(5);
+    std::string body = d.SerializeAsString();
+    uint32_t n = static_cast<uint32_t>(body.size());
+    p.SendBytes(std::string{static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                            static_cast<char>(n >> 8), static_cast<char>(n)} +
+                body.substr(0, body.size() / 2));
+  }
+  EXPECT_EQ(b_->Value("cut"), 0);
   // The real link still works (it may have been displaced by the authenticated raw peer and
   // reconnects on its own).
   a_->Increment("h", 1);

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "demo/process.h"
+#include "net/net.h"
 #include "netem/rtt_model.h"
 #include "netem/wan.h"
 
@@ -233,7 +234,7 @@ int RunArticle(const ArticleOptions& options) {
   ::signal(SIGPIPE, SIG_IGN);
   ArticleOptions o = options;
   if (o.base_port == 0) {
-    o.base_port = demo::FindFreePortRange(308);
+    o.base_port = net::FindFreePortRange(308);
     if (o.base_port == 0) {
       std::fprintf(stderr, "edgebench article: no free range of ports found\n");
       return 1;

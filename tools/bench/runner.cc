@@ -38,6 +38,7 @@
 #include "bench/checker.h"
 #include "bench/histogram.h"
 #include "bench/options.h"
+#include "env/clock.h"
 #include "netem/rtt_model.h"
 
 namespace asio = boost::asio;
@@ -48,7 +49,6 @@ using asio::redirect_error;
 using asio::use_awaitable;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
-using SteadyClock = std::chrono::steady_clock;
 
 namespace edgestate::bench {
 namespace {
@@ -56,11 +56,6 @@ namespace {
 // How far back the stale-read check keeps acknowledgment times: bounds up to this long are
 // checked exactly (see ReadChecker).
 constexpr std::chrono::seconds kCheckWindow{300};
-
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
-      .count();
-}
 
 struct Result {
   bool ok = false;
@@ -259,16 +254,16 @@ awaitable<void> Runner::Vu(int id, uint32_t region) {
       scheduled =
           start_ns_ + static_cast<int64_t>(static_cast<double>(next_slot_++) * 1e9 / c_.rate);
       if (scheduled >= end_ns_) break;
-      int64_t wait = scheduled - NowNs();
+      int64_t wait = scheduled - RealClock()->MonotonicNanos();
       if (wait > 0) co_await Sleep(static_cast<double>(wait) / 1e6);
     } else {
-      scheduled = NowNs();
+      scheduled = RealClock()->MonotonicNanos();
       if (scheduled >= end_ns_) break;
     }
     bool increment = std::uniform_int_distribution<int>(1, total_weight)(rng) > c_.mix.read;
     int key = PickKey(rng);
     co_await Sleep(c_.last_mile_ms);
-    int64_t sent_ns = NowNs();
+    int64_t sent_ns = RealClock()->MonotonicNanos();
     if (increment) sent_[key]++;
     // No co_await inside ?: (GCC 12 destroys such temporaries twice).
     Result r;
@@ -277,9 +272,10 @@ awaitable<void> Runner::Vu(int id, uint32_t region) {
     } else {
       r = co_await client.Do(bhttp::verb::get, ReadPath(key), "");
     }
-    int64_t received_ns = NowNs();
+    int64_t received_ns = RealClock()->MonotonicNanos();
     co_await Sleep(c_.last_mile_ms);
-    uint64_t micros = static_cast<uint64_t>(std::max<int64_t>(0, NowNs() - scheduled) / 1000);
+    uint64_t micros = static_cast<uint64_t>(
+        std::max<int64_t>(0, RealClock()->MonotonicNanos() - scheduled) / 1000);
     done_++;
     if (!r.ok) {
       st.errors++;
@@ -314,11 +310,11 @@ awaitable<void> Runner::Progress() {
   // acknowledgment it could have depended on is known.
   const int64_t check_lag_ns = c_.timeout.count() * 1'000'000 +
                                static_cast<int64_t>(2 * c_.last_mile_ms * 1e6) + 1'000'000'000;
-  while (NowNs() < end_ns_) {
+  while (RealClock()->MonotonicNanos() < end_ns_) {
     co_await Sleep(1000);
-    checker_->Flush(NowNs() - check_lag_ns);
+    checker_->Flush(RealClock()->MonotonicNanos() - check_lag_ns);
     if (!tty) continue;
-    double elapsed = static_cast<double>(NowNs() - start_ns_) / 1e9;
+    double elapsed = static_cast<double>(RealClock()->MonotonicNanos() - start_ns_) / 1e9;
     double total = static_cast<double>(end_ns_ - start_ns_) / 1e9;
     uint64_t errors = 0;
     for (auto& s : stats_) errors += s.errors;
@@ -340,7 +336,7 @@ awaitable<void> Runner::Settle() {
   final_.assign(c_.targets.size(), base_);
   std::vector<std::unique_ptr<Client>> clients;
   for (auto& t : c_.targets) clients.push_back(std::make_unique<Client>(ioc_, t, c_));
-  int64_t deadline = NowNs() + c_.settle.count() * 1'000'000;
+  int64_t deadline = RealClock()->MonotonicNanos() + c_.settle.count() * 1'000'000;
   for (;;) {
     bool agree = true;
     for (int k : keys) {
@@ -361,7 +357,7 @@ awaitable<void> Runner::Settle() {
       settled_ = true;
       co_return;
     }
-    if (NowNs() > deadline) co_return;
+    if (RealClock()->MonotonicNanos() > deadline) co_return;
     co_await Sleep(50);
   }
 }
@@ -377,12 +373,12 @@ awaitable<void> Runner::Probe() {
       Result r = co_await clients[origin]->Do(bhttp::verb::post, inc, "");
       auto v = r.ok ? ParseValue(r.body) : std::nullopt;
       if (!v) continue;
-      int64_t acked = NowNs();
+      int64_t acked = RealClock()->MonotonicNanos();
       std::vector<bool> seen(c_.targets.size(), false);
       seen[origin] = true;
       size_t remaining = c_.targets.size() - 1;
       int64_t deadline = acked + c_.settle.count() * 1'000'000;
-      while (remaining > 0 && NowNs() < deadline) {
+      while (remaining > 0 && RealClock()->MonotonicNanos() < deadline) {
         for (uint32_t d = 0; d < c_.targets.size(); ++d) {
           if (seen[d]) continue;
           Result rr = co_await clients[d]->Do(bhttp::verb::get, read, "");
@@ -390,7 +386,8 @@ awaitable<void> Runner::Probe() {
           if (dv && *dv >= *v) {
             seen[d] = true;
             --remaining;
-            convergence_[{origin, d}].push_back(static_cast<double>(NowNs() - acked) / 1e6);
+            convergence_[{origin, d}].push_back(
+                static_cast<double>(RealClock()->MonotonicNanos() - acked) / 1e6);
           }
         }
         if (remaining > 0) co_await Sleep(1);
@@ -644,7 +641,7 @@ RunSummary Runner::Run() {
         if (!fatal_.empty()) co_return;
         checker_.emplace(base_, static_cast<uint32_t>(c_.targets.size()),
                          std::chrono::nanoseconds(kCheckWindow).count());
-        start_ns_ = NowNs();
+        start_ns_ = RealClock()->MonotonicNanos();
         end_ns_ = start_ns_ + c_.duration.count() * 1'000'000;
         for (int i = 0; i < c_.vus; ++i) {
           uint32_t region = static_cast<uint32_t>(i % c_.targets.size());

@@ -1,13 +1,10 @@
 #include "demo/process.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,26 +114,6 @@ void StopProcesses(std::vector<ChildProcess>& children, std::chrono::millisecond
     if (c.stdout_fd >= 0) ::close(c.stdout_fd);
     c.stdout_fd = -1;
   }
-}
-
-uint16_t FindFreePortRange(int n) {
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    uint16_t base = static_cast<uint16_t>(20000 + (getpid() * 7919 + attempt * 104729) % 10000);
-    std::vector<int> fds;
-    bool ok = true;
-    for (int i = 0; i < n && ok; ++i) {
-      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      a.sin_port = htons(static_cast<uint16_t>(base + i));
-      ok = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-      if (fd >= 0) fds.push_back(fd);
-    }
-    for (int fd : fds) ::close(fd);
-    if (ok) return base;
-  }
-  return 0;
 }
 
 }  // namespace edgestate::demo

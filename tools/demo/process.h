@@ -23,10 +23,6 @@ struct ChildProcess {
   std::string log_path;
 };
 
-// `n` consecutive TCP ports on 127.0.0.1 that were free a moment ago (bound and released), or
-// 0 when none were found.
-uint16_t FindFreePortRange(int n);
-
 // Starts argv[0] (a path, or a name looked up in PATH) with `env` added to this process's
 // environment. Unavailable when it cannot be started.
 StatusOr<ChildProcess> SpawnProcess(
