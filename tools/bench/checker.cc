@@ -6,17 +6,17 @@
 namespace edgestate::bench {
 
 ReadChecker::ReadChecker(std::vector<int64_t> base, uint32_t regions, int64_t window_ns)
-    : base_(std::move(base)), window_ns_(window_ns), keys_(base_.size()) {
+    : base_(std::move(base)), window_ns_(window_ns), forgotten_(base_.size(), 0) {
   out_.stale_by_region.assign(regions, 0);
   out_.reads_by_region.assign(regions, 0);
 }
 
 void ReadChecker::AddAck(uint32_t key, int64_t acked_ns) {
-  Key& k = keys_[key];
   if (acked_ns < horizon_) {
-    k.forgotten++;
+    forgotten_[key]++;
     return;
   }
+  Times& k = recent_[key];
   // Usually the newest: insert from the back.
   auto it =
       std::upper_bound(k.times.begin() + static_cast<ptrdiff_t>(k.start), k.times.end(), acked_ns);
@@ -31,9 +31,11 @@ void ReadChecker::AddRead(const ReadRecord& r) {
 
 std::optional<int64_t> ReadChecker::AckedBefore(uint32_t key, int64_t t) const {
   if (t < horizon_) return std::nullopt;
-  const Key& k = keys_[key];
+  auto found = recent_.find(key);
+  if (found == recent_.end()) return forgotten_[key];
+  const Times& k = found->second;
   auto first = k.times.begin() + static_cast<ptrdiff_t>(k.start);
-  return k.forgotten + (std::lower_bound(first, k.times.end(), t) - first);
+  return forgotten_[key] + (std::lower_bound(first, k.times.end(), t) - first);
 }
 
 void ReadChecker::Check(const ReadRecord& r) {
@@ -68,16 +70,22 @@ void ReadChecker::Flush(int64_t before_ns) {
   // Every held read was sent at or after before_ns, so none needs an acknowledgment time
   // older than the new horizon except through a bound longer than the window.
   horizon_ = horizon;
-  for (Key& k : keys_) {
+  for (auto it = recent_.begin(); it != recent_.end();) {
+    Times& k = it->second;
     auto first = k.times.begin() + static_cast<ptrdiff_t>(k.start);
     size_t n = static_cast<size_t>(std::lower_bound(first, k.times.end(), horizon_) - first);
-    k.forgotten += static_cast<int64_t>(n);
+    forgotten_[it->first] += static_cast<int64_t>(n);
     k.start += n;
     held_acks_ -= n;
+    if (k.start == k.times.size()) {  // Everything forgotten: release the key's entry.
+      it = recent_.erase(it);
+      continue;
+    }
     if (k.start > 4096 && k.start * 2 > k.times.size()) {  // Reclaim the forgotten prefix.
       k.times.erase(k.times.begin(), k.times.begin() + static_cast<ptrdiff_t>(k.start));
       k.start = 0;
     }
+    ++it;
   }
 }
 

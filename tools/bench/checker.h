@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 namespace edgestate::bench {
@@ -63,10 +64,10 @@ class ReadChecker {
   size_t held_acks() const { return held_acks_; }
 
  private:
-  struct Key {
+  // The acknowledgment times of one key since the horizon.
+  struct Times {
     std::vector<int64_t> times;  // Sorted; times[0..start) are forgotten.
     size_t start = 0;
-    int64_t forgotten = 0;  // Acknowledgments before horizon_ no longer in `times`.
   };
   // Acknowledgments of `key` before t; nullopt when t < horizon_ (no longer known exactly).
   std::optional<int64_t> AckedBefore(uint32_t key, int64_t t) const;
@@ -74,7 +75,9 @@ class ReadChecker {
 
   const std::vector<int64_t> base_;
   const int64_t window_ns_;
-  std::vector<Key> keys_;
+  std::vector<int64_t> forgotten_;  // Per key: acknowledgments before horizon_ (counted only).
+  // Only keys acknowledged since the horizon, so memory and Flush follow the traffic.
+  std::unordered_map<uint32_t, Times> recent_;
   std::vector<ReadRecord> held_;
   size_t held_acks_ = 0;
   int64_t horizon_ = INT64_MIN;  // Every acknowledgment before this is only counted.
