@@ -109,6 +109,14 @@ class ServerTest : public ::testing::Test {
     return bodies;
   }
 
+  bool WaitForConnections(size_t n, std::chrono::milliseconds limit) {
+    auto deadline = Clock::now() + limit;
+    while (server_->active_connections() != n && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return server_->active_connections() == n;
+  }
+
   // True when the server closed the connection (EOF or reset) within `limit`.
   static bool ClosedWithin(tcp::socket& s, std::chrono::milliseconds limit) {
     auto deadline = Clock::now() + limit;
@@ -273,6 +281,37 @@ TEST_F(ServerTest, LargeResponseReachesASlowReader) {
   std::vector<std::string> bodies = ReadResponses(s, 1);
   ASSERT_EQ(bodies.size(), 1u);
   EXPECT_EQ(bodies[0].size(), 4u << 20);
+}
+
+TEST_F(ServerTest, AReaderThatNeverReadsIsCutAtTheWriteTimeout) {
+  HttpServerOptions o;
+  o.write_timeout = std::chrono::milliseconds(300);
+  StartServer(o);
+  tcp::socket s = Connect();
+  s.set_option(asio::socket_base::receive_buffer_size(4096));
+  asio::write(s, asio::buffer(std::string("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")));
+  ASSERT_TRUE(WaitForConnections(1, std::chrono::seconds(2)));
+  // 4 MiB cannot fit in the socket buffers; the server gives up on the write and closes.
+  auto start = Clock::now();
+  EXPECT_TRUE(WaitForConnections(0, std::chrono::seconds(3)));
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(150));
+}
+
+TEST_F(ServerTest, LingeringCloseIsBoundedInTime) {
+  StartServer({});
+  tcp::socket s = Connect();
+  ASSERT_TRUE(WaitForConnections(1, std::chrono::seconds(2)));
+  asio::write(s, asio::buffer(std::string("GARBAGE\r\n\r\n")));
+  // The client keeps sending after its error response; the server drains for at most ~2 s.
+  auto start = Clock::now();
+  while (server_->active_connections() != 0 && Clock::now() - start < std::chrono::seconds(6)) {
+    boost::system::error_code ec;
+    asio::write(s, asio::buffer(std::string(64, 'x')), ec);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(server_->active_connections(), 0u);
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(1500));
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(4000));
 }
 
 TEST_F(ServerTest, LimitsAndMalformedRequests) {
