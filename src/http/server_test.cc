@@ -226,7 +226,7 @@ TEST_F(ServerTest, HalfClosedClientStillGetsItsResponse) {
   std::vector<std::string> bodies = ReadResponses(s, 1);
   ASSERT_EQ(bodies.size(), 1u);
   EXPECT_EQ(bodies[0], "GET /a ");
-  EXPECT_TRUE(ClosedWithin(s, std::chrono::seconds(2)));
+  EXPECT_TRUE(ClosedWithin(s, std::chrono::seconds(20)));
 }
 
 TEST_F(ServerTest, IdleConnectionIsClosedNearTheRequestTimeout) {
@@ -235,20 +235,22 @@ TEST_F(ServerTest, IdleConnectionIsClosedNearTheRequestTimeout) {
   StartServer(o);
   tcp::socket s = Connect();
   auto start = Clock::now();
-  ASSERT_TRUE(ClosedWithin(s, std::chrono::seconds(3)));
+  ASSERT_TRUE(ClosedWithin(s, std::chrono::seconds(20)));
   auto took = Clock::now() - start;
-  // The sweep runs every timeout/10, so the close lands within about one interval of 400 ms.
+  // Not before the timeout (less the sweep's tenth); and by the timeout, not by the 15 s default
+  // or never: the upper bound is ten times the timeout so that only a real fault crosses it.
   EXPECT_GE(took, std::chrono::milliseconds(300));
-  EXPECT_LE(took, std::chrono::milliseconds(1500));
+  EXPECT_LE(took, std::chrono::milliseconds(4000));
 }
 
 TEST_F(ServerTest, ActiveClientIsNotCutByTheRequestTimeout) {
   HttpServerOptions o;
-  o.request_timeout = std::chrono::milliseconds(300);
+  o.request_timeout = std::chrono::milliseconds(1000);
   StartServer(o);
   tcp::socket s = Connect();
-  // A request every 100 ms for 1.2 s: each one restarts the clock.
-  for (int i = 0; i < 12; ++i) {
+  // A request every 100 ms for 3 s, three times the timeout: each one restarts the clock. The gap
+  // between requests is a tenth of the timeout, so a stalled test thread does not look idle.
+  for (int i = 0; i < 30; ++i) {
     asio::write(s, asio::buffer(std::string("GET /k HTTP/1.1\r\nHost: x\r\n\r\n")));
     ASSERT_EQ(ReadResponses(s, 1).size(), 1u) << i;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -262,14 +264,16 @@ TEST_F(ServerTest, SlowHeaderIsCutAtTheRequestTimeout) {
   tcp::socket s = Connect();
   auto start = Clock::now();
   asio::write(s, asio::buffer(std::string("GET /a HTTP/1.1\r\n")));
+  // A header line every 50 ms for up to 20 s. Were each line to restart the clock, the connection
+  // would stay open to the end; the bound is ten times the timeout.
   bool closed = false;
-  for (int i = 0; i < 40 && !closed; ++i) {
+  while (!closed && Clock::now() - start < std::chrono::seconds(20)) {
     boost::system::error_code ec;
     asio::write(s, asio::buffer(std::string("X-Slow: 1\r\n")), ec);
     closed = ec || ClosedWithin(s, std::chrono::milliseconds(50));
   }
   EXPECT_TRUE(closed);
-  EXPECT_LE(Clock::now() - start, std::chrono::milliseconds(1500));
+  EXPECT_LE(Clock::now() - start, std::chrono::milliseconds(4000));
   EXPECT_EQ(handler_.requests(), 0);
 }
 
@@ -290,28 +294,29 @@ TEST_F(ServerTest, AReaderThatNeverReadsIsCutAtTheWriteTimeout) {
   tcp::socket s = Connect();
   s.set_option(asio::socket_base::receive_buffer_size(4096));
   asio::write(s, asio::buffer(std::string("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")));
-  ASSERT_TRUE(WaitForConnections(1, std::chrono::seconds(2)));
+  ASSERT_TRUE(WaitForConnections(1, std::chrono::seconds(20)));
   // 4 MiB cannot fit in the socket buffers; the server gives up on the write and closes.
   auto start = Clock::now();
-  EXPECT_TRUE(WaitForConnections(0, std::chrono::seconds(3)));
+  EXPECT_TRUE(WaitForConnections(0, std::chrono::seconds(20)));
   EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(150));
 }
 
 TEST_F(ServerTest, LingeringCloseIsBoundedInTime) {
   StartServer({});
   tcp::socket s = Connect();
-  ASSERT_TRUE(WaitForConnections(1, std::chrono::seconds(2)));
+  ASSERT_TRUE(WaitForConnections(1, std::chrono::seconds(20)));
   asio::write(s, asio::buffer(std::string("GARBAGE\r\n\r\n")));
-  // The client keeps sending after its error response; the server drains for at most ~2 s.
+  // The client keeps sending after its error response; the server drains for about 2 s, then
+  // closes. A drain that follows the client would last the whole 30 s of sending.
   auto start = Clock::now();
-  while (server_->active_connections() != 0 && Clock::now() - start < std::chrono::seconds(6)) {
+  while (server_->active_connections() != 0 && Clock::now() - start < std::chrono::seconds(30)) {
     boost::system::error_code ec;
     asio::write(s, asio::buffer(std::string(64, 'x')), ec);
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_EQ(server_->active_connections(), 0u);
   EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(1500));
-  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(4000));
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(15));
 }
 
 TEST_F(ServerTest, LimitsAndMalformedRequests) {
@@ -351,7 +356,11 @@ TEST_F(ServerTest, ShutdownAnswersInFlightDeferredRequests) {
   StartServer({});
   tcp::socket s = Connect();
   asio::write(s, asio::buffer(std::string("GET /defer HTTP/1.1\r\nHost: x\r\n\r\n")));
-  while (handler_.requests() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (handler_.requests() == 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(handler_.requests(), 1);
   std::thread stopper([this] { server_->Shutdown(); });
   std::vector<std::string> bodies = ReadResponses(s, 1);
   s.close();
@@ -405,7 +414,7 @@ TEST_F(ServerTest, MutatedRequestsNeverBreakTheServer) {
     s.shutdown(tcp::socket::shutdown_send, ec);
     std::string got;
     char buf[8192];
-    auto deadline = Clock::now() + std::chrono::seconds(5);
+    auto deadline = Clock::now() + std::chrono::seconds(30);
     for (;;) {
       size_t n = s.read_some(asio::buffer(buf), ec);
       if (ec) break;

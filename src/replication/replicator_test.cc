@@ -125,11 +125,13 @@ TEST_F(ReplicatorTest, ConcurrentIncrementsConvergeAndReadsGetABound) {
     b_->Increment("x", 3);
   }
   ASSERT_TRUE(WaitFor([&] { return a_->Value("x") == 250 && b_->Value("x") == 250; },
-                      std::chrono::seconds(10)))
+                      std::chrono::seconds(30)))
       << a_->Value("x") << " " << b_->Value("x");
   ASSERT_TRUE(
-      WaitFor([&] { return b_->replicator().StalenessMs().has_value(); }, std::chrono::seconds(5)));
-  EXPECT_LT(*b_->replicator().StalenessMs(), 2000);
+      WaitFor([&] { return b_->replicator().StalenessMs().has_value(); }, std::chrono::seconds(30)));
+  // Finite and of the order of the interval plus a round trip (20 ms and well under 1 ms here);
+  // ten seconds is a bound only a broken computation crosses on a busy machine.
+  EXPECT_LT(*b_->replicator().StalenessMs(), 10000);
   nlohmann::json peer = b_->Cluster()["peers"][0];
   EXPECT_EQ(peer["region"], "iad");
   EXPECT_EQ(peer["inbound"], "connected");
@@ -140,7 +142,7 @@ TEST_F(ReplicatorTest, CatchesUpAfterARestart) {
   b_->Close();
   for (int i = 0; i < 20; ++i) a_->Increment("y", 1);
   b_->Open(port_b_, {{"iad", {"127.0.0.1", port_a_}}}, "s3cret");
-  ASSERT_TRUE(WaitFor([&] { return b_->Value("y") == 20; }, std::chrono::seconds(10)))
+  ASSERT_TRUE(WaitFor([&] { return b_->Value("y") == 20; }, std::chrono::seconds(30)))
       << b_->Value("y");
 }
 
@@ -152,7 +154,7 @@ TEST_F(ReplicatorTest, AWrongSecretIsRefusedAndNothingIsApplied) {
       [&] {
         return b_->Cluster()["peers"][0]["last_error"].dump().find("secret") != std::string::npos;
       },
-      std::chrono::seconds(10)))
+      std::chrono::seconds(30)))
       << b_->Cluster().dump();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(a_->Value("z"), 5);
@@ -224,7 +226,7 @@ class RawPeer {
 TEST_F(ReplicatorTest, HostilePeersAreClosedWithoutEffect) {
   StartPair();
   a_->Increment("h", 1);
-  ASSERT_TRUE(WaitFor([&] { return b_->Value("h") == 1; }, std::chrono::seconds(10)));
+  ASSERT_TRUE(WaitFor([&] { return b_->Value("h") == 1; }, std::chrono::seconds(30)));
 
   {  // Random bytes.
     RawPeer p(port_b_);
@@ -252,7 +254,7 @@ TEST_F(ReplicatorTest, HostilePeersAreClosedWithoutEffect) {
     RawPeer p(port_b_);
     auto start = Clock::now();
     EXPECT_TRUE(p.Closed());
-    EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
+    EXPECT_LT(Clock::now() - start, std::chrono::seconds(20));  // The timeout is 1 s.
   }
   {  // An authenticated peer sending a slot with a name the API would refuse: the whole delta
      // is refused and the link closed.
@@ -296,7 +298,7 @@ TEST_F(ReplicatorTest, HostilePeersAreClosedWithoutEffect) {
   // The real link still works (it may have been displaced by the authenticated raw peer and
   // reconnects on its own).
   a_->Increment("h", 1);
-  ASSERT_TRUE(WaitFor([&] { return b_->Value("h") == 2; }, std::chrono::seconds(15)))
+  ASSERT_TRUE(WaitFor([&] { return b_->Value("h") == 2; }, std::chrono::seconds(30)))
       << b_->Value("h");
 }
 

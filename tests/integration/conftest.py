@@ -27,6 +27,26 @@ POPULATE_BIN = os.environ.get("EDGESTATE_POPULATE_BIN") or os.path.join(
 # Sanitizer builds start and run more slowly; every wait scales with this.
 SLOW = 4.0 if "asan" in os.path.abspath(BIN) else 1.0
 
+
+
+def wait_until(condition, timeout, what, interval=0.05):
+    """Polls `condition` until it returns a truthy value, which it returns; fails the test with
+    `what` (and the last value) after `timeout` seconds scaled by SLOW.
+
+    Tests wait on conditions, never on fixed sleeps, and their timeouts are deadlines for a
+    fault (something that never happens), not latency bounds: make them generous.
+    """
+    deadline = time.monotonic() + timeout * SLOW
+    last = None
+    while True:
+        last = condition()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not within {timeout * SLOW:.0f} s (last: {last!r})")
+        time.sleep(interval)
+
+
 READY = re.compile(rb"edgestate listening on http://[^:]+:(\d+) ")
 
 
@@ -206,6 +226,11 @@ class Load:
         for t in self.threads:
             t.start()
         return self
+
+    def wait_for_acks(self, n, timeout=30.0):
+        """Waits until at least n increments were acknowledged (a busy machine may need longer
+        than any fixed sleep would give)."""
+        wait_until(lambda: self.acked >= n, timeout, f"{n} acknowledged increments")
 
     def finish(self):
         self.stop.set()

