@@ -223,10 +223,13 @@ def test_a_peer_with_the_wrong_secret_is_refused_and_never_applied(cluster):
     # iad and lhr exchange their writes; fra's attempts are refused.
     assert cluster.converge("w", regions=("iad", "lhr")) == 5
 
+    # Both of iad's links with fra fail: fra's proof is refused (inbound), and fra's challenge
+    # fails iad's check (outbound: "failed authentication").
     def fra_refused():
         fra = next(p for p in cluster_info(cluster.nodes["iad"])["peers"] if p["region"] == "fra")
-        return "secret" in (fra["last_error"] or "") and fra["inbound"] == "disconnected"
-    wait_until(fra_refused, 10, "iad refused fra")
+        return ("secret" in (fra["last_error"] or "") and fra["inbound"] == "disconnected" and
+                "failed authentication" in cluster.nodes["iad"].read_output())
+    wait_until(fra_refused, 10, "iad refused fra both ways")
     assert cluster.nodes["iad"].value("w") == 5
     assert cluster.nodes["lhr"].value("w") == 5
     assert cluster.nodes["fra"].value("w") == 5  # Nor does fra accept theirs.
