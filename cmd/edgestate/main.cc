@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
   str_opt("--config", &flags.config_file,
           "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
           "threads, max_connections, request_timeout_ms, async_sync_interval_ms, peer_listen, "
-          "peers, cluster_secret, replication_interval_ms). Precedence: "
+          "peers, cluster_secret, replication_interval_ms, default_consistency, session_wait_ms, "
+          "session_cookie). Precedence: "
           "flag > environment > file > default.");
   int_opt("--threads", &flags.threads, "I/O threads; 0 = one per CPU available. Default 0.");
   int_opt("--max-connections", &flags.max_connections,
@@ -73,6 +74,15 @@ int main(int argc, char** argv) {
   int_opt("--replication-interval", &flags.replication_interval_ms,
           "MS between delta shipments and heartbeats to each peer; 0 ships every commit at "
           "once. Default 100.");
+  str_opt("--default-consistency", &flags.default_consistency,
+          "Level of requests that name none: local, session or strong (docs/consistency.md). "
+          "Default local.");
+  int_opt("--session-wait-ms", &flags.session_wait_ms,
+          "How long a session or bounded request may wait for this node to catch up before "
+          "503. Default 1000.");
+  serve->add_flag_function(
+      "--session-cookie", [&flags](int64_t n) { flags.session_cookie = n > 0; },
+      "Also keep the session token in the cookie edgestate_session (HttpOnly, SameSite=Lax).");
 
   edgestate::demo::DemoOptions demo_options;
   std::string demo_regions;

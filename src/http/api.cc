@@ -46,6 +46,27 @@ std::string IsoOrNull(int64_t ms) {
 }
 
 constexpr std::string_view kStalenessHeader = "Edgestate-Staleness-Ms";
+constexpr std::string_view kSessionHeader = "Edgestate-Session";
+constexpr std::string_view kCookieName = "edgestate_session";
+
+// The value of cookie `name` in a Cookie header ("a=1; b=2"), or empty.
+std::string_view CookieValue(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    size_t semi = header.find(';');
+    std::string_view pair = header.substr(0, semi);
+    header = semi == std::string_view::npos ? std::string_view() : header.substr(semi + 1);
+    size_t b = pair.find_first_not_of(' ');
+    if (b == std::string_view::npos) continue;
+    pair.remove_prefix(b);
+    size_t eq = pair.find('=');
+    if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
+      std::string_view v = pair.substr(eq + 1);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      return v;
+    }
+  }
+  return {};
+}
 
 }  // namespace
 
@@ -77,8 +98,12 @@ StatusOr<int64_t> ParseIncrementBody(std::string_view body) {
 }
 
 Api::Api(ApiOptions options, service::CounterService* counters, const service::ClusterView* cluster,
-         MetricsRegistry* metrics)
-    : options_(std::move(options)), counters_(counters), cluster_(cluster), metrics_(metrics) {
+         service::ConsistencyGate* gate, MetricsRegistry* metrics)
+    : options_(std::move(options)),
+      counters_(counters),
+      cluster_(cluster),
+      gate_(gate),
+      metrics_(metrics) {
   auth_failures_ = &metrics->AddCounter("edgestate_http_auth_failures_total",
                                         "Requests refused for a missing or wrong API key.");
 }
@@ -109,16 +134,54 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
 
   switch (m.route) {
     case Route::kRead:
-      return Read(m.route, kDefaultCounter);
     case Route::kIncrement:
-      return Increment(m.route, std::string(kDefaultCounter), 1, defer);
     case Route::kCounter:
     case Route::kCounterIncrement: {
-      if (Status s = service::ValidateCounterName(m.name); !s.ok()) return FromStatus(m.route, s);
-      if (m.route == Route::kCounter) return Read(m.route, m.name);
-      StatusOr<int64_t> delta = ParseIncrementBody(req.body);
-      if (!delta.ok()) return FromStatus(m.route, delta.status());
-      return Increment(m.route, std::move(m.name), *delta, defer);
+      StateOp op;
+      op.route = m.route;
+      op.name = m.route == Route::kRead || m.route == Route::kIncrement
+                    ? std::string(kDefaultCounter)
+                    : std::move(m.name);
+      op.delta = 1;
+      if (m.route == Route::kCounter || m.route == Route::kCounterIncrement) {
+        if (Status s = service::ValidateCounterName(op.name); !s.ok()) {
+          return FromStatus(m.route, s);
+        }
+      }
+      if (m.route == Route::kCounterIncrement) {
+        StatusOr<int64_t> delta = ParseIncrementBody(req.body);
+        if (!delta.ok()) return FromStatus(m.route, delta.status());
+        op.delta = *delta;
+      }
+      auto level = consistency::ParseRequested(req.target, req.consistency, options_.default_level);
+      if (!level.ok()) return FromStatus(m.route, level.status());
+      op.requirement.level = level->level;
+      op.requirement.max_staleness_ms = level->max_staleness_ms;
+      std::string_view token = req.session;
+      if (token.empty() && options_.session_cookie) token = CookieValue(req.cookie, kCookieName);
+      if (!token.empty()) {
+        auto position = gate_->codec().Decode(token);
+        if (!position.ok()) {
+          Response r = Error(m.route, 400, position.status().message());
+          r.body = ErrorBody("bad_session_token", position.status().message());
+          return r;
+        }
+        op.requirement.token = std::move(position).value();
+      }
+      std::optional<service::Verdict> verdict = gate_->TryAdmit(op.requirement);
+      if (verdict) {
+        if (verdict->kind != service::Verdict::Kind::kServe) return Refusal(m.route, *verdict);
+        return Run(std::move(op), defer);
+      }
+      Responder respond = defer();
+      service::Requirement requirement = op.requirement;  // Before `op` moves into the lambda.
+      gate_->Wait(std::move(requirement), [this, op = std::move(op), respond = std::move(respond)](
+                                              service::Verdict v) mutable {
+        if (v.kind != service::Verdict::Kind::kServe) return respond(Refusal(op.route, v));
+        if (op.route == Route::kRead || op.route == Route::kCounter) return respond(Read(op));
+        Increment(std::move(op), std::move(respond));
+      });
+      return std::nullopt;
     }
     case Route::kHealth:
       return Health(defer);
@@ -142,13 +205,94 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
   return Error(m.route, 500, "unrouted request");
 }
 
-Response Api::Read(Route route, std::string_view name) const {
+std::optional<Response> Api::Run(StateOp op, const std::function<Responder()>& defer) {
+  if (op.route == Route::kRead || op.route == Route::kCounter) return Read(op);
+  return Increment(std::move(op), defer());
+}
+
+Response Api::Refusal(Route route, const service::Verdict& v) const {
+  using Kind = service::Verdict::Kind;
+  nlohmann::json err = {{"message", v.message}};
+  unsigned status = 503;
+  switch (v.kind) {
+    case Kind::kStrongUnavailable:
+      err["code"] = "strong_unavailable";
+      break;
+    case Kind::kSessionUnavailable:
+      err["code"] = "session_unavailable";
+      err["missing"] = v.missing;
+      break;
+    case Kind::kSessionLost:
+      status = 409;
+      err["code"] = "session_lost";
+      err["lost"] = v.lost;
+      break;
+    case Kind::kStalenessUnavailable:
+      err["code"] = "staleness_unavailable";
+      err["staleness_ms"] = v.staleness_ms ? nlohmann::json(*v.staleness_ms) : nlohmann::json();
+      err["floor_ms"] = v.floor_ms ? nlohmann::json(*v.floor_ms) : nlohmann::json();
+      break;
+    case Kind::kShuttingDown:
+    case Kind::kServe:
+      err["code"] = "unavailable";
+      break;
+  }
+  Response r;
+  r.status = status;
+  r.route = route;
+  r.body = nlohmann::json({{"error", std::move(err)}})
+               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (status == 503) r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
+void Api::AddSessionToken(const std::optional<consistency::Position>& token, Response* r) const {
+  consistency::Position now = gate_->NodePosition();
+  std::string encoded;
+  if (token) {
+    encoded = gate_->codec().Encode(consistency::Merge(*token, now));
+  } else {
+    // Most responses carry this node's own position, which moves once per commit: each I/O
+    // thread keeps the last one it encoded.
+    thread_local const service::ConsistencyGate* cached_gate = nullptr;
+    thread_local consistency::Position cached_position;
+    thread_local std::string cached_token;
+    if (cached_gate != gate_ || cached_position != now) {
+      cached_gate = gate_;
+      cached_position = now;
+      cached_token = gate_->codec().Encode(now);
+    }
+    encoded = cached_token;
+  }
+  if (options_.session_cookie) {
+    r->headers.emplace_back(
+        "Set-Cookie", fmt::format("{}={}; Path=/; HttpOnly; SameSite=Lax", kCookieName, encoded));
+  }
+  r->headers.emplace_back(kSessionHeader, std::move(encoded));
+}
+
+Response Api::Read(const StateOp& op) const {
+  const Route route = op.route;
+  const std::string_view name = op.name;
   // The bound is taken before the value is read, so it can only understate freshness; taken
   // after, a heartbeat in between could vouch for more than the value holds.
   std::optional<int64_t> staleness = cluster_->StalenessMs();
+  if (op.requirement.level == consistency::Level::kBounded &&
+      (!staleness || *staleness > *op.requirement.max_staleness_ms)) {
+    // The bound grew between the gate's decision and now: never serve above M.
+    service::Verdict v;
+    v.kind = service::Verdict::Kind::kStalenessUnavailable;
+    v.message =
+        fmt::format("the staleness bound rose above {} ms", *op.requirement.max_staleness_ms);
+    v.staleness_ms = staleness;
+    v.floor_ms = cluster_->StalenessFloorMs();
+    return Refusal(route, v);
+  }
   service::CounterValue v = counters_->Read(name);
   Response r;
   r.route = route;
+  // After the value: the token covers at least what the value reflects.
+  AddSessionToken(op.requirement.token, &r);
   r.headers.emplace_back(kStalenessHeader,
                          staleness ? fmt::format_int(*staleness).str() : std::string("inf"));
   if (route == Route::kRead) {
@@ -167,17 +311,18 @@ Response Api::Read(Route route, std::string_view name) const {
   return r;
 }
 
-std::optional<Response> Api::Increment(Route route, std::string name, int64_t delta,
-                                       const std::function<Responder()>& defer) {
-  Responder respond = defer();
-  std::string json_name = route == Route::kCounterIncrement ? JsonString(name) : std::string();
+std::optional<Response> Api::Increment(StateOp op, Responder respond) {
+  const Route route = op.route;
+  std::string json_name = route == Route::kCounterIncrement ? JsonString(op.name) : std::string();
   counters_->Increment(
-      std::move(name), delta,
-      [respond = std::move(respond), route, region = std::string_view(options_.region),
-       json_name = std::move(json_name)](StatusOr<service::CounterValue> result) {
+      std::move(op.name), op.delta,
+      [this, respond = std::move(respond), route, region = std::string_view(options_.region),
+       json_name = std::move(json_name),
+       token = std::move(op.requirement.token)](StatusOr<service::CounterValue> result) {
         if (!result.ok()) return respond(FromStatus(route, result.status()));
         Response r;
         r.route = route;
+        AddSessionToken(token, &r);
         if (route == Route::kIncrement) {
           fmt::format_to(std::back_inserter(r.body), FMT_COMPILE(R"({{"value":{},"region":"{}"}})"),
                          result->value, region);

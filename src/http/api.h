@@ -11,6 +11,12 @@
 // Every failure is a JSON error body (http/errors.h). When an API key is configured, every
 // route but /health needs "Authorization: Bearer <key>" (compared in constant time).
 //
+// Consistency (docs/consistency.md): the four state routes take a level (query parameter
+// `consistency`, header Edgestate-Consistency, else ApiOptions::default_level) and a session
+// token (header Edgestate-Session, or the edgestate_session cookie with session_cookie); they
+// pass the ConsistencyGate before touching state, and every response of theirs carries the
+// session's new token: the merge of the one sent and this node's position after the operation.
+//
 // Thread-safety: Handle may be called concurrently from every I/O thread.
 #pragma once
 
@@ -18,8 +24,10 @@
 
 #include "common/metrics.h"
 #include "common/status.h"
+#include "consistency/consistency.h"
 #include "http/handler.h"
 #include "service/cluster_view.h"
+#include "service/consistency_gate.h"
 #include "service/counter_service.h"
 
 namespace edgestate::http {
@@ -31,6 +39,10 @@ struct ApiOptions {
   std::string region;
   std::string api_key;   // Empty: no authentication.
   std::string data_dir;  // Reported by /health.
+  // For requests that name no level. Not kBounded (which needs an M per request).
+  consistency::Level default_level = consistency::Level::kLocal;
+  // Also read the session token from, and set it in, the cookie edgestate_session.
+  bool session_cookie = false;
 };
 
 // Parses an increment body: empty (or only whitespace) means delta 1; otherwise a JSON object
@@ -39,22 +51,35 @@ StatusOr<int64_t> ParseIncrementBody(std::string_view body);
 
 class Api : public Handler {
  public:
-  // `counters`, `cluster` and `metrics` must outlive the Api.
+  // `counters`, `cluster`, `gate` and `metrics` must outlive the Api.
   Api(ApiOptions options, service::CounterService* counters, const service::ClusterView* cluster,
-      MetricsRegistry* metrics);
+      service::ConsistencyGate* gate, MetricsRegistry* metrics);
 
   std::optional<Response> Handle(const Request& req,
                                  const std::function<Responder()>& defer) override;
 
  private:
-  std::optional<Response> Increment(Route route, std::string name, int64_t delta,
-                                    const std::function<Responder()>& defer);
+  // One operation on state, run once the gate admits it.
+  struct StateOp {
+    Route route = Route::kNone;
+    std::string name;
+    int64_t delta = 0;  // Increments.
+    service::Requirement requirement;
+  };
+  std::optional<Response> Increment(StateOp op, Responder respond);
   std::optional<Response> Health(const std::function<Responder()>& defer);
-  Response Read(Route route, std::string_view name) const;
+  Response Read(const StateOp& op) const;
+  // Runs `op` now (reads return their response; increments answer through `respond`).
+  std::optional<Response> Run(StateOp op, const std::function<Responder()>& defer);
+  // The response for a verdict that refuses.
+  Response Refusal(Route route, const service::Verdict& v) const;
+  // Adds Edgestate-Session (and Set-Cookie) holding Merge(token, this node's position now).
+  void AddSessionToken(const std::optional<consistency::Position>& token, Response* r) const;
 
   const ApiOptions options_;
   service::CounterService* const counters_;
   const service::ClusterView* const cluster_;
+  service::ConsistencyGate* const gate_;
   MetricsRegistry* const metrics_;
   Counter* auth_failures_;
 };

@@ -4,7 +4,9 @@
 
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/test_dir.h"
 
@@ -44,9 +46,49 @@ TEST(ParseIncrementBodyTest, DeepNestingDoesNotCrash) {
 
 class FakeCluster : public service::ClusterView {
  public:
-  std::optional<int64_t> StalenessMs() const override { return staleness; }
+  std::optional<int64_t> StalenessMs() const override {
+    std::lock_guard lock(mu);
+    return staleness;
+  }
+  std::optional<int64_t> StalenessFloorMs() const override { return floor; }
+  void SetStaleness(std::optional<int64_t> ms) {
+    std::lock_guard lock(mu);
+    staleness = ms;
+  }
+  void Pull(const std::vector<std::string>& regions) override {
+    std::lock_guard lock(mu);
+    pulls.push_back(regions.empty() ? "*" : regions.front());
+  }
+  // Waits until some request asked for a pull; returns the first region pulled ("*": all).
+  std::string WaitForPull() {
+    for (int i = 0; i < 60'000; ++i) {
+      {
+        std::lock_guard lock(mu);
+        if (!pulls.empty()) return pulls.front();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return "(no pull)";
+  }
+  void SetProgressListener(std::function<void()> l) override { listener = std::move(l); }
   std::string ClusterJson() const override { return R"({"region":"iad","peers":[]})"; }
-  std::optional<int64_t> staleness = 0;
+  // A heartbeat arrived: the bound is now `ms`.
+  void Heartbeat(int64_t ms) {
+    SetStaleness(ms);
+    listener();
+  }
+  std::optional<int64_t> floor = 0;
+  std::function<void()> listener;
+  mutable std::mutex mu;
+  std::optional<int64_t> staleness = 0;  // GUARDED_BY(mu)
+  std::vector<std::string> pulls;        // GUARDED_BY(mu)
+};
+
+// Extra request headers.
+struct Headers {
+  std::string_view consistency = {};
+  std::string_view session = {};
+  std::string_view cookie = {};
 };
 
 class ApiTest : public ::testing::Test {
@@ -54,30 +96,66 @@ class ApiTest : public ::testing::Test {
   void SetUp() override { Open(""); }
   void TearDown() override {
     api_.reset();
+    if (svc_) svc_->Stop();  // No commit may call the gate's listener once the gate is gone.
+    gate_.reset();
     svc_.reset();
     store_.reset();
     std::filesystem::remove_all(dir_);
   }
 
-  void Open(const std::string& key) {
+  // `wait`: how long the gate holds a request. Long by default, so that a test of a wait that
+  // ends well does not depend on how busy the machine is; short where a test waits it out.
+  void Open(const std::string& key, ApiOptions options = {},
+            std::chrono::milliseconds wait = std::chrono::seconds(60)) {
     dir_ = FreshTestDir();
     store_ = std::move(storage::Store::Open(dir_.string())).value();
     service::CounterServiceOptions o;
     o.region = "iad";
     svc_ = std::move(service::CounterService::Open(store_.get(), o, &metrics_)).value();
-    api_ = std::make_unique<Api>(ApiOptions{"iad", key, dir_.string()}, svc_.get(), &cluster_,
-                                 &metrics_);
+    service::ConsistencyGateOptions g;
+    g.region = "iad";
+    g.session_wait = wait;
+    gate_ =
+        std::make_unique<service::ConsistencyGate>(g, svc_.get(), &cluster_, &codec_, &metrics_);
+    options.region = "iad";
+    options.api_key = key;
+    options.data_dir = dir_.string();
+    api_ = std::make_unique<Api>(options, svc_.get(), &cluster_, gate_.get(), &metrics_);
+  }
+
+  static std::string Header(const Response& r, std::string_view name) {
+    for (const auto& [k, v] : r.headers) {
+      if (k == name) return v;
+    }
+    return "(none)";
+  }
+
+  // The session token a response carries, decoded.
+  consistency::Position Token(const Response& r) {
+    auto p = codec_.Decode(Header(r, "Edgestate-Session"));
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    return p.ok() ? *p : consistency::Position{};
+  }
+
+  // lhr's writes up to `seq` of its life `epoch`, applied here.
+  void ApplyLhr(uint32_t epoch, uint64_t seq) {
+    std::promise<Status> done;
+    svc_->ApplyRemote("lhr", epoch, seq,
+                      {service::SlotUpdate{"default", crdt::Slot{seq, 0, seq, 1}}},
+                      [&](Status s) { done.set_value(s); });
+    ASSERT_TRUE(done.get_future().get().ok());
   }
 
   Response Call(std::string_view method, std::string_view target, std::string_view body = "",
-                std::string_view auth = "") {
+                std::string_view auth = "", Headers h = {}) {
     std::promise<Response> deferred;
     bool was_deferred = false;
     std::function<Responder()> defer = [&] {
       was_deferred = true;
       return Responder([&](Response r) { deferred.set_value(std::move(r)); });
     };
-    std::optional<Response> r = api_->Handle(Request{method, target, body, auth}, defer);
+    std::optional<Response> r = api_->Handle(
+        Request{method, target, body, auth, h.consistency, h.session, h.cookie}, defer);
     if (r) {
       EXPECT_FALSE(was_deferred);
       return *r;
@@ -98,9 +176,11 @@ class ApiTest : public ::testing::Test {
 
   std::filesystem::path dir_;
   FakeCluster cluster_;
+  consistency::SessionCodec codec_{{"iad", "lhr"}, "test-secret"};  // lhr: index 1.
   MetricsRegistry metrics_;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<service::CounterService> svc_;
+  std::unique_ptr<service::ConsistencyGate> gate_;
   std::unique_ptr<Api> api_;
 };
 
@@ -132,21 +212,20 @@ TEST_F(ApiTest, VersionedCounters) {
   EXPECT_EQ(j["region"], "iad");
   EXPECT_EQ(j["staleness_ms"], 0);
   EXPECT_TRUE(j["updated_at"].is_string());
-  ASSERT_EQ(r.headers.size(), 1u);
-  EXPECT_EQ(r.headers[0].first, "Edgestate-Staleness-Ms");
+  EXPECT_EQ(Header(r, "Edgestate-Staleness-Ms"), "0");
 }
 
 TEST_F(ApiTest, StalenessComesFromTheClusterView) {
-  cluster_.staleness = 42;
+  cluster_.SetStaleness(42);
   Response r = Call("GET", "/v1/counters/a");
   EXPECT_EQ(Json(r)["staleness_ms"], 42);
-  EXPECT_EQ(r.headers[0].second, "42");
-  cluster_.staleness.reset();  // A peer never heard from.
+  EXPECT_EQ(Header(r, "Edgestate-Staleness-Ms"), "42");
+  cluster_.SetStaleness(std::nullopt);  // A peer never heard from.
   r = Call("GET", "/v1/counters/a");
   EXPECT_TRUE(Json(r)["staleness_ms"].is_null());
-  EXPECT_EQ(r.headers[0].second, "inf");
+  EXPECT_EQ(Header(r, "Edgestate-Staleness-Ms"), "inf");
   r = Call("GET", "/read");
-  EXPECT_EQ(r.headers[0].second, "inf");
+  EXPECT_EQ(Header(r, "Edgestate-Staleness-Ms"), "inf");
   EXPECT_EQ(Json(Call("GET", "/v1/cluster"))["region"], "iad");
 }
 
@@ -154,9 +233,7 @@ TEST_F(ApiTest, BadInput) {
   ExpectError(Call("GET", "/nope"), 404, "not_found");
   Response r = Call("GET", "/increment");
   ExpectError(r, 405, "method_not_allowed");
-  ASSERT_EQ(r.headers.size(), 1u);
-  EXPECT_EQ(r.headers[0].first, "Allow");
-  EXPECT_EQ(r.headers[0].second, "POST");
+  EXPECT_EQ(Header(r, "Allow"), "POST");
   ExpectError(Call("DELETE", "/read"), 405, "method_not_allowed");
   ExpectError(Call("POST", "/v1/counters/a/increment", "{bad"), 400, "bad_request");
   ExpectError(Call("POST", "/v1/counters/a/increment", R"({"delta":1.5})"), 400, "bad_request");
@@ -198,6 +275,166 @@ TEST_F(ApiTest, HealthAndMetrics) {
   EXPECT_EQ(r.content_type, "text/plain; version=0.0.4");
   EXPECT_NE(r.body.find("edgestate_counters 1"), std::string::npos) << r.body;
   EXPECT_NE(r.body.find("edgestate_commit_batch_size_bucket"), std::string::npos);
+}
+
+TEST_F(ApiTest, EveryStateResponseCarriesTheSessionsPosition) {
+  Response r = Call("POST", "/increment");
+  consistency::Position t = Token(r);
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0], (consistency::OriginPosition{svc_->epoch(), 1}));  // iad: its own write.
+  EXPECT_EQ(t[1], (consistency::OriginPosition{}));                  // Nothing of lhr.
+  ApplyLhr(77, 4);
+  for (const char* target : {"/read", "/v1/counters/x"}) {
+    r = Call("GET", target);
+    EXPECT_EQ(Token(r)[1], (consistency::OriginPosition{77, 4})) << target;
+  }
+  r = Call("POST", "/v1/counters/x/increment");
+  EXPECT_EQ(Token(r)[0].seq, 2u);
+  // The token returned merges the one sent: a session keeps what it saw elsewhere.
+  consistency::Position elsewhere = {{svc_->epoch(), 1}, {77, 3}};
+  r = Call("GET", "/read", "", "", {.session = codec_.Encode(elsewhere)});
+  EXPECT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(Token(r), (consistency::Position{{svc_->epoch(), 2}, {77, 4}}));
+  // Health, metrics and cluster are not state: no token.
+  EXPECT_EQ(Header(Call("GET", "/v1/cluster"), "Edgestate-Session"), "(none)");
+}
+
+TEST_F(ApiTest, LevelsAreParsedAndStrongIsUnavailableForNow) {
+  Response r = Call("GET", "/read?consistency=strong");
+  ExpectError(r, 503, "strong_unavailable");
+  EXPECT_EQ(Header(r, "Retry-After"), "1");
+  ExpectError(Call("POST", "/increment", "", "", {.consistency = "strong"}), 503,
+              "strong_unavailable");
+  EXPECT_EQ(Json(Call("GET", "/read"))["value"], 0);  // The refused write changed nothing.
+  r = Call("GET", "/read?consistency=eventual");
+  ExpectError(r, 400, "bad_request");
+  EXPECT_NE(r.body.find("local, bounded, session or strong"), std::string::npos);
+  ExpectError(Call("GET", "/read?consistency=bounded"), 400, "bad_request");
+  ExpectError(Call("GET", "/read?consistency=bounded&max_staleness_ms=x"), 400, "bad_request");
+  ExpectError(Call("GET", "/read?consistency=local", "", "", {.consistency = "session"}), 400,
+              "bad_request");
+  EXPECT_EQ(Call("GET", "/read?consistency=local").status, 200u);
+  EXPECT_EQ(Call("GET", "/read?consistency=session").status,
+            200u);  // No token: nothing to wait for.
+}
+
+TEST_F(ApiTest, BadSessionTokensAre400NeverAWait) {
+  std::string good = codec_.Encode({{svc_->epoch(), 0}, {77, 9}});
+  std::string forged = good;
+  forged[forged.size() / 2] = forged[forged.size() / 2] == 'A' ? 'B' : 'A';
+  consistency::SessionCodec foreign({"iad", "lhr"}, "another-cluster");
+  for (const std::string& bad :
+       {forged, good.substr(0, good.size() - 3), foreign.Encode({{1, 1}, {1, 1}}),
+        std::string("%%%"), std::string(2000, 'A')}) {
+    auto start = std::chrono::steady_clock::now();
+    ExpectError(Call("GET", "/read", "", "", {.session = bad}), 400, "bad_session_token");
+    ExpectError(Call("POST", "/increment", "", "", {.session = bad}), 400, "bad_session_token");
+    // Refused at once: a wait would last the gate's 60 s.
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  }
+  EXPECT_EQ(Json(Call("GET", "/read"))["value"], 0);
+}
+
+TEST_F(ApiTest, ASessionWaitsForWhatItSawThenIsServed) {
+  consistency::Position saw = {{svc_->epoch(), 0}, {77, 5}};
+  std::string token = codec_.Encode(saw);
+  // The node has nothing of lhr: the read is held, lhr is asked to ship, and the read is answered
+  // once lhr's writes up to 5 are applied.
+  std::string pulled;
+  std::thread applier([&] {
+    pulled = cluster_.WaitForPull();
+    ApplyLhr(77, 5);
+  });
+  Response r = Call("GET", "/read", "", "", {.session = token});
+  applier.join();
+  EXPECT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(Json(r)["value"], 5);  // Read-your-writes: the value holds what the session saw.
+  EXPECT_EQ(pulled, "lhr");
+}
+
+TEST_F(ApiTest, ASessionThatCannotBeServedGets503NamingTheRegionsNever404OrStale) {
+  TearDown();
+  Open("", {}, std::chrono::milliseconds(500));
+  ApplyLhr(77, 2);
+  std::string token = codec_.Encode({{svc_->epoch(), 0}, {77, 5}});
+  auto start = std::chrono::steady_clock::now();
+  Response r = Call("GET", "/v1/counters/default", "", "", {.session = token});
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(450));
+  ExpectError(r, 503, "session_unavailable");
+  EXPECT_EQ(Json(r)["error"]["missing"], nlohmann::json::array({"lhr"}));
+  EXPECT_EQ(Header(r, "Retry-After"), "1");
+  // A write carrying the token waits too (its returned value must include what the session saw),
+  // and is refused without being applied.
+  ExpectError(Call("POST", "/increment", "", "", {.session = token}), 503, "session_unavailable");
+  EXPECT_EQ(svc_->CommittedSeq(), 0u);
+}
+
+TEST_F(ApiTest, ASessionFromALostLifeOfARegionIs409) {
+  ApplyLhr(78, 1);  // lhr's data directory was recreated (epoch 77 -> 78).
+  Response r = Call("GET", "/read", "", "", {.session = codec_.Encode({{0, 0}, {77, 5}})});
+  ExpectError(r, 409, "session_lost");
+  EXPECT_EQ(Json(r)["error"]["lost"], nlohmann::json::array({"lhr"}));
+}
+
+TEST_F(ApiTest, BoundedServesWithinMWaitsOrRefusesAtOnce) {
+  cluster_.SetStaleness(42);
+  cluster_.floor = 20;
+  Response r = Call("GET", "/v1/counters/b?consistency=bounded&max_staleness_ms=100");
+  EXPECT_EQ(r.status, 200u) << r.body;
+  EXPECT_LE(Json(r)["staleness_ms"].get<int64_t>(), 100);
+  // Below the floor: refused at once, with the bound and the floor.
+  auto start = std::chrono::steady_clock::now();
+  r = Call("GET", "/v1/counters/b?consistency=bounded&max_staleness_ms=10");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));  // Not held.
+  ExpectError(r, 503, "staleness_unavailable");
+  EXPECT_EQ(Json(r)["error"]["staleness_ms"], 42);
+  EXPECT_EQ(Json(r)["error"]["floor_ms"], 20);
+  // Reachable: held until a heartbeat brings the bound within M; every peer is pulled.
+  std::string pulled;
+  std::thread heartbeat([&] {
+    pulled = cluster_.WaitForPull();
+    cluster_.Heartbeat(25);
+  });
+  r = Call("GET", "/v1/counters/b", "", "", {.consistency = "bounded; max_staleness_ms=30"});
+  heartbeat.join();
+  EXPECT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(Json(r)["staleness_ms"], 25);
+  EXPECT_EQ(pulled, "*");
+  // Not reached within the wait: 503, never a response carrying a bound above M.
+  TearDown();
+  Open("", {}, std::chrono::milliseconds(300));
+  cluster_.SetStaleness(90);
+  r = Call("GET", "/v1/counters/b?consistency=bounded&max_staleness_ms=50");
+  ExpectError(r, 503, "staleness_unavailable");
+  EXPECT_EQ(Json(r)["error"]["staleness_ms"], 90);
+  // A peer never heard from: no bound at all.
+  cluster_.SetStaleness(std::nullopt);
+  cluster_.floor = std::nullopt;
+  ExpectError(Call("GET", "/read?consistency=bounded&max_staleness_ms=86400000"), 503,
+              "staleness_unavailable");
+}
+
+TEST_F(ApiTest, DefaultLevelAndSessionCookie) {
+  TearDown();
+  ApiOptions o;
+  o.default_level = consistency::Level::kStrong;
+  o.session_cookie = true;
+  Open("", o, std::chrono::milliseconds(300));
+  ExpectError(Call("GET", "/read"), 503, "strong_unavailable");  // The article's client, unchanged.
+  Response r = Call("POST", "/increment?consistency=local");
+  ASSERT_EQ(r.status, 200u);
+  std::string cookie = Header(r, "Set-Cookie");
+  EXPECT_EQ(cookie.rfind("edgestate_session=" + Header(r, "Edgestate-Session") + ";", 0), 0u)
+      << cookie;
+  EXPECT_NE(cookie.find("HttpOnly"), std::string::npos);
+  EXPECT_NE(cookie.find("SameSite=Lax"), std::string::npos);
+  // The token comes back as a cookie; a session that saw more of lhr than this node has waits.
+  std::string ahead = codec_.Encode({{svc_->epoch(), 1}, {77, 1}});
+  r = Call("GET", "/read?consistency=local", "", "",
+           {.cookie = "theme=dark; edgestate_session=" + ahead + "; x=1"});
+  ExpectError(r, 503, "session_unavailable");
+  ExpectError(Call("GET", "/read?consistency=local", "", "", {.cookie = "edgestate_session=zz"}),
+              400, "bad_session_token");
 }
 
 }  // namespace

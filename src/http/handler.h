@@ -20,15 +20,18 @@ struct Request {
   std::string_view target;  // Origin-form: "/v1/counters/a?x=1".
   std::string_view body;
   std::string_view authorization;  // The Authorization header, or empty.
+  std::string_view consistency;    // The Edgestate-Consistency header, or empty.
+  std::string_view session;        // The Edgestate-Session header, or empty.
+  std::string_view cookie;         // The (first) Cookie header, or empty.
 };
 
 struct Response {
   unsigned status = 200;
   std::string body;
   std::string_view content_type = "application/json";  // Must point to static storage.
-  // Names point to static storage. Inline room for the two headers a response has at most
-  // today, so the common response allocates only its body.
-  boost::container::small_vector<std::pair<std::string_view, std::string>, 2> headers;
+  // Names point to static storage. Inline room for the headers a read has (staleness, session
+  // token, cookie), so the common response allocates only its body and the token.
+  boost::container::small_vector<std::pair<std::string_view, std::string>, 3> headers;
   Route route = Route::kNone;  // For metrics.
 };
 

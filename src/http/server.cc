@@ -244,9 +244,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
     const auto& req = parser_->get();
     keep_alive_ = req.keep_alive();
     version_ = req.version();
-    auto auth = req.find(bhttp::field::authorization);
-    Request r{req.method_string(), req.target(), req.body(),
-              auth == req.end() ? std::string_view() : auth->value()};
+    auto header = [&req](auto name) {
+      auto it = req.find(name);
+      return it == req.end() ? std::string_view() : it->value();
+    };
+    Request r{req.method_string(),
+              req.target(),
+              req.body(),
+              header(bhttp::field::authorization),
+              header("Edgestate-Consistency"),
+              header("Edgestate-Session"),
+              header(bhttp::field::cookie)};
     std::optional<Response> response = server_->handler->Handle(r, defer_);
     if (response) Send(std::move(*response));
   }

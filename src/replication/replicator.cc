@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -114,6 +115,9 @@ struct PeerState {
   std::atomic<int64_t> last_contact_ms{0};
   std::atomic<int64_t> fresh_ns{kNever};
   std::atomic<int64_t> rtt_us{0};
+  std::atomic<uint32_t> epoch{0};        // The peer's data-directory epoch, from its latest hello.
+  std::atomic<int64_t> min_rtt_us{0};    // Smallest round trip ever measured (0: none yet).
+  std::atomic<bool> pull_wanted{false};  // Send a Pull on the outbound link at once.
   Counter* deltas_sent = nullptr;
   Counter* deltas_applied = nullptr;
   Counter* bytes_sent = nullptr;
@@ -161,6 +165,7 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   std::vector<std::unique_ptr<PeerState>> peers;
   std::set<std::shared_ptr<Conn>> conns;  // Replication thread only; closed by Stop.
   std::atomic<bool> kick_pending{false};
+  std::function<void()> progress_listener;  // Set before Start.
   std::atomic<bool> stopped{false};
   bool stopping = false;  // Replication thread only.
   Counter* refused = nullptr;
@@ -172,12 +177,13 @@ namespace {
 // Applies remote slots through the writer and resumes the coroutine on the replication thread.
 template <typename Token>
 auto AsyncApply(service::CounterService* svc, asio::io_context& ioc, std::string origin,
-                uint64_t covers, std::vector<service::SlotUpdate> slots, Token&& token) {
+                uint32_t epoch, uint64_t covers, std::vector<service::SlotUpdate> slots,
+                Token&& token) {
   return asio::async_initiate<Token, void(Status)>(
-      [svc, &ioc](auto handler, std::string origin, uint64_t covers,
-                  std::vector<service::SlotUpdate> slots) {
+      [svc, &ioc, epoch](auto handler, std::string origin, uint64_t covers,
+                         std::vector<service::SlotUpdate> slots) {
         auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        svc->ApplyRemote(std::move(origin), covers, std::move(slots), [h, &ioc](Status s) {
+        svc->ApplyRemote(std::move(origin), epoch, covers, std::move(slots), [h, &ioc](Status s) {
           asio::post(ioc, [h, s = std::move(s)]() mutable { (*h)(std::move(s)); });
         });
       },
@@ -327,8 +333,12 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
     peer->inbound_conn = conn;
     peer->inbound.store(true);
     peer->Touch();
+    // Positions are per life of the peer: a peer whose data directory was recreated starts its
+    // sequence again, so what we applied of its previous life says nothing about this one.
+    const uint32_t epoch = h.epoch();
+    peer->epoch.store(epoch);
     pb::Frame welcome;
-    welcome.mutable_welcome()->set_applied_seq(counters->AppliedSeq(peer->address.region));
+    welcome.mutable_welcome()->set_applied_seq(counters->AppliedSeq(peer->address.region, epoch));
     if (!(co_await WriteFrame(*conn, welcome, peer)).ok()) break;
     spdlog::info("peer {} connected from {}", peer->address.region, conn->remote);
 
@@ -357,8 +367,8 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
           }
         }
         size_t n = slots.size();
-        Status applied = co_await AsyncApply(counters, ioc, peer->address.region, d.covers_seq(),
-                                             std::move(slots), use_awaitable);
+        Status applied = co_await AsyncApply(counters, ioc, peer->address.region, epoch,
+                                             d.covers_seq(), std::move(slots), use_awaitable);
         if (!applied.ok()) {
           why = "apply failed: " + applied.message();
           break;
@@ -366,7 +376,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
         peer->deltas_applied->Inc(n);
       } else if (f->has_heartbeat()) {
         const pb::Heartbeat& hb = f->heartbeat();
-        uint64_t applied = counters->AppliedSeq(peer->address.region);
+        uint64_t applied = counters->AppliedSeq(peer->address.region, epoch);
         // Every write the peer acknowledged before its snapshot has seq <= committed_seq; the
         // snapshot happened at least age + rtt before now (one-way delay <= rtt). Heartbeats
         // sent before the peer measured a round trip say nothing.
@@ -375,7 +385,10 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
           int64_t snapshot_ns =
               RealClock()->MonotonicNanos() - static_cast<int64_t>(back_us) * 1000;
           int64_t prev = peer->fresh_ns.load();
-          if (snapshot_ns > prev) peer->fresh_ns.store(snapshot_ns);
+          if (snapshot_ns > prev) {
+            peer->fresh_ns.store(snapshot_ns);
+            if (progress_listener) progress_listener();
+          }
         }
         pb::Frame ack;
         ack.mutable_ack()->set_heartbeat_id(hb.id());
@@ -384,6 +397,9 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
           why = "cannot acknowledge heartbeat";
           break;
         }
+      } else if (f->has_pull()) {
+        // The peer waits for our writes: ship them on our outbound link now.
+        if (peer->send_timer) peer->send_timer->cancel();
       } else {
         why = "unexpected frame on an established link";
         break;
@@ -454,6 +470,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   hello.mutable_hello()->set_protocol_version(kProtocolVersion);
   hello.mutable_hello()->set_region(options.region);
   hello.mutable_hello()->set_nonce(client_nonce);
+  hello.mutable_hello()->set_epoch(counters->epoch());
   if (Status s = co_await WriteFrame(*conn, hello, p); !s.ok()) co_return s;
   auto challenge = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, p);
   if (!challenge.ok()) {
@@ -531,6 +548,8 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
             if (id != a.heartbeat_id()) continue;
             int64_t rtt = std::max<int64_t>(1, (RealClock()->MonotonicNanos() - sent_ns) / 1000);
             p->rtt_us.store(rtt);
+            int64_t min_rtt = p->min_rtt_us.load();
+            if (min_rtt == 0 || rtt < min_rtt) p->min_rtt_us.store(rtt);
             if (state->min_rtt_us == 0 || rtt < state->min_rtt_us) state->min_rtt_us = rtt;
             if (state->window_wait && p->send_timer) {
               p->send_timer->cancel();  // The window opened: the sender may go on.
@@ -565,6 +584,11 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
       state->catch_up_until = counters->CommittedSeq();
       state->rewind_to.reset();
       p->ae_rounds->Inc();
+    }
+    if (p->pull_wanted.exchange(false)) {
+      pb::Frame pull;
+      pull.mutable_pull();
+      if (Status s = co_await WriteFrame(*conn, pull, p); !s.ok()) co_return s;
     }
     int64_t snapshot_ns = RealClock()->MonotonicNanos();
     std::vector<service::SlotUpdate> slots;
@@ -702,6 +726,32 @@ std::optional<int64_t> Replicator::StalenessMs() const {
   return (worst + 999'999) / 1'000'000;
 }
 
+std::optional<int64_t> Replicator::StalenessFloorMs() const {
+  int64_t worst = 0;
+  for (const auto& p : impl_->peers) {
+    int64_t r = p->min_rtt_us.load(std::memory_order_relaxed);
+    if (r == 0) return std::nullopt;
+    worst = std::max(worst, r);
+  }
+  return (worst + 999) / 1000;
+}
+
+void Replicator::Pull(const std::vector<std::string>& regions) {
+  bool any = false;
+  for (const auto& p : impl_->peers) {
+    if (!regions.empty() &&
+        std::find(regions.begin(), regions.end(), p->address.region) == regions.end()) {
+      continue;
+    }
+    if (!p->pull_wanted.exchange(true)) any = true;
+  }
+  if (any) impl_->Kick();
+}
+
+void Replicator::SetProgressListener(std::function<void()> listener) {
+  impl_->progress_listener = std::move(listener);
+}
+
 std::string Replicator::ClusterJson() const {
   nlohmann::json j;
   j["region"] = impl_->options.region;
@@ -724,7 +774,9 @@ std::string Replicator::ClusterJson() const {
     int64_t f = p->fresh_ns.load();
     e["lag_ms"] = f == kNever ? nlohmann::json(nullptr) : nlohmann::json((now_ns - f) / 1'000'000);
     e["rtt_ms"] = static_cast<double>(p->rtt_us.load()) / 1000.0;
-    e["applied_seq"] = impl_->counters->AppliedSeq(p->address.region);
+    consistency::OriginPosition applied = impl_->counters->AppliedPosition(p->address.region);
+    e["applied_seq"] = applied.seq;
+    e["applied_epoch"] = applied.epoch;
     e["sent"] = {{"deltas", p->deltas_sent->value()}, {"bytes", p->bytes_sent->value()}};
     e["received"] = {{"deltas", p->deltas_applied->value()}, {"bytes", p->bytes_received->value()}};
     e["reconnects"] = p->reconnects->value();

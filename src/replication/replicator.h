@@ -56,6 +56,9 @@ class Replicator final : public service::ClusterView {
   void Stop();
 
   std::optional<int64_t> StalenessMs() const override;
+  std::optional<int64_t> StalenessFloorMs() const override;
+  void Pull(const std::vector<std::string>& regions) override;
+  void SetProgressListener(std::function<void()> listener) override;
   std::string ClusterJson() const override;
 
   struct Impl;
@@ -69,6 +72,9 @@ class SingleNodeView final : public service::ClusterView {
  public:
   explicit SingleNodeView(std::string region) : region_(std::move(region)) {}
   std::optional<int64_t> StalenessMs() const override { return 0; }
+  std::optional<int64_t> StalenessFloorMs() const override { return 0; }
+  void Pull(const std::vector<std::string>&) override {}
+  void SetProgressListener(std::function<void()>) override {}
   std::string ClusterJson() const override;
 
  private:

@@ -148,6 +148,25 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
       s = want_string(&cfg->cluster_secret);
     } else if (k == "replication_interval_ms") {
       s = want_int(&cfg->replication_interval_ms);
+    } else if (k == "default_consistency") {
+      s = want_string(&str);
+      if (s.ok()) {
+        auto l = ParseDefaultConsistency(str);
+        if (l.ok())
+          cfg->default_consistency = *l;
+        else
+          s = Status::InvalidArgument(
+              fmt::format("config file {}: default_consistency: {}", path, l.status().message()));
+      }
+    } else if (k == "session_wait_ms") {
+      s = want_int(&cfg->session_wait_ms);
+    } else if (k == "session_cookie") {
+      if (node.is_boolean()) {
+        cfg->session_cookie = *node.value<bool>();
+      } else {
+        s = Status::InvalidArgument(
+            fmt::format("config file {}: session_cookie must be true or false", path));
+      }
     } else {
       s = Status::InvalidArgument(fmt::format("config file {}: unknown key \"{}\"", path, k));
     }
@@ -157,6 +176,17 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
 }
 
 }  // namespace
+
+StatusOr<consistency::Level> ParseDefaultConsistency(std::string_view s) {
+  auto l = consistency::ParseLevel(s);
+  if (!l.ok()) return l.status();
+  if (*l == consistency::Level::kBounded) {
+    return Status::InvalidArgument(
+        "bounded cannot be the default (each request names its max_staleness_ms); use local, "
+        "session or strong");
+  }
+  return *l;
+}
 
 StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLookup& env) {
   ServeConfig cfg;
@@ -203,6 +233,13 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.peers) cfg.peers = *flags.peers;
   if (flags.cluster_secret) cfg.cluster_secret = *flags.cluster_secret;
   if (flags.replication_interval_ms) cfg.replication_interval_ms = *flags.replication_interval_ms;
+  if (flags.default_consistency) {
+    auto l = ParseDefaultConsistency(*flags.default_consistency);
+    if (!l.ok()) return Status::InvalidArgument("--default-consistency: " + l.status().message());
+    cfg.default_consistency = *l;
+  }
+  if (flags.session_wait_ms) cfg.session_wait_ms = *flags.session_wait_ms;
+  if (flags.session_cookie) cfg.session_cookie = *flags.session_cookie;
 
   // Validation of the merged result.
   if (Status s = ValidateRegion(cfg.region); !s.ok()) return s;
@@ -229,6 +266,9 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   }
   if (Status s = CheckRange(cfg.replication_interval_ms, 0, 60'000, "replication interval (ms)");
       !s.ok()) {
+    return s;
+  }
+  if (Status s = CheckRange(cfg.session_wait_ms, 0, 60'000, "session wait (ms)"); !s.ok()) {
     return s;
   }
   if (!cfg.peer_listen.empty()) {

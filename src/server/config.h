@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "consistency/consistency.h"
 #include "service/counter_service.h"
 
 namespace edgestate::server {
@@ -30,6 +31,10 @@ struct ServeConfig {
   std::string peers;           // REGION=HOST:PORT,...
   std::string cluster_secret;  // Required when peers are given.
   int64_t replication_interval_ms = 100;
+  // Consistency (docs/consistency.md).
+  consistency::Level default_consistency = consistency::Level::kLocal;
+  int64_t session_wait_ms = 1000;
+  bool session_cookie = false;
 };
 
 // Values given on the command line; unset ones fall through to the environment, the file and
@@ -50,6 +55,9 @@ struct ServeFlags {
   std::optional<std::string> peers;
   std::optional<std::string> cluster_secret;
   std::optional<int64_t> replication_interval_ms;
+  std::optional<std::string> default_consistency;
+  std::optional<int64_t> session_wait_ms;
+  std::optional<bool> session_cookie;
 };
 
 // Returns the value of an environment variable, or nullopt when unset.
@@ -59,6 +67,9 @@ EnvLookup ProcessEnv();
 // Resolves and validates. InvalidArgument with a message naming the offending flag, variable
 // or file key (unknown keys in the file are errors too).
 StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLookup& env);
+
+// Parses a level allowed as --default-consistency: local, session or strong.
+StatusOr<consistency::Level> ParseDefaultConsistency(std::string_view s);
 
 // Parses "fsync" | "async".
 StatusOr<service::Durability> ParseDurability(std::string_view s);

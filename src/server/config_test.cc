@@ -113,5 +113,43 @@ TEST_F(ConfigFileTest, BadValuesAreClearErrors) {
   expect_bad(f, {}, "/nonexistent/edgestate.toml");
 }
 
+TEST_F(ConfigFileTest, ConsistencyKeysFromFileAndFlags) {
+  auto c = ResolveServeConfig({}, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->default_consistency, consistency::Level::kLocal);
+  EXPECT_EQ(c->session_wait_ms, 1000);
+  EXPECT_FALSE(c->session_cookie);
+  ServeFlags f;
+  f.config_file = WriteFile(
+      "default_consistency = \"session\"\nsession_wait_ms = 250\nsession_cookie = true\n");
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->default_consistency, consistency::Level::kSession);
+  EXPECT_EQ(c->session_wait_ms, 250);
+  EXPECT_TRUE(c->session_cookie);
+  f.default_consistency = "strong";  // The flag beats the file.
+  f.session_cookie = false;
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->default_consistency, consistency::Level::kStrong);
+  EXPECT_FALSE(c->session_cookie);
+  for (const char* bad : {"default_consistency = \"bounded\"\n", "default_consistency = 3\n",
+                          "default_consistency = \"eventual\"\n", "session_cookie = \"yes\"\n",
+                          "session_wait_ms = 60001\n", "session_wait_ms = -5\n"}) {
+    ServeFlags g;
+    g.config_file = WriteFile(bad);
+    auto r = ResolveServeConfig(g, Env({}));
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    }
+  }
+  ServeFlags g;
+  g.default_consistency = "Session";
+  auto r = ResolveServeConfig(g, Env({}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("--default-consistency"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace edgestate::server

@@ -12,7 +12,9 @@
 #include "env/signals.h"
 #include "http/api.h"
 #include "http/server.h"
+#include "replication/auth.h"
 #include "replication/replicator.h"
+#include "service/consistency_gate.h"
 #include "service/counter_service.h"
 #include "storage/store.h"
 
@@ -24,6 +26,16 @@ int AvailableCpus() {
   if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
   return std::max(1, CPU_COUNT(&set));
 }
+
+namespace {
+
+std::string HexSecret() {
+  std::string out;
+  for (unsigned char c : replication::RandomNonce()) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+}  // namespace
 
 Status RunNode(const ServeConfig& config) {
   // Termination signals are taken synchronously by this thread (sigwait below).
@@ -50,22 +62,43 @@ Status RunNode(const ServeConfig& config) {
   spdlog::info("loaded {} counters from {} in {} ms", (*counters)->size(), config.data_dir,
                (*counters)->load_time().count());
 
-  // Replication, or the view of a node alone.
+  // Session tokens are authenticated with the cluster secret; a node without one keeps a random
+  // secret of its own in its data directory, so its tokens survive restarts.
+  std::vector<std::string> regions = {config.region};
+  auto peers = *replication::ParsePeers(config.peers, config.region);  // Validated with the config.
+  for (const auto& p : peers) regions.push_back(p.region);
+  std::string token_secret = config.cluster_secret;
+  if (token_secret.empty()) {
+    auto secret = (*store)->GetOrCreateMeta("session-secret", HexSecret());
+    if (!secret.ok()) return secret.status();
+    token_secret = *secret;
+  }
+  consistency::SessionCodec codec(std::move(regions), token_secret);
+
+  // Replication, or the view of a node alone. The gate outlives both (it is their listener).
+  std::unique_ptr<service::ConsistencyGate> gate;
   std::unique_ptr<replication::Replicator> replicator;
   replication::SingleNodeView single(config.region);
-  const service::ClusterView* cluster = &single;
+  service::ClusterView* cluster = &single;
   if (!config.peer_listen.empty()) {
     replication::ReplicatorOptions ro;
     ro.region = config.region;
     ro.cluster_secret = config.cluster_secret;
     ro.listen = *replication::ParseHostPort(
         config.peer_listen, /*allow_port_zero=*/true);  // Validated with the config.
-    ro.peers = *replication::ParsePeers(config.peers, config.region);
+    ro.peers = std::move(peers);
     ro.interval = std::chrono::milliseconds(config.replication_interval_ms);
     replicator =
         std::make_unique<replication::Replicator>(std::move(ro), counters->get(), &metrics);
-    if (Status s = replicator->Start(); !s.ok()) return s;
     cluster = replicator.get();
+  }
+  service::ConsistencyGateOptions gate_options;
+  gate_options.region = config.region;
+  gate_options.session_wait = std::chrono::milliseconds(config.session_wait_ms);
+  gate = std::make_unique<service::ConsistencyGate>(gate_options, counters->get(), cluster, &codec,
+                                                    &metrics);
+  if (replicator) {
+    if (Status s = replicator->Start(); !s.ok()) return s;
   }
   // On every way out of this function the writer stops before the replicator is destroyed:
   // its callbacks post to the replicator's thread.
@@ -74,8 +107,10 @@ Status RunNode(const ServeConfig& config) {
     ~StopWriter() { c->Stop(); }
   } stop_writer{counters->get()};
 
-  http::Api api(http::ApiOptions{config.region, config.api_key, config.data_dir}, counters->get(),
-                cluster, &metrics);
+  http::ApiOptions api_options{config.region, config.api_key, config.data_dir};
+  api_options.default_level = config.default_consistency;
+  api_options.session_cookie = config.session_cookie;
+  http::Api api(api_options, counters->get(), cluster, gate.get(), &metrics);
   http::HttpMetrics http_metrics(&metrics);
   http::HttpServerOptions http_options;
   http_options.listen_address = config.listen;

@@ -4,6 +4,7 @@
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <tuple>
 
 #include "common/strings.h"
@@ -83,11 +84,20 @@ Status CounterService::Load() {
     return Status::Ok();
   });
   if (!s.ok()) return s;
-  s = store_->ForEachApplied([&](std::string_view origin, uint64_t seq) {
-    applied_[std::string(origin)] = seq;
+  s = store_->ForEachApplied([&](std::string_view origin, uint64_t seq, uint32_t epoch) {
+    applied_[std::string(origin)] = {epoch, seq};
     return Status::Ok();
   });
   if (!s.ok()) return s;
+  // The epoch is the data directory's creation time in Unix seconds, so a recreated directory
+  // gets a larger one (docs/consistency.md).
+  StatusOr<std::string> epoch = store_->GetOrCreateMeta(
+      "epoch", std::to_string(std::max<int64_t>(1, options_.clock->NowUnixMillis() / 1000)));
+  if (!epoch.ok()) return epoch.status();
+  auto [ptr, ec] = std::from_chars(epoch->data(), epoch->data() + epoch->size(), epoch_);
+  if (ec != std::errc() || ptr != epoch->data() + epoch->size() || epoch_ == 0) {
+    return Status::InvalidArgument("malformed data-directory epoch record \"" + *epoch + "\"");
+  }
   next_seq_ = max_seq + 1;
   committed_seq_.store(max_seq);
   size_.store(n);
@@ -126,21 +136,27 @@ void CounterService::ProbeStorage(ProbeCallback done) {
   Enqueue(std::move(op));
 }
 
-void CounterService::ApplyRemote(std::string origin, uint64_t covers_seq,
+void CounterService::ApplyRemote(std::string origin, uint32_t epoch, uint64_t covers_seq,
                                  std::vector<SlotUpdate> slots, ProbeCallback done) {
   Op op;
   op.kind = Op::Kind::kApply;
   op.name = std::move(origin);
+  op.epoch = epoch;
   op.covers_seq = covers_seq;
   op.slots = std::move(slots);
   op.probe_done = std::move(done);
   Enqueue(std::move(op));
 }
 
-uint64_t CounterService::AppliedSeq(std::string_view origin) const {
+consistency::OriginPosition CounterService::AppliedPosition(std::string_view origin) const {
   std::lock_guard lock(applied_mu_);
   auto it = applied_.find(origin);
-  return it == applied_.end() ? 0 : it->second;
+  return it == applied_.end() ? consistency::OriginPosition{} : it->second;
+}
+
+uint64_t CounterService::AppliedSeq(std::string_view origin, uint32_t epoch) const {
+  consistency::OriginPosition p = AppliedPosition(origin);
+  return p.epoch == epoch ? p.seq : 0;
 }
 
 uint64_t CounterService::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
@@ -235,7 +251,7 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
   bool probe = false;
   // Own-origin sequence of each counter before this batch (for the changelog).
   std::unordered_map<std::string_view, uint64_t> previous_own_seq;
-  std::map<std::string, uint64_t, std::less<>> applied_updates;
+  std::map<std::string, consistency::OriginPosition, std::less<>> applied_updates;
   auto stage = [&](std::string_view name) -> std::pair<crdt::PnCounter, bool>& {
     auto [it, inserted] = staged.try_emplace(name);
     if (inserted) {
@@ -261,8 +277,11 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
         auto& entry = stage(u.name);
         if (entry.first.MergeSlot(op.name, u.slot)) entry.second = true;
       }
-      uint64_t& a = applied_updates[op.name];
-      a = std::max({a, op.covers_seq, AppliedSeq(op.name)});
+      // A new epoch is a new life of the origin: its sequence starts again.
+      auto [a, fresh] = applied_updates.try_emplace(op.name);
+      if (fresh) a->second = AppliedPosition(op.name);
+      if (a->second.epoch != op.epoch) a->second = {op.epoch, 0};
+      a->second.seq = std::max(a->second.seq, op.covers_seq);
       continue;
     }
     auto& entry = stage(op.name);
@@ -284,8 +303,8 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
   for (const auto& [name, entry] : staged) {
     if (entry.second) wb.Put(storage::CounterKey(name), storage::EncodeCounter(entry.first));
   }
-  for (const auto& [origin, seq] : applied_updates)
-    wb.Put(storage::AppliedKey(origin), std::to_string(seq));
+  for (const auto& [origin, pos] : applied_updates)
+    wb.Put(storage::AppliedKey(origin), storage::EncodeApplied(pos.seq, pos.epoch));
   if (probe) wb.Put(storage::MetaKey("health-probe"), std::to_string(now_ms));
   Status write = Status::Ok();
   batch_size_->Observe(static_cast<double>(ops.size()));
@@ -309,7 +328,7 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
     }
     if (!applied_updates.empty()) {
       std::lock_guard lock(applied_mu_);
-      for (const auto& [origin, seq] : applied_updates) applied_[origin] = seq;
+      for (const auto& [origin, pos] : applied_updates) applied_[origin] = pos;
     }
     if (own_writes) {
       // After the table: an entry a replication snapshot sees has its state published.
@@ -326,6 +345,9 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
   }
 
   if (write.ok() && own_writes && commit_listener_) commit_listener_();
+  if (write.ok() && (own_writes || !applied_updates.empty()) && progress_listener_) {
+    progress_listener_();
+  }
 
   for (size_t i = 0; i < ops.size(); ++i) {
     Op& op = ops[i];

@@ -27,6 +27,7 @@
 
 #include "common/metrics.h"
 #include "common/status.h"
+#include "consistency/session_token.h"
 #include "crdt/pn_counter.h"
 #include "env/clock.h"
 #include "storage/store.h"
@@ -103,19 +104,32 @@ class CounterService {
   uint64_t CollectOwnChanges(uint64_t after_seq, size_t max_entries,
                              std::vector<SlotUpdate>* out) const;
 
-  // Merges slots received from `origin` (a peer region, never this node's own) and records
-  // that every write of `origin` with seq <= covers_seq is now applied; durably, in one batch.
-  // Slots with invalid names are rejected: `done` gets InvalidArgument and nothing is applied.
-  // Applying the same slots twice, or older ones after newer ones, changes nothing.
-  void ApplyRemote(std::string origin, uint64_t covers_seq, std::vector<SlotUpdate> slots,
-                   ProbeCallback done);
+  // This data directory's epoch (Store::GetOrCreateEpoch): tells this node's lives apart.
+  uint32_t epoch() const { return epoch_; }
 
-  // The highest covers_seq applied (and stored) for `origin`; 0 when none.
-  uint64_t AppliedSeq(std::string_view origin) const;
+  // Merges slots received from `origin` (a peer region, never this node's own) in its life
+  // `epoch`, and records that every write of that life with seq <= covers_seq is now applied;
+  // durably, in one batch. A different epoch than the one recorded starts the origin's applied
+  // sequence again from covers_seq. Slots with invalid names are rejected: `done` gets
+  // InvalidArgument and nothing is applied. Applying the same slots twice, or older ones after
+  // newer ones, changes nothing.
+  void ApplyRemote(std::string origin, uint32_t epoch, uint64_t covers_seq,
+                   std::vector<SlotUpdate> slots, ProbeCallback done);
+
+  // The life of `origin` last applied here and the highest covers_seq applied (and stored) in
+  // it; zeros when none.
+  consistency::OriginPosition AppliedPosition(std::string_view origin) const;
+  // The highest covers_seq applied for `origin`'s life `epoch`; 0 when none or another life.
+  uint64_t AppliedSeq(std::string_view origin, uint32_t epoch) const;
 
   // Called on the writer thread after every commit that acknowledged local writes. Set before
   // any write is submitted; must be cheap and must not block.
   void SetCommitListener(std::function<void()> listener) { commit_listener_ = std::move(listener); }
+  // Called on the writer thread after every commit that published own writes or remote slots
+  // (CommittedSeq or an AppliedPosition moved). Same rules as the commit listener.
+  void SetProgressListener(std::function<void()> listener) {
+    progress_listener_ = std::move(listener);
+  }
 
   // Number of counters in memory.
   size_t size() const { return size_.load(std::memory_order_relaxed); }
@@ -132,6 +146,7 @@ class CounterService {
     std::string name;  // kIncrement: the counter. kApply: the origin region.
     int64_t delta = 0;
     uint64_t covers_seq = 0;        // kApply.
+    uint32_t epoch = 0;             // kApply.
     std::vector<SlotUpdate> slots;  // kApply.
     IncrementCallback increment_done;
     ProbeCallback probe_done;  // kProbe and kApply.
@@ -171,8 +186,11 @@ class CounterService {
   std::map<uint64_t, std::string> changelog_;  // GUARDED_BY(changelog_mu_)
   // origin -> highest applied covers_seq.
   mutable std::mutex applied_mu_;
-  std::map<std::string, uint64_t, std::less<>> applied_;  // GUARDED_BY(applied_mu_)
+  std::map<std::string, consistency::OriginPosition, std::less<>>
+      applied_;  // GUARDED_BY(applied_mu_)
   std::function<void()> commit_listener_;
+  std::function<void()> progress_listener_;
+  uint32_t epoch_ = 0;
 
   storage::WriteQueue<Op> queue_;
   std::thread writer_;

@@ -173,10 +173,12 @@ TEST_F(CounterServiceTest, CorruptRecordFailsOpenLoudly) {
 namespace edgestate::service {
 namespace {
 
+constexpr uint32_t kLhrEpoch = 1'760'000'000;
+
 Status ApplySync(CounterService* svc, const std::string& origin, uint64_t covers,
-                 std::vector<SlotUpdate> slots) {
+                 std::vector<SlotUpdate> slots, uint32_t epoch = kLhrEpoch) {
   std::promise<Status> p;
-  svc->ApplyRemote(origin, covers, std::move(slots), [&](Status s) { p.set_value(s); });
+  svc->ApplyRemote(origin, epoch, covers, std::move(slots), [&](Status s) { p.set_value(s); });
   return p.get_future().get();
 }
 
@@ -222,14 +224,14 @@ TEST_F(CounterServiceTest, RemoteSlotsMergeIdempotentlyInAnyOrder) {
   ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 7, {Slot("x", 10, 1, 7), Slot("y", 3, 0, 6)}).ok());
   EXPECT_EQ(svc_->Read("x").value, 14);
   EXPECT_EQ(svc_->Read("y").value, 3);
-  EXPECT_EQ(svc_->AppliedSeq("lhr"), 7u);
+  EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 7u);
   // Duplicate delivery.
   ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 7, {Slot("x", 10, 1, 7), Slot("y", 3, 0, 6)}).ok());
   EXPECT_EQ(svc_->Read("x").value, 14);
   // An older state arriving late changes nothing, and never lowers the applied position.
   ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 3, {Slot("x", 4, 0, 3)}).ok());
   EXPECT_EQ(svc_->Read("x").value, 14);
-  EXPECT_EQ(svc_->AppliedSeq("lhr"), 7u);
+  EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 7u);
   // Remote writes never enter this node's own change log.
   std::vector<SlotUpdate> out;
   svc_->CollectOwnChanges(0, 100, &out);
@@ -239,7 +241,24 @@ TEST_F(CounterServiceTest, RemoteSlotsMergeIdempotentlyInAnyOrder) {
   Open();
   EXPECT_EQ(svc_->Read("x").value, 14);
   EXPECT_EQ(svc_->Read("y").value, 3);
-  EXPECT_EQ(svc_->AppliedSeq("lhr"), 7u);
+  EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 7u);
+}
+
+TEST_F(CounterServiceTest, ANewEpochOfAnOriginStartsItsSequenceAgain) {
+  Open();
+  const uint32_t own = svc_->epoch();
+  EXPECT_GT(own, 0u);
+  ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 500, {Slot("x", 10, 0, 500)}).ok());
+  EXPECT_EQ(svc_->AppliedPosition("lhr"), (consistency::OriginPosition{kLhrEpoch, 500}));
+  // lhr's data directory was recreated: its writes are numbered from 1 again.
+  ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 3, {Slot("z", 1, 0, 3)}, kLhrEpoch + 60).ok());
+  EXPECT_EQ(svc_->AppliedPosition("lhr"), (consistency::OriginPosition{kLhrEpoch + 60, 3}));
+  EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 0u);  // Nothing is known of the old life now.
+  EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch + 60), 3u);
+  // Durable, and this node's own epoch does not change across restarts.
+  Open();
+  EXPECT_EQ(svc_->AppliedPosition("lhr"), (consistency::OriginPosition{kLhrEpoch + 60, 3}));
+  EXPECT_EQ(svc_->epoch(), own);
 }
 
 TEST_F(CounterServiceTest, RemoteSlotsForOwnRegionOrBadNamesAreRejected) {
@@ -249,7 +268,7 @@ TEST_F(CounterServiceTest, RemoteSlotsForOwnRegionOrBadNamesAreRejected) {
   EXPECT_EQ(ApplySync(svc_.get(), "lhr", 1, {Slot("ok", 1, 0, 1), Slot("bad\n", 1, 0, 1)}).code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(svc_->Read("ok").value, 0);  // Nothing of a rejected delta is applied.
-  EXPECT_EQ(svc_->AppliedSeq("lhr"), 0u);
+  EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 0u);
 }
 
 }  // namespace

@@ -206,7 +206,12 @@ Status Store::ForEachCounter(const std::function<Status(std::string_view, std::s
   return FromRocks(it->status(), "scan failed");
 }
 
-Status Store::ForEachApplied(const std::function<Status(std::string_view, uint64_t)>& fn) {
+std::string EncodeApplied(uint64_t seq, uint32_t epoch) {
+  return std::to_string(seq) + " " + std::to_string(epoch);
+}
+
+Status Store::ForEachApplied(
+    const std::function<Status(std::string_view, uint64_t, uint32_t)>& fn) {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   const std::string prefix(1, kAppliedPrefix);
   for (it->Seek(prefix); it->Valid(); it->Next()) {
@@ -214,12 +219,20 @@ Status Store::ForEachApplied(const std::function<Status(std::string_view, uint64
     if (k.empty() || k[0] != kAppliedPrefix) break;
     std::string v = it->value().ToString();
     uint64_t seq = 0;
-    auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), seq);
-    if (ec != std::errc() || ptr != v.data() + v.size()) {
+    uint32_t epoch = 0;
+    const char* end = v.data() + v.size();
+    auto [ptr, ec] = std::from_chars(v.data(), end, seq);
+    if (ec == std::errc() && ptr != end && *ptr == ' ') {
+      auto r = std::from_chars(ptr + 1, end, epoch);
+      ptr = r.ec == std::errc() && r.ptr != ptr + 1 ? r.ptr : nullptr;
+    }
+    if (ec != std::errc() || ptr != end) {
       return Status::InvalidArgument("malformed applied-sequence record for " +
                                      std::string(k.data() + 1, k.size() - 1));
     }
-    if (Status st = fn(std::string_view(k.data() + 1, k.size() - 1), seq); !st.ok()) return st;
+    if (Status st = fn(std::string_view(k.data() + 1, k.size() - 1), seq, epoch); !st.ok()) {
+      return st;
+    }
   }
   return FromRocks(it->status(), "scan failed");
 }
@@ -229,6 +242,17 @@ StatusOr<std::string> Store::GetCounter(std::string_view name) {
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), CounterKey(name), &value);
   if (!s.ok()) return FromRocks(s, "get failed");
   return value;
+}
+
+StatusOr<std::string> Store::GetOrCreateMeta(std::string_view name, std::string_view initial) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), MetaKey(name), &value);
+  if (s.ok()) return value;
+  if (!s.IsNotFound()) return FromRocks(s, "get failed");
+  rocksdb::WriteBatch wb;
+  wb.Put(MetaKey(name), rocksdb::Slice(initial.data(), initial.size()));
+  if (Status w = Write(&wb, /*sync=*/true); !w.ok()) return w;
+  return std::string(initial);
 }
 
 uint64_t Store::EstimateNumKeys() {

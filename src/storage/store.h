@@ -1,9 +1,10 @@
 // Store: the node's durable state in RocksDB.
 //
 // Key layout (docs/storage.md): "c" + counter name -> CounterRecord (protobuf);
-// "m" + name -> node metadata (e.g. the health probe); "v" + origin -> applied sequence of a
-// peer region (docs/replication.md). Values are whole CRDT states, so the
-// last Put of a key is its complete truth and replaying the WAL is idempotent.
+// "m" + name -> node metadata (the health probe; "epoch", this data directory's epoch);
+// "v" + origin -> applied position of a peer region, "SEQ EPOCH" in decimal (docs/replication.md;
+// records written before epochs existed hold "SEQ" and read as epoch 0). Values are whole CRDT
+// states, so the last Put of a key is its complete truth and replaying the WAL is idempotent.
 //
 // Durability: Write(batch, /*sync=*/true) returns OK only after the batch is in the WAL and
 // the WAL is fdatasync'ed. Write(batch, false) returns after the WAL append (in the OS page
@@ -34,8 +35,9 @@ inline constexpr char kAppliedPrefix = 'v';
 
 std::string CounterKey(std::string_view name);
 std::string MetaKey(std::string_view name);
-// "v" + origin -> decimal seq: every write of `origin` with seq <= it is applied here.
+// "v" + origin -> "SEQ EPOCH": every write of `origin`'s life EPOCH with seq <= SEQ is applied.
 std::string AppliedKey(std::string_view origin);
+std::string EncodeApplied(uint64_t seq, uint32_t epoch);
 
 // Serializes a counter's full CRDT state.
 std::string EncodeCounter(const crdt::PnCounter& counter);
@@ -69,8 +71,13 @@ class Store {
   // Calls fn(name, value) for every counter in key order. Stops at and returns the first
   // error from the iterator. `fn` must not call back into the store.
   Status ForEachCounter(const std::function<Status(std::string_view, std::string_view)>& fn);
-  // Calls fn(origin, seq) for every applied-sequence record. InvalidArgument on a malformed one.
-  Status ForEachApplied(const std::function<Status(std::string_view, uint64_t)>& fn);
+  // Calls fn(origin, seq, epoch) for every applied-position record. InvalidArgument on a
+  // malformed one.
+  Status ForEachApplied(const std::function<Status(std::string_view, uint64_t, uint32_t)>& fn);
+  // The metadata record "m" + name; when absent, stores (and syncs) `initial` first. Used for
+  // values fixed at a data directory's creation: its epoch (docs/consistency.md) and the
+  // secret of a node without a cluster secret. Unavailable on I/O errors.
+  StatusOr<std::string> GetOrCreateMeta(std::string_view name, std::string_view initial);
   // Returns the stored bytes of one counter; NotFound when absent.
   StatusOr<std::string> GetCounter(std::string_view name);
 
