@@ -9,6 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 LOG_DIR=${LOG_DIR:-$(mktemp -d -t edgestate-busy-XXXXXX)}
+mkdir -p "$LOG_DIR"
 command -v stress-ng >/dev/null || { echo "busy_tests: install stress-ng (apt-get install stress-ng)"; exit 2; }
 for b in build build-asan; do
   [ -d "$b" ] || { echo "busy_tests: $b/ missing; run scripts/test.sh first"; exit 2; }

@@ -59,4 +59,14 @@ void RunLoop(boost::asio::io_context& ioc, const char* thread_name) {
   }
 }
 
+void StopLoop(boost::asio::io_context& ioc, std::thread& thread, std::chrono::milliseconds grace) {
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (!ioc.stopped() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  if (!ioc.stopped()) spdlog::warn("a loop still had work {} ms after shutdown", grace.count());
+  ioc.stop();
+  thread.join();
+}
+
 }  // namespace edgestate::net

@@ -3,8 +3,10 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <chrono>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "common/status.h"
@@ -25,5 +27,12 @@ uint16_t FindFreePortRange(int n);
 // Runs `ioc` on the calling thread until it stops. A handler that throws (bad_alloc, say) is
 // logged with `thread_name` and the loop goes on serving the other handlers.
 void RunLoop(boost::asio::io_context& ioc, const char* thread_name);
+
+// Ends a loop that `thread` runs with RunLoop, after the caller has posted what closes its
+// sockets and cancels its timers: waits until the loop runs out of work by itself (every
+// coroutine ended and released what it held), however long a busy machine takes to get there,
+// up to `grace`; then stops the loop (whatever is still suspended is abandoned) and joins.
+// REQUIRES: no work guard holds `ioc`.
+void StopLoop(boost::asio::io_context& ioc, std::thread& thread, std::chrono::milliseconds grace);
 
 }  // namespace edgestate::net

@@ -336,9 +336,7 @@ void WanEmulator::Stop() {
     for (auto& r : s.conns_waiting_) r->Close();
   });
   s.guard.reset();
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  s.ioc.stop();
-  s.thread.join();
+  net::StopLoop(s.ioc, s.thread, std::chrono::seconds(10));
 }
 
 Status WanEmulator::Cut(const std::string& from, const std::string& to) {
