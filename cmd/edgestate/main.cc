@@ -10,6 +10,7 @@
 
 #include "common/strings.h"
 #include "demo/demo.h"
+#include "env/clock.h"
 #include "server/config.h"
 #include "server/node.h"
 
@@ -55,7 +56,7 @@ int main(int argc, char** argv) {
           "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
           "threads, max_connections, request_timeout_ms, async_sync_interval_ms, peer_listen, "
           "peers, cluster_secret, replication_interval_ms, default_consistency, session_wait_ms, "
-          "session_cookie). Precedence: "
+          "session_cookie, max_clock_error_ms). Precedence: "
           "flag > environment > file > default.");
   int_opt("--threads", &flags.threads, "I/O threads; 0 = one per CPU available. Default 0.");
   int_opt("--max-connections", &flags.max_connections,
@@ -80,6 +81,9 @@ int main(int argc, char** argv) {
   int_opt("--session-wait-ms", &flags.session_wait_ms,
           "How long a session or bounded request may wait for this node to catch up before "
           "503. Default 1000.");
+  int_opt("--max-clock-error-ms", &flags.max_clock_error_ms,
+          "How far apart the nodes' wall clocks may be. Watermarks of a peer whose measured "
+          "offset is within it tighten the staleness bound; 0 turns that off. Default 10.");
   serve->add_flag_function(
       "--session-cookie", [&flags](int64_t n) { flags.session_cookie = n > 0; },
       "Also keep the session token in the cookie edgestate_session (HttpOnly, SameSite=Lax).");
@@ -107,6 +111,12 @@ int main(int argc, char** argv) {
                    "Default 0.");
   demo->add_option("--control-port", demo_options.control_port,
                    "Port of the WAN control interface on 127.0.0.1. Default BASE+100.");
+  demo->add_option("--node-arg", demo_options.node_args,
+                   "An extra argument for every region's `edgestate serve` (repeatable; e.g. "
+                   "--node-arg=--max-clock-error-ms=20).");
+  std::vector<std::string> demo_offsets;
+  demo->add_option("--clock-offset", demo_offsets,
+                   "REGION=MS: run that region's node with its wall clock MS off (repeatable).");
 
   edgestate::demo::WanOptions wan_options;
   std::string wan_regions;
@@ -157,6 +167,18 @@ int main(int argc, char** argv) {
   }
   if (demo->parsed()) {
     if (!demo_regions.empty()) demo_options.regions = edgestate::SplitList(demo_regions);
+    for (const std::string& item : demo_offsets) {
+      size_t eq = item.find('=');
+      std::optional<int64_t> ms = eq == std::string::npos
+                                      ? std::nullopt
+                                      : edgestate::ParseClockOffsetMs(item.substr(eq + 1).c_str());
+      if (!ms) {
+        std::fprintf(stderr, "edgestate demo: --clock-offset %s: expected REGION=MS\n",
+                     item.c_str());
+        return kExitUsage;
+      }
+      demo_options.clock_offsets_ms[item.substr(0, eq)] = *ms;
+    }
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     demo_options.edgestate_binary = n > 0 ? std::string(self, n) : std::string(argv[0]);

@@ -20,6 +20,7 @@
 #include <thread>
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
+#include "consistency/clock_bound.h"
 #include "env/clock.h"
 #include "net/net.h"
 #include "replication/auth.h"
@@ -118,6 +119,14 @@ struct PeerState {
   std::atomic<uint32_t> epoch{0};        // The peer's data-directory epoch, from its latest hello.
   std::atomic<int64_t> min_rtt_us{0};    // Smallest round trip ever measured (0: none yet).
   std::atomic<bool> pull_wanted{false};  // Send a Pull on the outbound link at once.
+  // The clock-based bound (docs/consistency.md): the latest watermark covered (the peer's wall
+  // time, us), and the peer's clock as measured on our outbound link.
+  std::atomic<int64_t> covered_unix_us{kNever};
+  std::atomic<int64_t> clock_offset_us{0};
+  std::atomic<int64_t> clock_delay_us{-1};  // -1: not measured yet.
+  std::atomic<bool> clock_within_error{false};
+  std::atomic<bool> clock_flagged_logged{false};
+  consistency::ClockFilter clock_filter;  // Replication thread only.
   Counter* deltas_sent = nullptr;
   Counter* deltas_applied = nullptr;
   Counter* bytes_sent = nullptr;
@@ -132,6 +141,7 @@ struct PeerState {
   // Replication thread only.
   std::shared_ptr<Conn> inbound_conn;
   asio::steady_timer* send_timer = nullptr;
+  asio::steady_timer* backoff_timer = nullptr;  // While the outbound link waits to reconnect.
 
   void SetError(std::string e) {
     std::lock_guard lock(mu);
@@ -156,6 +166,11 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   PeerState* Find(std::string_view region) const;
   void Kick();
   void Refuse(PeerState* p, const std::string& who, const std::string& why);
+  void MeasureClock(PeerState* p, consistency::OffsetSample sample);
+  // How stale this node's copy of p's writes may be, in ns: the smaller of the clock-free and
+  // (while p's clock is within the error) the clock-based bound; nullopt when p was never heard.
+  std::optional<int64_t> PeerBoundNs(const PeerState& p, int64_t now_ns, int64_t now_us) const;
+  std::optional<int64_t> ClockBoundNs(const PeerState& p, int64_t now_us) const;
 
   const ReplicatorOptions options;
   service::CounterService* const counters;
@@ -245,6 +260,42 @@ void Replicator::Impl::Kick() {
       if (p->send_timer) p->send_timer->cancel();
     }
   });
+}
+
+void Replicator::Impl::MeasureClock(PeerState* p, consistency::OffsetSample sample) {
+  p->clock_filter.Add(sample);
+  consistency::OffsetSample best = *p->clock_filter.Best();
+  const int64_t error_us = options.max_clock_error.count() * 1000;
+  bool within = error_us > 0 && consistency::ClockWithin(best, error_us);
+  p->clock_offset_us.store(best.offset_us);
+  p->clock_delay_us.store(best.delay_us);
+  // Logged once each time the peer's clock leaves the allowed error.
+  if (!within && !p->clock_flagged_logged.exchange(true)) {
+    spdlog::warn(
+        "peer {}'s clock is {:.1f} ms off ours (+-{:.1f} ms), beyond --max-clock-error-ms {}: "
+        "its watermarks are not used; bounds for its writes are clock-free",
+        p->address.region, static_cast<double>(best.offset_us) / 1000.0,
+        static_cast<double>(best.delay_us) / 2000.0, options.max_clock_error.count());
+  }
+  if (within) p->clock_flagged_logged.store(false);
+  p->clock_within_error.store(within);
+}
+
+std::optional<int64_t> Replicator::Impl::ClockBoundNs(const PeerState& p, int64_t now_us) const {
+  int64_t covered = p.covered_unix_us.load(std::memory_order_relaxed);
+  if (covered == kNever || !p.clock_within_error.load(std::memory_order_relaxed)) {
+    return std::nullopt;
+  }
+  return consistency::ClockBoundUs(now_us, covered, options.max_clock_error.count() * 1000) * 1000;
+}
+
+std::optional<int64_t> Replicator::Impl::PeerBoundNs(const PeerState& p, int64_t now_ns,
+                                                     int64_t now_us) const {
+  int64_t f = p.fresh_ns.load(std::memory_order_relaxed);
+  std::optional<int64_t> bound;
+  if (f != kNever) bound = now_ns - f;
+  if (std::optional<int64_t> c = ClockBoundNs(p, now_us)) bound = bound ? std::min(*bound, *c) : *c;
+  return bound;
 }
 
 void Replicator::Impl::Refuse(PeerState* p, const std::string& who, const std::string& why) {
@@ -376,6 +427,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
         peer->deltas_applied->Inc(n);
       } else if (f->has_heartbeat()) {
         const pb::Heartbeat& hb = f->heartbeat();
+        const int64_t recv_unix_us = RealClock()->NowUnixMicros();
         uint64_t applied = counters->AppliedSeq(peer->address.region, epoch);
         // Every write the peer acknowledged before its snapshot has seq <= committed_seq; the
         // snapshot happened at least age + rtt before now (one-way delay <= rtt). Heartbeats
@@ -385,14 +437,24 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
           int64_t snapshot_ns =
               RealClock()->MonotonicNanos() - static_cast<int64_t>(back_us) * 1000;
           int64_t prev = peer->fresh_ns.load();
+          bool moved = false;
           if (snapshot_ns > prev) {
             peer->fresh_ns.store(snapshot_ns);
-            if (progress_listener) progress_listener();
+            moved = true;
           }
+          // The watermark: everything the peer acknowledged before its wall time
+          // snapshot_unix_us is applied here.
+          if (hb.snapshot_unix_us() > peer->covered_unix_us.load()) {
+            peer->covered_unix_us.store(hb.snapshot_unix_us());
+            moved = true;
+          }
+          if (moved && progress_listener) progress_listener();
         }
         pb::Frame ack;
         ack.mutable_ack()->set_heartbeat_id(hb.id());
         ack.mutable_ack()->set_applied_seq(applied);
+        ack.mutable_ack()->set_recv_unix_us(recv_unix_us);
+        ack.mutable_ack()->set_send_unix_us(RealClock()->NowUnixMicros());
         if (!(co_await WriteFrame(*conn, ack, peer)).ok()) {
           why = "cannot acknowledge heartbeat";
           break;
@@ -443,7 +505,9 @@ awaitable<void> Replicator::Impl::RunOutbound(PeerState* p) {
     asio::steady_timer t(ioc, std::chrono::milliseconds(static_cast<int64_t>(
                                   static_cast<double>(backoff.count()) * jitter(rng))));
     error_code ec;
+    p->backoff_timer = &t;
     co_await t.async_wait(redirect_error(use_awaitable, ec));
+    p->backoff_timer = nullptr;
     backoff = std::min(backoff * 2, kMaxBackoff);
   }
   p->outbound.store(static_cast<int>(LinkState::kStopped));
@@ -510,7 +574,8 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     uint64_t cursor = 0;
     uint64_t catch_up_until = 0;
     uint64_t next_id = 1;
-    std::deque<std::tuple<uint64_t, int64_t, uint64_t>> pending;  // id, sent ns, seq.
+    // id, sent (monotonic ns), seq, sent (wall us).
+    std::deque<std::tuple<uint64_t, int64_t, uint64_t, int64_t>> pending;
     std::optional<uint64_t> rewind_to;
     bool window_wait = false;  // The sender waits for acknowledgments, not for the interval.
     int64_t min_rtt_us = 0;    // Smallest round trip seen on this connection (0: none yet).
@@ -541,11 +606,16 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
           conn->ExpireAfter(options.idle_timeout);
           p->Touch();
           const pb::Ack& a = f->ack();
+          const int64_t recv_unix_us = RealClock()->NowUnixMicros();
           while (!state->pending.empty() &&
                  std::get<0>(state->pending.front()) <= a.heartbeat_id()) {
-            auto [id, sent_ns, seq] = state->pending.front();
+            auto [id, sent_ns, seq, sent_unix_us] = state->pending.front();
             state->pending.pop_front();
             if (id != a.heartbeat_id()) continue;
+            if (a.recv_unix_us() != 0 && a.send_unix_us() != 0) {
+              MeasureClock(p, consistency::MeasureOffset(sent_unix_us, a.recv_unix_us(),
+                                                         a.send_unix_us(), recv_unix_us));
+            }
             int64_t rtt = std::max<int64_t>(1, (RealClock()->MonotonicNanos() - sent_ns) / 1000);
             p->rtt_us.store(rtt);
             int64_t min_rtt = p->min_rtt_us.load();
@@ -591,6 +661,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
       if (Status s = co_await WriteFrame(*conn, pull, p); !s.ok()) co_return s;
     }
     int64_t snapshot_ns = RealClock()->MonotonicNanos();
+    const int64_t snapshot_unix_us = RealClock()->NowUnixMicros();  // Before the sequence.
     std::vector<service::SlotUpdate> slots;
     uint64_t covers = counters->CollectOwnChanges(state->cursor, kMaxSlotsPerDelta, &slots);
     bool truncated = slots.size() == kMaxSlotsPerDelta && covers < counters->CommittedSeq();
@@ -618,7 +689,10 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     int64_t now_ns = RealClock()->MonotonicNanos();
     hb.mutable_heartbeat()->set_age_us(static_cast<uint64_t>((now_ns - snapshot_ns) / 1000));
     hb.mutable_heartbeat()->set_rtt_us(static_cast<uint64_t>(p->rtt_us.load()));
-    state->pending.emplace_back(id, now_ns, covers);
+    hb.mutable_heartbeat()->set_snapshot_unix_us(snapshot_unix_us);
+    const int64_t send_unix_us = RealClock()->NowUnixMicros();
+    hb.mutable_heartbeat()->set_send_unix_us(send_unix_us);
+    state->pending.emplace_back(id, now_ns, covers, send_unix_us);
     if (state->pending.size() > 1024) state->pending.pop_front();
     if (Status s = co_await WriteFrame(*conn, hb, p); !s.ok()) co_return s;
 
@@ -664,12 +738,20 @@ Replicator::Replicator(ReplicatorOptions options, service::CounterService* count
     metrics->AddGauge(
         "edgestate_replication_peer_staleness_seconds",
         "This node reflects every write the peer acknowledged more than this long ago.",
-        [raw] {
-          int64_t f = raw->fresh_ns.load();
-          return f == kNever ? std::numeric_limits<double>::infinity()
-                             : static_cast<double>(RealClock()->MonotonicNanos() - f) / 1e9;
+        [raw, impl = impl_.get()] {
+          auto b =
+              impl->PeerBoundNs(*raw, RealClock()->MonotonicNanos(), RealClock()->NowUnixMicros());
+          return b ? static_cast<double>(*b) / 1e9 : std::numeric_limits<double>::infinity();
         },
         l);
+    metrics->AddGauge(
+        "edgestate_peer_clock_offset_seconds",
+        "How far the peer's wall clock is ahead of ours (NTP-style, from heartbeat timing).",
+        [raw] { return static_cast<double>(raw->clock_offset_us.load()) / 1e6; }, l);
+    metrics->AddGauge(
+        "edgestate_peer_clock_within_error",
+        "1 while the peer's clock is within --max-clock-error-ms (its watermarks are used).",
+        [raw] { return raw->clock_within_error.load() ? 1.0 : 0.0; }, l);
     impl_->peers.push_back(std::move(p));
   }
 }
@@ -707,21 +789,19 @@ void Replicator::Stop() {
     for (auto& c : s.conns) c->Close();
     for (auto& p : s.peers) {
       if (p->send_timer) p->send_timer->cancel();
+      if (p->backoff_timer) p->backoff_timer->cancel();
     }
   });
-  // Give the links a moment to close cleanly, then stop whatever is left.
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  s.ioc.stop();
-  s.thread.join();
+  net::StopLoop(s.ioc, s.thread, std::chrono::seconds(10));
 }
 
 std::optional<int64_t> Replicator::StalenessMs() const {
-  int64_t now = RealClock()->MonotonicNanos();
+  const int64_t now_ns = RealClock()->MonotonicNanos(), now_us = RealClock()->NowUnixMicros();
   int64_t worst = 0;
   for (const auto& p : impl_->peers) {
-    int64_t f = p->fresh_ns.load(std::memory_order_relaxed);
-    if (f == kNever) return std::nullopt;
-    worst = std::max(worst, now - f);
+    std::optional<int64_t> b = impl_->PeerBoundNs(*p, now_ns, now_us);
+    if (!b) return std::nullopt;
+    worst = std::max(worst, *b);
   }
   return (worst + 999'999) / 1'000'000;
 }
@@ -731,6 +811,11 @@ std::optional<int64_t> Replicator::StalenessFloorMs() const {
   for (const auto& p : impl_->peers) {
     int64_t r = p->min_rtt_us.load(std::memory_order_relaxed);
     if (r == 0) return std::nullopt;
+    // Clock-free: a round trip at best. Clock-based: one way (about half the round trip) plus
+    // the allowed error, right after a watermark arrives.
+    if (p->clock_within_error.load(std::memory_order_relaxed)) {
+      r = std::min(r, r / 2 + impl_->options.max_clock_error.count() * 1000);
+    }
     worst = std::max(worst, r);
   }
   return (worst + 999) / 1000;
@@ -762,6 +847,8 @@ std::string Replicator::ClusterJson() const {
   j["staleness_ms"] = st ? nlohmann::json(*st) : nlohmann::json(nullptr);
   j["peers"] = nlohmann::json::array();
   const int64_t now_ms = RealClock()->NowUnixMillis(), now_ns = RealClock()->MonotonicNanos();
+  const int64_t now_us = RealClock()->NowUnixMicros();
+  j["max_clock_error_ms"] = impl_->options.max_clock_error.count();
   for (const auto& p : impl_->peers) {
     nlohmann::json e;
     e["region"] = p->address.region;
@@ -772,7 +859,21 @@ std::string Replicator::ClusterJson() const {
     e["last_contact_ms_ago"] =
         contact == 0 ? nlohmann::json(nullptr) : nlohmann::json(now_ms - contact);
     int64_t f = p->fresh_ns.load();
-    e["lag_ms"] = f == kNever ? nlohmann::json(nullptr) : nlohmann::json((now_ns - f) / 1'000'000);
+    auto ms_or_null = [](std::optional<int64_t> ns) {
+      return ns ? nlohmann::json((*ns + 999'999) / 1'000'000) : nlohmann::json(nullptr);
+    };
+    // lag_ms: the bound used for this peer's writes; its two parts beside it.
+    e["lag_ms"] = ms_or_null(impl_->PeerBoundNs(*p, now_ns, now_us));
+    e["clock_free_bound_ms"] =
+        ms_or_null(f == kNever ? std::nullopt : std::optional<int64_t>(now_ns - f));
+    e["clock_bound_ms"] = ms_or_null(impl_->ClockBoundNs(*p, now_us));
+    int64_t delay = p->clock_delay_us.load();
+    e["clock"] =
+        delay < 0
+            ? nlohmann::json(nullptr)
+            : nlohmann::json{{"offset_ms", static_cast<double>(p->clock_offset_us.load()) / 1e3},
+                             {"uncertainty_ms", static_cast<double>(delay) / 2e3},
+                             {"within_error", p->clock_within_error.load()}};
     e["rtt_ms"] = static_cast<double>(p->rtt_us.load()) / 1000.0;
     consistency::OriginPosition applied = impl_->counters->AppliedPosition(p->address.region);
     e["applied_seq"] = applied.seq;

@@ -39,6 +39,9 @@ struct ReplicatorOptions {
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds handshake_timeout{5000};
   std::chrono::milliseconds idle_timeout{30000};  // Inbound link closed after this silence.
+  // How far apart the nodes' wall clocks may be (docs/consistency.md). A peer's watermarks give
+  // a clock-based bound while its measured offset is within this; 0: never use them.
+  std::chrono::milliseconds max_clock_error{10};
 };
 
 class Replicator final : public service::ClusterView {

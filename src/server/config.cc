@@ -158,6 +158,8 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
           s = Status::InvalidArgument(
               fmt::format("config file {}: default_consistency: {}", path, l.status().message()));
       }
+    } else if (k == "max_clock_error_ms") {
+      s = want_int(&cfg->max_clock_error_ms);
     } else if (k == "session_wait_ms") {
       s = want_int(&cfg->session_wait_ms);
     } else if (k == "session_cookie") {
@@ -240,6 +242,7 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   }
   if (flags.session_wait_ms) cfg.session_wait_ms = *flags.session_wait_ms;
   if (flags.session_cookie) cfg.session_cookie = *flags.session_cookie;
+  if (flags.max_clock_error_ms) cfg.max_clock_error_ms = *flags.max_clock_error_ms;
 
   // Validation of the merged result.
   if (Status s = ValidateRegion(cfg.region); !s.ok()) return s;
@@ -269,6 +272,9 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
     return s;
   }
   if (Status s = CheckRange(cfg.session_wait_ms, 0, 60'000, "session wait (ms)"); !s.ok()) {
+    return s;
+  }
+  if (Status s = CheckRange(cfg.max_clock_error_ms, 0, 60'000, "max clock error (ms)"); !s.ok()) {
     return s;
   }
   if (!cfg.peer_listen.empty()) {

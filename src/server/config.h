@@ -35,6 +35,7 @@ struct ServeConfig {
   consistency::Level default_consistency = consistency::Level::kLocal;
   int64_t session_wait_ms = 1000;
   bool session_cookie = false;
+  int64_t max_clock_error_ms = 10;  // 0: no clock-based bounds.
 };
 
 // Values given on the command line; unset ones fall through to the environment, the file and
@@ -58,6 +59,7 @@ struct ServeFlags {
   std::optional<std::string> default_consistency;
   std::optional<int64_t> session_wait_ms;
   std::optional<bool> session_cookie;
+  std::optional<int64_t> max_clock_error_ms;
 };
 
 // Returns the value of an environment variable, or nullopt when unset.

@@ -88,6 +88,7 @@ Status RunNode(const ServeConfig& config) {
         config.peer_listen, /*allow_port_zero=*/true);  // Validated with the config.
     ro.peers = std::move(peers);
     ro.interval = std::chrono::milliseconds(config.replication_interval_ms);
+    ro.max_clock_error = std::chrono::milliseconds(config.max_clock_error_ms);
     replicator =
         std::make_unique<replication::Replicator>(std::move(ro), counters->get(), &metrics);
     cluster = replicator.get();

@@ -103,11 +103,12 @@ def test_bounded_reads_never_exceed_m_and_impossible_bounds_are_refused(tmpdir_p
                     refused += 1
                     assert st == 503 and body["error"]["code"] == "staleness_unavailable", body
         assert served > 0
-        # iad-syd is 230 ms round trip in the model: a bound below it is impossible, at once.
+        # iad-syd is 230 ms round trip in the model: no bound can fall below the one-way delay
+        # (115 ms; plus the clock error with watermarks), so 50 is refused at once.
         st, h, body = call("GET", urls["syd"] + "/read?consistency=bounded&max_staleness_ms=50")
         assert st == 503, body
         assert body["error"]["code"] == "staleness_unavailable"
-        assert body["error"]["floor_ms"] >= 230
+        assert body["error"]["floor_ms"] >= 115
         assert body["error"]["staleness_ms"] > 50
         # A partitioned origin: the bound grows past M and reads are refused, not served stale.
         assert call("POST", ctl + "/regions/iad/isolate")[0] == 200
@@ -115,6 +116,54 @@ def test_bounded_reads_never_exceed_m_and_impossible_bounds_are_refused(tmpdir_p
         st, h, body = call("GET", urls["syd"] + "/read?consistency=bounded&max_staleness_ms=1000")
         assert st == 503 and body["error"]["code"] == "staleness_unavailable", body
         assert body["error"]["staleness_ms"] > 1000
+    finally:
+        stop(p)
+
+
+def test_a_skewed_clock_is_flagged_and_the_bound_stays_honest(tmpdir_path):
+    p, urls, pids, ctl = start_demo(tmpdir_path, ["iad", "lhr", "fra"], interval=100,
+                                    extra=["--clock-offset", "fra=150"])
+    try:
+        def peers_of(region):
+            return {q["region"]: q for q in call("GET", urls[region] + "/v1/cluster")[2]["peers"]}
+        deadline = time.monotonic() + 30 * SLOW
+        while True:
+            peers = peers_of("iad")
+            if (all(q["clock"] is not None for q in peers.values()) and
+                    peers["lhr"]["clock_bound_ms"] is not None):
+                break
+            assert time.monotonic() < deadline, peers
+            time.sleep(0.1)
+        # fra's clock is 150 ms ahead: flagged, and its watermarks unused (the bound for its
+        # writes is the clock-free one); lhr's is fine and its watermarks tighten the bound.
+        fra, lhr = peers["fra"], peers["lhr"]
+        assert fra["clock"]["within_error"] is False, fra
+        assert 100 <= fra["clock"]["offset_ms"] <= 200, fra
+        assert fra["clock_bound_ms"] is None
+        assert lhr["clock"]["within_error"] is True, lhr
+        assert lhr["clock_bound_ms"] is not None
+        with urllib.request.urlopen(urls["iad"] + "/metrics", timeout=30) as r:
+            text = r.read().decode()
+        assert 'edgestate_peer_clock_within_error{peer="fra"} 0' in text
+        assert 'edgestate_peer_clock_within_error{peer="lhr"} 1' in text
+        # Honest: every read at iad that claims to be at most S ms stale, taken more than S ms
+        # after fra acknowledged a write, holds that write.
+        lies = checked = 0
+        for i in range(1, 6):
+            st, _, _ = call("POST", urls["fra"] + "/v1/counters/skew/increment")
+            acked = time.monotonic()
+            assert st == 200
+            end = acked + 1.0
+            while time.monotonic() < end:
+                t = time.monotonic()
+                st, h, body = call("GET", urls["iad"] + "/v1/counters/skew")
+                s_ms = body["staleness_ms"]
+                if s_ms is not None and t - s_ms / 1000.0 > acked:
+                    checked += 1
+                    lies += body["value"] < i
+                time.sleep(0.01)
+        assert checked > 0
+        assert lies == 0, f"{lies} of {checked} reads claimed a bound they did not hold"
     finally:
         stop(p)
 

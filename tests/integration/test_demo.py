@@ -10,12 +10,13 @@ import urllib.request
 from conftest import BIN, SLOW, free_port_range, free_ports
 
 
-def start_demo(tmpdir, regions, interval=100):
+def start_demo(tmpdir, regions, interval=100, extra=()):
     base = free_port_range(len(regions))
     ctl = free_ports(1)[0]
     p = subprocess.Popen([BIN, "demo", "--base-port", str(base), "--data-dir",
                           os.path.join(tmpdir, "demo"), "--regions", ",".join(regions),
-                          "--replication-interval", str(interval), "--control-port", str(ctl)],
+                          "--replication-interval", str(interval), "--control-port", str(ctl)]
+                         + list(extra),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     deadline = time.monotonic() + 30 * SLOW

@@ -64,6 +64,12 @@ Status ValidateDemoOptions(const DemoOptions& o) {
   }
   if (o.jitter_ms < 0 || o.jitter_ms > 1000)
     return Status::InvalidArgument("jitter must be 0..1000 ms");
+  for (const auto& [r, ms] : o.clock_offsets_ms) {
+    if (!seen.count(r)) return Status::InvalidArgument("clock offset for region " + r + " not run");
+    if (ms < -86'400'000 || ms > 86'400'000) {
+      return Status::InvalidArgument("clock offset must be within +-86400000 ms");
+    }
+  }
   return Status::Ok();
 }
 
@@ -118,8 +124,13 @@ Status RunDemo(const DemoOptions& o) {
                                      std::to_string(o.replication_interval_ms),
                                      "--threads",
                                      "1"};
+    argv.insert(argv.end(), o.node_args.begin(), o.node_args.end());
+    std::vector<std::pair<std::string, std::string>> env;
+    if (auto it = o.clock_offsets_ms.find(r); it != o.clock_offsets_ms.end()) {
+      env.emplace_back("EDGESTATE_CLOCK_OFFSET_MS", std::to_string(it->second));
+    }
     auto child = SpawnProcess("region " + r, argv,
-                              (std::filesystem::path(o.data_dir) / (r + ".log")).string());
+                              (std::filesystem::path(o.data_dir) / (r + ".log")).string(), env);
     if (!child.ok()) {
       failure = child.status();
       break;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,11 @@ struct DemoOptions {
   double jitter_ms = 0;
   uint16_t control_port = 0;  // 0: base_port + 100.
   std::string listen = "127.0.0.1";
+  // Extra arguments for every region's `edgestate serve` (validated by serve itself).
+  std::vector<std::string> node_args;
+  // Region -> wall-clock offset in ms for that region's node (EDGESTATE_CLOCK_OFFSET_MS): a
+  // node with a skewed clock, for the clock check and the staleness bound.
+  std::map<std::string, int64_t> clock_offsets_ms;
 };
 
 // Validates the options (InvalidArgument: unknown region, bad model, port overflow).
