@@ -178,8 +178,13 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
       gate_->Wait(std::move(requirement), [this, op = std::move(op), respond = std::move(respond)](
                                               service::Verdict v) mutable {
         if (v.kind != service::Verdict::Kind::kServe) return respond(Refusal(op.route, v));
-        if (op.route == Route::kRead || op.route == Route::kCounter) return respond(Read(op));
-        Increment(std::move(op), std::move(respond));
+        // Held: say for how long, beside the answer.
+        Responder tagged = [respond = std::move(respond), waited = v.waited_ms](Response r) {
+          r.headers.emplace_back("Edgestate-Waited-Ms", std::to_string(waited));
+          respond(std::move(r));
+        };
+        if (op.route == Route::kRead || op.route == Route::kCounter) return tagged(Read(op));
+        Increment(std::move(op), std::move(tagged));
       });
       return std::nullopt;
     }

@@ -136,8 +136,8 @@ void ConsistencyGate::Wait(Requirement req, std::function<void(Verdict)> done) {
   {
     std::lock_guard lock(mu_);
     if (!stop_) {
-      pending_.push_back(
-          {std::move(req), SteadyClock::now() + options_.session_wait, std::move(done)});
+      const auto now = SteadyClock::now();
+      pending_.push_back({std::move(req), now, now + options_.session_wait, std::move(done)});
       waiting_.store(pending_.size());
       progressed_ = true;  // The loop recomputes its next deadline.
       cv_.notify_one();
@@ -184,6 +184,7 @@ void ConsistencyGate::Loop() {
         continue;
       }
       v->waited = true;
+      v->waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - p.since).count();
       if (v->kind != Verdict::Kind::kServe) refused_->Inc();
       p.done(std::move(*v));
     }

@@ -57,7 +57,8 @@ struct Verdict {
   std::vector<std::string> lost;
   std::optional<int64_t> staleness_ms;
   std::optional<int64_t> floor_ms;
-  bool waited = false;  // The request was held before this verdict.
+  bool waited = false;    // The request was held before this verdict ...
+  int64_t waited_ms = 0;  // ... for this long.
 };
 
 struct ConsistencyGateOptions {
@@ -88,7 +89,7 @@ class ConsistencyGate {
  private:
   struct Pending {
     Requirement req;
-    std::chrono::steady_clock::time_point deadline;
+    std::chrono::steady_clock::time_point since, deadline;
     std::function<void(Verdict)> done;
   };
   // kServe, a final refusal, or nullopt (wait: *pull gets the regions to pull from).

@@ -72,16 +72,18 @@ Status CheckNodeModules(const ArticleOptions& o, const std::string& baseline,
   return Status::Ok();
 }
 
-// edgestate: the demo, with every region's clients on their own node.
-StatusOr<RunSummary> RunEdgestate(const ArticleOptions& o) {
+// edgestate: the demo, with every region's clients on their own node. `variant` is one of the
+// edgestate rows of kArticleDesigns: local reads, session tokens with roaming clients, or
+// bounded reads.
+StatusOr<RunSummary> RunEdgestate(const ArticleOptions& o, const std::string& variant) {
   std::vector<ChildProcess> procs;
   StopOnExit stop{procs};
   auto demo =
       demo::SpawnProcess("edgestate demo",
                          {o.edgestate_binary, "demo", "--base-port", std::to_string(o.base_port),
-                          "--data-dir", (fs::path(o.work_dir) / "edgestate").string(),
-                          "--control-port", std::to_string(o.base_port + 100)},
-                         LogPath(o, "edgestate-demo"));
+                          "--data-dir", (fs::path(o.work_dir) / variant).string(), "--control-port",
+                          std::to_string(o.base_port + 100)},
+                         LogPath(o, variant + "-demo"));
   if (!demo.ok()) return demo.status();
   procs.push_back(*demo);
   auto ready = demo::AwaitOutput(&procs[0], std::regex("demo ready"), std::chrono::seconds(30));
@@ -89,6 +91,14 @@ StatusOr<RunSummary> RunEdgestate(const ArticleOptions& o) {
   Config c = LoadConfig(o);
   for (size_t i = 0; i < kRegions.size(); ++i) {
     c.targets.push_back(MakeTarget(kRegions[i], static_cast<uint16_t>(o.base_port + i)));
+  }
+  if (variant == "edgestate-session") {
+    c.consistency = "session";
+    c.sessions = true;
+    c.hop = 0.1;
+  } else if (variant == "edgestate-bounded") {
+    c.consistency = "bounded";
+    c.max_staleness_ms = 250;
   }
   std::this_thread::sleep_for(std::chrono::seconds(1));  // Replication links up.
   return RunLoad(c);
@@ -187,7 +197,7 @@ std::string Svg(const std::vector<Design>& designs) {
     return left + (std::min(v, hi) - lo) / (hi - lo) * (w - left - right);
   };
   auto y = [&](double q) { return top + (1 - q) * (h - top - bottom); };
-  const char* colors[] = {"#1b7f3b", "#c0392b", "#2c6fbb", "#8e44ad"};
+  const char* colors[] = {"#1b7f3b", "#6fbf73", "#a3d9a5", "#c0392b", "#2c6fbb", "#8e44ad"};
   std::string svg = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" "
@@ -211,10 +221,11 @@ std::string Svg(const std::vector<Design>& designs) {
                      (left + w - right) / 2, h - 12);
   for (size_t d = 0; d < designs.size(); ++d) {
     const auto& s = designs[d].summary;
-    const char* color = colors[d % 4];
+    const char* color = colors[d % 6];
     svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{} (global p99 {:.1f} ms)</text>\n",
-                       w - right - 230, h - bottom - 70 + 18 * d, color, designs[d].name,
-                       s.ok ? s.RegionAverage(0.99) : 0.0);
+                       w - right - 250,
+                       h - bottom - 12 - 18 * static_cast<double>(designs.size() - 1 - d), color,
+                       designs[d].name, s.ok ? s.RegionAverage(0.99) : 0.0);
     if (!s.ok || s.all.count() == 0) continue;
     std::string points;
     for (int i = 1; i <= 400; ++i) {
@@ -248,9 +259,9 @@ int RunArticle(const ArticleOptions& options) {
     d.name = name;
     std::fprintf(stderr, "edgebench article: running %s for %.0f s...\n", name.c_str(),
                  static_cast<double>(o.duration.count()) / 1000);
-    StatusOr<RunSummary> r = name == "edgestate" ? RunEdgestate(o)
-                             : name == "isolate" ? RunIsolate(o)
-                                                 : RunVm(o);
+    StatusOr<RunSummary> r = name == "isolate" ? RunIsolate(o)
+                             : name == "vm"    ? RunVm(o)
+                                               : RunEdgestate(o, name);
     if (!r.ok()) {
       d.error = r.status().message();
     } else if (!r->ok) {
@@ -272,21 +283,23 @@ int RunArticle(const ArticleOptions& options) {
       "over the regions, as in the article.\n\n",
       o.vus, o.vus / 8, o.think_ms, static_cast<double>(o.duration.count()) / 1000, o.mix.read,
       o.mix.increment, static_cast<double>(o.timeout.count()) / 1000);
-  std::printf("%-10s %9s %9s %9s %9s %10s %9s %9s %8s\n", "design", "p50 ms", "p95 ms", "p99 ms",
-              "stale %", "lost upd.", "requests", "req/s", "errors");
+  std::printf("%-18s %9s %9s %9s %9s %10s %10s %9s %9s %8s\n", "design", "p50 ms", "p95 ms",
+              "p99 ms", "stale %", "lost upd.", "session v.", "requests", "req/s", "errors");
   nlohmann::json systems = nlohmann::json::array();
   for (const auto& d : designs) {
     const RunSummary& s = d.summary;
     if (!d.error.empty()) {
-      std::printf("%-10s FAILED: %s\n", d.name.c_str(), d.error.c_str());
+      std::printf("%-18s FAILED: %s\n", d.name.c_str(), d.error.c_str());
       systems.push_back({{"name", d.name}, {"error", d.error}});
       continue;
     }
     double stale_pct = s.reads ? 100.0 * s.stale_reads / s.reads : 0;
-    std::printf("%-10s %9.2f %9.2f %9.2f %9.2f %10lld %9llu %9.0f %8llu\n", d.name.c_str(),
+    std::printf("%-18s %9.2f %9.2f %9.2f %9.2f %10lld %10llu %9llu %9.0f %8llu\n", d.name.c_str(),
                 s.RegionAverage(0.5), s.RegionAverage(0.95), s.RegionAverage(0.99), stale_pct,
-                static_cast<long long>(s.lost_updates), static_cast<unsigned long long>(s.requests),
-                s.requests / s.seconds, static_cast<unsigned long long>(s.errors));
+                static_cast<long long>(s.lost_updates),
+                static_cast<unsigned long long>(s.session_violations),
+                static_cast<unsigned long long>(s.requests), s.requests / s.seconds,
+                static_cast<unsigned long long>(s.errors));
     nlohmann::json regions = nlohmann::json::object();
     for (const auto& [region, h] : s.regions) {
       regions[region] = {{"p50_ms", Ms(h.Percentile(0.5))},
@@ -308,6 +321,8 @@ int RunArticle(const ArticleOptions& options) {
                        {"staleness_bound_p50_ms", s.staleness_p50_ms},
                        {"staleness_bound_p99_ms", s.staleness_p99_ms},
                        {"lost_updates", s.lost_updates},
+                       {"session_violations", s.session_violations},
+                       {"waited", s.waited},
                        {"acknowledged_increments", s.acknowledged},
                        {"settled", s.settled},
                        {"requests", s.requests},
@@ -316,22 +331,27 @@ int RunArticle(const ArticleOptions& options) {
                        {"errors_by_kind", s.errors_by_kind},
                        {"regions", regions}});
   }
-  std::printf("\np99 per region (ms):\n%-10s", "design");
+  std::printf("\np99 per region (ms):\n%-18s", "design");
   for (const auto& r : kRegions) std::printf(" %8s", r.c_str());
   std::printf("\n");
   for (const auto& d : designs) {
     if (!d.error.empty()) continue;
-    std::printf("%-10s", d.name.c_str());
+    std::printf("%-18s", d.name.c_str());
     for (const auto& [region, h] : d.summary.regions) std::printf(" %8.1f", Ms(h.Percentile(0.99)));
     std::printf("\n");
   }
   for (const auto& d : designs) {
-    if (d.error.empty() && d.name == "edgestate") {
+    if (d.error.empty() && d.name.rfind("edgestate", 0) == 0) {
       std::printf(
-          "\nedgestate's reads carried a staleness bound of p50 %.0f ms, p99 %.0f ms; "
-          "reads that missed an increment older than their bound: %llu.\n",
-          d.summary.staleness_p50_ms, d.summary.staleness_p99_ms,
-          static_cast<unsigned long long>(d.summary.bound_violations));
+          "\n%s: reads carried a staleness bound of p50 %.0f ms, p99 %.0f ms; reads that missed "
+          "an increment older than their bound: %llu; requests held by the node: %llu",
+          d.name.c_str(), d.summary.staleness_p50_ms, d.summary.staleness_p99_ms,
+          static_cast<unsigned long long>(d.summary.bound_violations),
+          static_cast<unsigned long long>(d.summary.waited));
+      for (const auto& [kind, n] : d.summary.errors_by_kind) {
+        std::printf("; %s %llu", kind.c_str(), static_cast<unsigned long long>(n));
+      }
+      std::printf(".\n");
     }
   }
   if (!o.json_file.empty()) {

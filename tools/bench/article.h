@@ -16,11 +16,17 @@
 
 namespace edgestate::bench {
 
+// edgestate with local reads; with session tokens, each VU sending one request in ten to
+// another region's node (a roaming client whose anycast route changed); with bounded reads
+// (M = 250 ms); then the article's two designs.
+inline const std::vector<std::string> kArticleDesigns = {"edgestate", "edgestate-session",
+                                                         "edgestate-bounded", "isolate", "vm"};
+
 struct ArticleOptions {
   std::string edgestate_binary;  // The `edgestate` executable (for `edgestate demo`).
   std::string baselines_dir;     // bench/baselines (node_modules installed by scripts/setup.sh).
   std::string work_dir;          // Data and logs of every process started.
-  std::vector<std::string> designs = {"edgestate", "isolate", "vm"};
+  std::vector<std::string> designs = kArticleDesigns;
   std::chrono::milliseconds duration{10000};
   int vus = 64;
   Mix mix{90, 10};

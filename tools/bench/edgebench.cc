@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <string_view>
@@ -22,6 +23,7 @@
 #include "bench/article.h"
 #include "bench/runner.h"
 #include "common/strings.h"
+#include "consistency/consistency.h"
 
 int main(int argc, char** argv) {
   using namespace edgestate::bench;
@@ -65,6 +67,16 @@ int main(int argc, char** argv) {
   app.add_option("--interval-ms", c.interval_ms, "Replication interval assumed by that comparison");
   app.add_option("--seed", c.seed, "Random seed");
   app.add_flag("!--no-progress", c.progress, "No progress line on the terminal");
+  app.add_option("--consistency", c.consistency,
+                 "Level every request asks for: local, bounded, session or strong (session: VUs "
+                 "keep their token and send it back)");
+  app.add_option("--max-staleness-ms", c.max_staleness_ms, "M for --consistency bounded")
+      ->check(CLI::Range(int64_t{0}, int64_t{86'400'000}));
+  bool hop = false;
+  app.add_flag("--hop", hop, "Send each request of a VU to a random region (a roaming client)");
+  app.add_option("--hop-share", c.hop,
+                 "Send this share of each VU's requests to another random region (0..1)")
+      ->check(CLI::Range(0.0, 1.0));
 
   ArticleOptions article;
   std::string article_duration = "10s", article_mix = "read=90,increment=10", designs;
@@ -83,7 +95,9 @@ int main(int argc, char** argv) {
                   "(default 100)");
   art->add_option("--json", article.json_file, "Write {\"systems\": [...]} here");
   art->add_option("--chart", article.chart_file, "SVG chart (default article-latency.svg)");
-  art->add_option("--designs", designs, "Subset, e.g. edgestate,vm (default all three)");
+  art->add_option("--designs", designs,
+                  "Subset of edgestate, edgestate-session, edgestate-bounded, isolate, vm "
+                  "(default all)");
   art->add_option("--base-port", article.base_port,
                   "First of 308 ports used (default: a free range)");
   art->add_option("--work-dir", article.work_dir, "Data and logs (default: a temporary dir)");
@@ -116,7 +130,8 @@ int main(int argc, char** argv) {
     if (!designs.empty()) {
       article.designs.clear();
       for (const std::string& name : edgestate::SplitList(designs)) {
-        if (name != "edgestate" && name != "isolate" && name != "vm") {
+        if (std::find(kArticleDesigns.begin(), kArticleDesigns.end(), name) ==
+            kArticleDesigns.end()) {
           return fail(edgestate::Status::InvalidArgument("unknown design " + name));
         }
         article.designs.push_back(name);
@@ -177,6 +192,19 @@ int main(int argc, char** argv) {
   auto m = ParseMix(mix);
   if (!m.ok()) return fail(m.status());
   c.mix = *m;
+  if (hop) c.hop = 1.0;
+  if (!c.consistency.empty()) {
+    auto level = edgestate::consistency::ParseLevel(c.consistency);
+    if (!level.ok()) return fail(level.status());
+    if ((*level == edgestate::consistency::Level::kBounded) != (c.max_staleness_ms >= 0)) {
+      return fail(edgestate::Status::InvalidArgument(
+          "--max-staleness-ms goes with --consistency bounded, and bounded needs it"));
+    }
+    c.sessions = *level == edgestate::consistency::Level::kSession;
+  } else if (c.max_staleness_ms >= 0) {
+    return fail(
+        edgestate::Status::InvalidArgument("--max-staleness-ms needs --consistency bounded"));
+  }
   if (c.api == "article" && c.keys > 1) {
     return fail(edgestate::Status::InvalidArgument("--api article has one counter; use --keys 1"));
   }

@@ -33,6 +33,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <unordered_map>
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "bench/checker.h"
@@ -60,10 +61,33 @@ constexpr std::chrono::seconds kCheckWindow{300};
 struct Result {
   bool ok = false;
   unsigned status = 0;
-  std::string error;  // Kind: connect, timeout, io, http_4xx, http_5xx.
+  // Kind: connect, timeout, io, http_4xx, http_5xx; with the server's error code when the body
+  // names one ("http_5xx:session_unavailable").
+  std::string error;
   std::string body;
   int64_t staleness_ms = -1;
+  int64_t waited_ms = -1;  // Edgestate-Waited-Ms: how long the node held the request.
+  std::string session;     // Edgestate-Session: the session's new token.
 };
+
+int64_t HeaderInt(const bhttp::response<bhttp::string_body>& res, std::string_view name) {
+  auto it = res.find(name);
+  if (it == res.end()) return -1;
+  std::string_view v = it->value();
+  int64_t n = -1;
+  auto [p, e] = std::from_chars(v.data(), v.data() + v.size(), n);
+  return e == std::errc() && p == v.data() + v.size() ? n : -1;
+}
+
+// The "code" of a JSON error body, or empty.
+std::string ErrorCode(std::string_view body) {
+  size_t p = body.find("\"code\":\"");
+  if (p == std::string_view::npos) return {};
+  p += 8;
+  size_t e = body.find('"', p);
+  if (e == std::string_view::npos || e - p > 64) return {};
+  return std::string(body.substr(p, e - p));
+}
 
 // One keep-alive HTTP/1.1 connection.
 class Client {
@@ -71,7 +95,9 @@ class Client {
   Client(asio::io_context& ioc, const Target& t, const Config& c)
       : ioc_(ioc), target_(t), config_(c), stream_(std::make_unique<beast::tcp_stream>(ioc)) {}
 
-  awaitable<Result> Do(bhttp::verb verb, const std::string& path, const std::string& body) {
+  // `session`: a token to send as Edgestate-Session (empty: none).
+  awaitable<Result> Do(bhttp::verb verb, const std::string& path, const std::string& body,
+                       std::string_view session = {}) {
     Result r;
     error_code ec;
     if (!connected_) {
@@ -92,6 +118,7 @@ class Client {
     bhttp::request<bhttp::string_body> req{verb, path, 11};
     req.set(bhttp::field::host, target_.host);
     if (!config_.api_key.empty()) req.set(bhttp::field::authorization, "Bearer " + config_.api_key);
+    if (!session.empty()) req.set("Edgestate-Session", session);
     if (!body.empty()) {
       req.set(bhttp::field::content_type, "application/json");
       req.body() = body;
@@ -112,14 +139,11 @@ class Client {
       r.ok = true;
     } else {
       r.error = r.status >= 500 ? "http_5xx" : "http_4xx";
+      if (std::string code = ErrorCode(res.body()); !code.empty()) r.error += ":" + code;
     }
-    auto st = res.find("Edgestate-Staleness-Ms");
-    if (st != res.end()) {
-      std::string_view v = st->value();
-      int64_t n = -1;
-      auto [p, e] = std::from_chars(v.data(), v.data() + v.size(), n);
-      if (e == std::errc() && p == v.data() + v.size()) r.staleness_ms = n;
-    }
+    r.staleness_ms = HeaderInt(res, "Edgestate-Staleness-Ms");
+    r.waited_ms = HeaderInt(res, "Edgestate-Waited-Ms");
+    if (auto it = res.find("Edgestate-Session"); it != res.end()) r.session = it->value();
     r.body = std::move(res.body());
     co_return r;
   }
@@ -162,6 +186,11 @@ class Runner {
  public:
   explicit Runner(Config c) : c_(std::move(c)), stats_(c_.targets.size()) {
     v1_ = c_.api == "v1" || (c_.api == "auto" && c_.keys > 1);
+    if (!c_.consistency.empty()) {
+      query_ = "?consistency=" + c_.consistency;
+      if (c_.max_staleness_ms >= 0)
+        query_ += fmt::format("&max_staleness_ms={}", c_.max_staleness_ms);
+    }
     if (c_.key_prefix.empty()) {
       std::random_device rd;
       c_.key_prefix = fmt::format("eb{:08x}-", rd());
@@ -183,12 +212,15 @@ class Runner {
   RunSummary Run();
 
  private:
-  std::string ReadPath(int key) const {
-    return v1_ ? fmt::format("/v1/counters/{}{}", c_.key_prefix, key) : std::string("/read");
+  // The load's requests name the level; the harness's own (base, settle) do not.
+  std::string ReadPath(int key, bool with_level = false) const {
+    return (v1_ ? fmt::format("/v1/counters/{}{}", c_.key_prefix, key) : std::string("/read")) +
+           (with_level ? query_ : std::string());
   }
-  std::string IncrementPath(int key) const {
-    return v1_ ? fmt::format("/v1/counters/{}{}/increment", c_.key_prefix, key)
-               : std::string("/increment");
+  std::string IncrementPath(int key, bool with_level = false) const {
+    return (v1_ ? fmt::format("/v1/counters/{}{}/increment", c_.key_prefix, key)
+                : std::string("/increment")) +
+           (with_level ? query_ : std::string());
   }
   int PickKey(std::mt19937_64& rng) const {
     if (c_.keys == 1) return 0;
@@ -212,6 +244,9 @@ class Runner {
 
   Config c_;
   bool v1_ = false;
+  std::string query_;  // "?consistency=..." when a level is named.
+  uint64_t session_violations_ = 0;
+  LatencyHistogram waited_;  // How long held requests waited, ms.
   asio::io_context ioc_{1};
   std::vector<RegionStats> stats_;
   std::vector<double> zipf_cdf_;
@@ -243,11 +278,13 @@ awaitable<void> Runner::ReadBase() {
   base_[0] = *v;
 }
 
-awaitable<void> Runner::Vu(int id, uint32_t region) {
-  Client client(ioc_, c_.targets[region], c_);
+awaitable<void> Runner::Vu(int id, uint32_t home) {
+  // One keep-alive connection per region this VU talks to (its home, and where it hops).
+  std::vector<std::unique_ptr<Client>> clients(c_.targets.size());
   std::mt19937_64 rng(c_.seed * 1'000'003 + id);
   const int total_weight = c_.mix.read + c_.mix.increment;
-  RegionStats& st = stats_[region];
+  std::string token;                      // The VU's session token (with c_.sessions).
+  std::unordered_map<int, int64_t> seen;  // Highest value of each key this VU saw.
   for (;;) {
     int64_t scheduled;
     if (c_.rate > 0) {
@@ -262,15 +299,30 @@ awaitable<void> Runner::Vu(int id, uint32_t region) {
     }
     bool increment = std::uniform_int_distribution<int>(1, total_weight)(rng) > c_.mix.read;
     int key = PickKey(rng);
+    uint32_t region = home;
+    if (c_.hop > 0 && c_.targets.size() > 1 &&
+        std::uniform_real_distribution<double>(0, 1)(rng) < c_.hop) {
+      // Another region than home, uniformly.
+      region = static_cast<uint32_t>(
+          std::uniform_int_distribution<size_t>(0, c_.targets.size() - 2)(rng));
+      if (region >= home) ++region;
+    }
+    if (!clients[region]) clients[region] = std::make_unique<Client>(ioc_, c_.targets[region], c_);
+    Client& client = *clients[region];
+    RegionStats& st = stats_[region];
     co_await Sleep(c_.last_mile_ms);
     int64_t sent_ns = RealClock()->MonotonicNanos();
     if (increment) sent_[key]++;
     // No co_await inside ?: (GCC 12 destroys such temporaries twice).
     Result r;
+    std::string_view send_token = c_.sessions ? std::string_view(token) : std::string_view();
     if (increment) {
-      r = co_await client.Do(bhttp::verb::post, IncrementPath(key), "");
+      r = co_await client.Do(bhttp::verb::post, IncrementPath(key, true), "", send_token);
     } else {
-      r = co_await client.Do(bhttp::verb::get, ReadPath(key), "");
+      r = co_await client.Do(bhttp::verb::get, ReadPath(key, true), "", send_token);
+    }
+    if (r.waited_ms >= 0) {
+      waited_.Record(static_cast<uint64_t>(r.waited_ms));
     }
     int64_t received_ns = RealClock()->MonotonicNanos();
     co_await Sleep(c_.last_mile_ms);
@@ -286,6 +338,16 @@ awaitable<void> Runner::Vu(int id, uint32_t region) {
     }
     st.ok++;
     st.all.Record(micros);
+    if (c_.sessions && !r.session.empty()) token = std::move(r.session);
+    // Session guarantees, as this VU sees them: values only grow, and its own increment returns
+    // more than anything it saw before.
+    if (auto v = ParseValue(r.body)) {
+      auto [it, fresh] = seen.try_emplace(key, *v);
+      if (!fresh) {
+        if (*v < it->second + (increment ? 1 : 0)) ++session_violations_;
+        it->second = std::max(it->second, *v);
+      }
+    }
     if (increment) {
       st.increments.Record(micros);
       checker_->AddAck(static_cast<uint32_t>(key), received_ns);
@@ -516,6 +578,22 @@ void Runner::Report(RunSummary* summary) {
             static_cast<long long>(lc.lost_by_region[r]));
   }
   print("\n");
+  if (!c_.consistency.empty() || c_.sessions || c_.hop > 0) {
+    print(
+        "consistency %s%s, %s, %.0f %% of requests to another region: session violations %llu; "
+        "held by the node %llu (%.2f %%; wait p50 %llu ms, p99 %llu ms)\n",
+        c_.consistency.empty() ? "(node default)" : c_.consistency.c_str(),
+        c_.max_staleness_ms >= 0 ? fmt::format(" M={} ms", c_.max_staleness_ms).c_str() : "",
+        c_.sessions ? "session tokens kept" : "no session tokens", 100.0 * c_.hop,
+        static_cast<unsigned long long>(session_violations_),
+        static_cast<unsigned long long>(waited_.count()),
+        all.count() ? 100.0 * waited_.count() / all.count() : 0.0,
+        static_cast<unsigned long long>(waited_.Percentile(0.5)),
+        static_cast<unsigned long long>(waited_.Percentile(0.99)));
+  } else {
+    print("session violations (a VU saw a counter go below a value it had seen): %llu\n",
+          static_cast<unsigned long long>(session_violations_));
+  }
   if (!kinds.empty()) {
     print("errors by kind:");
     for (auto& [k, n] : kinds) print(" %s=%llu", k.c_str(), static_cast<unsigned long long>(n));
@@ -598,6 +676,8 @@ void Runner::Report(RunSummary* summary) {
   summary->staleness_p50_ms = static_cast<double>(st.Percentile(0.5));
   summary->staleness_p99_ms = static_cast<double>(st.Percentile(0.99));
   summary->errors_by_kind = kinds;
+  summary->session_violations = session_violations_;
+  summary->waited = waited_.count();
 
   if (!c_.json_file.empty()) {
     nlohmann::json j;
@@ -626,6 +706,14 @@ void Runner::Report(RunSummary* summary) {
                          {"acknowledged", total_acked},
                          {"sent", total_sent},
                          {"settled", settled_}};
+    j["consistency"] = {{"level", c_.consistency},
+                        {"max_staleness_ms", c_.max_staleness_ms},
+                        {"session_tokens", c_.sessions},
+                        {"hop_share", c_.hop},
+                        {"session_violations", session_violations_},
+                        {"waited", waited_.count()},
+                        {"waited_p50_ms", waited_.Percentile(0.5)},
+                        {"waited_p99_ms", waited_.Percentile(0.99)}};
     j["convergence"] = conv;
     j["thresholds"] = th;
     std::ofstream(c_.json_file) << j.dump(2) << "\n";

@@ -37,6 +37,14 @@ struct Config {
   uint64_t seed = 1;
   bool progress = true;
   bool print_report = true;
+  // Consistency (docs/consistency.md): the level every request asks for (empty: none named),
+  // M for bounded, and whether VUs keep their session token and send it back (on with session).
+  std::string consistency;
+  int64_t max_staleness_ms = -1;
+  bool sessions = false;
+  // The share of each VU's requests sent to another region's node, chosen at random (a roaming
+  // client whose route changed); 1: every request to a random region.
+  double hop = 0;
 };
 
 // What a run measured, for callers that compare runs (edgebench article).
@@ -54,7 +62,11 @@ struct RunSummary {
   bool settled = false;
   double staleness_p50_ms = 0, staleness_p99_ms = 0;
   std::map<std::string, uint64_t> errors_by_kind;
-  int exit_code = 0;  // 0, or 3 when a threshold was breached.
+  // A VU saw a counter (which only grows) below a value it had already seen, or an increment
+  // of its own return no more than it had seen: read-your-writes or monotonic reads broken.
+  uint64_t session_violations = 0;
+  uint64_t waited = 0;  // Responses the node held before serving (Edgestate-Waited-Ms).
+  int exit_code = 0;    // 0, or 3 when a threshold was breached.
 };
 
 // Runs the load, settles, probes, prints the report (when print_report) and writes JSON (when
