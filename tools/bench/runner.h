@@ -65,8 +65,9 @@ struct RunSummary {
   // A VU saw a counter (which only grows) below a value it had already seen, or an increment
   // of its own return no more than it had seen: read-your-writes or monotonic reads broken.
   uint64_t session_violations = 0;
-  uint64_t waited = 0;  // Responses the node held before serving (Edgestate-Waited-Ms).
-  int exit_code = 0;    // 0, or 3 when a threshold was breached.
+  uint64_t waited = 0;   // Responses the node held before serving (Edgestate-Waited-Ms).
+  uint64_t above_m = 0;  // Bounded reads served with a bound above M: must be 0.
+  int exit_code = 0;     // 0, or 3 when a threshold was breached.
 };
 
 // Runs the load, settles, probes, prints the report (when print_report) and writes JSON (when
