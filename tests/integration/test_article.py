@@ -28,6 +28,7 @@ def test_all_three_designs_run_and_render(tmpdir_path):
     # Roaming clients with session tokens never see their counter go back; no edgestate read
     # misses what its bound promised.
     assert systems["edgestate-session"]["session_violations"] == 0
+    assert systems["edgestate-bounded"]["reads_above_max_staleness"] == 0  # M = 250 ms.
     for name in ("edgestate", "edgestate-session", "edgestate-bounded"):
         assert systems[name]["bound_violations"] == 0, name
         assert "session_violations" in systems[name]

@@ -323,6 +323,7 @@ int RunArticle(const ArticleOptions& options) {
                        {"lost_updates", s.lost_updates},
                        {"session_violations", s.session_violations},
                        {"waited", s.waited},
+                       {"reads_above_max_staleness", s.above_m},
                        {"acknowledged_increments", s.acknowledged},
                        {"settled", s.settled},
                        {"requests", s.requests},
