@@ -830,7 +830,13 @@ void Replicator::Pull(const std::vector<std::string>& regions) {
     }
     if (!p->pull_wanted.exchange(true)) any = true;
   }
-  if (any) impl_->Kick();
+  if (!any) return;  // Pulls already on their way cover this one.
+  // Wake only the senders that carry a pull; each sends its Pull frame before its next delta.
+  asio::post(impl_->ioc, [impl = impl_] {
+    for (auto& p : impl->peers) {
+      if (p->pull_wanted.load() && p->send_timer) p->send_timer->cancel();
+    }
+  });
 }
 
 void Replicator::SetProgressListener(std::function<void()> listener) {

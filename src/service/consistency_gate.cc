@@ -44,15 +44,8 @@ ConsistencyGate::~ConsistencyGate() {
 }
 
 consistency::Position ConsistencyGate::NodePosition() const {
-  const auto& regions = codec_->regions();
-  consistency::Position p(regions.size());
-  for (size_t i = 0; i < regions.size(); ++i) {
-    if (own_index_ && i == *own_index_) {
-      p[i] = {counters_->epoch(), counters_->CommittedSeq()};
-    } else {
-      p[i] = counters_->AppliedPosition(regions[i]);
-    }
-  }
+  consistency::Position p = counters_->AppliedPositions(codec_->regions());
+  if (own_index_) p[*own_index_] = {counters_->epoch(), counters_->CommittedSeq()};
   return p;
 }
 

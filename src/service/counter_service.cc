@@ -154,6 +154,17 @@ consistency::OriginPosition CounterService::AppliedPosition(std::string_view ori
   return it == applied_.end() ? consistency::OriginPosition{} : it->second;
 }
 
+consistency::Position CounterService::AppliedPositions(
+    const std::vector<std::string>& origins) const {
+  consistency::Position out(origins.size());
+  std::lock_guard lock(applied_mu_);
+  for (size_t i = 0; i < origins.size(); ++i) {
+    auto it = applied_.find(origins[i]);
+    if (it != applied_.end()) out[i] = it->second;
+  }
+  return out;
+}
+
 uint64_t CounterService::AppliedSeq(std::string_view origin, uint32_t epoch) const {
   consistency::OriginPosition p = AppliedPosition(origin);
   return p.epoch == epoch ? p.seq : 0;
