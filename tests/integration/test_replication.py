@@ -181,10 +181,11 @@ def test_a_killed_node_restarts_and_catches_up(cluster):
 def test_cluster_endpoint_reflects_a_dead_peer(cluster):
     cluster.start_all()
 
+    # Links up, and a bound known for each peer (its first heartbeats after a round trip).
     def all_links_up():
         info = cluster_info(cluster.nodes["iad"])
-        up = all(p["outbound"] == "connected" and p["inbound"] == "connected"
-                 for p in info["peers"])
+        up = all(p["outbound"] == "connected" and p["inbound"] == "connected" and
+                 p["lag_ms"] is not None for p in info["peers"])
         return info if up else None
     info = wait_until(all_links_up, 10, "iad's links up")
     assert info["region"] == "iad"
