@@ -390,6 +390,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
     peer->epoch.store(epoch);
     pb::Frame welcome;
     welcome.mutable_welcome()->set_applied_seq(counters->AppliedSeq(peer->address.region, epoch));
+    welcome.mutable_welcome()->set_accepts_pull(true);
     if (!(co_await WriteFrame(*conn, welcome, peer)).ok()) break;
     spdlog::info("peer {} connected from {}", peer->address.region, conn->remote);
 
@@ -564,6 +565,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
                                       welcome.status().message());
   }
   if (!welcome->has_welcome()) co_return Status::InvalidArgument("expected a welcome");
+  const bool accepts_pull = welcome->welcome().accepts_pull();
 
   // Established: ship everything after what the peer has (anti-entropy), then stream.
   *connected = true;
@@ -655,7 +657,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
       state->rewind_to.reset();
       p->ae_rounds->Inc();
     }
-    if (p->pull_wanted.exchange(false)) {
+    if (p->pull_wanted.exchange(false) && accepts_pull) {
       pb::Frame pull;
       pull.mutable_pull();
       if (Status s = co_await WriteFrame(*conn, pull, p); !s.ok()) co_return s;

@@ -127,8 +127,8 @@ TEST_F(ReplicatorTest, ConcurrentIncrementsConvergeAndReadsGetABound) {
   ASSERT_TRUE(WaitFor([&] { return a_->Value("x") == 250 && b_->Value("x") == 250; },
                       std::chrono::seconds(30)))
       << a_->Value("x") << " " << b_->Value("x");
-  ASSERT_TRUE(
-      WaitFor([&] { return b_->replicator().StalenessMs().has_value(); }, std::chrono::seconds(30)));
+  ASSERT_TRUE(WaitFor([&] { return b_->replicator().StalenessMs().has_value(); },
+                      std::chrono::seconds(30)));
   // Finite and of the order of the interval plus a round trip (20 ms and well under 1 ms here);
   // ten seconds is a bound only a broken computation crosses on a busy machine.
   EXPECT_LT(*b_->replicator().StalenessMs(), 10000);
@@ -261,6 +261,7 @@ TEST_F(ReplicatorTest, HostilePeersAreClosedWithoutEffect) {
     RawPeer p(port_b_);
     auto w = p.Handshake("iad", "lhr", "s3cret");
     ASSERT_TRUE(w.has_value() && w->has_welcome());
+    EXPECT_TRUE(w->welcome().accepts_pull());  // Clients may send it Pull frames.
     pb::Frame d;
     d.mutable_delta()->set_covers_seq(w->welcome().applied_seq() + 100);
     auto* ok = d.mutable_delta()->add_slots();
