@@ -33,24 +33,23 @@ struct Named {
   std::optional<int64_t> max_staleness_ms;
 };
 
-Status Set(std::optional<Level>* slot, std::string_view value) {
-  auto level = ParseLevel(value);
-  if (!level.ok()) return level.status();
-  if (*slot && **slot != *level) {
-    return Status::InvalidArgument("consistency is given twice with different values");
+// Stores a parsed value in *slot; a second, different value for the same name is an error.
+template <typename T>
+Status SetOnce(std::optional<T>* slot, StatusOr<T> parsed, std::string_view name) {
+  if (!parsed.ok()) return parsed.status();
+  if (*slot && **slot != *parsed) {
+    return Status::InvalidArgument(std::string(name) + " is given twice with different values");
   }
-  *slot = *level;
+  *slot = *parsed;
   return Status::Ok();
 }
 
+Status Set(std::optional<Level>* slot, std::string_view value) {
+  return SetOnce(slot, ParseLevel(value), "consistency");
+}
+
 Status SetMillis(std::optional<int64_t>* slot, std::string_view value) {
-  auto m = ParseMillis(value);
-  if (!m.ok()) return m.status();
-  if (*slot && **slot != *m) {
-    return Status::InvalidArgument("max_staleness_ms is given twice with different values");
-  }
-  *slot = *m;
-  return Status::Ok();
+  return SetOnce(slot, ParseMillis(value), "max_staleness_ms");
 }
 
 StatusOr<Named> FromQuery(std::string_view target) {

@@ -162,7 +162,9 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
       if (!token.empty()) {
         auto position = gate_->codec().Decode(token);
         if (!position.ok()) {
-          Response r = Error(m.route, 400, position.status().message());
+          Response r;
+          r.status = 400;
+          r.route = m.route;
           r.body = ErrorBody("bad_session_token", position.status().message());
           return r;
         }
