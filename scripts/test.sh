@@ -5,12 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== build (RelWithDebInfo, -Werror)"
-BUILD_DIR=build scripts/setup.sh -DEDGESTATE_WERROR=ON -DEDGESTATE_SANITIZE=OFF
+BUILD_DIR=build scripts/setup.sh -DEDGESTATE_WERROR=ON -DEDGESTATE_SANITIZE=OFF -DEDGESTATE_FAULT_INJECTION=ON
 echo "== tests"
 (cd build && ctest --output-on-failure -j2 -LE integration && ctest --output-on-failure -L integration)
 
 echo "== build (ASan + UBSan, -Werror)"
-BUILD_DIR=build-asan BUILD_TYPE=Debug scripts/setup.sh -DEDGESTATE_WERROR=ON -DEDGESTATE_SANITIZE=ON
+BUILD_DIR=build-asan BUILD_TYPE=Debug scripts/setup.sh -DEDGESTATE_WERROR=ON -DEDGESTATE_SANITIZE=ON -DEDGESTATE_FAULT_INJECTION=ON
 echo "== tests under ASan + UBSan"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
           "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
           "threads, max_connections, request_timeout_ms, async_sync_interval_ms, peer_listen, "
           "peers, cluster_secret, replication_interval_ms, default_consistency, session_wait_ms, "
-          "session_cookie, max_clock_error_ms). Precedence: "
+          "session_cookie, max_clock_error_ms, strong_voters, strong_timeout_ms). Precedence: "
           "flag > environment > file > default.");
   int_opt("--threads", &flags.threads, "I/O threads; 0 = one per CPU available. Default 0.");
   int_opt("--max-connections", &flags.max_connections,
@@ -84,6 +84,12 @@ int main(int argc, char** argv) {
   int_opt("--max-clock-error-ms", &flags.max_clock_error_ms,
           "How far apart the nodes' wall clocks may be. Watermarks of a peer whose measured "
           "offset is within it tighten the staleness bound; 0 turns that off. Default 10.");
+  str_opt("--strong-voters", &flags.strong_voters,
+          "REGION,REGION,REGION (3 or 5, the same list on every node): the regions that run "
+          "consensus for consistency=strong (docs/strong.md). Default none: strong is refused.");
+  int_opt("--strong-timeout-ms", &flags.strong_timeout_ms,
+          "A strong operation that cannot reach a majority of the voters fails with 503 "
+          "strong_unavailable after this. Default 2000.");
   serve->add_flag_function(
       "--session-cookie", [&flags](int64_t n) { flags.session_cookie = n > 0; },
       "Also keep the session token in the cookie edgestate_session (HttpOnly, SameSite=Lax).");
@@ -114,6 +120,11 @@ int main(int argc, char** argv) {
   demo->add_option("--node-arg", demo_options.node_args,
                    "An extra argument for every region's `edgestate serve` (repeatable; e.g. "
                    "--node-arg=--max-clock-error-ms=20).");
+  std::string demo_voters;
+  auto* voters_opt = demo->add_option(
+      "--strong-voters", demo_voters,
+      "REGION,REGION,REGION: the strong voters of every node (docs/strong.md); 'none' for "
+      "none. Default iad,lhr,fra (when all three run).");
   std::vector<std::string> demo_offsets;
   demo->add_option("--clock-offset", demo_offsets,
                    "REGION=MS: run that region's node with its wall clock MS off (repeatable).");
@@ -167,6 +178,10 @@ int main(int argc, char** argv) {
   }
   if (demo->parsed()) {
     if (!demo_regions.empty()) demo_options.regions = edgestate::SplitList(demo_regions);
+    if (voters_opt->count() > 0) {
+      demo_options.strong_voters =
+          demo_voters == "none" ? std::vector<std::string>{} : edgestate::SplitList(demo_voters);
+    }
     for (const std::string& item : demo_offsets) {
       size_t eq = item.find('=');
       std::optional<int64_t> ms = eq == std::string::npos

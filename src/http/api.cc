@@ -98,12 +98,13 @@ StatusOr<int64_t> ParseIncrementBody(std::string_view body) {
 }
 
 Api::Api(ApiOptions options, service::CounterService* counters, const service::ClusterView* cluster,
-         service::ConsistencyGate* gate, MetricsRegistry* metrics)
+         service::ConsistencyGate* gate, MetricsRegistry* metrics, strong::StrongService* strong)
     : options_(std::move(options)),
       counters_(counters),
       cluster_(cluster),
       gate_(gate),
-      metrics_(metrics) {
+      metrics_(metrics),
+      strong_(strong) {
   auth_failures_ = &metrics->AddCounter("edgestate_http_auth_failures_total",
                                         "Requests refused for a missing or wrong API key.");
 }
@@ -169,6 +170,10 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
           return r;
         }
         op.requirement.token = std::move(position).value();
+      }
+      if (op.requirement.level == consistency::Level::kStrong && strong_ != nullptr) {
+        Strong(std::move(op), defer());
+        return std::nullopt;
       }
       std::optional<service::Verdict> verdict = gate_->TryAdmit(op.requirement);
       if (verdict) {
@@ -340,6 +345,46 @@ std::optional<Response> Api::Increment(StateOp op, Responder respond) {
         respond(std::move(r));
       });
   return std::nullopt;
+}
+
+void Api::Strong(StateOp op, Responder respond) {
+  const Route route = op.route;
+  const bool read = route == Route::kRead || route == Route::kCounter;
+  std::string json_name = JsonString(op.name);
+  strong_->Submit(
+      std::move(op.name), read, op.delta,
+      [this, respond = std::move(respond), route, json_name = std::move(json_name),
+       token = std::move(op.requirement.token)](StatusOr<strong::StrongResult> result) {
+        if (!result.ok()) {
+          if (result.status().code() != StatusCode::kUnavailable) {
+            return respond(FromStatus(route, result.status()));
+          }
+          service::Verdict v;
+          v.kind = service::Verdict::Kind::kStrongUnavailable;
+          v.message = result.status().message();
+          return respond(Refusal(route, v));
+        }
+        Response r;
+        r.route = route;
+        AddSessionToken(token, &r);
+        r.headers.emplace_back("Edgestate-Voter", result->voter);
+        switch (route) {
+          case Route::kRead:
+            r.body = fmt::format(R"({{"value":{},"region":"{}","lastUpdated":{}}})", result->value,
+                                 options_.region, IsoOrNull(result->updated_at_ms));
+            break;
+          case Route::kIncrement:
+            r.body = fmt::format(R"({{"value":{},"region":"{}"}})", result->value, options_.region);
+            break;
+          default:
+            r.body = fmt::format(
+                R"({{"name":{},"value":{},"region":"{}","updated_at":{},"consistency":"strong","voter":"{}"}})",
+                json_name, result->value, options_.region, IsoOrNull(result->updated_at_ms),
+                result->voter);
+            break;
+        }
+        respond(std::move(r));
+      });
 }
 
 std::optional<Response> Api::Health(const std::function<Responder()>& defer) {

@@ -29,6 +29,7 @@
 #include "service/cluster_view.h"
 #include "service/consistency_gate.h"
 #include "service/counter_service.h"
+#include "strong/strong_service.h"
 
 namespace edgestate::http {
 
@@ -51,9 +52,11 @@ StatusOr<int64_t> ParseIncrementBody(std::string_view body);
 
 class Api : public Handler {
  public:
-  // `counters`, `cluster`, `gate` and `metrics` must outlive the Api.
+  // `counters`, `cluster`, `gate`, `metrics` and `strong` must outlive the Api. Without
+  // `strong`, consistency=strong is refused (503 strong_unavailable).
   Api(ApiOptions options, service::CounterService* counters, const service::ClusterView* cluster,
-      service::ConsistencyGate* gate, MetricsRegistry* metrics);
+      service::ConsistencyGate* gate, MetricsRegistry* metrics,
+      strong::StrongService* strong = nullptr);
 
   std::optional<Response> Handle(const Request& req,
                                  const std::function<Responder()>& defer) override;
@@ -69,6 +72,8 @@ class Api : public Handler {
   std::optional<Response> Increment(StateOp op, Responder respond);
   std::optional<Response> Health(const std::function<Responder()>& defer);
   Response Read(const StateOp& op) const;
+  // A strong read or increment (docs/strong.md), answered through `respond`.
+  void Strong(StateOp op, Responder respond);
   // Runs `op` now (reads return their response; increments answer through `respond`).
   std::optional<Response> Run(StateOp op, const std::function<Responder()>& defer);
   // The response for a verdict that refuses.
@@ -81,6 +86,7 @@ class Api : public Handler {
   const service::ClusterView* const cluster_;
   service::ConsistencyGate* const gate_;
   MetricsRegistry* const metrics_;
+  strong::StrongService* const strong_;
   Counter* auth_failures_;
 };
 

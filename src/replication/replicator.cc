@@ -13,6 +13,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <deque>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -42,6 +43,9 @@ constexpr uint32_t kProtocolVersion = 1;
 constexpr size_t kMaxFrameBytes = 8u << 20;
 constexpr size_t kMaxHandshakeFrameBytes = 4096;
 constexpr size_t kMaxSlotsPerDelta = 4096;
+// Frames queued behind a write in progress (calls and their replies); beyond this the peer is
+// not reading and the link is closed.
+constexpr size_t kMaxQueuedBytes = 16u << 20;
 constexpr int64_t kNever = std::numeric_limits<int64_t>::min();
 constexpr std::chrono::milliseconds kMaxBackoff{5000};
 constexpr std::chrono::milliseconds kMinBackoff{100};
@@ -94,6 +98,11 @@ struct Conn {
   asio::steady_timer timer;
   SteadyClock::time_point deadline = SteadyClock::time_point::max();
   std::string remote;
+  // One write at a time: frames written while another is in flight wait here, in order, and
+  // the writer in flight sends them (WriteFrame).
+  bool writing = false;
+  std::deque<std::string> queued;
+  size_t queued_bytes = 0;
 };
 
 awaitable<void> Watchdog(std::shared_ptr<Conn> c) {
@@ -138,7 +147,13 @@ struct PeerState {
   mutable std::mutex mu;
   std::string last_error;  // GUARDED_BY(mu)
 
+  // The strong layer's calls (strong::Transport) go out on the established outbound link.
+  std::atomic<bool> calls_ready{false};  // Established, and the peer accepts calls.
+
   // Replication thread only.
+  std::shared_ptr<Conn> outbound_conn;  // While established and accepting calls.
+  uint64_t next_call_id = 1;
+  std::map<uint64_t, strong::Transport::ReplyCallback> calls;  // Awaiting their reply.
   std::shared_ptr<Conn> inbound_conn;
   asio::steady_timer* send_timer = nullptr;
   asio::steady_timer* backoff_timer = nullptr;  // While the outbound link waits to reconnect.
@@ -180,7 +195,9 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   std::vector<std::unique_ptr<PeerState>> peers;
   std::set<std::shared_ptr<Conn>> conns;  // Replication thread only; closed by Stop.
   std::atomic<bool> kick_pending{false};
-  std::function<void()> progress_listener;  // Set before Start.
+  std::function<void()> progress_listener;     // Set before Start.
+  strong::Transport::Handler call_handler;     // Set before Start.
+  std::function<std::string()> strong_status;  // Set before Start.
   std::atomic<bool> stopped{false};
   bool stopping = false;  // Replication thread only.
   Counter* refused = nullptr;
@@ -215,11 +232,37 @@ awaitable<Status> Replicator::Impl::WriteFrame(Conn& c, const pb::Frame& f, Peer
   buf[1] = static_cast<char>(n >> 16);
   buf[2] = static_cast<char>(n >> 8);
   buf[3] = static_cast<char>(n);
-  error_code ec;
-  co_await asio::async_write(c.socket, asio::buffer(buf), redirect_error(use_awaitable, ec));
-  if (ec) co_return Status::Unavailable("write to " + c.remote + ": " + ec.message());
-  if (p) p->bytes_sent->Inc(buf.size());
-  co_return Status::Ok();
+  if (c.writing) {
+    // Another write is in flight: it sends this one after its own, in order.
+    c.queued_bytes += buf.size();
+    c.queued.push_back(std::move(buf));
+    if (c.queued_bytes > kMaxQueuedBytes) {
+      c.Close();
+      co_return Status::Unavailable(
+          fmt::format("{} stopped reading ({} bytes queued)", c.remote, c.queued_bytes));
+    }
+    co_return Status::Ok();
+  }
+  c.writing = true;
+  Status result = Status::Ok();
+  for (;;) {
+    error_code ec;
+    co_await asio::async_write(c.socket, asio::buffer(buf), redirect_error(use_awaitable, ec));
+    if (ec) {
+      result = Status::Unavailable("write to " + c.remote + ": " + ec.message());
+      c.Close();
+      break;
+    }
+    if (p) p->bytes_sent->Inc(buf.size());
+    if (c.queued.empty()) break;
+    buf = std::move(c.queued.front());
+    c.queued.pop_front();
+    c.queued_bytes -= buf.size();
+  }
+  c.writing = false;
+  c.queued.clear();
+  c.queued_bytes = 0;
+  co_return result;
 }
 
 awaitable<StatusOr<pb::Frame>> Replicator::Impl::ReadFrame(Conn& c, size_t max_bytes,
@@ -391,6 +434,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
     pb::Frame welcome;
     welcome.mutable_welcome()->set_applied_seq(counters->AppliedSeq(peer->address.region, epoch));
     welcome.mutable_welcome()->set_accepts_pull(true);
+    welcome.mutable_welcome()->set_accepts_calls(static_cast<bool>(call_handler));
     if (!(co_await WriteFrame(*conn, welcome, peer)).ok()) break;
     spdlog::info("peer {} connected from {}", peer->address.region, conn->remote);
 
@@ -413,7 +457,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
         const int64_t now_ms = RealClock()->NowUnixMillis();
         for (const pb::SlotDelta& s : d.slots()) {
           slots.push_back(service::SlotUpdate{
-              s.name(), crdt::Slot{s.inc(), s.dec(), s.version(), s.updated_at_ms()}});
+              s.name(), crdt::Slot{s.inc(), s.dec(), s.version(), s.updated_at_ms()}, s.origin()});
           if (s.updated_at_ms() > 0 && now_ms >= s.updated_at_ms()) {
             peer->lag->Observe(static_cast<double>(now_ms - s.updated_at_ms()) / 1000.0);
           }
@@ -463,6 +507,27 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
       } else if (f->has_pull()) {
         // The peer waits for our writes: ship them on our outbound link now.
         if (peer->send_timer) peer->send_timer->cancel();
+      } else if (f->has_call() && call_handler) {
+        // Answered whenever the strong layer is done, on this connection, if it still stands.
+        const uint64_t id = f->call().id();
+        call_handler(peer->address.region, std::move(*f->mutable_call()->mutable_payload()),
+                     [w = weak_from_this(), conn, id](std::string payload) {
+                       auto self = w.lock();
+                       if (!self) return;
+                       asio::post(self->ioc, [w, conn, id, payload = std::move(payload)]() mutable {
+                         auto s = w.lock();
+                         if (!s || !conn->socket.is_open()) return;
+                         pb::Frame reply;
+                         reply.mutable_call_reply()->set_id(id);
+                         reply.mutable_call_reply()->set_payload(std::move(payload));
+                         asio::co_spawn(
+                             s->ioc,
+                             [s, conn, reply = std::move(reply)]() -> awaitable<void> {
+                               co_await s->WriteFrame(*conn, reply, nullptr);
+                             },
+                             asio::detached);
+                       });
+                     });
       } else {
         why = "unexpected frame on an established link";
         break;
@@ -566,6 +631,27 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   }
   if (!welcome->has_welcome()) co_return Status::InvalidArgument("expected a welcome");
   const bool accepts_pull = welcome->welcome().accepts_pull();
+  const bool accepts_calls = welcome->welcome().accepts_calls();
+  // While this link stands it carries the strong layer's calls; when it goes, every call still
+  // waiting for its reply fails (it may or may not have reached the peer).
+  struct CallsGuard {
+    PeerState* p;
+    std::shared_ptr<Conn> conn;
+    ~CallsGuard() {
+      if (p->outbound_conn != conn) return;
+      p->calls_ready.store(false);
+      p->outbound_conn.reset();
+      auto calls = std::move(p->calls);
+      p->calls.clear();
+      for (auto& [id, done] : calls) {
+        done(Status::Unavailable("the link to " + p->address.region + " closed"), true);
+      }
+    }
+  } calls_guard{p, conn};
+  if (accepts_calls) {
+    p->outbound_conn = conn;
+    p->calls_ready.store(true);
+  }
 
   // Established: ship everything after what the peer has (anti-entropy), then stream.
   *connected = true;
@@ -599,7 +685,17 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
       ioc,
       [this, self = shared_from_this(), p, conn, state]() -> awaitable<void> {
         while (conn->socket.is_open()) {
-          auto f = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, p);
+          auto f = co_await ReadFrame(*conn, kMaxFrameBytes, p);
+          if (f.ok() && f->has_call_reply()) {
+            p->Touch();
+            auto it = p->calls.find(f->call_reply().id());
+            if (it != p->calls.end()) {
+              auto done = std::move(it->second);
+              p->calls.erase(it);
+              done(std::move(*f->mutable_call_reply()->mutable_payload()), true);
+            }
+            continue;
+          }
           if (!f.ok() || !f->has_ack()) {
             state->error = f.ok() ? "unexpected frame from peer" : f.status().message();
             conn->Close();
@@ -665,8 +761,11 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     int64_t snapshot_ns = RealClock()->MonotonicNanos();
     const int64_t snapshot_unix_us = RealClock()->NowUnixMicros();  // Before the sequence.
     std::vector<service::SlotUpdate> slots;
-    uint64_t covers = counters->CollectOwnChanges(state->cursor, kMaxSlotsPerDelta, &slots);
-    bool truncated = slots.size() == kMaxSlotsPerDelta && covers < counters->CommittedSeq();
+    // With strong slots a counter may take two entries: half as many counters per delta.
+    const size_t max_counters = accepts_calls ? kMaxSlotsPerDelta / 2 : kMaxSlotsPerDelta;
+    uint64_t covers =
+        counters->CollectOwnChanges(state->cursor, max_counters, &slots, accepts_calls);
+    bool truncated = slots.size() >= max_counters && covers < counters->CommittedSeq();
     if (covers > state->cursor || !slots.empty()) {
       pb::Frame delta;
       delta.mutable_delta()->set_covers_seq(covers);
@@ -677,6 +776,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
         d->set_dec(u.slot.dec);
         d->set_version(u.slot.version);
         d->set_updated_at_ms(u.slot.updated_at_ms);
+        if (!u.origin.empty()) d->set_origin(u.origin);
       }
       if (Status s = co_await WriteFrame(*conn, delta, p); !s.ok()) co_return s;
       p->deltas_sent->Inc(slots.size());
@@ -894,7 +994,43 @@ std::string Replicator::ClusterJson() const {
     e["last_error"] = err.empty() ? nlohmann::json(nullptr) : nlohmann::json(err);
     j["peers"].push_back(std::move(e));
   }
+  if (impl_->strong_status) j["strong"] = nlohmann::json::parse(impl_->strong_status());
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+void Replicator::SetStrongStatus(std::function<std::string()> status) {
+  impl_->strong_status = std::move(status);
+}
+
+void Replicator::SetCallHandler(Handler handler) { impl_->call_handler = std::move(handler); }
+
+std::optional<int64_t> Replicator::LinkRttUs(const std::string& region) const {
+  PeerState* p = impl_->Find(region);
+  if (p == nullptr || !p->calls_ready.load()) return std::nullopt;
+  int64_t rtt = p->min_rtt_us.load();
+  return rtt > 0 ? rtt : std::numeric_limits<int32_t>::max();  // Unmeasured: last choice.
+}
+
+void Replicator::Call(const std::string& region, std::string payload, ReplyCallback done) {
+  asio::post(impl_->ioc, [impl = impl_, region, payload = std::move(payload),
+                          done = std::move(done)]() mutable {
+    PeerState* p = impl->Find(region);
+    if (p == nullptr || !p->outbound_conn || !p->outbound_conn->socket.is_open() ||
+        impl->stopping) {
+      return done(Status::Unavailable("no established link to " + region), false);
+    }
+    const uint64_t id = p->next_call_id++;
+    p->calls.emplace(id, std::move(done));
+    pb::Frame f;
+    f.mutable_call()->set_id(id);
+    f.mutable_call()->set_payload(std::move(payload));
+    asio::co_spawn(
+        impl->ioc,
+        [impl, p, conn = p->outbound_conn, f = std::move(f)]() -> awaitable<void> {
+          co_await impl->WriteFrame(*conn, f, p);
+        },
+        asio::detached);
+  });
 }
 
 std::string SingleNodeView::ClusterJson() const {

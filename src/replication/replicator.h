@@ -11,8 +11,11 @@
 // A link that fails is closed and retried with exponential backoff; it never blocks local
 // requests or the other links. Nothing from an unauthenticated connection is applied.
 //
+// The links also carry the strong layer's calls (strong::Transport): a call goes out on the
+// outbound link to the peer and its reply comes back on the same connection.
+//
 // Threading: all links run on one replication thread with its own io_context. StalenessMs,
-// ClusterJson and Stop are safe from any thread.
+// ClusterJson, Call, LinkRttUs and Stop are safe from any thread.
 #pragma once
 
 #include <atomic>
@@ -27,6 +30,7 @@
 #include "replication/peers.h"
 #include "service/cluster_view.h"
 #include "service/counter_service.h"
+#include "strong/transport.h"
 
 namespace edgestate::replication {
 
@@ -44,7 +48,7 @@ struct ReplicatorOptions {
   std::chrono::milliseconds max_clock_error{10};
 };
 
-class Replicator final : public service::ClusterView {
+class Replicator final : public service::ClusterView, public strong::Transport {
  public:
   // `counters` and `metrics` must outlive the replicator.
   Replicator(ReplicatorOptions options, service::CounterService* counters,
@@ -63,6 +67,12 @@ class Replicator final : public service::ClusterView {
   void Pull(const std::vector<std::string>& regions) override;
   void SetProgressListener(std::function<void()> listener) override;
   std::string ClusterJson() const override;
+  // The "strong" member of ClusterJson (a JSON object); set before Start.
+  void SetStrongStatus(std::function<std::string()> status);
+
+  void Call(const std::string& region, std::string payload, ReplyCallback done) override;
+  void SetCallHandler(Handler handler) override;
+  std::optional<int64_t> LinkRttUs(const std::string& region) const override;
 
   struct Impl;
 

@@ -8,7 +8,9 @@
 #include <charconv>
 #include <cstdlib>
 
+#include "common/strings.h"
 #include "replication/peers.h"
+#include "strong/strong_service.h"
 
 namespace edgestate::server {
 
@@ -162,6 +164,23 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
       s = want_int(&cfg->max_clock_error_ms);
     } else if (k == "session_wait_ms") {
       s = want_int(&cfg->session_wait_ms);
+    } else if (k == "strong_timeout_ms") {
+      s = want_int(&cfg->strong_timeout_ms);
+    } else if (k == "strong_voters") {
+      if (node.is_array()) {
+        cfg->strong_voters.clear();
+        for (const auto& item : *node.as_array()) {
+          if (!item.is_string()) {
+            s = Status::InvalidArgument(
+                fmt::format("config file {}: strong_voters must be region names", path));
+            break;
+          }
+          cfg->strong_voters.push_back(*item.value<std::string>());
+        }
+      } else {
+        s = want_string(&str);
+        if (s.ok()) cfg->strong_voters = SplitList(str);
+      }
     } else if (k == "session_cookie") {
       if (node.is_boolean()) {
         cfg->session_cookie = *node.value<bool>();
@@ -243,6 +262,8 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.session_wait_ms) cfg.session_wait_ms = *flags.session_wait_ms;
   if (flags.session_cookie) cfg.session_cookie = *flags.session_cookie;
   if (flags.max_clock_error_ms) cfg.max_clock_error_ms = *flags.max_clock_error_ms;
+  if (flags.strong_voters) cfg.strong_voters = SplitList(*flags.strong_voters);
+  if (flags.strong_timeout_ms) cfg.strong_timeout_ms = *flags.strong_timeout_ms;
 
   // Validation of the merged result.
   if (Status s = ValidateRegion(cfg.region); !s.ok()) return s;
@@ -277,6 +298,9 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (Status s = CheckRange(cfg.max_clock_error_ms, 0, 60'000, "max clock error (ms)"); !s.ok()) {
     return s;
   }
+  if (Status s = CheckRange(cfg.strong_timeout_ms, 10, 600'000, "strong timeout (ms)"); !s.ok()) {
+    return s;
+  }
   if (!cfg.peer_listen.empty()) {
     auto hp = replication::ParseHostPort(cfg.peer_listen, /*allow_port_zero=*/true);
     if (!hp.ok()) return Status::InvalidArgument("peer listen address: " + hp.status().message());
@@ -290,6 +314,13 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
     if (cfg.cluster_secret.empty()) {
       return Status::InvalidArgument(
           "peers are given but no cluster secret (--cluster-secret or EDGESTATE_CLUSTER_SECRET)");
+    }
+  }
+  {
+    std::vector<std::string> peer_regions;
+    for (const auto& p : *peers) peer_regions.push_back(p.region);
+    if (Status s = strong::ValidateVoters(cfg.strong_voters, cfg.region, peer_regions); !s.ok()) {
+      return s;
     }
   }
   if (!cfg.cluster_secret.empty()) {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "consistency/consistency.h"
@@ -36,6 +37,9 @@ struct ServeConfig {
   int64_t session_wait_ms = 1000;
   bool session_cookie = false;
   int64_t max_clock_error_ms = 10;  // 0: no clock-based bounds.
+  // Strong consistency (docs/strong.md): the voter regions (empty: strong is refused).
+  std::vector<std::string> strong_voters;
+  int64_t strong_timeout_ms = 2000;
 };
 
 // Values given on the command line; unset ones fall through to the environment, the file and
@@ -60,6 +64,8 @@ struct ServeFlags {
   std::optional<int64_t> session_wait_ms;
   std::optional<bool> session_cookie;
   std::optional<int64_t> max_clock_error_ms;
+  std::optional<std::string> strong_voters;  // REGION,REGION,...
+  std::optional<int64_t> strong_timeout_ms;
 };
 
 // Returns the value of an environment variable, or nullopt when unset.

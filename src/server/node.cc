@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "common/metrics.h"
 #include "env/signals.h"
@@ -17,6 +18,7 @@
 #include "service/consistency_gate.h"
 #include "service/counter_service.h"
 #include "storage/store.h"
+#include "strong/strong_service.h"
 
 namespace edgestate::server {
 
@@ -98,6 +100,30 @@ Status RunNode(const ServeConfig& config) {
   gate_options.session_wait = std::chrono::milliseconds(config.session_wait_ms);
   gate = std::make_unique<service::ConsistencyGate>(gate_options, counters->get(), cluster, &codec,
                                                     &metrics);
+  // Strong operations (docs/strong.md) travel on the replication links: the service registers
+  // its call handler before they start.
+  std::unique_ptr<strong::StrongService> strong;
+  if (replicator) {
+    strong::StrongOptions so;
+    so.region = config.region;
+    so.voters = config.strong_voters;
+    so.timeout = std::chrono::milliseconds(config.strong_timeout_ms);
+#ifdef EDGESTATE_FAULT_INJECTION
+    if (const char* f = std::getenv("EDGESTATE_FAULT_STRONG_READS");
+        f && std::string(f) == "local") {
+      so.fault_local_reads = true;
+      spdlog::warn("FAULT INJECTION: strong reads are served locally (not linearizable)");
+    }
+#endif
+    auto opened = strong::StrongService::Open(std::move(so), store->get(), counters->get(),
+                                              replicator.get(), &metrics);
+    if (!opened.ok()) return opened.status();
+    strong = std::move(opened).value();
+    replicator->SetStrongStatus([s = strong.get()] { return s->StatusJson(); });
+    if (!config.strong_voters.empty()) {
+      spdlog::info("strong voters: {}", fmt::join(config.strong_voters, ","));
+    }
+  }
   if (replicator) {
     if (Status s = replicator->Start(); !s.ok()) return s;
   }
@@ -111,7 +137,7 @@ Status RunNode(const ServeConfig& config) {
   http::ApiOptions api_options{config.region, config.api_key, config.data_dir};
   api_options.default_level = config.default_consistency;
   api_options.session_cookie = config.session_cookie;
-  http::Api api(api_options, counters->get(), cluster, gate.get(), &metrics);
+  http::Api api(api_options, counters->get(), cluster, gate.get(), &metrics, strong.get());
   http::HttpMetrics http_metrics(&metrics);
   http::HttpServerOptions http_options;
   http_options.listen_address = config.listen;
@@ -137,6 +163,7 @@ Status RunNode(const ServeConfig& config) {
   }
   spdlog::info("received {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   server.Shutdown();                   // No new requests; in-flight ones finish.
+  if (strong) strong->Stop();          // What still waits for consensus fails with 503.
   if (replicator) replicator->Stop();  // Links closed; peers catch up from us on reconnect.
   (*counters)->Stop();                 // Everything queued is committed and synced.
   spdlog::info("shut down cleanly");

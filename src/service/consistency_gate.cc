@@ -54,7 +54,7 @@ std::optional<Verdict> ConsistencyGate::Decide(const Requirement& req, bool fina
   Verdict v;
   if (req.level == Level::kStrong) {
     v.kind = Verdict::Kind::kStrongUnavailable;
-    v.message = "strong consistency is not available yet; use session or bounded";
+    v.message = "strong consistency needs a voter set: start every node with --strong-voters";
     return v;
   }
   bool wait = false;

@@ -11,7 +11,7 @@
 //            can give (StalenessFloorMs), or nothing was heard yet from some peer:
 //            kStalenessUnavailable at once. Otherwise pull from every peer and wait up to
 //            `session_wait`. Writers are never slowed for a waiting reader.
-//   strong   kStrongUnavailable (not built yet).
+//   strong   kStrongUnavailable (strong operations go to strong::StrongService, not the gate).
 // A request with a token and level bounded must satisfy both.
 //
 // Thread-safety: every method may be called from any thread. Wait calls `done` exactly once, on

@@ -114,6 +114,31 @@ CounterValue CounterService::Read(std::string_view name) const {
   return CounterValue{it->second.Value(), it->second.UpdatedAtMs()};
 }
 
+crdt::PnCounter CounterService::State(std::string_view name) const {
+  Shard& shard = ShardFor(name);
+  std::lock_guard lock(shard.mu);
+  auto it = shard.counters.find(name);
+  return it == shard.counters.end() ? crdt::PnCounter{} : it->second;
+}
+
+void CounterService::ApplyStrong(std::string name, crdt::Slot strong, IncrementCallback done) {
+  Op op;
+  op.kind = Op::Kind::kStrong;
+  op.name = std::move(name);
+  op.strong = strong;
+  op.increment_done = std::move(done);
+  Enqueue(std::move(op));
+}
+
+void CounterService::PutRecord(std::string key, std::string value, ProbeCallback done) {
+  Op op;
+  op.kind = Op::Kind::kRecord;
+  op.name = std::move(key);
+  op.value = std::move(value);
+  op.probe_done = std::move(done);
+  Enqueue(std::move(op));
+}
+
 void CounterService::Enqueue(Op op) {
   if (queue_.Push(std::move(op))) return;
   Status stopping = Status::Unavailable("node is shutting down");
@@ -171,7 +196,8 @@ uint64_t CounterService::AppliedSeq(std::string_view origin, uint32_t epoch) con
 }
 
 uint64_t CounterService::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
-                                           std::vector<SlotUpdate>* out) const {
+                                           std::vector<SlotUpdate>* out,
+                                           bool include_strong) const {
   std::vector<std::pair<uint64_t, std::string>> picked;
   uint64_t covers;
   {
@@ -191,8 +217,13 @@ uint64_t CounterService::CollectOwnChanges(uint64_t after_seq, size_t max_entrie
     std::lock_guard lock(shard.mu);
     auto it = shard.counters.find(name);
     if (it == shard.counters.end()) continue;
+    if (include_strong) {
+      if (const crdt::Slot* strong = it->second.Find(kStrongOrigin)) {
+        out->push_back(SlotUpdate{name, *strong, std::string(kStrongOrigin)});
+      }
+    }
     if (const crdt::Slot* own = it->second.Find(options_.region)) {
-      out->push_back(SlotUpdate{std::move(name), *own});
+      out->push_back(SlotUpdate{std::move(name), *own, {}});
     }
   }
   return covers;
@@ -249,6 +280,9 @@ Status CounterService::ValidateRemote(const Op& op) const {
   }
   for (const SlotUpdate& u : op.slots) {
     if (Status s = ValidateCounterName(u.name); !s.ok()) return s;
+    if (!u.origin.empty() && u.origin != kStrongOrigin) {
+      return Status::InvalidArgument("a remote slot may only name the strong origin");
+    }
   }
   return Status::Ok();
 }
@@ -274,10 +308,31 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
     return it->second;
   };
   bool own_writes = false;
+  std::vector<std::pair<std::string_view, std::string_view>> records;
   for (Op& op : ops) {
     if (op.kind == Op::Kind::kProbe) {
       probe = true;
       results.emplace_back(CounterValue{});
+      continue;
+    }
+    if (op.kind == Op::Kind::kRecord) {
+      records.emplace_back(op.name, op.value);
+      results.emplace_back(CounterValue{});
+      continue;
+    }
+    if (op.kind == Op::Kind::kStrong) {
+      // A new own sequence number for the counter, so replication ships it with its strong slot.
+      auto& entry = stage(op.name);
+      crdt::PnCounter& c = entry.first;
+      const crdt::Slot* own = c.Find(options_.region);
+      previous_own_seq.try_emplace(op.name, own ? own->version : 0);
+      c.MergeSlot(kStrongOrigin, op.strong);
+      crdt::Slot bumped = own ? *own : crdt::Slot{};
+      bumped.version = next_seq_++;
+      c.SetSlot(options_.region, bumped);
+      own_writes = true;
+      entry.second = true;
+      results.emplace_back(CounterValue{c.Value(), c.UpdatedAtMs()});
       continue;
     }
     if (op.kind == Op::Kind::kApply) {
@@ -286,7 +341,10 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
       if (!valid.ok()) continue;
       for (const SlotUpdate& u : op.slots) {
         auto& entry = stage(u.name);
-        if (entry.first.MergeSlot(op.name, u.slot)) entry.second = true;
+        if (entry.first.MergeSlot(u.origin.empty() ? std::string_view(op.name) : u.origin,
+                                  u.slot)) {
+          entry.second = true;
+        }
       }
       // A new epoch is a new life of the origin: its sequence starts again.
       auto [a, fresh] = applied_updates.try_emplace(op.name);
@@ -317,9 +375,13 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
   for (const auto& [origin, pos] : applied_updates)
     wb.Put(storage::AppliedKey(origin), storage::EncodeApplied(pos.seq, pos.epoch));
   if (probe) wb.Put(storage::MetaKey("health-probe"), std::to_string(now_ms));
+  for (const auto& [key, value] : records) wb.Put(key, value);
   Status write = Status::Ok();
   batch_size_->Observe(static_cast<double>(ops.size()));
-  if (wb.Count() > 0) write = store_->Write(&wb, options_.durability == Durability::kFsync);
+  // Consensus state is synced whatever the durability mode: an acceptor's promise must survive
+  // a power loss, or two values could be chosen.
+  const bool sync = options_.durability == Durability::kFsync || !records.empty();
+  if (wb.Count() > 0) write = store_->Write(&wb, sync);
 
   size_t acked = 0;
   if (write.ok()) {
@@ -362,8 +424,16 @@ size_t CounterService::CommitBatch(std::vector<Op>& ops) {
 
   for (size_t i = 0; i < ops.size(); ++i) {
     Op& op = ops[i];
-    if (op.kind == Op::Kind::kProbe) {
+    if (op.kind == Op::Kind::kProbe || op.kind == Op::Kind::kRecord) {
       op.probe_done(write);
+      continue;
+    }
+    if (op.kind == Op::Kind::kStrong) {
+      if (write.ok()) {
+        op.increment_done(std::move(results[i]));
+      } else {
+        op.increment_done(Status::Unavailable("storage is not writable: " + write.message()));
+      }
       continue;
     }
     if (op.kind == Op::Kind::kApply) {

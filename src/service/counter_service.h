@@ -55,10 +55,16 @@ struct CounterValue {
   int64_t updated_at_ms = 0;  // 0 when the counter was never written.
 };
 
+// The slot that holds the sum of strong increments (docs/strong.md). Written only by applying
+// a value chosen by consensus; region names cannot contain '*', so it never collides with one.
+inline constexpr std::string_view kStrongOrigin = "*strong";
+
 // One counter's slot of one origin, as replication ships it.
 struct SlotUpdate {
   std::string name;
   crdt::Slot slot;
+  // Empty: the sending region's own slot. Otherwise kStrongOrigin (nothing else is accepted).
+  std::string origin = {};
 };
 
 // The name rules of the API: 1..256 bytes of UTF-8 without control characters.
@@ -88,6 +94,20 @@ class CounterService {
   // is stopping (the write may or may not have reached the disk; it is not in memory).
   void Increment(std::string name, int64_t delta, IncrementCallback done);
 
+  // The counter's whole CRDT state (every origin's slot); empty when never written.
+  crdt::PnCounter State(std::string_view name) const;
+
+  // Merges `strong` into `name`'s kStrongOrigin slot as a local write: the counter gets a new
+  // own sequence number, so replication ships the slot to every region and session tokens and
+  // watermarks cover it. `done` gets the counter's local value after the merge, or Unavailable
+  // like Increment. REQUIRES: ValidateCounterName(name).
+  void ApplyStrong(std::string name, crdt::Slot strong, IncrementCallback done);
+
+  // Writes the raw record key -> value through the group commit; `done` gets OK once it is
+  // synced (in either durability mode: the batch holding it is fdatasync'ed). Used by the strong
+  // acceptor, whose replies must wait for its state to be on disk.
+  void PutRecord(std::string key, std::string value, ProbeCallback done);
+
   // Writes a probe record through the same group commit path; `done` gets OK when storage
   // accepted (and, in fsync mode, synced) it.
   void ProbeStorage(ProbeCallback done);
@@ -101,8 +121,10 @@ class CounterService {
   // sequence number above `after_seq`, oldest first, at most `max_entries`. Returns the
   // sequence number the result covers: after applying *out, a replica has every local write
   // with seq <= the returned value. Returns `after_seq` (and adds nothing) when nothing is new.
-  uint64_t CollectOwnChanges(uint64_t after_seq, size_t max_entries,
-                             std::vector<SlotUpdate>* out) const;
+  // With `include_strong`, a counter's kStrongOrigin slot travels with its own slot (as a
+  // second SlotUpdate; max_entries counts counters).
+  uint64_t CollectOwnChanges(uint64_t after_seq, size_t max_entries, std::vector<SlotUpdate>* out,
+                             bool include_strong = false) const;
 
   // This data directory's epoch (Store::GetOrCreateEpoch): tells this node's lives apart.
   uint32_t epoch() const { return epoch_; }
@@ -144,14 +166,17 @@ class CounterService {
 
  private:
   struct Op {
-    enum class Kind { kIncrement, kProbe, kApply } kind = Kind::kIncrement;
-    std::string name;  // kIncrement: the counter. kApply: the origin region.
+    enum class Kind { kIncrement, kProbe, kApply, kStrong, kRecord } kind = Kind::kIncrement;
+    // kIncrement, kStrong: the counter. kApply: the origin region. kRecord: the key.
+    std::string name;
+    std::string value;  // kRecord.
+    crdt::Slot strong;  // kStrong.
     int64_t delta = 0;
     uint64_t covers_seq = 0;        // kApply.
     uint32_t epoch = 0;             // kApply.
     std::vector<SlotUpdate> slots;  // kApply.
     IncrementCallback increment_done;
-    ProbeCallback probe_done;  // kProbe and kApply.
+    ProbeCallback probe_done;  // kProbe, kApply and kRecord.
   };
   struct Shard {
     mutable std::mutex mu;

@@ -187,15 +187,20 @@ Status Store::SyncWal() {
 }
 
 Status Store::ForEachCounter(const std::function<Status(std::string_view, std::string_view)>& fn) {
+  return ForEachWithPrefix(kCounterPrefix, fn);
+}
+
+Status Store::ForEachWithPrefix(
+    char prefix_byte, const std::function<Status(std::string_view, std::string_view)>& fn) {
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;
   ro.readahead_size = 4 << 20;
   ro.total_order_seek = true;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
-  const std::string prefix(1, kCounterPrefix);
+  const std::string prefix(1, prefix_byte);
   for (it->Seek(prefix); it->Valid(); it->Next()) {
     rocksdb::Slice k = it->key();
-    if (k.empty() || k[0] != kCounterPrefix) break;
+    if (k.empty() || k[0] != prefix_byte) break;
     rocksdb::Slice v = it->value();
     if (Status st =
             fn(std::string_view(k.data() + 1, k.size() - 1), std::string_view(v.data(), v.size()));

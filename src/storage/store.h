@@ -2,6 +2,7 @@
 //
 // Key layout (docs/storage.md): "c" + counter name -> CounterRecord (protobuf);
 // "m" + name -> node metadata (the health probe; "epoch", this data directory's epoch);
+// "s" + counter name -> the strong-consistency acceptor's state for that counter (docs/strong.md);
 // "v" + origin -> applied position of a peer region, "SEQ EPOCH" in decimal (docs/replication.md;
 // records written before epochs existed hold "SEQ" and read as epoch 0). Values are whole CRDT
 // states, so the last Put of a key is its complete truth and replaying the WAL is idempotent.
@@ -32,6 +33,7 @@ namespace edgestate::storage {
 inline constexpr char kCounterPrefix = 'c';
 inline constexpr char kMetaPrefix = 'm';
 inline constexpr char kAppliedPrefix = 'v';
+inline constexpr char kStrongPrefix = 's';  // "s" + counter name -> strong::AcceptorRecord.
 
 std::string CounterKey(std::string_view name);
 std::string MetaKey(std::string_view name);
@@ -71,6 +73,10 @@ class Store {
   // Calls fn(name, value) for every counter in key order. Stops at and returns the first
   // error from the iterator. `fn` must not call back into the store.
   Status ForEachCounter(const std::function<Status(std::string_view, std::string_view)>& fn);
+  // Calls fn(key without the prefix byte, value) for every record whose key starts with
+  // `prefix`, in key order; same rules as ForEachCounter.
+  Status ForEachWithPrefix(char prefix,
+                           const std::function<Status(std::string_view, std::string_view)>& fn);
   // Calls fn(origin, seq, epoch) for every applied-position record. InvalidArgument on a
   // malformed one.
   Status ForEachApplied(const std::function<Status(std::string_view, uint64_t, uint32_t)>& fn);

@@ -64,6 +64,17 @@ Status ValidateDemoOptions(const DemoOptions& o) {
   }
   if (o.jitter_ms < 0 || o.jitter_ms > 1000)
     return Status::InvalidArgument("jitter must be 0..1000 ms");
+  if (o.strong_voters) {
+    const auto& v = *o.strong_voters;
+    if (!v.empty() && v.size() != 3 && v.size() != 5) {
+      return Status::InvalidArgument("--strong-voters must name 3 or 5 regions (or none)");
+    }
+    std::set<std::string> voters;
+    for (const auto& r : v) {
+      if (!seen.count(r)) return Status::InvalidArgument("strong voter " + r + " is not run");
+      if (!voters.insert(r).second) return Status::InvalidArgument("strong voter " + r + " twice");
+    }
+  }
   for (const auto& [r, ms] : o.clock_offsets_ms) {
     if (!seen.count(r)) return Status::InvalidArgument("clock offset for region " + r + " not run");
     if (ms < -86'400'000 || ms > 86'400'000) {
@@ -71,6 +82,15 @@ Status ValidateDemoOptions(const DemoOptions& o) {
     }
   }
   return Status::Ok();
+}
+
+std::vector<std::string> DemoVoters(const DemoOptions& o) {
+  if (o.strong_voters) return *o.strong_voters;
+  const std::vector<std::string> preferred = {"iad", "lhr", "fra"};
+  for (const auto& v : preferred) {
+    if (std::find(o.regions.begin(), o.regions.end(), v) == o.regions.end()) return {};
+  }
+  return preferred;
 }
 
 Status RunDemo(const DemoOptions& o) {
@@ -124,6 +144,10 @@ Status RunDemo(const DemoOptions& o) {
                                      std::to_string(o.replication_interval_ms),
                                      "--threads",
                                      "1"};
+    if (std::vector<std::string> voters = DemoVoters(o); !voters.empty()) {
+      argv.push_back("--strong-voters");
+      argv.push_back(fmt::format("{}", fmt::join(voters, ",")));
+    }
     argv.insert(argv.end(), o.node_args.begin(), o.node_args.end());
     std::vector<std::pair<std::string, std::string>> env;
     if (auto it = o.clock_offsets_ms.find(r); it != o.clock_offsets_ms.end()) {

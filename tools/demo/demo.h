@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,13 @@ struct DemoOptions {
   // Region -> wall-clock offset in ms for that region's node (EDGESTATE_CLOCK_OFFSET_MS): a
   // node with a skewed clock, for the clock check and the staleness bound.
   std::map<std::string, int64_t> clock_offsets_ms;
+  // The strong voters (docs/strong.md) every node is started with. nullopt: iad,lhr,fra when
+  // all three run, else none. Empty: none.
+  std::optional<std::vector<std::string>> strong_voters;
 };
+
+// The voter list the demo passes to its nodes (see DemoOptions::strong_voters).
+std::vector<std::string> DemoVoters(const DemoOptions& options);
 
 // Validates the options (InvalidArgument: unknown region, bad model, port overflow).
 Status ValidateDemoOptions(const DemoOptions& options);

@@ -1,0 +1,60 @@
+// CASPaxos (Rystsov, 2018) for counters: the pure parts. An acceptor's transitions, and the
+// change function a proposer applies to the register (docs/strong.md has the protocol and its
+// safety argument). No I/O, no clocks read, no threads: StrongService drives these.
+//
+// Thread-safety: free functions over values; callers synchronize.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "crdt/pn_counter.h"
+#include "strong/strong.pb.h"
+
+namespace edgestate::strong {
+
+// Ballots are ordered by (n, id). The zero ballot (absent) is below every real one.
+bool BallotLess(const pb::Ballot& a, const pb::Ballot& b);
+bool BallotEqual(const pb::Ballot& a, const pb::Ballot& b);
+
+// Phase 1 at an acceptor: promises `b` when it is above every ballot promised so far (the reply
+// then carries the accepted ballot and value); refuses otherwise, naming its promise.
+// *changed says whether *rec moved (and must be stored before the reply is sent).
+pb::Reply OnPrepare(pb::AcceptorRecord* rec, const pb::Ballot& b, bool* changed);
+// Phase 2 at an acceptor: accepts `value` at `b` unless it promised a higher ballot; on accept
+// it also promises `next` when that is higher (the proposer's next round skips phase 1).
+pb::Reply OnAccept(pb::AcceptorRecord* rec, const pb::Ballot& b, const pb::Register& value,
+                   const pb::Ballot& next, bool* changed);
+
+// The register's counter state, and back.
+crdt::PnCounter RegisterCounter(const pb::Register& r);
+void SetRegisterCounter(const crdt::PnCounter& c, pb::Register* r);
+
+struct StrongOp {
+  bool read = false;
+  int64_t delta = 0;  // Increments.
+};
+struct OpResult {
+  bool failed = false;  // The increment would overflow; nothing of it was applied.
+  int64_t value = 0;    // The counter's value right after the operation.
+};
+struct BatchResult {
+  pb::Register next;
+  std::vector<OpResult> results;  // One per op, in order.
+  int64_t updated_at_ms = 0;
+  bool replayed = false;  // `current` already held this batch: `next` == `current`.
+};
+
+// The change function of one round. When `current` holds the outcome of (proposer, batch),
+// the batch was chosen in an earlier ballot: returns `current` and that outcome. Otherwise joins
+// `weak` (the proposer's replica of the counter: a lattice join, so weak writes are folded in
+// and never lost) into `current`, applies `ops` in order (increments add to the kStrongOrigin
+// slot; an increment that would overflow fails alone), and records the outcome, replacing this
+// proposer's previous one and those of its region's earlier lives ("REGION/INCARNATION").
+BatchResult ApplyBatch(const pb::Register& current, const crdt::PnCounter& weak,
+                       std::string_view proposer, uint64_t batch, const std::vector<StrongOp>& ops,
+                       int64_t now_ms);
+
+}  // namespace edgestate::strong

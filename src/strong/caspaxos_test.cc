@@ -1,0 +1,126 @@
+#include "strong/caspaxos.h"
+
+#include <gtest/gtest.h>
+
+#include "service/counter_service.h"
+
+namespace edgestate::strong {
+namespace {
+
+pb::Ballot B(uint64_t n, uint64_t id) {
+  pb::Ballot b;
+  b.set_n(n);
+  b.set_id(id);
+  return b;
+}
+
+pb::Register WithStrong(int64_t total) {
+  crdt::PnCounter c;
+  EXPECT_TRUE(c.Add(service::kStrongOrigin, total, 1).ok());
+  pb::Register r;
+  SetRegisterCounter(c, &r);
+  return r;
+}
+
+TEST(BallotTest, OrderedByNumberThenId) {
+  EXPECT_TRUE(BallotLess(B(0, 0), B(1, 0)));
+  EXPECT_TRUE(BallotLess(B(1, 5), B(2, 0)));
+  EXPECT_TRUE(BallotLess(B(2, 0), B(2, 1)));
+  EXPECT_FALSE(BallotLess(B(2, 1), B(2, 1)));
+  EXPECT_TRUE(BallotEqual(B(3, 4), B(3, 4)));
+  EXPECT_TRUE(BallotLess(pb::Ballot(), B(0, 1)));  // Absent is below every real ballot.
+}
+
+TEST(AcceptorTest, PromisesOnlyHigherBallots) {
+  pb::AcceptorRecord rec;
+  bool changed = false;
+  pb::Reply r = OnPrepare(&rec, B(1, 1), &changed);
+  EXPECT_TRUE(r.ok());
+  EXPECT_TRUE(changed);
+  EXPECT_FALSE(r.has_accepted());
+  // The same ballot again, or a lower one, is refused with the promise named.
+  r = OnPrepare(&rec, B(1, 1), &changed);
+  EXPECT_FALSE(r.ok());
+  EXPECT_FALSE(changed);
+  EXPECT_TRUE(BallotEqual(r.promised(), B(1, 1)));
+  r = OnPrepare(&rec, B(0, 9), &changed);
+  EXPECT_FALSE(r.ok());
+}
+
+TEST(AcceptorTest, AcceptRespectsPromiseAndPromisesNext) {
+  pb::AcceptorRecord rec;
+  bool changed = false;
+  OnPrepare(&rec, B(5, 1), &changed);
+  // A lower ballot's accept is refused once a higher one is promised.
+  pb::Reply r = OnAccept(&rec, B(4, 2), WithStrong(1), B(5, 2), &changed);
+  EXPECT_FALSE(r.ok());
+  EXPECT_FALSE(changed);
+  EXPECT_FALSE(rec.has_accepted());
+  r = OnAccept(&rec, B(5, 1), WithStrong(3), B(6, 1), &changed);
+  EXPECT_TRUE(r.ok());
+  EXPECT_TRUE(changed);
+  EXPECT_TRUE(BallotEqual(rec.promised(), B(6, 1)));
+  // The next ballot is promised: an accept at it needs no prepare, and a prepare below it fails.
+  EXPECT_FALSE(OnPrepare(&rec, B(6, 0), &changed).ok());
+  r = OnPrepare(&rec, B(7, 2), &changed);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(BallotEqual(r.accepted(), B(5, 1)));
+  EXPECT_EQ(RegisterCounter(r.value()).Value(), 3);
+  // The fast accept of the old proposer now fails: another proposer prepared in between.
+  EXPECT_FALSE(OnAccept(&rec, B(6, 1), WithStrong(4), B(7, 1), &changed).ok());
+}
+
+TEST(ApplyBatchTest, IncrementsReturnTheirValuesInOrder) {
+  pb::Register current = WithStrong(10);
+  std::vector<StrongOp> ops = {{false, 1}, {true, 0}, {false, 5}, {false, -2}};
+  BatchResult r = ApplyBatch(current, crdt::PnCounter{}, "lhr/1", 1, ops, 1000);
+  ASSERT_EQ(r.results.size(), 4u);
+  EXPECT_EQ(r.results[0].value, 11);
+  EXPECT_EQ(r.results[1].value, 11);
+  EXPECT_EQ(r.results[2].value, 16);
+  EXPECT_EQ(r.results[3].value, 14);
+  EXPECT_FALSE(r.replayed);
+  EXPECT_EQ(RegisterCounter(r.next).Value(), 14);
+}
+
+TEST(ApplyBatchTest, FoldsWeakStateAsAJoin) {
+  crdt::PnCounter weak;
+  ASSERT_TRUE(weak.Add("syd", 7, 1).ok());
+  BatchResult r = ApplyBatch(WithStrong(2), weak, "lhr/1", 1, {{false, 1}}, 1000);
+  EXPECT_EQ(r.results[0].value, 10);  // 2 strong + 7 weak + 1.
+  // Folding an older weak state again changes nothing (the join is idempotent).
+  BatchResult again = ApplyBatch(r.next, weak, "lhr/1", 2, {{true, 0}}, 1000);
+  EXPECT_EQ(again.results[0].value, 10);
+}
+
+TEST(ApplyBatchTest, ARetriedBatchIsAnsweredFromTheRegisterNotAppliedTwice) {
+  std::vector<StrongOp> ops = {{false, 1}, {false, 1}};
+  BatchResult first = ApplyBatch(WithStrong(0), crdt::PnCounter{}, "lhr/1", 7, ops, 1000);
+  // The accept of `first` may have been chosen; the retry finds its outcome in the register.
+  BatchResult retry = ApplyBatch(first.next, crdt::PnCounter{}, "lhr/1", 7, ops, 2000);
+  EXPECT_TRUE(retry.replayed);
+  EXPECT_EQ(retry.results[0].value, 1);
+  EXPECT_EQ(retry.results[1].value, 2);
+  EXPECT_EQ(RegisterCounter(retry.next).Value(), 2);
+  // Another proposer's batch with the same number is a different batch.
+  BatchResult other = ApplyBatch(first.next, crdt::PnCounter{}, "fra/1", 7, ops, 2000);
+  EXPECT_FALSE(other.replayed);
+  EXPECT_EQ(other.results[1].value, 4);
+  // Both outcomes are kept; a new life of lhr replaces lhr's old one.
+  EXPECT_EQ(other.next.outcomes_size(), 2);
+  BatchResult reborn = ApplyBatch(other.next, crdt::PnCounter{}, "lhr/2", 1, ops, 3000);
+  EXPECT_EQ(reborn.next.outcomes_size(), 2);
+  for (const auto& o : reborn.next.outcomes()) EXPECT_NE(o.proposer(), "lhr/1");
+}
+
+TEST(ApplyBatchTest, AnOverflowingIncrementFailsAlone) {
+  pb::Register current = WithStrong(std::numeric_limits<int64_t>::max() - 1);
+  BatchResult r =
+      ApplyBatch(current, crdt::PnCounter{}, "lhr/1", 1, {{false, 5}, {false, 1}, {true, 0}}, 1000);
+  EXPECT_TRUE(r.results[0].failed);
+  EXPECT_FALSE(r.results[1].failed);
+  EXPECT_EQ(r.results[2].value, std::numeric_limits<int64_t>::max());
+}
+
+}  // namespace
+}  // namespace edgestate::strong

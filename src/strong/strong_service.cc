@@ -1,0 +1,792 @@
+#include "strong/strong_service.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <charconv>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "strong/caspaxos.h"
+
+namespace edgestate::strong {
+
+namespace asio = boost::asio;
+using SteadyClock = std::chrono::steady_clock;
+
+Status ValidateVoters(const std::vector<std::string>& voters, const std::string& region,
+                      const std::vector<std::string>& peer_regions) {
+  if (voters.empty()) return Status::Ok();
+  if (voters.size() != 3 && voters.size() != 5) {
+    return Status::InvalidArgument(
+        fmt::format("--strong-voters must name 3 or 5 regions (a majority must survive the loss "
+                    "of one or two); got {}",
+                    voters.size()));
+  }
+  std::set<std::string> seen;
+  for (const std::string& v : voters) {
+    if (!seen.insert(v).second) {
+      return Status::InvalidArgument(fmt::format("--strong-voters names {} twice", v));
+    }
+    if (v != region &&
+        std::find(peer_regions.begin(), peer_regions.end(), v) == peer_regions.end()) {
+      return Status::InvalidArgument(fmt::format(
+          "--strong-voters names {}, which is neither this node's region nor a peer", v));
+    }
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+constexpr uint64_t kMaxVoters = 16;  // Ballot ids are incarnation * 16 + voter index.
+constexpr std::chrono::milliseconds kMaxBackoff{100};
+
+std::string StrongKey(std::string_view name) {
+  std::string k(1, storage::kStrongPrefix);
+  k.append(name);
+  return k;
+}
+
+pb::Reply Failure(const Status& s) {
+  pb::Reply r;
+  r.set_code(static_cast<uint32_t>(s.code()));
+  r.set_message(s.message());
+  return r;
+}
+
+Status FromReply(const pb::Reply& r) {
+  auto code = static_cast<StatusCode>(r.code());
+  if (code == StatusCode::kOk || r.code() > static_cast<uint32_t>(StatusCode::kInternal)) {
+    code = StatusCode::kUnavailable;
+  }
+  return Status(code, r.message().empty() ? "the voter refused" : r.message());
+}
+
+}  // namespace
+
+struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
+  struct Pending {
+    bool read = false;
+    int64_t delta = 0;
+    SteadyClock::time_point start;
+    SteadyClock::time_point deadline;
+    Callback done;
+  };
+  // One counter's proposer state. Strong thread only.
+  struct KeyState {
+    std::deque<Pending> queue;
+    std::vector<Pending> batch;  // The round in flight.
+    bool busy = false;
+    uint64_t batch_seq = 0;
+    uint64_t max_n = 0;  // Highest ballot number seen for this key.
+    bool have_prepared = false;
+    pb::Ballot prepared_ballot;  // Promised by a majority, which accepted prepared_value.
+    pb::Register prepared_value;
+    uint64_t attempt = 0;  // Replies of earlier attempts are ignored.
+    int conflicts = 0;
+    bool accept_sent = false;
+    SteadyClock::time_point deadline;
+    std::unique_ptr<asio::steady_timer> deadline_timer;
+    std::unique_ptr<asio::steady_timer> backoff_timer;
+  };
+  struct Tally {
+    size_t ok = 0;
+    size_t failed = 0;
+    bool settled = false;
+    pb::Ballot best;
+    pb::Register value;
+  };
+
+  Impl(StrongOptions o, storage::Store* s, service::CounterService* c, Transport* t)
+      : options(std::move(o)), store(s), counters(c), transport(t), rng(std::random_device{}()) {}
+
+  // --- Strong thread ---
+  void Start(std::string name, Pending op);
+  void Enqueue(const std::string& name, Pending op);
+  void MaybeStart(const std::string& name);
+  void Attempt(const std::string& name);
+  void AcceptPhase(const std::string& name, uint64_t attempt, pb::Ballot b, pb::Register current);
+  void Chosen(const std::string& name, const pb::Ballot& b, BatchResult result);
+  void Conflict(const std::string& name);
+  void FinishBatch(const std::string& name, const Status& s);
+  void Forward(std::string name, Pending op, std::set<std::string> tried);
+  void SendToVoter(size_t i, const pb::Request& req,
+                   std::function<void(std::optional<pb::Reply>)> done);
+  void Handle(const std::string& from, const pb::Request& req,
+              std::function<void(pb::Reply)> reply);
+  void Persist(const std::string& key, const pb::AcceptorRecord& rec, pb::Reply reply,
+               std::function<void(pb::Reply)> done);
+  void Reply(Pending& op, StatusOr<StrongResult> r);
+  void NoteBallot(KeyState& ks, const pb::Ballot& b) { ks.max_n = std::max(ks.max_n, b.n()); }
+  uint64_t BallotId() const { return incarnation * kMaxVoters + static_cast<uint64_t>(my_index); }
+  // Runs fn(self) on the strong thread if the service still exists.
+  template <typename Fn>
+  void Post(Fn fn) {
+    asio::post(ioc, [w = weak_from_this(), fn = std::move(fn)]() mutable {
+      if (auto self = w.lock(); self && !self->stopping) fn(*self);
+    });
+  }
+
+  const StrongOptions options;
+  storage::Store* const store;
+  service::CounterService* const counters;
+  Transport* const transport;
+  asio::io_context ioc{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::thread thread;
+  int my_index = -1;  // Index in options.voters; -1: not a voter.
+  uint64_t incarnation = 0;
+  std::string proposer;  // "REGION/INCARNATION".
+  size_t majority = 0;
+  std::mt19937_64 rng;
+  std::mutex mu;
+  bool stopped = false;   // GUARDED_BY(mu): no more posts.
+  bool stopping = false;  // Strong thread: handlers do nothing.
+  std::unordered_map<std::string, pb::AcceptorRecord> acceptors;  // Strong thread only.
+  std::unordered_map<std::string, KeyState> keys;                 // Strong thread only.
+
+  Counter* ops_ok = nullptr;
+  Counter* ops_unavailable = nullptr;
+  Counter* ops_rejected = nullptr;
+  Counter* rounds_full = nullptr;
+  Counter* rounds_fast = nullptr;
+  Counter* conflicts = nullptr;
+  Counter* replays = nullptr;
+  Counter* forwards_ok = nullptr;
+  Counter* forwards_failed = nullptr;
+  Histogram* batch_size = nullptr;
+  Histogram* latency = nullptr;
+};
+
+void StrongService::Impl::Reply(Pending& op, StatusOr<StrongResult> r) {
+  if (r.ok()) {
+    ops_ok->Inc();
+  } else if (r.status().code() == StatusCode::kUnavailable) {
+    ops_unavailable->Inc();
+  } else {
+    ops_rejected->Inc();
+  }
+  latency->Observe(std::chrono::duration<double>(SteadyClock::now() - op.start).count());
+  Callback done = std::move(op.done);
+  done(std::move(r));
+}
+
+void StrongService::Impl::Start(std::string name, Pending op) {
+  if (options.voters.empty()) {
+    return Reply(op, Status::Unavailable(
+                         "strong consistency needs a voter set: start every node with the same "
+                         "--strong-voters REGION,REGION,REGION"));
+  }
+  if (options.fault_local_reads && op.read) {
+    // Deliberately wrong (test builds only): a local read is not linearizable.
+    service::CounterValue v = counters->Read(name);
+    return Reply(op, StrongResult{v.value, v.updated_at_ms, options.region});
+  }
+  if (my_index >= 0) return Enqueue(name, std::move(op));
+  Forward(std::move(name), std::move(op), {});
+}
+
+void StrongService::Impl::Enqueue(const std::string& name, Pending op) {
+  keys[name].queue.push_back(std::move(op));
+  MaybeStart(name);
+}
+
+void StrongService::Impl::MaybeStart(const std::string& name) {
+  KeyState& ks = keys[name];
+  if (ks.busy || ks.queue.empty()) return;
+  const auto now = SteadyClock::now();
+  ks.batch.clear();
+  while (!ks.queue.empty() && ks.batch.size() < options.max_batch) {
+    Pending op = std::move(ks.queue.front());
+    ks.queue.pop_front();
+    if (now >= op.deadline) {
+      Reply(op, Status::Unavailable("timed out waiting for a round of consensus"));
+      continue;
+    }
+    ks.batch.push_back(std::move(op));
+  }
+  if (ks.batch.empty()) return;
+  ks.busy = true;
+  ++ks.batch_seq;
+  ks.accept_sent = false;
+  ks.conflicts = 0;
+  ks.deadline = SteadyClock::time_point::max();
+  for (const Pending& op : ks.batch) ks.deadline = std::min(ks.deadline, op.deadline);
+  batch_size->Observe(static_cast<double>(ks.batch.size()));
+  if (!ks.deadline_timer) ks.deadline_timer = std::make_unique<asio::steady_timer>(ioc);
+  ks.deadline_timer->expires_at(ks.deadline);
+  ks.deadline_timer->async_wait(
+      [w = weak_from_this(), name, seq = ks.batch_seq](boost::system::error_code ec) {
+        auto self = w.lock();
+        if (ec || !self || self->stopping) return;
+        KeyState& k = self->keys[name];
+        if (!k.busy || k.batch_seq != seq) return;
+        self->FinishBatch(
+            name, Status::Unavailable(fmt::format(
+                      "no majority of the voters ({}) answered within {} ms",
+                      fmt::join(self->options.voters, ","), self->options.timeout.count())));
+      });
+  Attempt(name);
+}
+
+void StrongService::Impl::SendToVoter(size_t i, const pb::Request& req,
+                                      std::function<void(std::optional<pb::Reply>)> done) {
+  if (static_cast<int>(i) == my_index) {
+    Handle(options.region, req, [this, done = std::move(done)](pb::Reply r) mutable {
+      Post([r = std::move(r), done = std::move(done)](Impl&) mutable { done(std::move(r)); });
+    });
+    return;
+  }
+  transport->Call(
+      options.voters[i], req.SerializeAsString(),
+      [w = weak_from_this(), done = std::move(done)](StatusOr<std::string> r, bool) mutable {
+        auto self = w.lock();
+        if (!self) return;
+        std::optional<pb::Reply> reply;
+        if (r.ok()) {
+          pb::Reply parsed;
+          if (parsed.ParseFromString(*r)) reply = std::move(parsed);
+        }
+        self->Post([reply = std::move(reply), done = std::move(done)](Impl&) mutable {
+          done(std::move(reply));
+        });
+      });
+}
+
+void StrongService::Impl::Attempt(const std::string& name) {
+  KeyState& ks = keys[name];
+  if (SteadyClock::now() >= ks.deadline) {
+    return FinishBatch(name, Status::Unavailable(fmt::format(
+                                 "no majority of the voters ({}) answered within {} ms",
+                                 fmt::join(options.voters, ","), options.timeout.count())));
+  }
+  const uint64_t attempt = ++ks.attempt;
+  if (ks.have_prepared) {
+    rounds_fast->Inc();
+    return AcceptPhase(name, attempt, ks.prepared_ballot, ks.prepared_value);
+  }
+  rounds_full->Inc();
+  pb::Ballot b;
+  b.set_n(ks.max_n + 1);
+  b.set_id(BallotId());
+  ks.max_n = b.n();
+  pb::Request req;
+  req.mutable_prepare()->set_key(name);
+  *req.mutable_prepare()->mutable_ballot() = b;
+  auto tally = std::make_shared<Tally>();
+  for (size_t i = 0; i < options.voters.size(); ++i) {
+    SendToVoter(i, req, [this, name, attempt, b, tally](std::optional<pb::Reply> r) {
+      KeyState& k = keys[name];
+      if (tally->settled || !k.busy || k.attempt != attempt) return;
+      if (r && r->ok()) {
+        ++tally->ok;
+        if (r->has_accepted() && BallotLess(tally->best, r->accepted())) {
+          tally->best = r->accepted();
+          tally->value = r->value();
+        }
+      } else {
+        ++tally->failed;
+        if (r) NoteBallot(k, r->promised());
+      }
+      if (tally->ok >= majority) {
+        tally->settled = true;
+        AcceptPhase(name, attempt, b, std::move(tally->value));
+      } else if (tally->failed > options.voters.size() - majority) {
+        tally->settled = true;
+        Conflict(name);
+      }
+    });
+  }
+}
+
+void StrongService::Impl::AcceptPhase(const std::string& name, uint64_t attempt, pb::Ballot b,
+                                      pb::Register current) {
+  KeyState& ks = keys[name];
+  std::vector<StrongOp> ops;
+  ops.reserve(ks.batch.size());
+  for (const Pending& p : ks.batch) ops.push_back(StrongOp{p.read, p.delta});
+  auto result = std::make_shared<BatchResult>(ApplyBatch(
+      current, counters->State(name), proposer, ks.batch_seq, ops, RealClock()->NowUnixMillis()));
+  if (result->replayed) replays->Inc();
+  ks.accept_sent = true;
+  pb::Ballot next;
+  next.set_n(b.n() + 1);
+  next.set_id(BallotId());
+  ks.max_n = std::max(ks.max_n, next.n());
+  pb::Request req;
+  pb::Accept* a = req.mutable_accept();
+  a->set_key(name);
+  *a->mutable_ballot() = b;
+  *a->mutable_value() = result->next;
+  *a->mutable_next() = next;
+  auto tally = std::make_shared<Tally>();
+  for (size_t i = 0; i < options.voters.size(); ++i) {
+    SendToVoter(i, req, [this, name, attempt, next, tally, result](std::optional<pb::Reply> r) {
+      KeyState& k = keys[name];
+      if (tally->settled || !k.busy || k.attempt != attempt) return;
+      if (r && r->ok()) {
+        ++tally->ok;
+      } else {
+        ++tally->failed;
+        if (r) NoteBallot(k, r->promised());
+      }
+      if (tally->ok >= majority) {
+        tally->settled = true;
+        Chosen(name, next, std::move(*result));
+      } else if (tally->failed > options.voters.size() - majority) {
+        tally->settled = true;
+        k.have_prepared = false;
+        Conflict(name);
+      }
+    });
+  }
+}
+
+void StrongService::Impl::Chosen(const std::string& name, const pb::Ballot& next,
+                                 BatchResult result) {
+  KeyState& ks = keys[name];
+  // The majority that accepted also promised `next`, and holds result.next: the next round
+  // may skip phase 1.
+  ks.have_prepared = true;
+  ks.prepared_ballot = next;
+  ks.prepared_value = result.next;
+  ks.busy = false;
+  if (ks.deadline_timer) ks.deadline_timer->cancel();
+  auto batch = std::make_shared<std::vector<Pending>>(std::move(ks.batch));
+  ks.batch.clear();
+  auto finish = [this, batch, result = std::move(result)]() {
+    for (size_t i = 0; i < batch->size(); ++i) {
+      Pending& op = (*batch)[i];
+      const OpResult& r = i < result.results.size() ? result.results[i] : OpResult{true, 0};
+      if (r.failed) {
+        Reply(op, Status::FailedPrecondition("increment would overflow the counter's int64 range"));
+      } else {
+        Reply(op, StrongResult{r.value, result.updated_at_ms, options.region});
+      }
+    }
+  };
+  // The chosen value becomes a local write, so it replicates everywhere; answer once it is
+  // stored. (A failed store changes no answer: the value is chosen, and the next round or
+  // anti-entropy from another voter's round carries it.)
+  std::optional<crdt::Slot> strong;
+  for (const pb::Slot& s : ks.prepared_value.slots()) {
+    if (s.origin() == service::kStrongOrigin) {
+      strong = crdt::Slot{s.inc(), s.dec(), s.version(), s.updated_at_ms()};
+    }
+  }
+  MaybeStart(name);
+  if (!strong) return finish();
+  counters->ApplyStrong(
+      name, *strong,
+      [w = weak_from_this(),
+       finish = std::move(finish)](StatusOr<service::CounterValue> applied) mutable {
+        if (!applied.ok()) {
+          spdlog::warn("storing a chosen strong value failed: {}", applied.status().message());
+        }
+        if (auto self = w.lock()) {
+          self->Post([finish = std::move(finish)](Impl&) mutable { finish(); });
+        }
+      });
+}
+
+void StrongService::Impl::Conflict(const std::string& name) {
+  KeyState& ks = keys[name];
+  conflicts->Inc();
+  ++ks.conflicts;
+  // Randomized exponential back-off, so duelling proposers stop pre-empting each other.
+  const int64_t cap_us =
+      std::min<int64_t>(kMaxBackoff.count() * 1000, int64_t{1000} << std::min(ks.conflicts, 16));
+  std::uniform_int_distribution<int64_t> pick(cap_us / 4, cap_us);
+  if (!ks.backoff_timer) ks.backoff_timer = std::make_unique<asio::steady_timer>(ioc);
+  ks.backoff_timer->expires_after(std::chrono::microseconds(pick(rng)));
+  ks.backoff_timer->async_wait(
+      [w = weak_from_this(), name, attempt = ks.attempt](boost::system::error_code ec) {
+        auto self = w.lock();
+        if (ec || !self || self->stopping) return;
+        KeyState& k = self->keys[name];
+        if (!k.busy || k.attempt != attempt) return;
+        self->Attempt(name);
+      });
+}
+
+void StrongService::Impl::FinishBatch(const std::string& name, const Status& s) {
+  KeyState& ks = keys[name];
+  ks.busy = false;
+  ks.have_prepared = false;
+  ++ks.attempt;
+  if (ks.deadline_timer) ks.deadline_timer->cancel();
+  if (ks.backoff_timer) ks.backoff_timer->cancel();
+  std::vector<Pending> batch = std::move(ks.batch);
+  ks.batch.clear();
+  const bool indeterminate = ks.accept_sent;
+  for (Pending& op : batch) {
+    if (indeterminate && !op.read) {
+      Reply(op,
+            Status(s.code(), s.message() + " (the increment may or may not have been applied)"));
+    } else {
+      Reply(op, s);
+    }
+  }
+  if (!stopping) MaybeStart(name);
+}
+
+void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::string> tried) {
+  // The nearest voter whose link is up and that was not tried yet.
+  std::optional<std::string> target;
+  int64_t best = 0;
+  for (const std::string& v : options.voters) {
+    if (tried.count(v)) continue;
+    std::optional<int64_t> rtt = transport->LinkRttUs(v);
+    if (!rtt) continue;
+    if (!target || *rtt < best) {
+      target = v;
+      best = *rtt;
+    }
+  }
+  const auto now = SteadyClock::now();
+  if (!target) {
+    forwards_failed->Inc();
+    return Reply(op,
+                 Status::Unavailable(fmt::format("no voter ({}) is reachable from {}",
+                                                 fmt::join(options.voters, ","), options.region)));
+  }
+  if (now >= op.deadline) {
+    forwards_failed->Inc();
+    return Reply(op, Status::Unavailable("timed out forwarding to a voter"));
+  }
+  pb::Request req;
+  pb::Forward* f = req.mutable_forward();
+  f->set_key(name);
+  f->set_read(op.read);
+  f->set_delta(op.delta);
+  f->set_timeout_ms(static_cast<uint32_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(op.deadline - now).count()));
+  struct Call {
+    Pending op;
+    bool settled = false;
+    asio::steady_timer timer;
+    Call(Pending p, asio::io_context& ioc) : op(std::move(p)), timer(ioc) {}
+  };
+  auto call = std::make_shared<Call>(std::move(op), ioc);
+  // The voter answers within the remaining time; this bounds the wait if it never does.
+  call->timer.expires_at(call->op.deadline + std::chrono::milliseconds(50));
+  call->timer.async_wait(
+      [w = weak_from_this(), call, voter = *target](boost::system::error_code ec) {
+        auto self = w.lock();
+        if (ec || !self || call->settled) return;
+        call->settled = true;
+        self->forwards_failed->Inc();
+        self->Reply(call->op,
+                    Status::Unavailable(fmt::format(
+                        "voter {} did not answer in time{}", voter,
+                        call->op.read ? "" : "; the increment may or may not have been applied")));
+      });
+  tried.insert(*target);
+  transport->Call(
+      *target, req.SerializeAsString(),
+      [w = weak_from_this(), call, name = std::move(name), tried = std::move(tried),
+       voter = *target](StatusOr<std::string> r, bool sent) mutable {
+        auto self = w.lock();
+        if (!self) return;
+        self->Post([call, name = std::move(name), tried = std::move(tried), voter, r = std::move(r),
+                    sent](Impl& s) mutable {
+          if (call->settled) return;
+          if (!r.ok()) {
+            // Never sent, or a read: trying the next voter cannot apply anything twice.
+            if (!sent || call->op.read) {
+              call->settled = true;
+              call->timer.cancel();
+              return s.Forward(std::move(name), std::move(call->op), std::move(tried));
+            }
+            call->settled = true;
+            call->timer.cancel();
+            s.forwards_failed->Inc();
+            return s.Reply(call->op,
+                           Status::Unavailable(fmt::format(
+                               "lost the link to voter {}; the increment may or may not have "
+                               "been applied",
+                               voter)));
+          }
+          call->settled = true;
+          call->timer.cancel();
+          pb::Reply reply;
+          if (!reply.ParseFromString(*r)) {
+            s.forwards_failed->Inc();
+            return s.Reply(call->op, Status::Unavailable("malformed answer from voter " + voter));
+          }
+          if (!reply.ok()) {
+            s.forwards_failed->Inc();
+            return s.Reply(call->op, FromReply(reply));
+          }
+          s.forwards_ok->Inc();
+          s.Reply(call->op, StrongResult{reply.result(), reply.updated_at_ms(), voter});
+        });
+      });
+}
+
+void StrongService::Impl::Persist(const std::string& key, const pb::AcceptorRecord& rec,
+                                  pb::Reply reply, std::function<void(pb::Reply)> done) {
+  counters->PutRecord(
+      StrongKey(key), rec.SerializeAsString(),
+      [w = weak_from_this(), reply = std::move(reply), done = std::move(done)](Status s) mutable {
+        auto self = w.lock();
+        if (!self) return;
+        // Answer only what is on disk: a promise or accept that was not stored is not given.
+        self->Post(
+            [s = std::move(s), reply = std::move(reply), done = std::move(done)](Impl&) mutable {
+              done(s.ok() ? std::move(reply)
+                          : Failure(Status::Unavailable("acceptor storage: " + s.message())));
+            });
+      });
+}
+
+void StrongService::Impl::Handle(const std::string& from, const pb::Request& req,
+                                 std::function<void(pb::Reply)> reply) {
+  const bool from_voter =
+      std::find(options.voters.begin(), options.voters.end(), from) != options.voters.end();
+  if (my_index < 0) {
+    return reply(Failure(Status::Unavailable(
+        fmt::format("{} is not a strong voter (its --strong-voters differs from the caller's?)",
+                    options.region))));
+  }
+  switch (req.body_case()) {
+    case pb::Request::kPrepare:
+    case pb::Request::kAccept: {
+      const std::string& key = req.has_prepare() ? req.prepare().key() : req.accept().key();
+      if (!from_voter || !service::ValidateCounterName(key).ok()) {
+        return reply(Failure(Status::InvalidArgument("refused: not a voter, or a bad key")));
+      }
+      pb::AcceptorRecord& rec = acceptors[key];
+      bool changed = false;
+      pb::Reply r = req.has_prepare() ? OnPrepare(&rec, req.prepare().ballot(), &changed)
+                                      : OnAccept(&rec, req.accept().ballot(), req.accept().value(),
+                                                 req.accept().next(), &changed);
+      if (!changed) return reply(std::move(r));
+      return Persist(key, rec, std::move(r), std::move(reply));
+    }
+    case pb::Request::kForward: {
+      const pb::Forward& f = req.forward();
+      if (Status s = service::ValidateCounterName(f.key()); !s.ok()) return reply(Failure(s));
+      Pending op;
+      op.read = f.read();
+      op.delta = f.delta();
+      op.start = SteadyClock::now();
+      op.deadline = op.start + std::min<std::chrono::milliseconds>(
+                                   options.timeout, std::chrono::milliseconds(f.timeout_ms()));
+      op.done = [reply = std::move(reply)](StatusOr<StrongResult> r) {
+        if (!r.ok()) return reply(Failure(r.status()));
+        pb::Reply out;
+        out.set_ok(true);
+        out.set_result(r->value);
+        out.set_updated_at_ms(r->updated_at_ms);
+        reply(std::move(out));
+      };
+      return Enqueue(f.key(), std::move(op));
+    }
+    case pb::Request::BODY_NOT_SET:
+      break;
+  }
+  reply(Failure(Status::InvalidArgument("empty strong request")));
+}
+
+StrongService::StrongService(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions options,
+                                                             storage::Store* store,
+                                                             service::CounterService* counters,
+                                                             Transport* transport,
+                                                             MetricsRegistry* metrics) {
+  if (options.voters.size() > kMaxVoters) return Status::InvalidArgument("too many voters");
+  auto impl = std::make_shared<Impl>(std::move(options), store, counters, transport);
+  Impl& s = *impl;
+  for (size_t i = 0; i < s.options.voters.size(); ++i) {
+    if (s.options.voters[i] == s.options.region) s.my_index = static_cast<int>(i);
+  }
+  s.majority = s.options.voters.size() / 2 + 1;
+  if (s.my_index >= 0) {
+    Status loaded = store->ForEachWithPrefix(
+        storage::kStrongPrefix, [&s](std::string_view key, std::string_view bytes) {
+          pb::AcceptorRecord rec;
+          if (!rec.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+            return Status::InvalidArgument(fmt::format(
+                "stored strong acceptor state of {:?} is unreadable", std::string(key)));
+          }
+          s.acceptors.emplace(std::string(key), std::move(rec));
+          return Status::Ok();
+        });
+    if (!loaded.ok()) return loaded;
+    // A new life: ballots carry the incarnation, so none used before a crash is reused.
+    StatusOr<std::string> stored = store->GetOrCreateMeta("strong-incarnation", "0");
+    if (!stored.ok()) return stored.status();
+    uint64_t previous = 0;
+    auto [ptr, ec] = std::from_chars(stored->data(), stored->data() + stored->size(), previous);
+    if (ec != std::errc() || ptr != stored->data() + stored->size()) {
+      return Status::InvalidArgument("malformed strong-incarnation record \"" + *stored + "\"");
+    }
+    s.incarnation = previous + 1;
+    std::promise<Status> written;
+    counters->PutRecord(storage::MetaKey("strong-incarnation"), std::to_string(s.incarnation),
+                        [&written](Status st) { written.set_value(std::move(st)); });
+    if (Status st = written.get_future().get(); !st.ok()) return st;
+  }
+  s.proposer = fmt::format("{}/{}", s.options.region, s.incarnation);
+
+  const std::string ops_help = "Strong operations answered by this node, by outcome.";
+  s.ops_ok = &metrics->AddCounter("edgestate_strong_operations_total", ops_help, "result=\"ok\"");
+  s.ops_unavailable =
+      &metrics->AddCounter("edgestate_strong_operations_total", ops_help, "result=\"unavailable\"");
+  s.ops_rejected =
+      &metrics->AddCounter("edgestate_strong_operations_total", ops_help, "result=\"rejected\"");
+  const std::string rounds_help =
+      "Consensus rounds this voter proposed: full (prepare and accept) or fast (accept only, "
+      "its previous accept having secured the prepare).";
+  s.rounds_full =
+      &metrics->AddCounter("edgestate_strong_rounds_total", rounds_help, "phase=\"full\"");
+  s.rounds_fast =
+      &metrics->AddCounter("edgestate_strong_rounds_total", rounds_help, "phase=\"fast\"");
+  s.conflicts = &metrics->AddCounter("edgestate_strong_conflicts_total",
+                                     "Rounds that lost to another proposer or missed a majority, "
+                                     "and were retried after back-off.");
+  s.replays = &metrics->AddCounter(
+      "edgestate_strong_replays_total",
+      "Retried rounds that found their batch already chosen (answered from it, not re-applied).");
+  const std::string fwd_help = "Strong operations this non-voter forwarded to a voter, by outcome.";
+  s.forwards_ok =
+      &metrics->AddCounter("edgestate_strong_forwards_total", fwd_help, "result=\"ok\"");
+  s.forwards_failed =
+      &metrics->AddCounter("edgestate_strong_forwards_total", fwd_help, "result=\"failed\"");
+  s.batch_size = &metrics->AddHistogram("edgestate_strong_batch_size",
+                                        "Operations decided together in one consensus round.",
+                                        ExponentialBuckets(1, 2, 10));
+  s.latency = &metrics->AddHistogram("edgestate_strong_seconds",
+                                     "Latency of strong operations answered by this node.",
+                                     ExponentialBuckets(0.0005, 2, 14));
+  for (const std::string& v : s.options.voters) {
+    if (v == s.options.region) continue;
+    metrics->AddGauge(
+        "edgestate_strong_voter_reachable", "1 while the link to this strong voter is established.",
+        [transport, v] { return transport->LinkRttUs(v) ? 1.0 : 0.0; },
+        fmt::format("voter=\"{}\"", v));
+  }
+
+  transport->SetCallHandler([w = std::weak_ptr<Impl>(impl)](const std::string& from,
+                                                            std::string payload,
+                                                            Transport::Reply reply) {
+    auto self = w.lock();
+    if (!self) return;
+    self->Post([from, payload = std::move(payload), reply = std::move(reply)](Impl& s) mutable {
+      pb::Request req;
+      if (!req.ParseFromString(payload)) {
+        return reply(
+            Failure(Status::InvalidArgument("malformed strong request")).SerializeAsString());
+      }
+      s.Handle(from, req,
+               [reply = std::move(reply)](pb::Reply r) { reply(r.SerializeAsString()); });
+    });
+  });
+  s.work.emplace(s.ioc.get_executor());
+  s.thread = std::thread([impl] {
+    pthread_setname_np(pthread_self(), "strong");
+    impl->ioc.run();
+  });
+  return std::unique_ptr<StrongService>(new StrongService(std::move(impl)));
+}
+
+StrongService::~StrongService() { Stop(); }
+
+bool StrongService::enabled() const { return !impl_->options.voters.empty(); }
+
+void StrongService::Submit(std::string name, bool read, int64_t delta, Callback done) {
+  Impl::Pending op;
+  op.read = read;
+  op.delta = delta;
+  op.start = SteadyClock::now();
+  op.deadline = op.start + impl_->options.timeout;
+  op.done = std::move(done);
+  {
+    std::lock_guard lock(impl_->mu);
+    if (!impl_->stopped) {
+      asio::post(impl_->ioc,
+                 [impl = impl_.get(), name = std::move(name), op = std::move(op)]() mutable {
+                   if (impl->stopping) {
+                     return op.done(Status::Unavailable("node is shutting down"));
+                   }
+                   impl->Start(std::move(name), std::move(op));
+                 });
+      return;
+    }
+  }
+  op.done(Status::Unavailable("node is shutting down"));
+}
+
+std::string StrongService::StatusJson() const {
+  const Impl& s = *impl_;
+  nlohmann::json voters = nlohmann::json::array();
+  for (const std::string& v : s.options.voters) {
+    nlohmann::json j = {{"region", v}};
+    if (v == s.options.region) {
+      j["reachable"] = true;
+      j["rtt_ms"] = 0;
+    } else {
+      std::optional<int64_t> rtt = s.transport->LinkRttUs(v);
+      j["reachable"] = rtt.has_value();
+      j["rtt_ms"] = rtt ? nlohmann::json(static_cast<double>(*rtt) / 1000.0) : nlohmann::json();
+    }
+    voters.push_back(std::move(j));
+  }
+  nlohmann::json out = {
+      {"enabled", !s.options.voters.empty()},
+      {"role", s.options.voters.empty() ? "none"
+               : s.my_index >= 0        ? "voter"
+                                        : "forwarder"},
+      {"voters", std::move(voters)},
+      {"timeout_ms", s.options.timeout.count()},
+      {"operations",
+       {{"ok", s.ops_ok->value()},
+        {"unavailable", s.ops_unavailable->value()},
+        {"rejected", s.ops_rejected->value()}}},
+      {"rounds", {{"full", s.rounds_full->value()}, {"fast", s.rounds_fast->value()}}},
+      {"conflicts", s.conflicts->value()},
+      {"replays", s.replays->value()},
+      {"forwards", {{"ok", s.forwards_ok->value()}, {"failed", s.forwards_failed->value()}}},
+  };
+  if (s.my_index >= 0) out["incarnation"] = s.incarnation;
+  return out.dump();
+}
+
+void StrongService::Stop() {
+  Impl& s = *impl_;
+  {
+    std::lock_guard lock(s.mu);
+    if (s.stopped) return;
+    s.stopped = true;
+  }
+  asio::post(s.ioc, [&s] {
+    s.stopping = true;
+    Status down = Status::Unavailable("node is shutting down");
+    for (auto& [name, ks] : s.keys) {
+      for (auto& op : ks.batch) op.done(down);
+      for (auto& op : ks.queue) op.done(down);
+      ks.batch.clear();
+      ks.queue.clear();
+      if (ks.deadline_timer) ks.deadline_timer->cancel();
+      if (ks.backoff_timer) ks.backoff_timer->cancel();
+    }
+  });
+  s.work.reset();
+  if (s.thread.joinable()) s.thread.join();
+}
+
+}  // namespace edgestate::strong
