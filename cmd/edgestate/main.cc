@@ -85,7 +85,8 @@ int main(int argc, char** argv) {
           "How far apart the nodes' wall clocks may be. Watermarks of a peer whose measured "
           "offset is within it tighten the staleness bound; 0 turns that off. Default 10.");
   str_opt("--strong-voters", &flags.strong_voters,
-          "REGION,REGION,REGION (3 or 5, the same list on every node): the regions that run "
+          "REGION,REGION,REGION (3 or 5, the same list in the same order on every node; the "
+          "first leads counters written through several voters): the regions that run "
           "consensus for consistency=strong (docs/strong.md). Default none: strong is refused.");
   int_opt("--strong-timeout-ms", &flags.strong_timeout_ms,
           "A strong operation that cannot reach a majority of the voters fails with 503 "
@@ -124,7 +125,7 @@ int main(int argc, char** argv) {
   auto* voters_opt = demo->add_option(
       "--strong-voters", demo_voters,
       "REGION,REGION,REGION: the strong voters of every node (docs/strong.md); 'none' for "
-      "none. Default iad,lhr,fra (when all three run).");
+      "none. Default lhr,fra,iad (when all three run; the first leads shared counters).");
   std::vector<std::string> demo_offsets;
   demo->add_option("--clock-offset", demo_offsets,
                    "REGION=MS: run that region's node with its wall clock MS off (repeatable).");

@@ -52,6 +52,10 @@ namespace {
 
 constexpr uint64_t kMaxVoters = 16;  // Ballot ids are incarnation * 16 + voter index.
 constexpr std::chrono::milliseconds kMaxBackoff{100};
+// A counter another voter proposed for (its accept reached this acceptor, or it beat this
+// proposer) within this window is *shared*: this voter sends its operations on it to the
+// leading voter instead of duelling for it.
+constexpr std::chrono::seconds kSharedWindow{3};
 
 std::string StrongKey(std::string_view name) {
   std::string k(1, storage::kStrongPrefix);
@@ -98,6 +102,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     int conflicts = 0;
     bool accept_sent = false;
     SteadyClock::time_point deadline;
+    SteadyClock::time_point shared_until;  // See kSharedWindow.
     std::unique_ptr<asio::steady_timer> deadline_timer;
     std::unique_ptr<asio::steady_timer> backoff_timer;
   };
@@ -114,14 +119,19 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
 
   // --- Strong thread ---
   void Start(std::string name, Pending op);
-  void Enqueue(const std::string& name, Pending op);
-  void MaybeStart(const std::string& name);
+  // Queues `op` for a round here. With `may_lead_elsewhere`, queued operations on a shared
+  // counter go to the leading voter instead (when it is reachable).
+  void Enqueue(const std::string& name, Pending op, bool may_lead_elsewhere = true);
+  void MaybeStart(const std::string& name, bool may_lead_elsewhere = true);
   void Attempt(const std::string& name);
   void AcceptPhase(const std::string& name, uint64_t attempt, pb::Ballot b, pb::Register current);
   void Chosen(const std::string& name, const pb::Ballot& b, BatchResult result);
   void Conflict(const std::string& name);
   void FinishBatch(const std::string& name, const Status& s);
-  void Forward(std::string name, Pending op, std::set<std::string> tried);
+  // Sends `op` to a voter: the nearest reachable one not in `tried` (a non-voter), or the
+  // leading voter (`to_leader`, a voter whose counter is shared; when the leader cannot be
+  // reached the voter proposes it itself).
+  void Forward(std::string name, Pending op, std::set<std::string> tried, bool to_leader = false);
   void SendToVoter(size_t i, const pb::Request& req,
                    std::function<void(std::optional<pb::Reply>)> done);
   void Handle(const std::string& from, const pb::Request& req,
@@ -166,6 +176,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   Counter* replays = nullptr;
   Counter* forwards_ok = nullptr;
   Counter* forwards_failed = nullptr;
+  Counter* led = nullptr;
   Histogram* batch_size = nullptr;
   Histogram* latency = nullptr;
 };
@@ -198,15 +209,22 @@ void StrongService::Impl::Start(std::string name, Pending op) {
   Forward(std::move(name), std::move(op), {});
 }
 
-void StrongService::Impl::Enqueue(const std::string& name, Pending op) {
+void StrongService::Impl::Enqueue(const std::string& name, Pending op, bool may_lead_elsewhere) {
   keys[name].queue.push_back(std::move(op));
-  MaybeStart(name);
+  MaybeStart(name, may_lead_elsewhere);
 }
 
-void StrongService::Impl::MaybeStart(const std::string& name) {
+void StrongService::Impl::MaybeStart(const std::string& name, bool may_lead_elsewhere) {
   KeyState& ks = keys[name];
   if (ks.busy || ks.queue.empty()) return;
   const auto now = SteadyClock::now();
+  if (may_lead_elsewhere && my_index > 0 && now < ks.shared_until &&
+      transport->LinkRttUs(options.voters[0])) {
+    std::deque<Pending> queued = std::move(ks.queue);
+    ks.queue.clear();
+    for (Pending& op : queued) Forward(name, std::move(op), {}, /*to_leader=*/true);
+    return;
+  }
   ks.batch.clear();
   while (!ks.queue.empty() && ks.batch.size() < options.max_batch) {
     Pending op = std::move(ks.queue.front());
@@ -405,6 +423,18 @@ void StrongService::Impl::Conflict(const std::string& name) {
   KeyState& ks = keys[name];
   conflicts->Inc();
   ++ks.conflicts;
+  ks.shared_until = SteadyClock::now() + kSharedWindow;
+  if (my_index > 0 && !ks.accept_sent && transport->LinkRttUs(options.voters[0])) {
+    // Lost to another proposer before proposing a value: nothing of this batch can have been
+    // chosen, so its operations move to the leading voter instead of duelling for the counter.
+    ks.busy = false;
+    ++ks.attempt;
+    if (ks.deadline_timer) ks.deadline_timer->cancel();
+    std::vector<Pending> batch = std::move(ks.batch);
+    ks.batch.clear();
+    for (Pending& op : batch) Forward(name, std::move(op), {}, /*to_leader=*/true);
+    return MaybeStart(name);  // Sends what queued meanwhile the same way.
+  }
   // Randomized exponential back-off, so duelling proposers stop pre-empting each other.
   const int64_t cap_us =
       std::min<int64_t>(kMaxBackoff.count() * 1000, int64_t{1000} << std::min(ks.conflicts, 16));
@@ -442,12 +472,21 @@ void StrongService::Impl::FinishBatch(const std::string& name, const Status& s) 
   if (!stopping) MaybeStart(name);
 }
 
-void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::string> tried) {
+void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::string> tried,
+                                  bool to_leader) {
   // The nearest voter whose link is up and that was not tried yet.
   std::optional<std::string> target;
   int64_t best = 0;
+  if (to_leader) {
+    if (!tried.count(options.voters[0]) && transport->LinkRttUs(options.voters[0])) {
+      target = options.voters[0];
+      led->Inc();
+    } else {
+      return Enqueue(name, std::move(op), /*may_lead_elsewhere=*/false);
+    }
+  }
   for (const std::string& v : options.voters) {
-    if (tried.count(v)) continue;
+    if (to_leader || tried.count(v)) continue;
     std::optional<int64_t> rtt = transport->LinkRttUs(v);
     if (!rtt) continue;
     if (!target || *rtt < best) {
@@ -497,18 +536,18 @@ void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::st
   transport->Call(
       *target, req.SerializeAsString(),
       [w = weak_from_this(), call, name = std::move(name), tried = std::move(tried),
-       voter = *target](StatusOr<std::string> r, bool sent) mutable {
+       voter = *target, to_leader](StatusOr<std::string> r, bool sent) mutable {
         auto self = w.lock();
         if (!self) return;
         self->Post([call, name = std::move(name), tried = std::move(tried), voter, r = std::move(r),
-                    sent](Impl& s) mutable {
+                    sent, to_leader](Impl& s) mutable {
           if (call->settled) return;
           if (!r.ok()) {
             // Never sent, or a read: trying the next voter cannot apply anything twice.
             if (!sent || call->op.read) {
               call->settled = true;
               call->timer.cancel();
-              return s.Forward(std::move(name), std::move(call->op), std::move(tried));
+              return s.Forward(std::move(name), std::move(call->op), std::move(tried), to_leader);
             }
             call->settled = true;
             call->timer.cancel();
@@ -569,6 +608,9 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
         return reply(Failure(Status::InvalidArgument("refused: not a voter, or a bad key")));
       }
       pb::AcceptorRecord& rec = acceptors[key];
+      if (req.has_accept() && from != options.region) {
+        keys[key].shared_until = SteadyClock::now() + kSharedWindow;
+      }
       bool changed = false;
       pb::Reply r = req.has_prepare() ? OnPrepare(&rec, req.prepare().ballot(), &changed)
                                       : OnAccept(&rec, req.accept().ballot(), req.accept().value(),
@@ -593,7 +635,9 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
         out.set_updated_at_ms(r->updated_at_ms);
         reply(std::move(out));
       };
-      return Enqueue(f.key(), std::move(op));
+      // A non-voter's operation follows the same route as this voter's own; a voter's was
+      // sent here because this voter leads, and is proposed here whatever happens.
+      return Enqueue(f.key(), std::move(op), /*may_lead_elsewhere=*/!from_voter);
     }
     case pb::Request::BODY_NOT_SET:
       break;
@@ -662,11 +706,15 @@ StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions optio
   s.replays = &metrics->AddCounter(
       "edgestate_strong_replays_total",
       "Retried rounds that found their batch already chosen (answered from it, not re-applied).");
-  const std::string fwd_help = "Strong operations this non-voter forwarded to a voter, by outcome.";
+  const std::string fwd_help = "Strong operations this node forwarded to a voter, by outcome.";
   s.forwards_ok =
       &metrics->AddCounter("edgestate_strong_forwards_total", fwd_help, "result=\"ok\"");
   s.forwards_failed =
       &metrics->AddCounter("edgestate_strong_forwards_total", fwd_help, "result=\"failed\"");
+  s.led = &metrics->AddCounter(
+      "edgestate_strong_led_total",
+      "Operations this voter sent to the leading voter (the first of --strong-voters) because "
+      "another voter was proposing for their counter.");
   s.batch_size = &metrics->AddHistogram("edgestate_strong_batch_size",
                                         "Operations decided together in one consensus round.",
                                         ExponentialBuckets(1, 2, 10));
@@ -761,6 +809,8 @@ std::string StrongService::StatusJson() const {
       {"conflicts", s.conflicts->value()},
       {"replays", s.replays->value()},
       {"forwards", {{"ok", s.forwards_ok->value()}, {"failed", s.forwards_failed->value()}}},
+      {"sent_to_leader", s.led->value()},
+      {"leader", s.options.voters.empty() ? nlohmann::json() : nlohmann::json(s.options.voters[0])},
   };
   if (s.my_index >= 0) out["incarnation"] = s.incarnation;
   return out.dump();

@@ -11,7 +11,7 @@
 // (histograms with <= 1 % error), requests/s, errors by kind, stale reads, lost updates, and,
 // with --convergence-probes, the time from an increment's acknowledgment at one region to its
 // visibility at each other. Exit code: 0, 1 for an error in the run itself, 2 for bad flags,
-// 3 when a --threshold is breached.
+// 3 when a --threshold is breached, 4 when --check linearizability finds a violation.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -72,6 +72,14 @@ int main(int argc, char** argv) {
                  "keep their token and send it back)");
   app.add_option("--max-staleness-ms", c.max_staleness_ms, "M for --consistency bounded")
       ->check(CLI::Range(int64_t{0}, int64_t{86'400'000}));
+  std::string check;
+  app.add_option("--check", check,
+                 "linearizability: record every operation (invocation, response, result; "
+                 "timed-out increments are indeterminate) and check each key's history; exits 4 "
+                 "on a violation")
+      ->check(CLI::IsMember({"linearizability"}));
+  app.add_option("--history", c.history_file,
+                 "With --check: also write the recorded operations here, one JSON object per line");
   bool hop = false;
   app.add_flag("--hop", hop, "Send each request of a VU to a random region (a roaming client)");
   app.add_option("--hop-share", c.hop,
@@ -193,6 +201,10 @@ int main(int argc, char** argv) {
   if (!m.ok()) return fail(m.status());
   c.mix = *m;
   if (hop) c.hop = 1.0;
+  c.check_linearizability = check == "linearizability";
+  if (!c.history_file.empty() && !c.check_linearizability) {
+    return fail(edgestate::Status::InvalidArgument("--history goes with --check linearizability"));
+  }
   if (!c.consistency.empty()) {
     auto level = edgestate::consistency::ParseLevel(c.consistency);
     if (!level.ok()) return fail(level.status());

@@ -37,6 +37,7 @@
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "bench/checker.h"
+#include "lincheck/lincheck.h"
 #include "bench/histogram.h"
 #include "bench/options.h"
 #include "env/clock.h"
@@ -236,6 +237,8 @@ class Runner {
     co_await t.async_wait(redirect_error(use_awaitable, ec));
   }
   awaitable<void> Vu(int id, uint32_t region);
+  void RecordOperation(int key, uint32_t region, bool increment, int64_t sent_ns,
+                       int64_t received_ns, const Result& r);
   awaitable<void> Progress();
   awaitable<void> ReadBase();
   awaitable<void> Settle();
@@ -254,6 +257,9 @@ class Runner {
   // Set once the base values are known. Memory: the reads of the last few seconds and the
   // acknowledgment times of the last kCheckWindow, whatever the run's length.
   std::optional<ReadChecker> checker_;
+  // --check linearizability: each key's operations, and the region each was sent to.
+  std::vector<std::vector<lincheck::Op>> lin_;
+  std::vector<std::vector<uint32_t>> lin_region_;
   std::vector<int64_t> acked_, sent_, base_;
   std::vector<std::vector<int64_t>> final_;
   bool settled_ = false;
@@ -269,7 +275,8 @@ awaitable<void> Runner::ReadBase() {
   // Counters start where the first region says; fresh v1 keys start at 0.
   if (v1_) co_return;
   Client client(ioc_, c_.targets[0], c_);
-  Result r = co_await client.Do(bhttp::verb::get, ReadPath(0), "");
+  // A linearizability check starts from the linearizable value.
+  Result r = co_await client.Do(bhttp::verb::get, ReadPath(0, c_.check_linearizability), "");
   auto v = r.ok ? ParseValue(r.body) : std::nullopt;
   if (!v) {
     fatal_ = fmt::format("cannot read the starting value from {} ({})", c_.targets[0].region,
@@ -326,6 +333,7 @@ awaitable<void> Runner::Vu(int id, uint32_t home) {
       waited_.Record(static_cast<uint64_t>(r.waited_ms));
     }
     int64_t received_ns = RealClock()->MonotonicNanos();
+    if (c_.check_linearizability) RecordOperation(key, region, increment, sent_ns, received_ns, r);
     co_await Sleep(c_.last_mile_ms);
     uint64_t micros = static_cast<uint64_t>(
         std::max<int64_t>(0, RealClock()->MonotonicNanos() - scheduled) / 1000);
@@ -368,6 +376,28 @@ awaitable<void> Runner::Vu(int id, uint32_t home) {
     }
     if (c_.rate <= 0) co_await Sleep(c_.think_ms);
   }
+}
+
+void Runner::RecordOperation(int key, uint32_t region, bool increment, int64_t sent_ns,
+                             int64_t received_ns, const Result& r) {
+  lincheck::Op op;
+  op.read = !increment;
+  op.delta = 1;
+  op.invoke_ns = sent_ns;
+  op.response_ns = received_ns;
+  std::optional<int64_t> v = r.ok ? ParseValue(r.body) : std::nullopt;
+  if (v) {
+    op.has_value = true;
+    op.value = *v;
+  } else if (increment && (r.status == 0 || r.status >= 500)) {
+    // A timeout, a broken connection or a 503 after the request left: it may have been applied.
+    op.response_ns = lincheck::kNever;
+  } else {
+    return;  // A failed read, or a refused increment: no effect.
+  }
+  op.id = lin_[key].size();
+  lin_[key].push_back(op);
+  lin_region_[key].push_back(region);
 }
 
 awaitable<void> Runner::Progress() {
@@ -668,6 +698,62 @@ void Runner::Report(RunSummary* summary) {
     th.push_back({{"threshold", t.text}, {"observed", observed}, {"ok", holds}});
   }
   if (breached) summary->exit_code = 3;
+  nlohmann::json lin_json;
+  if (c_.check_linearizability) {
+    nlohmann::json bad = nlohmann::json::array();
+    std::unique_ptr<std::ofstream> history;
+    if (!c_.history_file.empty()) history = std::make_unique<std::ofstream>(c_.history_file);
+    for (size_t k = 0; k < lin_.size(); ++k) {
+      const auto& ops = lin_[k];
+      if (ops.empty()) continue;
+      summary->lin_ops += ops.size();
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const lincheck::Op& o = ops[i];
+        if (o.response_ns == lincheck::kNever) ++summary->lin_indeterminate;
+        if (history) {
+          nlohmann::json e = {
+              {"key", k},
+              {"id", o.id},
+              {"f", o.read ? "read" : "inc"},
+              {"region", c_.targets[lin_region_[k][i]].region},
+              {"invoke_ns", o.invoke_ns},
+              {"response_ns", o.response_ns == lincheck::kNever ? nlohmann::json()
+                                                                : nlohmann::json(o.response_ns)},
+              {"value", o.has_value ? nlohmann::json(o.value) : nlohmann::json()}};
+          *history << e.dump() << "\n";
+        }
+      }
+      lincheck::Result res = lincheck::Check(ops, base_[k]);
+      if (res.verdict == lincheck::Verdict::kOk) continue;
+      if (res.verdict == lincheck::Verdict::kViolation) {
+        ++summary->lin_violations;
+      } else {
+        ++summary->lin_unknown;
+      }
+      if (bad.size() < 20) {
+        bad.push_back({{"key", k},
+                       {"verdict", lincheck::VerdictName(res.verdict)},
+                       {"explanation", res.explanation},
+                       {"offending", res.offending}});
+      }
+      print("linearizability: key %zu: %s: %s\n", k, lincheck::VerdictName(res.verdict),
+            res.explanation.substr(0, 2000).c_str());
+    }
+    print("linearizability: %llu operations on %zu key(s) (%llu indeterminate): %s\n",
+          static_cast<unsigned long long>(summary->lin_ops), lin_.size(),
+          static_cast<unsigned long long>(summary->lin_indeterminate),
+          summary->lin_violations > 0
+              ? fmt::format("{} key(s) VIOLATE linearizability", summary->lin_violations).c_str()
+          : summary->lin_unknown > 0
+              ? fmt::format("{} key(s) undecided (search budget)", summary->lin_unknown).c_str()
+              : "linearizable");
+    if (summary->lin_violations > 0) summary->exit_code = 4;
+    lin_json = {{"operations", summary->lin_ops},
+                {"indeterminate", summary->lin_indeterminate},
+                {"violations", summary->lin_violations},
+                {"unknown", summary->lin_unknown},
+                {"failures", std::move(bad)}};
+  }
   summary->ok = true;
   summary->seconds = secs;
   summary->all = all;
@@ -726,6 +812,7 @@ void Runner::Report(RunSummary* summary) {
                         {"waited_p50_ms", waited_.Percentile(0.5)},
                         {"waited_p99_ms", waited_.Percentile(0.99)}};
     j["convergence"] = conv;
+    if (c_.check_linearizability) j["linearizability"] = lin_json;
     j["thresholds"] = th;
     std::ofstream(c_.json_file) << j.dump(2) << "\n";
   }
@@ -738,6 +825,8 @@ RunSummary Runner::Run() {
       [this]() -> awaitable<void> {
         co_await ReadBase();
         if (!fatal_.empty()) co_return;
+        lin_.resize(static_cast<size_t>(c_.keys));
+        lin_region_.resize(static_cast<size_t>(c_.keys));
         checker_.emplace(base_, static_cast<uint32_t>(c_.targets.size()),
                          std::chrono::nanoseconds(kCheckWindow).count());
         start_ns_ = RealClock()->MonotonicNanos();

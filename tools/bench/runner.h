@@ -45,6 +45,10 @@ struct Config {
   // The share of each VU's requests sent to another region's node, chosen at random (a roaming
   // client whose route changed); 1: every request to a random region.
   double hop = 0;
+  // Record every operation with its invocation and response times and check each key's
+  // history for linearizability (tools/lincheck); history_file: also write it as JSON lines.
+  bool check_linearizability = false;
+  std::string history_file;
 };
 
 // What a run measured, for callers that compare runs (edgebench article).
@@ -67,7 +71,10 @@ struct RunSummary {
   uint64_t session_violations = 0;
   uint64_t waited = 0;   // Responses the node held before serving (Edgestate-Waited-Ms).
   uint64_t above_m = 0;  // Bounded reads served with a bound above M: must be 0.
-  int exit_code = 0;     // 0, or 3 when a threshold was breached.
+  // --check linearizability: operations checked (indeterminate ones among them), keys whose
+  // history has no linearization, and keys the search gave up on.
+  uint64_t lin_ops = 0, lin_indeterminate = 0, lin_violations = 0, lin_unknown = 0;
+  int exit_code = 0;  // 0, 3 when a threshold was breached, 4 on a linearizability violation.
 };
 
 // Runs the load, settles, probes, prints the report (when print_report) and writes JSON (when

@@ -86,7 +86,8 @@ Status ValidateDemoOptions(const DemoOptions& o) {
 
 std::vector<std::string> DemoVoters(const DemoOptions& o) {
   if (o.strong_voters) return *o.strong_voters;
-  const std::vector<std::string> preferred = {"iad", "lhr", "fra"};
+  // lhr leads: the lhr-fra quorum is the tightest pair in the model (docs/strong.md).
+  const std::vector<std::string> preferred = {"lhr", "fra", "iad"};
   for (const auto& v : preferred) {
     if (std::find(o.regions.begin(), o.regions.end(), v) == o.regions.end()) return {};
   }

@@ -29,7 +29,7 @@ struct DemoOptions {
   // Region -> wall-clock offset in ms for that region's node (EDGESTATE_CLOCK_OFFSET_MS): a
   // node with a skewed clock, for the clock check and the staleness bound.
   std::map<std::string, int64_t> clock_offsets_ms;
-  // The strong voters (docs/strong.md) every node is started with. nullopt: iad,lhr,fra when
+  // The strong voters (docs/strong.md) every node is started with. nullopt: lhr,fra,iad when
   // all three run, else none. Empty: none.
   std::optional<std::vector<std::string>> strong_voters;
 };
