@@ -744,6 +744,36 @@ StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions optio
                [reply = std::move(reply)](pb::Reply r) { reply(r.SerializeAsString()); });
     });
   });
+  // A value this acceptor accepted that the local replica lacks may have been chosen just
+  // before a crash, its proposer gone before storing it: a strong read of each such counter
+  // chooses it again (or a later value), and the round stores it here, whence it replicates.
+  if (s.my_index >= 0) {
+    std::vector<std::string> behind;
+    for (const auto& [key, rec] : s.acceptors) {
+      crdt::Slot accepted, local;
+      const crdt::PnCounter chosen_maybe = RegisterCounter(rec.value());
+      const crdt::PnCounter replica = counters->State(key);
+      if (const crdt::Slot* a = chosen_maybe.Find(service::kStrongOrigin)) accepted = *a;
+      if (const crdt::Slot* l = replica.Find(service::kStrongOrigin)) local = *l;
+      if (accepted.inc > local.inc || accepted.dec > local.dec) behind.push_back(key);
+    }
+    if (!behind.empty()) {
+      spdlog::info("strong: re-deciding {} counter(s) whose accepted value is not applied here",
+                   behind.size());
+    }
+    for (std::string& key : behind) {
+      Impl::Pending op;
+      op.read = true;
+      op.start = SteadyClock::now();
+      op.deadline = op.start + s.options.timeout * 5;
+      op.done = [key](StatusOr<StrongResult> r) {
+        if (!r.ok()) spdlog::warn("strong: re-deciding {:?} failed: {}", key, r.status().message());
+      };
+      asio::post(s.ioc, [impl = impl.get(), key = std::move(key), op = std::move(op)]() mutable {
+        if (!impl->stopping) impl->Enqueue(key, std::move(op));
+      });
+    }
+  }
   s.work.emplace(s.ioc.get_executor());
   s.thread = std::thread([impl] {
     pthread_setname_np(pthread_self(), "strong");

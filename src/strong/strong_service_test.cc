@@ -14,6 +14,7 @@
 
 #include "common/test_dir.h"
 #include "lincheck/lincheck.h"
+#include "strong/caspaxos.h"
 
 namespace edgestate::strong {
 namespace {
@@ -435,6 +436,34 @@ TEST_F(StrongServiceTest, ARestartedVoterChangesNoOutcome) {
   EXPECT_FALSE(Run("a", "k", true).ok());
   Open(nodes_["b"]);
   ASSERT_EQ(Run("a", "k", false)->value, 9);
+}
+
+TEST_F(StrongServiceTest, AVoterRedecidesWhatItAcceptedButNeverApplied) {
+  // As if a proposer crashed after its accept reached "b" and before anyone stored the value:
+  // "b" restarts holding an accepted value its replica lacks.
+  Start(6, {"a", "b", "c"}, {"a", "b", "c"});
+  Close(nodes_["b"]);
+  {
+    auto store = storage::Store::Open(nodes_["b"].dir.string());
+    ASSERT_TRUE(store.ok());
+    crdt::PnCounter c;
+    ASSERT_TRUE(c.Add(service::kStrongOrigin, 5, 1).ok());
+    pb::AcceptorRecord rec;
+    rec.mutable_promised()->set_n(1);
+    rec.mutable_promised()->set_id(16);
+    *rec.mutable_accepted() = rec.promised();
+    SetRegisterCounter(c, rec.mutable_value());
+    rocksdb::WriteBatch wb;
+    wb.Put(std::string(1, storage::kStrongPrefix) + "k", rec.SerializeAsString());
+    ASSERT_TRUE((*store)->Write(&wb, true).ok());
+  }
+  Open(nodes_["b"]);
+  auto deadline = SteadyClock::now() + std::chrono::seconds(10);
+  while (nodes_["b"].counters->Read("k").value != 5 && SteadyClock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(nodes_["b"].counters->Read("k").value, 5);
+  ASSERT_EQ(Run("a", "k", false)->value, 6);
 }
 
 }  // namespace
