@@ -106,6 +106,13 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     std::unique_ptr<asio::steady_timer> deadline_timer;
     std::unique_ptr<asio::steady_timer> backoff_timer;
   };
+  // An operation forwarded to a voter, until its answer or its deadline.
+  struct ForwardCall {
+    Pending op;
+    bool settled = false;
+    asio::steady_timer timer;
+    ForwardCall(Pending p, asio::io_context& ioc) : op(std::move(p)), timer(ioc) {}
+  };
   struct Tally {
     size_t ok = 0;
     size_t failed = 0;
@@ -166,6 +173,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   bool stopping = false;  // Strong thread: handlers do nothing.
   std::unordered_map<std::string, pb::AcceptorRecord> acceptors;  // Strong thread only.
   std::unordered_map<std::string, KeyState> keys;                 // Strong thread only.
+  std::vector<std::weak_ptr<ForwardCall>> forwards;               // Strong thread only.
 
   Counter* ops_ok = nullptr;
   Counter* ops_unavailable = nullptr;
@@ -512,13 +520,11 @@ void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::st
   f->set_delta(op.delta);
   f->set_timeout_ms(static_cast<uint32_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(op.deadline - now).count()));
-  struct Call {
-    Pending op;
-    bool settled = false;
-    asio::steady_timer timer;
-    Call(Pending p, asio::io_context& ioc) : op(std::move(p)), timer(ioc) {}
-  };
-  auto call = std::make_shared<Call>(std::move(op), ioc);
+  auto call = std::make_shared<ForwardCall>(std::move(op), ioc);
+  if (forwards.size() >= 1024) {
+    std::erase_if(forwards, [](const std::weak_ptr<ForwardCall>& f) { return f.expired(); });
+  }
+  forwards.push_back(call);
   // The voter answers within the remaining time; this bounds the wait if it never does.
   call->timer.expires_at(call->op.deadline + std::chrono::milliseconds(50));
   call->timer.async_wait(
@@ -864,6 +870,14 @@ void StrongService::Stop() {
       if (ks.deadline_timer) ks.deadline_timer->cancel();
       if (ks.backoff_timer) ks.backoff_timer->cancel();
     }
+    for (auto& weak : s.forwards) {
+      auto call = weak.lock();
+      if (!call || call->settled) continue;
+      call->settled = true;
+      call->timer.cancel();
+      call->op.done(down);
+    }
+    s.forwards.clear();
   });
   s.work.reset();
   if (s.thread.joinable()) s.thread.join();
