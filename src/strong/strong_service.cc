@@ -9,6 +9,7 @@
 #include <charconv>
 #include <deque>
 #include <future>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -109,6 +110,10 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   // An operation forwarded to a voter, until its answer or its deadline.
   struct ForwardCall {
     Pending op;
+    std::string key;
+    std::string voter;
+    bool to_leader = false;
+    std::set<std::string> tried;
     bool settled = false;
     asio::steady_timer timer;
     ForwardCall(Pending p, asio::io_context& ioc) : op(std::move(p)), timer(ioc) {}
@@ -139,6 +144,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   // leading voter (`to_leader`, a voter whose counter is shared; when the leader cannot be
   // reached the voter proposes it itself).
   void Forward(std::string name, Pending op, std::set<std::string> tried, bool to_leader = false);
+  void FlushForwards();
   void SendToVoter(size_t i, const pb::Request& req,
                    std::function<void(std::optional<pb::Reply>)> done);
   void Handle(const std::string& from, const pb::Request& req,
@@ -174,6 +180,10 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   std::unordered_map<std::string, pb::AcceptorRecord> acceptors;  // Strong thread only.
   std::unordered_map<std::string, KeyState> keys;                 // Strong thread only.
   std::vector<std::weak_ptr<ForwardCall>> forwards;               // Strong thread only.
+  // Forwards not sent yet, by (voter, counter); sent together by FlushForwards.
+  std::map<std::pair<std::string, std::string>, std::vector<std::shared_ptr<ForwardCall>>>
+      outbox;                 // Strong thread only.
+  bool flush_posted = false;  // Strong thread only.
 
   Counter* ops_ok = nullptr;
   Counter* ops_unavailable = nullptr;
@@ -186,6 +196,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   Counter* forwards_failed = nullptr;
   Counter* led = nullptr;
   Histogram* batch_size = nullptr;
+  Histogram* forward_batch = nullptr;
   Histogram* latency = nullptr;
 };
 
@@ -502,83 +513,114 @@ void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::st
       best = *rtt;
     }
   }
-  const auto now = SteadyClock::now();
   if (!target) {
     forwards_failed->Inc();
     return Reply(op,
                  Status::Unavailable(fmt::format("no voter ({}) is reachable from {}",
                                                  fmt::join(options.voters, ","), options.region)));
   }
-  if (now >= op.deadline) {
+  if (SteadyClock::now() >= op.deadline) {
     forwards_failed->Inc();
     return Reply(op, Status::Unavailable("timed out forwarding to a voter"));
   }
-  pb::Request req;
-  pb::Forward* f = req.mutable_forward();
-  f->set_key(name);
-  f->set_read(op.read);
-  f->set_delta(op.delta);
-  f->set_timeout_ms(static_cast<uint32_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(op.deadline - now).count()));
   auto call = std::make_shared<ForwardCall>(std::move(op), ioc);
+  call->key = std::move(name);
+  call->voter = *target;
+  call->to_leader = to_leader;
+  call->tried = std::move(tried);
+  call->tried.insert(*target);
   if (forwards.size() >= 1024) {
     std::erase_if(forwards, [](const std::weak_ptr<ForwardCall>& f) { return f.expired(); });
   }
   forwards.push_back(call);
   // The voter answers within the remaining time; this bounds the wait if it never does.
   call->timer.expires_at(call->op.deadline + std::chrono::milliseconds(50));
-  call->timer.async_wait(
-      [w = weak_from_this(), call, voter = *target](boost::system::error_code ec) {
-        auto self = w.lock();
-        if (ec || !self || call->settled) return;
-        call->settled = true;
-        self->forwards_failed->Inc();
-        self->Reply(call->op,
-                    Status::Unavailable(fmt::format(
-                        "voter {} did not answer in time{}", voter,
-                        call->op.read ? "" : "; the increment may or may not have been applied")));
-      });
-  tried.insert(*target);
-  transport->Call(
-      *target, req.SerializeAsString(),
-      [w = weak_from_this(), call, name = std::move(name), tried = std::move(tried),
-       voter = *target, to_leader](StatusOr<std::string> r, bool sent) mutable {
-        auto self = w.lock();
-        if (!self) return;
-        self->Post([call, name = std::move(name), tried = std::move(tried), voter, r = std::move(r),
-                    sent, to_leader](Impl& s) mutable {
-          if (call->settled) return;
-          if (!r.ok()) {
-            // Never sent, or a read: trying the next voter cannot apply anything twice.
-            if (!sent || call->op.read) {
-              call->settled = true;
-              call->timer.cancel();
-              return s.Forward(std::move(name), std::move(call->op), std::move(tried), to_leader);
+  call->timer.async_wait([w = weak_from_this(), call](boost::system::error_code ec) {
+    auto self = w.lock();
+    if (ec || !self || call->settled) return;
+    call->settled = true;
+    self->forwards_failed->Inc();
+    self->Reply(call->op,
+                Status::Unavailable(fmt::format(
+                    "voter {} did not answer in time{}", call->voter,
+                    call->op.read ? "" : "; the increment may or may not have been applied")));
+  });
+  // Operations on one counter for one voter that arrive before the flush runs (everything
+  // already queued on this thread) travel in one message.
+  outbox[{call->voter, call->key}].push_back(std::move(call));
+  if (!flush_posted) {
+    flush_posted = true;
+    Post([](Impl& s) { s.FlushForwards(); });
+  }
+}
+
+void StrongService::Impl::FlushForwards() {
+  flush_posted = false;
+  auto groups = std::move(outbox);
+  outbox.clear();
+  const auto now = SteadyClock::now();
+  for (auto& [where, calls] : groups) {
+    pb::Request req;
+    pb::Forward* f = req.mutable_forward();
+    f->set_key(where.second);
+    auto remaining = std::chrono::milliseconds::max();
+    for (const auto& call : calls) {
+      pb::ForwardOp* op = f->add_ops();
+      op->set_read(call->op.read);
+      op->set_delta(call->op.delta);
+      remaining =
+          std::min(remaining,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(call->op.deadline - now));
+    }
+    f->set_timeout_ms(static_cast<uint32_t>(std::max<int64_t>(1, remaining.count())));
+    forward_batch->Observe(static_cast<double>(calls.size()));
+    transport->Call(
+        where.first, req.SerializeAsString(),
+        [w = weak_from_this(), calls = std::move(calls)](StatusOr<std::string> r,
+                                                         bool sent) mutable {
+          auto self = w.lock();
+          if (!self) return;
+          self->Post([calls = std::move(calls), r = std::move(r), sent](Impl& s) mutable {
+            std::optional<pb::Reply> reply;
+            if (r.ok()) {
+              pb::Reply parsed;
+              if (parsed.ParseFromString(*r)) reply = std::move(parsed);
             }
-            call->settled = true;
-            call->timer.cancel();
-            s.forwards_failed->Inc();
-            return s.Reply(call->op,
-                           Status::Unavailable(fmt::format(
-                               "lost the link to voter {}; the increment may or may not have "
-                               "been applied",
-                               voter)));
-          }
-          call->settled = true;
-          call->timer.cancel();
-          pb::Reply reply;
-          if (!reply.ParseFromString(*r)) {
-            s.forwards_failed->Inc();
-            return s.Reply(call->op, Status::Unavailable("malformed answer from voter " + voter));
-          }
-          if (!reply.ok()) {
-            s.forwards_failed->Inc();
-            return s.Reply(call->op, FromReply(reply));
-          }
-          s.forwards_ok->Inc();
-          s.Reply(call->op, StrongResult{reply.result(), reply.updated_at_ms(), voter});
+            for (size_t i = 0; i < calls.size(); ++i) {
+              ForwardCall& call = *calls[i];
+              if (call.settled) continue;
+              call.settled = true;
+              call.timer.cancel();
+              if (!r.ok()) {
+                // Never sent, or a read: trying the next voter cannot apply anything twice.
+                if (!sent || call.op.read) {
+                  s.Forward(call.key, std::move(call.op), std::move(call.tried), call.to_leader);
+                  continue;
+                }
+                s.forwards_failed->Inc();
+                s.Reply(call.op, Status::Unavailable(fmt::format(
+                                     "lost the link to voter {}; the increment may or may not "
+                                     "have been applied",
+                                     call.voter)));
+                continue;
+              }
+              if (!reply || i >= static_cast<size_t>(reply->results_size())) {
+                s.forwards_failed->Inc();
+                s.Reply(call.op, Status::Unavailable("malformed answer from voter " + call.voter));
+                continue;
+              }
+              const pb::Reply& one = reply->results(static_cast<int>(i));
+              if (!one.ok()) {
+                s.forwards_failed->Inc();
+                s.Reply(call.op, FromReply(one));
+                continue;
+              }
+              s.forwards_ok->Inc();
+              s.Reply(call.op, StrongResult{one.result(), one.updated_at_ms(), call.voter});
+            }
+          });
         });
-      });
+  }
 }
 
 void StrongService::Impl::Persist(const std::string& key, const pb::AcceptorRecord& rec,
@@ -627,23 +669,44 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
     case pb::Request::kForward: {
       const pb::Forward& f = req.forward();
       if (Status s = service::ValidateCounterName(f.key()); !s.ok()) return reply(Failure(s));
-      Pending op;
-      op.read = f.read();
-      op.delta = f.delta();
-      op.start = SteadyClock::now();
-      op.deadline = op.start + std::min<std::chrono::milliseconds>(
-                                   options.timeout, std::chrono::milliseconds(f.timeout_ms()));
-      op.done = [reply = std::move(reply)](StatusOr<StrongResult> r) {
-        if (!r.ok()) return reply(Failure(r.status()));
+      if (f.ops_size() == 0 || static_cast<size_t>(f.ops_size()) > 4 * options.max_batch) {
+        return reply(Failure(Status::InvalidArgument("a forward carries 1 to 1024 operations")));
+      }
+      // One answer for the whole message, once every operation in it is decided.
+      struct Collect {
         pb::Reply out;
-        out.set_ok(true);
-        out.set_result(r->value);
-        out.set_updated_at_ms(r->updated_at_ms);
-        reply(std::move(out));
+        int pending = 0;
+        std::function<void(pb::Reply)> reply;
       };
-      // A non-voter's operation follows the same route as this voter's own; a voter's was
-      // sent here because this voter leads, and is proposed here whatever happens.
-      return Enqueue(f.key(), std::move(op), /*may_lead_elsewhere=*/!from_voter);
+      auto collect = std::make_shared<Collect>();
+      collect->out.set_ok(true);
+      collect->pending = f.ops_size();
+      collect->reply = std::move(reply);
+      for (int i = 0; i < f.ops_size(); ++i) collect->out.add_results();
+      const auto now = SteadyClock::now();
+      for (int i = 0; i < f.ops_size(); ++i) {
+        Pending op;
+        op.read = f.ops(i).read();
+        op.delta = f.ops(i).delta();
+        op.start = now;
+        op.deadline = now + std::min<std::chrono::milliseconds>(
+                                options.timeout, std::chrono::milliseconds(f.timeout_ms()));
+        op.done = [collect, i](StatusOr<StrongResult> r) {
+          pb::Reply& one = *collect->out.mutable_results(i);
+          if (r.ok()) {
+            one.set_ok(true);
+            one.set_result(r->value);
+            one.set_updated_at_ms(r->updated_at_ms);
+          } else {
+            one = Failure(r.status());
+          }
+          if (--collect->pending == 0) collect->reply(std::move(collect->out));
+        };
+        // A non-voter's operation follows the same route as this voter's own; a voter's was
+        // sent here because this voter leads, and is proposed here whatever happens.
+        Enqueue(f.key(), std::move(op), /*may_lead_elsewhere=*/!from_voter);
+      }
+      return;
     }
     case pb::Request::BODY_NOT_SET:
       break;
@@ -724,6 +787,10 @@ StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions optio
   s.batch_size = &metrics->AddHistogram("edgestate_strong_batch_size",
                                         "Operations decided together in one consensus round.",
                                         ExponentialBuckets(1, 2, 10));
+  s.forward_batch =
+      &metrics->AddHistogram("edgestate_strong_forward_batch_size",
+                             "Operations on one counter sent to a voter in one forward message.",
+                             ExponentialBuckets(1, 2, 10));
   s.latency = &metrics->AddHistogram("edgestate_strong_seconds",
                                      "Latency of strong operations answered by this node.",
                                      ExponentialBuckets(0.0005, 2, 14));
