@@ -13,7 +13,7 @@ drives it with edgebench from CPU 1, every operation strong and checked for line
       for the round in flight: batching).
   (c) open loop: one hot counter at --rate increments/s from all regions; must keep up (no
       errors, achieved rate = offered) with p99 within 2x the model of (b).
-  (d) faults (--fault-seconds, once per voter set): (b)'s load with 128 VUs on 4 counters
+  (d) faults (--fault-seconds, once per voter set): (b)'s load with 256 VUs on 4 counters
       while a fault is injected every few seconds: one voter cut off, two voters cut off (a lost
       majority), a non-voter cut off, a voter stopped (SIGSTOP) and resumed; each healed
       before the next. Linearizability of every recorded operation, errors by kind.
@@ -250,7 +250,7 @@ def run_set(voters, args, work):
             t = threading.Thread(target=faults, args=(pids, voters, args.fault_seconds,
                                                       stop_event, log))
             out = os.path.join(d, "faults.json")
-            eb = edgebench(REGIONS, ["--vus", "128", "--keys", "4", "--duration",
+            eb = edgebench(REGIONS, ["--vus", "256", "--keys", "4", "--duration",
                                      f"{args.fault_seconds}s", "--mix", "read=50,increment=50",
                                      "--key-prefix", "faults-", "--timeout", "5s"], out)
             t.start()

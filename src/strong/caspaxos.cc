@@ -78,46 +78,74 @@ std::string_view RegionOf(std::string_view proposer) {
 BatchResult ApplyBatch(const pb::Register& current, const crdt::PnCounter& weak,
                        std::string_view proposer, uint64_t batch, const std::vector<StrongOp>& ops,
                        int64_t now_ms) {
+  return ApplyRound(current, weak, {Segment{std::string(proposer), batch, ops}}, now_ms);
+}
+
+BatchResult ApplyRound(const pb::Register& current, const crdt::PnCounter& weak,
+                       const std::vector<Segment>& segments, int64_t now_ms) {
+  auto recorded = [&current](const Segment& seg) -> const pb::BatchOutcome* {
+    for (const pb::BatchOutcome& o : current.outcomes()) {
+      if (o.proposer() == seg.proposer && o.batch() == seg.batch) return &o;
+    }
+    return nullptr;
+  };
   BatchResult out;
-  for (const pb::BatchOutcome& o : current.outcomes()) {
-    if (o.proposer() == proposer && o.batch() == batch) {
-      out.next = current;
-      out.replayed = true;
-      out.updated_at_ms = o.updated_at_ms();
-      for (int i = 0; i < o.values_size(); ++i) {
-        out.results.push_back(OpResult{i < o.failed_size() && o.failed(i), o.values(i)});
-      }
-      return out;
-    }
-  }
+  out.replayed = true;
+  for (const Segment& seg : segments) out.replayed &= recorded(seg) != nullptr;
   crdt::PnCounter c = RegisterCounter(current);
-  c.Merge(weak);
-  pb::BatchOutcome outcome;
-  outcome.set_proposer(std::string(proposer));
-  outcome.set_batch(batch);
-  for (const StrongOp& op : ops) {
-    OpResult r;
-    if (op.read) {
-      r.value = c.Value();
-    } else {
-      StatusOr<int64_t> v = c.Add(service::kStrongOrigin, op.delta, now_ms);
-      if (v.ok()) {
-        r.value = *v;
-      } else {
-        r.failed = true;
+  if (!out.replayed) c.Merge(weak);
+  std::vector<pb::BatchOutcome> fresh;
+  for (const Segment& seg : segments) {
+    if (const pb::BatchOutcome* o = recorded(seg)) {
+      // Chosen in an earlier ballot: answer from the record, apply nothing.
+      for (size_t i = 0; i < seg.ops.size(); ++i) {
+        const int n = static_cast<int>(i);
+        bool known = n < o->values_size();
+        out.results.push_back(OpResult{!known || (n < o->failed_size() && o->failed(n)),
+                                       known ? o->values(n) : 0, o->updated_at_ms()});
       }
+      continue;
     }
-    outcome.add_values(r.value);
-    outcome.add_failed(r.failed);
-    out.results.push_back(r);
+    pb::BatchOutcome outcome;
+    outcome.set_proposer(seg.proposer);
+    outcome.set_batch(seg.batch);
+    std::vector<size_t> mine;
+    for (const StrongOp& op : seg.ops) {
+      OpResult r;
+      if (op.read) {
+        r.value = c.Value();
+      } else {
+        StatusOr<int64_t> v = c.Add(service::kStrongOrigin, op.delta, now_ms);
+        if (v.ok()) {
+          r.value = *v;
+        } else {
+          r.failed = true;
+        }
+      }
+      outcome.add_values(r.value);
+      outcome.add_failed(r.failed);
+      mine.push_back(out.results.size());
+      out.results.push_back(r);
+    }
+    for (size_t i : mine) out.results[i].updated_at_ms = c.UpdatedAtMs();
+    outcome.set_updated_at_ms(c.UpdatedAtMs());
+    fresh.push_back(std::move(outcome));
   }
   out.updated_at_ms = c.UpdatedAtMs();
-  outcome.set_updated_at_ms(out.updated_at_ms);
-  SetRegisterCounter(c, &out.next);
-  for (const pb::BatchOutcome& o : current.outcomes()) {
-    if (RegionOf(o.proposer()) != RegionOf(proposer)) *out.next.add_outcomes() = o;
+  if (out.replayed) {
+    out.next = current;
+    return out;
   }
-  *out.next.add_outcomes() = std::move(outcome);
+  SetRegisterCounter(c, &out.next);
+  // One outcome per region: a newer batch, or a new life, replaces the region's previous one.
+  for (const pb::BatchOutcome& o : current.outcomes()) {
+    bool replaced = false;
+    for (const pb::BatchOutcome& f : fresh) {
+      replaced |= RegionOf(o.proposer()) == RegionOf(f.proposer());
+    }
+    if (!replaced) *out.next.add_outcomes() = o;
+  }
+  for (pb::BatchOutcome& f : fresh) *out.next.add_outcomes() = std::move(f);
   return out;
 }
 

@@ -39,6 +39,13 @@ struct StrongOp {
 struct OpResult {
   bool failed = false;  // The increment would overflow; nothing of it was applied.
   int64_t value = 0;    // The counter's value right after the operation.
+  int64_t updated_at_ms = 0;
+};
+// Operations applied under one identity: a proposer's batch ("REGION/INCARNATION", number).
+struct Segment {
+  std::string proposer;
+  uint64_t batch = 0;
+  std::vector<StrongOp> ops;
 };
 struct BatchResult {
   pb::Register next;
@@ -56,5 +63,13 @@ struct BatchResult {
 BatchResult ApplyBatch(const pb::Register& current, const crdt::PnCounter& weak,
                        std::string_view proposer, uint64_t batch, const std::vector<StrongOp>& ops,
                        int64_t now_ms);
+
+// The change function of a round that carries several segments (a leader proposing its own
+// batch and batches other voters handed it to finish, docs/strong.md): each segment is answered
+// from its recorded outcome when the register holds it, and applied (in order) and recorded
+// otherwise. `results` holds the segments' results one after another, in order; `replayed` is
+// true when every segment was. REQUIRES: the segments' identities are distinct.
+BatchResult ApplyRound(const pb::Register& current, const crdt::PnCounter& weak,
+                       const std::vector<Segment>& segments, int64_t now_ms);
 
 }  // namespace edgestate::strong

@@ -113,6 +113,35 @@ TEST(ApplyBatchTest, ARetriedBatchIsAnsweredFromTheRegisterNotAppliedTwice) {
   for (const auto& o : reborn.next.outcomes()) EXPECT_NE(o.proposer(), "lhr/1");
 }
 
+TEST(ApplyRoundTest, AHandedOverBatchIsAppliedOnceUnderItsOwnIdentity) {
+  // fra proposed batch 4 (+1, +1); its accept may or may not have been chosen. The leader
+  // finishes it in a round of its own (batch 9: +10).
+  std::vector<Segment> round = {{"lhr/1", 9, {{false, 10}}},
+                                {"fra/1", 4, {{false, 1}, {false, 1}}}};
+  // Not chosen before: both segments apply, in order, and both are recorded.
+  BatchResult fresh = ApplyRound(WithStrong(0), crdt::PnCounter{}, round, 1000);
+  ASSERT_EQ(fresh.results.size(), 3u);
+  EXPECT_EQ(fresh.results[0].value, 10);
+  EXPECT_EQ(fresh.results[1].value, 11);
+  EXPECT_EQ(fresh.results[2].value, 12);
+  EXPECT_EQ(fresh.next.outcomes_size(), 2);
+  // Chosen before (fra's own accept won): fra's segment is answered from the record and not
+  // applied again; the leader's applies.
+  BatchResult fra_won =
+      ApplyBatch(WithStrong(0), crdt::PnCounter{}, "fra/1", 4, {{false, 1}, {false, 1}}, 500);
+  BatchResult finish = ApplyRound(fra_won.next, crdt::PnCounter{}, round, 1000);
+  EXPECT_FALSE(finish.replayed);
+  EXPECT_EQ(finish.results[0].value, 12);  // The leader's +10 on top of fra's +2.
+  EXPECT_EQ(finish.results[1].value, 1);   // fra's, as first chosen.
+  EXPECT_EQ(finish.results[2].value, 2);
+  EXPECT_EQ(RegisterCounter(finish.next).Value(), 12);
+  // The whole round again (the leader's retry after its own accept was lost): all replayed.
+  BatchResult again = ApplyRound(finish.next, crdt::PnCounter{}, round, 2000);
+  EXPECT_TRUE(again.replayed);
+  EXPECT_EQ(again.results[0].value, 12);
+  EXPECT_EQ(RegisterCounter(again.next).Value(), 12);
+}
+
 TEST(ApplyBatchTest, AnOverflowingIncrementFailsAlone) {
   pb::Register current = WithStrong(std::numeric_limits<int64_t>::max() - 1);
   BatchResult r =

@@ -16,6 +16,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -51,12 +52,15 @@ Status ValidateVoters(const std::vector<std::string>& voters, const std::string&
 
 namespace {
 
-constexpr uint64_t kMaxVoters = 16;  // Ballot ids are incarnation * 16 + voter index.
+constexpr uint64_t kMaxVoters = 16;
 constexpr std::chrono::milliseconds kMaxBackoff{100};
 // A counter another voter proposed for (its accept reached this acceptor, or it beat this
 // proposer) within this window is *shared*: this voter sends its operations on it to the
 // leading voter instead of duelling for it.
 constexpr std::chrono::seconds kSharedWindow{3};
+// How long an accepted value may take to reach this voter's replica before it re-decides the
+// counter (CheckWatch).
+constexpr std::chrono::seconds kWatchDelay{2};
 
 std::string StrongKey(std::string_view name) {
   std::string k(1, storage::kStrongPrefix);
@@ -88,6 +92,10 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     SteadyClock::time_point start;
     SteadyClock::time_point deadline;
     Callback done;
+    // Set when the operation belongs to another voter's batch that this leader finishes (or,
+    // at that voter, to the batch it hands over): applied under that identity (ApplyRound).
+    std::string seg_proposer;
+    uint64_t seg_batch = 0;
   };
   // One counter's proposer state. Strong thread only.
   struct KeyState {
@@ -102,6 +110,9 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     uint64_t attempt = 0;  // Replies of earlier attempts are ignored.
     int conflicts = 0;
     bool accept_sent = false;
+    // Operations of a batch handed to the leader still unanswered; no batch starts here until
+    // they are (the leader applies it under this voter's identity, see Conflict).
+    size_t handed_over = 0;
     SteadyClock::time_point deadline;
     SteadyClock::time_point shared_until;  // See kSharedWindow.
     std::unique_ptr<asio::steady_timer> deadline_timer;
@@ -152,8 +163,17 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   void Persist(const std::string& key, const pb::AcceptorRecord& rec, pb::Reply reply,
                std::function<void(pb::Reply)> done);
   void Reply(Pending& op, StatusOr<StrongResult> r);
+  // Remembers that this acceptor accepted `value` for `key` from another proposer; CheckWatch
+  // later makes sure the replica here got at least its strong slot.
+  void Watch(const std::string& key, const pb::Register& value);
+  void CheckWatch();
   void NoteBallot(KeyState& ks, const pb::Ballot& b) { ks.max_n = std::max(ks.max_n, b.n()); }
-  uint64_t BallotId() const { return incarnation * kMaxVoters + static_cast<uint64_t>(my_index); }
+  // Unique per proposer life: (15 - voter index) in the top bits, so at equal n the leader's
+  // ballot is the highest and it wins the first race for a new counter; the incarnation below.
+  uint64_t BallotId() const {
+    return ((kMaxVoters - 1 - static_cast<uint64_t>(my_index)) << 48) |
+           (incarnation & ((uint64_t{1} << 48) - 1));
+  }
   // Runs fn(self) on the strong thread if the service still exists.
   template <typename Fn>
   void Post(Fn fn) {
@@ -181,9 +201,19 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   std::unordered_map<std::string, KeyState> keys;                 // Strong thread only.
   std::vector<std::weak_ptr<ForwardCall>> forwards;               // Strong thread only.
   // Forwards not sent yet, by (voter, counter); sent together by FlushForwards.
-  std::map<std::pair<std::string, std::string>, std::vector<std::shared_ptr<ForwardCall>>>
+  // Key: (voter, counter, segment proposer, segment batch); a handed-over batch travels alone.
+  std::map<std::tuple<std::string, std::string, std::string, uint64_t>,
+           std::vector<std::shared_ptr<ForwardCall>>>
       outbox;                 // Strong thread only.
   bool flush_posted = false;  // Strong thread only.
+  // Counters whose accepted strong slot (inc, dec) this replica must reach, since when.
+  struct Watched {
+    uint64_t inc = 0, dec = 0;
+    SteadyClock::time_point since;
+  };
+  std::unordered_map<std::string, Watched> watched;  // Strong thread only.
+  std::unique_ptr<asio::steady_timer> watch_timer;   // Strong thread only.
+  Counter* redecided = nullptr;
 
   Counter* ops_ok = nullptr;
   Counter* ops_unavailable = nullptr;
@@ -195,6 +225,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   Counter* forwards_ok = nullptr;
   Counter* forwards_failed = nullptr;
   Counter* led = nullptr;
+  Counter* handovers = nullptr;
   Histogram* batch_size = nullptr;
   Histogram* forward_batch = nullptr;
   Histogram* latency = nullptr;
@@ -211,6 +242,48 @@ void StrongService::Impl::Reply(Pending& op, StatusOr<StrongResult> r) {
   latency->Observe(std::chrono::duration<double>(SteadyClock::now() - op.start).count());
   Callback done = std::move(op.done);
   done(std::move(r));
+}
+
+void StrongService::Impl::Watch(const std::string& key, const pb::Register& value) {
+  if (watched.count(key)) return;  // The first one still to check covers the later ones.
+  for (const pb::Slot& s : value.slots()) {
+    if (s.origin() == service::kStrongOrigin) {
+      watched.emplace(key, Watched{s.inc(), s.dec(), SteadyClock::now()});
+    }
+  }
+}
+
+void StrongService::Impl::CheckWatch() {
+  // A value accepted here more than kWatchDelay ago should have reached this replica: its
+  // proposer stores it as a local write once chosen, and replication ships it. When it has not
+  // (the proposer died between choosing and storing, or it was never chosen), a strong read
+  // decides the counter again and stores what is chosen here.
+  const auto now = SteadyClock::now();
+  for (auto it = watched.begin(); it != watched.end();) {
+    if (now - it->second.since < kWatchDelay) {
+      ++it;
+      continue;
+    }
+    crdt::Slot local;
+    const crdt::PnCounter replica = counters->State(it->first);
+    if (const crdt::Slot* l = replica.Find(service::kStrongOrigin)) local = *l;
+    if (local.inc < it->second.inc || local.dec < it->second.dec) {
+      redecided->Inc();
+      Pending op;
+      op.read = true;
+      op.start = now;
+      op.deadline = now + options.timeout;
+      op.done = [](StatusOr<StrongResult>) {};
+      Enqueue(it->first, std::move(op), /*may_lead_elsewhere=*/false);
+    }
+    it = watched.erase(it);
+  }
+  watch_timer->expires_after(kWatchDelay);
+  watch_timer->async_wait([w = weak_from_this()](boost::system::error_code ec) {
+    auto self = w.lock();
+    if (ec || !self || self->stopping) return;
+    self->CheckWatch();
+  });
 }
 
 void StrongService::Impl::Start(std::string name, Pending op) {
@@ -244,8 +317,15 @@ void StrongService::Impl::MaybeStart(const std::string& name, bool may_lead_else
     for (Pending& op : queued) Forward(name, std::move(op), {}, /*to_leader=*/true);
     return;
   }
+  if (ks.handed_over > 0) return;
   ks.batch.clear();
-  while (!ks.queue.empty() && ks.batch.size() < options.max_batch) {
+  // Up to max_batch operations, never splitting another voter's batch across two rounds.
+  auto same_segment = [&ks] {
+    return !ks.batch.empty() && !ks.batch.back().seg_proposer.empty() &&
+           ks.queue.front().seg_proposer == ks.batch.back().seg_proposer &&
+           ks.queue.front().seg_batch == ks.batch.back().seg_batch;
+  };
+  while (!ks.queue.empty() && (ks.batch.size() < options.max_batch || same_segment())) {
     Pending op = std::move(ks.queue.front());
     ks.queue.pop_front();
     if (now >= op.deadline) {
@@ -351,11 +431,29 @@ void StrongService::Impl::Attempt(const std::string& name) {
 void StrongService::Impl::AcceptPhase(const std::string& name, uint64_t attempt, pb::Ballot b,
                                       pb::Register current) {
   KeyState& ks = keys[name];
-  std::vector<StrongOp> ops;
-  ops.reserve(ks.batch.size());
-  for (const Pending& p : ks.batch) ops.push_back(StrongOp{p.read, p.delta});
-  auto result = std::make_shared<BatchResult>(ApplyBatch(
-      current, counters->State(name), proposer, ks.batch_seq, ops, RealClock()->NowUnixMillis()));
+  // This proposer's own operations form one segment; each batch another voter handed over, one
+  // more (under that voter's identity).
+  std::vector<Segment> segments;
+  std::vector<std::pair<size_t, size_t>> where;  // Per op: (segment, position).
+  for (const Pending& p : ks.batch) {
+    std::string id = p.seg_proposer.empty() ? proposer : p.seg_proposer;
+    uint64_t num = p.seg_proposer.empty() ? ks.batch_seq : p.seg_batch;
+    size_t s = 0;
+    while (s < segments.size() && !(segments[s].proposer == id && segments[s].batch == num)) ++s;
+    if (s == segments.size()) segments.push_back(Segment{std::move(id), num, {}});
+    where.emplace_back(s, segments[s].ops.size());
+    segments[s].ops.push_back(StrongOp{p.read, p.delta});
+  }
+  BatchResult round =
+      ApplyRound(current, counters->State(name), segments, RealClock()->NowUnixMillis());
+  // Back to the batch's order.
+  std::vector<size_t> first(segments.size(), 0);
+  for (size_t s = 1; s < segments.size(); ++s) first[s] = first[s - 1] + segments[s - 1].ops.size();
+  auto result = std::make_shared<BatchResult>();
+  result->next = std::move(round.next);
+  result->replayed = round.replayed;
+  result->updated_at_ms = round.updated_at_ms;
+  for (const auto& [s, pos] : where) result->results.push_back(round.results[first[s] + pos]);
   if (result->replayed) replays->Inc();
   ks.accept_sent = true;
   pb::Ballot next;
@@ -410,7 +508,7 @@ void StrongService::Impl::Chosen(const std::string& name, const pb::Ballot& next
       if (r.failed) {
         Reply(op, Status::FailedPrecondition("increment would overflow the counter's int64 range"));
       } else {
-        Reply(op, StrongResult{r.value, result.updated_at_ms, options.region});
+        Reply(op, StrongResult{r.value, r.updated_at_ms, options.region});
       }
     }
   };
@@ -453,6 +551,31 @@ void StrongService::Impl::Conflict(const std::string& name) {
     ks.batch.clear();
     for (Pending& op : batch) Forward(name, std::move(op), {}, /*to_leader=*/true);
     return MaybeStart(name);  // Sends what queued meanwhile the same way.
+  }
+  if (my_index > 0 && ks.accept_sent && transport->LinkRttUs(options.voters[0])) {
+    // Lost after proposing: the batch may have been chosen. The leader finishes it under this
+    // proposer's identity (answering from the register if it was chosen, applying it once if
+    // not), instead of this voter duelling the leader for the counter. Until every operation of
+    // it is answered, this voter starts no batch of its own on the counter, so the register's
+    // record of this identity cannot be replaced meanwhile.
+    ks.busy = false;
+    ++ks.attempt;
+    if (ks.deadline_timer) ks.deadline_timer->cancel();
+    std::vector<Pending> batch = std::move(ks.batch);
+    ks.batch.clear();
+    ks.handed_over = batch.size();
+    handovers->Inc();
+    for (Pending& op : batch) {
+      op.seg_proposer = proposer;
+      op.seg_batch = ks.batch_seq;
+      op.done = [this, name, done = std::move(op.done)](StatusOr<StrongResult> r) {
+        done(std::move(r));
+        KeyState& k = keys[name];
+        if (--k.handed_over == 0 && !stopping) MaybeStart(name);
+      };
+      Forward(name, std::move(op), {}, /*to_leader=*/true);
+    }
+    return;
   }
   // Randomized exponential back-off, so duelling proposers stop pre-empting each other.
   const int64_t cap_us =
@@ -500,6 +623,13 @@ void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::st
     if (!tried.count(options.voters[0]) && transport->LinkRttUs(options.voters[0])) {
       target = options.voters[0];
       led->Inc();
+    } else if (!op.seg_proposer.empty()) {
+      forwards_failed->Inc();
+      return Reply(op,
+                   Status::Unavailable("lost the link to the leading voter " + options.voters[0] +
+                                       (op.read ? std::string()
+                                                : "; the increment may or may not have been "
+                                                  "applied")));
     } else {
       return Enqueue(name, std::move(op), /*may_lead_elsewhere=*/false);
     }
@@ -547,7 +677,8 @@ void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::st
   });
   // Operations on one counter for one voter that arrive before the flush runs (everything
   // already queued on this thread) travel in one message.
-  outbox[{call->voter, call->key}].push_back(std::move(call));
+  outbox[{call->voter, call->key, call->op.seg_proposer, call->op.seg_batch}].push_back(
+      std::move(call));
   if (!flush_posted) {
     flush_posted = true;
     Post([](Impl& s) { s.FlushForwards(); });
@@ -562,7 +693,12 @@ void StrongService::Impl::FlushForwards() {
   for (auto& [where, calls] : groups) {
     pb::Request req;
     pb::Forward* f = req.mutable_forward();
-    f->set_key(where.second);
+    const auto& [voter, key, seg_proposer, seg_batch] = where;
+    f->set_key(key);
+    if (!seg_proposer.empty()) {
+      f->set_proposer(seg_proposer);
+      f->set_batch(seg_batch);
+    }
     auto remaining = std::chrono::milliseconds::max();
     for (const auto& call : calls) {
       pb::ForwardOp* op = f->add_ops();
@@ -575,7 +711,7 @@ void StrongService::Impl::FlushForwards() {
     f->set_timeout_ms(static_cast<uint32_t>(std::max<int64_t>(1, remaining.count())));
     forward_batch->Observe(static_cast<double>(calls.size()));
     transport->Call(
-        where.first, req.SerializeAsString(),
+        voter, req.SerializeAsString(),
         [w = weak_from_this(), calls = std::move(calls)](StatusOr<std::string> r,
                                                          bool sent) mutable {
           auto self = w.lock();
@@ -593,7 +729,7 @@ void StrongService::Impl::FlushForwards() {
               call.timer.cancel();
               if (!r.ok()) {
                 // Never sent, or a read: trying the next voter cannot apply anything twice.
-                if (!sent || call.op.read) {
+                if ((!sent || call.op.read) && call.op.seg_proposer.empty()) {
                   s.Forward(call.key, std::move(call.op), std::move(call.tried), call.to_leader);
                   continue;
                 }
@@ -663,6 +799,7 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
       pb::Reply r = req.has_prepare() ? OnPrepare(&rec, req.prepare().ballot(), &changed)
                                       : OnAccept(&rec, req.accept().ballot(), req.accept().value(),
                                                  req.accept().next(), &changed);
+      if (r.ok() && req.has_accept() && from != options.region) Watch(key, req.accept().value());
       if (!changed) return reply(std::move(r));
       return Persist(key, rec, std::move(r), std::move(reply));
     }
@@ -691,6 +828,10 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
         op.start = now;
         op.deadline = now + std::min<std::chrono::milliseconds>(
                                 options.timeout, std::chrono::milliseconds(f.timeout_ms()));
+        if (!f.proposer().empty() && from_voter && f.batch() > 0) {
+          op.seg_proposer = f.proposer();
+          op.seg_batch = f.batch();
+        }
         op.done = [collect, i](StatusOr<StrongResult> r) {
           pb::Reply& one = *collect->out.mutable_results(i);
           if (r.ok()) {
@@ -784,6 +925,14 @@ StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions optio
       "edgestate_strong_led_total",
       "Operations this voter sent to the leading voter (the first of --strong-voters) because "
       "another voter was proposing for their counter.");
+  s.handovers = &metrics->AddCounter(
+      "edgestate_strong_handovers_total",
+      "Batches this voter proposed, lost to another proposer, and handed to the leader to "
+      "finish under its identity.");
+  s.redecided = &metrics->AddCounter(
+      "edgestate_strong_redecided_total",
+      "Counters this voter decided again because a value it accepted had not reached its "
+      "replica in time (its proposer may have died before storing it).");
   s.batch_size = &metrics->AddHistogram("edgestate_strong_batch_size",
                                         "Operations decided together in one consensus round.",
                                         ExponentialBuckets(1, 2, 10));
@@ -846,6 +995,12 @@ StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions optio
         if (!impl->stopping) impl->Enqueue(key, std::move(op));
       });
     }
+  }
+  if (s.my_index >= 0) {
+    s.watch_timer = std::make_unique<asio::steady_timer>(s.ioc);
+    asio::post(s.ioc, [impl = impl.get()] {
+      if (!impl->stopping) impl->CheckWatch();
+    });
   }
   s.work.emplace(s.ioc.get_executor());
   s.thread = std::thread([impl] {
@@ -913,6 +1068,8 @@ std::string StrongService::StatusJson() const {
       {"replays", s.replays->value()},
       {"forwards", {{"ok", s.forwards_ok->value()}, {"failed", s.forwards_failed->value()}}},
       {"sent_to_leader", s.led->value()},
+      {"handovers", s.handovers->value()},
+      {"redecided", s.redecided->value()},
       {"leader", s.options.voters.empty() ? nlohmann::json() : nlohmann::json(s.options.voters[0])},
   };
   if (s.my_index >= 0) out["incarnation"] = s.incarnation;
@@ -945,6 +1102,7 @@ void StrongService::Stop() {
       call->op.done(down);
     }
     s.forwards.clear();
+    if (s.watch_timer) s.watch_timer->cancel();
   });
   s.work.reset();
   if (s.thread.joinable()) s.thread.join();

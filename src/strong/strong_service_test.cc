@@ -466,5 +466,44 @@ TEST_F(StrongServiceTest, AVoterRedecidesWhatItAcceptedButNeverApplied) {
   ASSERT_EQ(Run("a", "k", false)->value, 6);
 }
 
+TEST_F(StrongServiceTest, AChosenValueWhoseProposerVanishedIsStoredByTheOthers) {
+  // "a" gets its accept through to "b" and "c" (the value is chosen) and dies before storing
+  // it: no replica holds it. The voters that accepted it notice it never arrived and decide the
+  // counter again, which stores it (here at the leader, "a" being back; in a cluster it then
+  // replicates everywhere).
+  Start(7, {"a", "b", "c"}, {"a", "b", "c"});
+  crdt::PnCounter c;
+  ASSERT_TRUE(c.Add(service::kStrongOrigin, 7, 1).ok());
+  pb::Request req;
+  pb::Accept* a = req.mutable_accept();
+  a->set_key("w");
+  a->mutable_ballot()->set_n(5);
+  a->mutable_ballot()->set_id(1);
+  SetRegisterCounter(c, a->mutable_value());
+  for (const std::string to : {"b", "c"}) {
+    std::promise<bool> accepted;
+    nodes_["a"].endpoint->Call(
+        to, req.SerializeAsString(), [&accepted](StatusOr<std::string> r, bool) {
+          pb::Reply reply;
+          accepted.set_value(r.ok() && reply.ParseFromString(*r) && reply.ok());
+        });
+    ASSERT_TRUE(accepted.get_future().get()) << to;
+  }
+  auto stored = [this] {
+    for (const std::string r : {"a", "b", "c"}) {
+      if (nodes_[r].counters->Read("w").value == 7) return true;
+    }
+    return false;
+  };
+  auto deadline = SteadyClock::now() + std::chrono::seconds(15);
+  while (!stored() && SteadyClock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(stored());
+  EXPECT_NE(nodes_["b"].strong->StatusJson().find("\"redecided\":1"), std::string::npos)
+      << nodes_["b"].strong->StatusJson();
+  ASSERT_EQ(Run("c", "w", false)->value, 8);
+}
+
 }  // namespace
 }  // namespace edgestate::strong
