@@ -9,8 +9,11 @@ drives it with edgebench from CPU 1, every operation strong and checked for line
       Model: RTT(region, nearest voter) + that voter's quorum round trip.
   (b) hot key: one counter written and read from all eight regions at once (32 VUs).
       Model: RTT(region, nearest voter v) + RTT(v, leader) when v is not the leader
-      + 1.5 x the leader's quorum round trip (one round, plus on average half a round waiting
-      for the round in flight: batching).
+      + W + Q(leader): the wait W for the round in flight (batching: one round at a time per
+      counter) and then the operation's own round Q. A request arriving at a random moment
+      waits half a round on average (W = Q/2); a closed-loop client in the leader's own region
+      sends its next request the moment its answer ends a round, just after the next round
+      began, and waits a whole one (W = Q).
   (c) open loop: one hot counter at --rate increments/s from all regions; must keep up (no
       errors, achieved rate = offered) with p99 within 2x the model of (b).
   (d) faults (--fault-seconds, once per voter set): (b)'s load with 256 VUs on 4 counters
@@ -22,7 +25,9 @@ Prints per-region p50/p99 against the model, the floors (a: p50 <= model*1.1 + 5
 model*1.25 + 10 ms), and writes everything to --json. Medians over --runs.
 
 Usage: bench/strong_bench.py [--runs 3] [--duration 15] [--voters lhr,fra,iad]
-                             [--voters2 iad,sjc,gru] [--rate 2000] [--fault-seconds 120]
+                             [--voters2 iad,sjc,gru] [--rate 2000] [--fault-seconds 150]
+       bench/strong_bench.py --from-json FILE   (the report of an earlier run, models
+                                                recomputed with the formulas above)
 """
 import argparse
 import csv
@@ -71,7 +76,9 @@ def model_own(r, voters):
 
 def model_hot(r, voters):
     v, leader = nearest(r, voters), voters[0]
-    return RTT[(r, v)] + (RTT[(v, leader)] if v != leader else 0) + 1.5 * quorum_rtt(leader, voters)
+    q = quorum_rtt(leader, voters)
+    wait = q if r == leader else q / 2
+    return RTT[(r, v)] + (RTT[(v, leader)] if v != leader else 0) + wait + q
 
 
 def start_demo(work, voters):
@@ -307,9 +314,18 @@ def main():
     ap.add_argument("--voters", default="lhr,fra,iad")
     ap.add_argument("--voters2", default="iad,sjc,gru", help="another set ('' for none)")
     ap.add_argument("--rate", type=int, default=2000)
-    ap.add_argument("--fault-seconds", type=int, default=120)
+    ap.add_argument("--fault-seconds", type=int, default=150)
     ap.add_argument("--json", default="strong-bench.json")
+    ap.add_argument("--from-json", help="print the report of an earlier run's JSON")
     args = ap.parse_args()
+    if args.from_json:
+        for res in json.load(open(args.from_json))["sets"]:
+            for r in REGIONS:
+                res["own"][r]["model_ms"] = model_own(r, res["voters"])
+                res["hot"][r]["model_ms"] = model_hot(r, res["voters"])
+                res["open_regions"][r]["model_ms"] = model_hot(r, res["voters"])
+            report(res)
+        return
     sets = [args.voters.split(",")] + ([args.voters2.split(",")] if args.voters2 else [])
     results = []
     with tempfile.TemporaryDirectory(prefix="strong-bench-") as work:

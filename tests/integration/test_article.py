@@ -15,7 +15,8 @@ def test_all_three_designs_run_and_render(tmpdir_path):
                        capture_output=True, text=True, timeout=240 * SLOW)
     assert r.returncode == 0, r.stdout + r.stderr
     systems = {s["name"]: s for s in json.load(open(out))["systems"]}
-    assert set(systems) == {"edgestate", "edgestate-session", "edgestate-bounded", "isolate", "vm"}
+    assert set(systems) == {"edgestate", "edgestate-session", "edgestate-bounded",
+                            "edgestate-strong", "isolate", "vm"}
     for s in systems.values():
         for key in ("p50_ms", "p95_ms", "p99_ms", "stale_read_pct", "lost_updates", "requests",
                     "errors"):
@@ -23,8 +24,14 @@ def test_all_three_designs_run_and_render(tmpdir_path):
         assert s["requests"] > 0, s
     # Real requests crossed the emulated WAN: clients far from iad wait for the round trip.
     assert systems["isolate"]["regions"]["syd"]["p50_ms"] >= 230
-    for name in ("edgestate", "edgestate-session", "edgestate-bounded", "isolate"):
+    for name in ("edgestate", "edgestate-session", "edgestate-bounded", "edgestate-strong",
+                 "isolate"):
         assert systems[name]["lost_updates"] == 0, name
+    # Strong: every read and increment linearizable (checked), so no read is stale.
+    strong = systems["edgestate-strong"]
+    assert strong["linearizability"]["checked"] and strong["linearizability"]["operations"] > 0
+    assert strong["linearizability"]["violations"] == 0, strong
+    assert strong["stale_reads"] == 0, strong
     # Roaming clients with session tokens never see their counter go back; no edgestate read
     # misses what its bound promised.
     assert systems["edgestate-session"]["session_violations"] == 0
@@ -35,11 +42,11 @@ def test_all_three_designs_run_and_render(tmpdir_path):
     # The isolate design's median crosses the WAN for most regions (about 100 ms and more);
     # edgestate serves locally. Tail figures are the benchmark's (docs/benchmarks.md).
     assert systems["edgestate"]["p50_ms"] < systems["isolate"]["p50_ms"]
-    for name in ("edgestate-session", "edgestate-bounded", "isolate", "vm", "p99 per region",
-                 "session v."):
+    for name in ("edgestate-session", "edgestate-bounded", "edgestate-strong", "isolate", "vm",
+                 "p99 per region", "session v.", "checked for linearizability"):
         assert name in r.stdout
     doc = xml.dom.minidom.parse(chart)
-    assert len(doc.getElementsByTagName("polyline")) == 5
+    assert len(doc.getElementsByTagName("polyline")) == 6
     # Every process the harness started is gone (grandchildren such as workerd may need a moment
     # after their parent exited).
     import time

@@ -19,8 +19,8 @@ namespace edgestate::bench {
 // edgestate with local reads; with session tokens, each VU sending one request in ten to
 // another region's node (a roaming client whose anycast route changed); with bounded reads
 // (M = 250 ms); then the article's two designs.
-inline const std::vector<std::string> kArticleDesigns = {"edgestate", "edgestate-session",
-                                                         "edgestate-bounded", "isolate", "vm"};
+inline const std::vector<std::string> kArticleDesigns = {
+    "edgestate", "edgestate-session", "edgestate-bounded", "edgestate-strong", "isolate", "vm"};
 
 struct ArticleOptions {
   std::string edgestate_binary;  // The `edgestate` executable (for `edgestate demo`).

@@ -104,7 +104,8 @@ int main(int argc, char** argv) {
   art->add_option("--json", article.json_file, "Write {\"systems\": [...]} here");
   art->add_option("--chart", article.chart_file, "SVG chart (default article-latency.svg)");
   art->add_option("--designs", designs,
-                  "Subset of edgestate, edgestate-session, edgestate-bounded, isolate, vm "
+                  "Subset of edgestate, edgestate-session, edgestate-bounded, edgestate-strong, "
+                  "isolate, vm "
                   "(default all)");
   art->add_option("--base-port", article.base_port,
                   "First of 308 ports used (default: a free range)");

@@ -37,10 +37,10 @@
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "bench/checker.h"
-#include "lincheck/lincheck.h"
 #include "bench/histogram.h"
 #include "bench/options.h"
 #include "env/clock.h"
+#include "lincheck/lincheck.h"
 #include "netem/rtt_model.h"
 
 namespace asio = boost::asio;
