@@ -157,8 +157,8 @@ class FakeNet {
         cv_.wait(lock);
         continue;
       }
-      if (SteadyClock::now() < queue_.top().at) {
-        cv_.wait_until(lock, queue_.top().at);
+      if (const SteadyClock::time_point next = queue_.top().at; SteadyClock::now() < next) {
+        cv_.wait_until(lock, next);  // A copy: the queue may grow (and move) meanwhile.
         continue;
       }
       Event e = queue_.top();
