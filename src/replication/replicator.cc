@@ -1007,6 +1007,12 @@ void Replicator::SetCallHandler(Handler handler) { impl_->call_handler = std::mo
 std::optional<int64_t> Replicator::LinkRttUs(const std::string& region) const {
   PeerState* p = impl_->Find(region);
   if (p == nullptr || !p->calls_ready.load()) return std::nullopt;
+  // A peer that stopped answering (a stopped process keeps its connections open) is not
+  // reachable: every interval brings a heartbeat or an acknowledgment from a live one.
+  const int64_t silent_ms = RealClock()->NowUnixMillis() - p->last_contact_ms.load();
+  const int64_t interval_ms =
+      std::max<int64_t>(impl_->options.interval.count(), kStreamingHeartbeat.count());
+  if (silent_ms > std::max<int64_t>(500, 5 * interval_ms)) return std::nullopt;
   int64_t rtt = p->min_rtt_us.load();
   return rtt > 0 ? rtt : std::numeric_limits<int32_t>::max();  // Unmeasured: last choice.
 }

@@ -27,8 +27,9 @@ class Transport {
   virtual void Call(const std::string& region, std::string payload, ReplyCallback done) = 0;
   // Receives the calls of every peer. Set once, before the transport starts.
   virtual void SetCallHandler(Handler handler) = 0;
-  // The smallest round trip measured to `region` while its link is established; nullopt when
-  // the link is down (or the region is not a peer). Thread-safe.
+  // The smallest round trip measured to `region` while its link is established and the peer is
+  // heard from; nullopt when the link is down, the peer has been silent for a while (a stopped
+  // process), or the region is not a peer. Thread-safe.
   virtual std::optional<int64_t> LinkRttUs(const std::string& region) const = 0;
 };
 

@@ -143,6 +143,10 @@ def test_one_voter_down_continues_a_majority_down_fails_in_time(strong_cluster):
     assert c.strong("syd", "POST", "/v1/counters/f/increment")[0] == 200
     c.nodes["fra"].signal(signal.SIGSTOP)
     try:
+        # A stopped voter keeps its connections open; the others notice its silence (within
+        # max(500 ms, 5 replication intervals)) and stop sending it operations.
+        wait_until(lambda: not voter_reachable(c.nodes["syd"], "fra"), 10 * SLOW,
+                   "syd notices fra stopped")
         for region in ("syd", "lhr", "iad"):
             st, _, body = c.strong(region, "POST", "/v1/counters/f/increment")
             assert st == 200, (region, body)
@@ -173,6 +177,11 @@ def test_one_voter_down_continues_a_majority_down_fails_in_time(strong_cluster):
     assert 4 <= v <= 6, v
     st, _, body = c.strong("iad", "POST", "/v1/counters/f/increment")
     assert st == 200 and body["value"] == v + 1
+
+
+def voter_reachable(node, voter):
+    info = cluster_info(node)["strong"]
+    return next(v for v in info["voters"] if v["region"] == voter)["reachable"]
 
 
 def test_leader_killed_mid_load_changes_no_outcome(strong_cluster, tmpdir_path):
