@@ -173,6 +173,9 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   Impl(ReplicatorOptions o, service::CounterService* c) : options(std::move(o)), counters(c) {}
 
   awaitable<Status> WriteFrame(Conn& c, const pb::Frame& f, PeerState* p);
+  // Writes `f` on `conn` without waiting for it (a failed write closes the connection).
+  // Replication thread only.
+  void Send(std::shared_ptr<Conn> conn, pb::Frame f, PeerState* p);
   awaitable<StatusOr<pb::Frame>> ReadFrame(Conn& c, size_t max_bytes, PeerState* p);
   awaitable<void> Accept();
   awaitable<void> RunInbound(std::shared_ptr<Conn> conn);
@@ -286,6 +289,14 @@ awaitable<StatusOr<pb::Frame>> Replicator::Impl::ReadFrame(Conn& c, size_t max_b
     co_return Status::InvalidArgument("malformed frame from " + c.remote);
   }
   co_return f;
+}
+
+void Replicator::Impl::Send(std::shared_ptr<Conn> conn, pb::Frame f, PeerState* p) {
+  asio::co_spawn(
+      ioc,
+      [self = shared_from_this(), conn = std::move(conn), f = std::move(f),
+       p]() -> awaitable<void> { co_await self->WriteFrame(*conn, f, p); },
+      asio::detached);
 }
 
 PeerState* Replicator::Impl::Find(std::string_view region) const {
@@ -514,18 +525,13 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
                      [w = weak_from_this(), conn, id](std::string payload) {
                        auto self = w.lock();
                        if (!self) return;
-                       asio::post(self->ioc, [w, conn, id, payload = std::move(payload)]() mutable {
+                       pb::Frame reply;
+                       reply.mutable_call_reply()->set_id(id);
+                       reply.mutable_call_reply()->set_payload(std::move(payload));
+                       // Weak: a handler left on a stopped loop must not keep the loop alive.
+                       asio::post(self->ioc, [w, conn, reply = std::move(reply)]() mutable {
                          auto s = w.lock();
-                         if (!s || !conn->socket.is_open()) return;
-                         pb::Frame reply;
-                         reply.mutable_call_reply()->set_id(id);
-                         reply.mutable_call_reply()->set_payload(std::move(payload));
-                         asio::co_spawn(
-                             s->ioc,
-                             [s, conn, reply = std::move(reply)]() -> awaitable<void> {
-                               co_await s->WriteFrame(*conn, reply, nullptr);
-                             },
-                             asio::detached);
+                         if (s && conn->socket.is_open()) s->Send(conn, std::move(reply), nullptr);
                        });
                      });
       } else {
@@ -1018,8 +1024,14 @@ std::optional<int64_t> Replicator::LinkRttUs(const std::string& region) const {
 }
 
 void Replicator::Call(const std::string& region, std::string payload, ReplyCallback done) {
-  asio::post(impl_->ioc, [impl = impl_, region, payload = std::move(payload),
+  if (impl_->stopped.load()) {
+    return done(Status::Unavailable("replication is stopped"), false);
+  }
+  // Weak: a handler left on a stopped loop must not keep the loop alive.
+  asio::post(impl_->ioc, [w = std::weak_ptr<Impl>(impl_), region, payload = std::move(payload),
                           done = std::move(done)]() mutable {
+    auto impl = w.lock();
+    if (!impl) return;
     PeerState* p = impl->Find(region);
     if (p == nullptr || !p->outbound_conn || !p->outbound_conn->socket.is_open() ||
         impl->stopping) {
@@ -1030,12 +1042,7 @@ void Replicator::Call(const std::string& region, std::string payload, ReplyCallb
     pb::Frame f;
     f.mutable_call()->set_id(id);
     f.mutable_call()->set_payload(std::move(payload));
-    asio::co_spawn(
-        impl->ioc,
-        [impl, p, conn = p->outbound_conn, f = std::move(f)]() -> awaitable<void> {
-          co_await impl->WriteFrame(*conn, f, p);
-        },
-        asio::detached);
+    impl->Send(p->outbound_conn, std::move(f), p);
   });
 }
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -32,7 +33,9 @@ class Region {
   Region(std::string name, std::filesystem::path dir) : name_(std::move(name)), dir_(dir / name_) {}
   ~Region() { Close(); }
 
-  void Open(uint16_t port, std::vector<PeerAddress> peers, const std::string& secret) {
+  // `calls`: the handler of the strong layer's calls (none: this region takes no calls).
+  void Open(uint16_t port, std::vector<PeerAddress> peers, const std::string& secret,
+            strong::Transport::Handler calls = nullptr) {
     auto st = storage::Store::Open(dir_.string());
     ASSERT_TRUE(st.ok()) << st.status().ToString();
     store_ = std::move(st).value();
@@ -49,6 +52,7 @@ class Region {
     r.interval = std::chrono::milliseconds(20);
     r.handshake_timeout = std::chrono::milliseconds(1000);
     rep_ = std::make_unique<Replicator>(r, svc_.get(), &metrics_);
+    if (calls) rep_->SetCallHandler(std::move(calls));
     Status s = rep_->Start();
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
@@ -102,14 +106,15 @@ class ReplicatorTest : public ::testing::Test {
   }
 
   // Two regions, "iad" and "lhr", each with its own secret.
-  void StartPair(const std::string& secret_a = "s3cret", const std::string& secret_b = "s3cret") {
+  void StartPair(const std::string& secret_a = "s3cret", const std::string& secret_b = "s3cret",
+                 strong::Transport::Handler calls_b = nullptr) {
     port_a_ = net::FindFreePortRange(2);
     ASSERT_NE(port_a_, 0);
     port_b_ = port_a_ + 1;
     a_ = std::make_unique<Region>("iad", dir_);
     b_ = std::make_unique<Region>("lhr", dir_);
     a_->Open(port_a_, {{"lhr", {"127.0.0.1", port_b_}}}, secret_a);
-    b_->Open(port_b_, {{"iad", {"127.0.0.1", port_a_}}}, secret_b);
+    b_->Open(port_b_, {{"iad", {"127.0.0.1", port_a_}}}, secret_b, std::move(calls_b));
   }
 
   std::filesystem::path dir_;
@@ -301,6 +306,101 @@ TEST_F(ReplicatorTest, HostilePeersAreClosedWithoutEffect) {
   a_->Increment("h", 1);
   ASSERT_TRUE(WaitFor([&] { return b_->Value("h") == 2; }, std::chrono::seconds(30)))
       << b_->Value("h");
+}
+
+// The result of one Transport::Call.
+struct CallResult {
+  StatusOr<std::string> reply;
+  bool sent;
+};
+
+CallResult CallAndWait(Replicator& r, const std::string& region, const std::string& payload) {
+  auto p = std::make_shared<std::promise<CallResult>>();
+  auto f = p->get_future();
+  r.Call(region, payload, [p](StatusOr<std::string> reply, bool sent) {
+    p->set_value({std::move(reply), sent});
+  });
+  EXPECT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  return f.get();
+}
+
+TEST_F(ReplicatorTest, CallsTravelOnTheLinksAndFailWhenTheLinkGoes) {
+  // lhr answers calls with "CALLER:PAYLOAD" and never answers "hold"; iad takes no calls.
+  std::mutex mu;
+  std::vector<strong::Transport::Reply> held;  // GUARDED_BY(mu)
+  StartPair("s3cret", "s3cret",
+            [&](const std::string& from, std::string payload, strong::Transport::Reply reply) {
+              if (payload == "hold") {
+                std::lock_guard lock(mu);
+                held.push_back(std::move(reply));
+                return;
+              }
+              reply(from + ":" + payload);
+            });
+  ASSERT_TRUE(WaitFor([&] { return a_->replicator().LinkRttUs("lhr").has_value(); },
+                      std::chrono::seconds(30)));
+  CallResult ok = CallAndWait(a_->replicator(), "lhr", "ping");
+  ASSERT_TRUE(ok.reply.ok()) << ok.reply.status().ToString();
+  EXPECT_EQ(*ok.reply, "iad:ping");
+
+  // Nowhere to send it: refused at once, and said never to have left.
+  CallResult unknown = CallAndWait(a_->replicator(), "syd", "ping");
+  EXPECT_FALSE(unknown.reply.ok());
+  EXPECT_FALSE(unknown.sent);
+  ASSERT_TRUE(WaitFor([&] { return b_->Cluster()["peers"][0]["outbound"] == "connected"; },
+                      std::chrono::seconds(30)));
+  EXPECT_FALSE(b_->replicator().LinkRttUs("iad").has_value());  // iad takes no calls.
+  CallResult refused = CallAndWait(b_->replicator(), "iad", "ping");
+  EXPECT_FALSE(refused.reply.ok());
+  EXPECT_FALSE(refused.sent);
+
+  {  // A peer sending a call to a region that takes none is closed.
+    RawPeer p(port_a_);
+    auto w = p.Handshake("lhr", "iad", "s3cret");
+    ASSERT_TRUE(w.has_value() && w->has_welcome());
+    EXPECT_FALSE(w->welcome().accepts_calls());
+    pb::Frame call;
+    call.mutable_call()->set_id(1);
+    call.mutable_call()->set_payload("ping");
+    p.Send(call);
+    EXPECT_TRUE(p.Closed());
+  }
+  {  // A raw authenticated peer's call is answered on its own connection, by id.
+    RawPeer p(port_b_);
+    auto w = p.Handshake("iad", "lhr", "s3cret");
+    ASSERT_TRUE(w.has_value() && w->has_welcome());
+    EXPECT_TRUE(w->welcome().accepts_calls());
+    pb::Frame call;
+    call.mutable_call()->set_id(7);
+    call.mutable_call()->set_payload("raw");
+    p.Send(call);
+    auto reply = p.Receive();
+    ASSERT_TRUE(reply.has_value() && reply->has_call_reply());
+    EXPECT_EQ(reply->call_reply().id(), 7u);
+    EXPECT_EQ(reply->call_reply().payload(), "iad:raw");
+  }
+
+  // The raw peer displaced iad's real link to lhr, which reconnects; once a call goes through
+  // again, a call in flight when the peer goes away fails, and may have reached it (sent).
+  ASSERT_TRUE(WaitFor([&] { return CallAndWait(a_->replicator(), "lhr", "ping").reply.ok(); },
+                      std::chrono::seconds(30)));
+  auto p = std::make_shared<std::promise<CallResult>>();
+  auto f = p->get_future();
+  a_->replicator().Call("lhr", "hold", [p](StatusOr<std::string> reply, bool sent) {
+    p->set_value({std::move(reply), sent});
+  });
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::lock_guard lock(mu);
+        return !held.empty();
+      },
+      std::chrono::seconds(30)));
+  b_->Close();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  CallResult gone = f.get();
+  EXPECT_FALSE(gone.reply.ok());
+  EXPECT_EQ(gone.reply.status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(gone.sent);
 }
 
 }  // namespace

@@ -39,6 +39,14 @@ std::string CounterKey(std::string_view name) {
   return k;
 }
 
+std::string StrongKey(std::string_view name) {
+  std::string k;
+  k.reserve(name.size() + 1);
+  k.push_back(kStrongPrefix);
+  k.append(name);
+  return k;
+}
+
 std::string MetaKey(std::string_view name) {
   std::string k;
   k.push_back(kMetaPrefix);
@@ -217,12 +225,7 @@ std::string EncodeApplied(uint64_t seq, uint32_t epoch) {
 
 Status Store::ForEachApplied(
     const std::function<Status(std::string_view, uint64_t, uint32_t)>& fn) {
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-  const std::string prefix(1, kAppliedPrefix);
-  for (it->Seek(prefix); it->Valid(); it->Next()) {
-    rocksdb::Slice k = it->key();
-    if (k.empty() || k[0] != kAppliedPrefix) break;
-    std::string v = it->value().ToString();
+  return ForEachWithPrefix(kAppliedPrefix, [&fn](std::string_view origin, std::string_view v) {
     uint64_t seq = 0;
     uint32_t epoch = 0;
     const char* end = v.data() + v.size();
@@ -233,13 +236,10 @@ Status Store::ForEachApplied(
     }
     if (ec != std::errc() || ptr != end) {
       return Status::InvalidArgument("malformed applied-sequence record for " +
-                                     std::string(k.data() + 1, k.size() - 1));
+                                     std::string(origin));
     }
-    if (Status st = fn(std::string_view(k.data() + 1, k.size() - 1), seq, epoch); !st.ok()) {
-      return st;
-    }
-  }
-  return FromRocks(it->status(), "scan failed");
+    return fn(origin, seq, epoch);
+  });
 }
 
 StatusOr<std::string> Store::GetCounter(std::string_view name) {

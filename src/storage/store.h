@@ -37,6 +37,8 @@ inline constexpr char kStrongPrefix = 's';  // "s" + counter name -> strong::Acc
 
 std::string CounterKey(std::string_view name);
 std::string MetaKey(std::string_view name);
+// "s" + counter name -> that counter's strong acceptor record.
+std::string StrongKey(std::string_view name);
 // "v" + origin -> "SEQ EPOCH": every write of `origin`'s life EPOCH with seq <= SEQ is applied.
 std::string AppliedKey(std::string_view origin);
 std::string EncodeApplied(uint64_t seq, uint32_t epoch);

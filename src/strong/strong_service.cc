@@ -62,12 +62,6 @@ constexpr std::chrono::seconds kSharedWindow{3};
 // counter (CheckWatch).
 constexpr std::chrono::seconds kWatchDelay{2};
 
-std::string StrongKey(std::string_view name) {
-  std::string k(1, storage::kStrongPrefix);
-  k.append(name);
-  return k;
-}
-
 pb::Reply Failure(const Status& s) {
   pb::Reply r;
   r.set_code(static_cast<uint32_t>(s.code()));
@@ -100,8 +94,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   // One counter's proposer state. Strong thread only.
   struct KeyState {
     std::deque<Pending> queue;
-    std::vector<Pending> batch;  // The round in flight.
-    bool busy = false;
+    std::vector<Pending> batch;  // The round in flight; empty when none.
     uint64_t batch_seq = 0;
     uint64_t max_n = 0;  // Highest ballot number seen for this key.
     bool have_prepared = false;
@@ -117,6 +110,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     SteadyClock::time_point shared_until;  // See kSharedWindow.
     std::unique_ptr<asio::steady_timer> deadline_timer;
     std::unique_ptr<asio::steady_timer> backoff_timer;
+    bool busy() const { return !batch.empty(); }
   };
   // An operation forwarded to a voter, until its answer or its deadline.
   struct ForwardCall {
@@ -151,6 +145,9 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   void Chosen(const std::string& name, const pb::Ballot& b, BatchResult result);
   void Conflict(const std::string& name);
   void FinishBatch(const std::string& name, const Status& s);
+  // Ends the round in flight: its replies and timers are ignored from now on; returns its
+  // operations.
+  std::vector<Pending> TakeBatch(KeyState& ks);
   // Sends `op` to a voter: the nearest reachable one not in `tried` (a non-voter), or the
   // leading voter (`to_leader`, a voter whose counter is shared; when the leader cannot be
   // reached the voter proposes it itself).
@@ -165,7 +162,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   void Reply(Pending& op, StatusOr<StrongResult> r);
   // Remembers that this acceptor accepted `value` for `key` from another proposer; CheckWatch
   // later makes sure the replica here got at least its strong slot.
-  void Watch(const std::string& key, const pb::Register& value);
+  void Watch(const std::string& key, const pb::Register& value, SteadyClock::time_point since);
   void CheckWatch();
   void NoteBallot(KeyState& ks, const pb::Ballot& b) { ks.max_n = std::max(ks.max_n, b.n()); }
   // Unique per proposer life: (15 - voter index) in the top bits, so at equal n the leader's
@@ -244,12 +241,12 @@ void StrongService::Impl::Reply(Pending& op, StatusOr<StrongResult> r) {
   done(std::move(r));
 }
 
-void StrongService::Impl::Watch(const std::string& key, const pb::Register& value) {
+void StrongService::Impl::Watch(const std::string& key, const pb::Register& value,
+                                SteadyClock::time_point since) {
   if (watched.count(key)) return;  // The first one still to check covers the later ones.
   for (const pb::Slot& s : value.slots()) {
-    if (s.origin() == service::kStrongOrigin) {
-      watched.emplace(key, Watched{s.inc(), s.dec(), SteadyClock::now()});
-    }
+    if (s.origin() == service::kStrongOrigin)
+      watched.emplace(key, Watched{s.inc(), s.dec(), since});
   }
 }
 
@@ -259,6 +256,7 @@ void StrongService::Impl::CheckWatch() {
   // (the proposer died between choosing and storing, or it was never chosen), a strong read
   // decides the counter again and stores what is chosen here.
   const auto now = SteadyClock::now();
+  size_t behind = 0;
   for (auto it = watched.begin(); it != watched.end();) {
     if (now - it->second.since < kWatchDelay) {
       ++it;
@@ -269,14 +267,21 @@ void StrongService::Impl::CheckWatch() {
     if (const crdt::Slot* l = replica.Find(service::kStrongOrigin)) local = *l;
     if (local.inc < it->second.inc || local.dec < it->second.dec) {
       redecided->Inc();
+      ++behind;
       Pending op;
       op.read = true;
       op.start = now;
       op.deadline = now + options.timeout;
-      op.done = [](StatusOr<StrongResult>) {};
+      op.done = [key = it->first](StatusOr<StrongResult> r) {
+        if (!r.ok()) spdlog::warn("strong: re-deciding {:?} failed: {}", key, r.status().message());
+      };
       Enqueue(it->first, std::move(op), /*may_lead_elsewhere=*/false);
     }
     it = watched.erase(it);
+  }
+  if (behind > 0) {
+    spdlog::info("strong: re-deciding {} counter(s) whose accepted value is not applied here",
+                 behind);
   }
   watch_timer->expires_after(kWatchDelay);
   watch_timer->async_wait([w = weak_from_this()](boost::system::error_code ec) {
@@ -308,7 +313,7 @@ void StrongService::Impl::Enqueue(const std::string& name, Pending op, bool may_
 
 void StrongService::Impl::MaybeStart(const std::string& name, bool may_lead_elsewhere) {
   KeyState& ks = keys[name];
-  if (ks.busy || ks.queue.empty()) return;
+  if (ks.busy() || ks.queue.empty()) return;
   const auto now = SteadyClock::now();
   if (may_lead_elsewhere && my_index > 0 && now < ks.shared_until &&
       transport->LinkRttUs(options.voters[0])) {
@@ -335,7 +340,6 @@ void StrongService::Impl::MaybeStart(const std::string& name, bool may_lead_else
     ks.batch.push_back(std::move(op));
   }
   if (ks.batch.empty()) return;
-  ks.busy = true;
   ++ks.batch_seq;
   ks.accept_sent = false;
   ks.conflicts = 0;
@@ -349,7 +353,7 @@ void StrongService::Impl::MaybeStart(const std::string& name, bool may_lead_else
         auto self = w.lock();
         if (ec || !self || self->stopping) return;
         KeyState& k = self->keys[name];
-        if (!k.busy || k.batch_seq != seq) return;
+        if (!k.busy() || k.batch_seq != seq) return;
         self->FinishBatch(
             name, Status::Unavailable(fmt::format(
                       "no majority of the voters ({}) answered within {} ms",
@@ -406,7 +410,7 @@ void StrongService::Impl::Attempt(const std::string& name) {
   for (size_t i = 0; i < options.voters.size(); ++i) {
     SendToVoter(i, req, [this, name, attempt, b, tally](std::optional<pb::Reply> r) {
       KeyState& k = keys[name];
-      if (tally->settled || !k.busy || k.attempt != attempt) return;
+      if (tally->settled || !k.busy() || k.attempt != attempt) return;
       if (r && r->ok()) {
         ++tally->ok;
         if (r->has_accepted() && BallotLess(tally->best, r->accepted())) {
@@ -470,7 +474,7 @@ void StrongService::Impl::AcceptPhase(const std::string& name, uint64_t attempt,
   for (size_t i = 0; i < options.voters.size(); ++i) {
     SendToVoter(i, req, [this, name, attempt, next, tally, result](std::optional<pb::Reply> r) {
       KeyState& k = keys[name];
-      if (tally->settled || !k.busy || k.attempt != attempt) return;
+      if (tally->settled || !k.busy() || k.attempt != attempt) return;
       if (r && r->ok()) {
         ++tally->ok;
       } else {
@@ -497,10 +501,7 @@ void StrongService::Impl::Chosen(const std::string& name, const pb::Ballot& next
   ks.have_prepared = true;
   ks.prepared_ballot = next;
   ks.prepared_value = result.next;
-  ks.busy = false;
-  if (ks.deadline_timer) ks.deadline_timer->cancel();
-  auto batch = std::make_shared<std::vector<Pending>>(std::move(ks.batch));
-  ks.batch.clear();
+  auto batch = std::make_shared<std::vector<Pending>>(TakeBatch(ks));
   auto finish = [this, batch, result = std::move(result)]() {
     for (size_t i = 0; i < batch->size(); ++i) {
       Pending& op = (*batch)[i];
@@ -541,41 +542,32 @@ void StrongService::Impl::Conflict(const std::string& name) {
   conflicts->Inc();
   ++ks.conflicts;
   ks.shared_until = SteadyClock::now() + kSharedWindow;
-  if (my_index > 0 && !ks.accept_sent && transport->LinkRttUs(options.voters[0])) {
-    // Lost to another proposer before proposing a value: nothing of this batch can have been
-    // chosen, so its operations move to the leading voter instead of duelling for the counter.
-    ks.busy = false;
-    ++ks.attempt;
-    if (ks.deadline_timer) ks.deadline_timer->cancel();
-    std::vector<Pending> batch = std::move(ks.batch);
-    ks.batch.clear();
-    for (Pending& op : batch) Forward(name, std::move(op), {}, /*to_leader=*/true);
-    return MaybeStart(name);  // Sends what queued meanwhile the same way.
-  }
-  if (my_index > 0 && ks.accept_sent && transport->LinkRttUs(options.voters[0])) {
-    // Lost after proposing: the batch may have been chosen. The leader finishes it under this
-    // proposer's identity (answering from the register if it was chosen, applying it once if
-    // not), instead of this voter duelling the leader for the counter. Until every operation of
-    // it is answered, this voter starts no batch of its own on the counter, so the register's
-    // record of this identity cannot be replaced meanwhile.
-    ks.busy = false;
-    ++ks.attempt;
-    if (ks.deadline_timer) ks.deadline_timer->cancel();
-    std::vector<Pending> batch = std::move(ks.batch);
-    ks.batch.clear();
-    ks.handed_over = batch.size();
-    handovers->Inc();
+  if (my_index > 0 && transport->LinkRttUs(options.voters[0])) {
+    // The operations move to the leading voter instead of this voter duelling it for the
+    // counter. A batch that lost before its accept was sent cannot have been chosen: they go as
+    // ordinary operations. One that lost after may have been chosen: the leader finishes it
+    // under this proposer's identity (answering from the register if it was chosen, applying it
+    // once if not), and until every operation of it is answered this voter starts no batch of
+    // its own on the counter, so the register's record of this identity cannot be replaced.
+    const bool maybe_chosen = ks.accept_sent;
+    std::vector<Pending> batch = TakeBatch(ks);
+    if (maybe_chosen) {
+      ks.handed_over = batch.size();
+      handovers->Inc();
+    }
     for (Pending& op : batch) {
-      op.seg_proposer = proposer;
-      op.seg_batch = ks.batch_seq;
-      op.done = [this, name, done = std::move(op.done)](StatusOr<StrongResult> r) {
-        done(std::move(r));
-        KeyState& k = keys[name];
-        if (--k.handed_over == 0 && !stopping) MaybeStart(name);
-      };
+      if (maybe_chosen) {
+        op.seg_proposer = proposer;
+        op.seg_batch = ks.batch_seq;
+        op.done = [this, name, done = std::move(op.done)](StatusOr<StrongResult> r) {
+          done(std::move(r));
+          KeyState& k = keys[name];
+          if (--k.handed_over == 0 && !stopping) MaybeStart(name);
+        };
+      }
       Forward(name, std::move(op), {}, /*to_leader=*/true);
     }
-    return;
+    return MaybeStart(name);  // Sends what queued meanwhile the same way.
   }
   // Randomized exponential back-off, so duelling proposers stop pre-empting each other.
   const int64_t cap_us =
@@ -588,20 +580,24 @@ void StrongService::Impl::Conflict(const std::string& name) {
         auto self = w.lock();
         if (ec || !self || self->stopping) return;
         KeyState& k = self->keys[name];
-        if (!k.busy || k.attempt != attempt) return;
+        if (!k.busy() || k.attempt != attempt) return;
         self->Attempt(name);
       });
 }
 
-void StrongService::Impl::FinishBatch(const std::string& name, const Status& s) {
-  KeyState& ks = keys[name];
-  ks.busy = false;
-  ks.have_prepared = false;
+std::vector<StrongService::Impl::Pending> StrongService::Impl::TakeBatch(KeyState& ks) {
   ++ks.attempt;
   if (ks.deadline_timer) ks.deadline_timer->cancel();
   if (ks.backoff_timer) ks.backoff_timer->cancel();
   std::vector<Pending> batch = std::move(ks.batch);
   ks.batch.clear();
+  return batch;
+}
+
+void StrongService::Impl::FinishBatch(const std::string& name, const Status& s) {
+  KeyState& ks = keys[name];
+  ks.have_prepared = false;
+  std::vector<Pending> batch = TakeBatch(ks);
   const bool indeterminate = ks.accept_sent;
   for (Pending& op : batch) {
     if (indeterminate && !op.read) {
@@ -762,7 +758,7 @@ void StrongService::Impl::FlushForwards() {
 void StrongService::Impl::Persist(const std::string& key, const pb::AcceptorRecord& rec,
                                   pb::Reply reply, std::function<void(pb::Reply)> done) {
   counters->PutRecord(
-      StrongKey(key), rec.SerializeAsString(),
+      storage::StrongKey(key), rec.SerializeAsString(),
       [w = weak_from_this(), reply = std::move(reply), done = std::move(done)](Status s) mutable {
         auto self = w.lock();
         if (!self) return;
@@ -799,7 +795,9 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
       pb::Reply r = req.has_prepare() ? OnPrepare(&rec, req.prepare().ballot(), &changed)
                                       : OnAccept(&rec, req.accept().ballot(), req.accept().value(),
                                                  req.accept().next(), &changed);
-      if (r.ok() && req.has_accept() && from != options.region) Watch(key, req.accept().value());
+      if (r.ok() && req.has_accept() && from != options.region) {
+        Watch(key, req.accept().value(), SteadyClock::now());
+      }
       if (!changed) return reply(std::move(r));
       return Persist(key, rec, std::move(r), std::move(reply));
     }
@@ -967,34 +965,10 @@ StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions optio
     });
   });
   // A value this acceptor accepted that the local replica lacks may have been chosen just
-  // before a crash, its proposer gone before storing it: a strong read of each such counter
-  // chooses it again (or a later value), and the round stores it here, whence it replicates.
-  if (s.my_index >= 0) {
-    std::vector<std::string> behind;
-    for (const auto& [key, rec] : s.acceptors) {
-      crdt::Slot accepted, local;
-      const crdt::PnCounter chosen_maybe = RegisterCounter(rec.value());
-      const crdt::PnCounter replica = counters->State(key);
-      if (const crdt::Slot* a = chosen_maybe.Find(service::kStrongOrigin)) accepted = *a;
-      if (const crdt::Slot* l = replica.Find(service::kStrongOrigin)) local = *l;
-      if (accepted.inc > local.inc || accepted.dec > local.dec) behind.push_back(key);
-    }
-    if (!behind.empty()) {
-      spdlog::info("strong: re-deciding {} counter(s) whose accepted value is not applied here",
-                   behind.size());
-    }
-    for (std::string& key : behind) {
-      Impl::Pending op;
-      op.read = true;
-      op.start = SteadyClock::now();
-      op.deadline = op.start + s.options.timeout * 5;
-      op.done = [key](StatusOr<StrongResult> r) {
-        if (!r.ok()) spdlog::warn("strong: re-deciding {:?} failed: {}", key, r.status().message());
-      };
-      asio::post(s.ioc, [impl = impl.get(), key = std::move(key), op = std::move(op)]() mutable {
-        if (!impl->stopping) impl->Enqueue(key, std::move(op));
-      });
-    }
+  // before a crash, its proposer gone before storing it: every accepted value is checked at the
+  // first CheckWatch, as one just accepted from another proposer would be later.
+  for (const auto& [key, rec] : s.acceptors) {
+    s.Watch(key, rec.value(), SteadyClock::now() - kWatchDelay);
   }
   if (s.my_index >= 0) {
     s.watch_timer = std::make_unique<asio::steady_timer>(s.ioc);

@@ -454,7 +454,7 @@ TEST_F(StrongServiceTest, AVoterRedecidesWhatItAcceptedButNeverApplied) {
     *rec.mutable_accepted() = rec.promised();
     SetRegisterCounter(c, rec.mutable_value());
     rocksdb::WriteBatch wb;
-    wb.Put(std::string(1, storage::kStrongPrefix) + "k", rec.SerializeAsString());
+    wb.Put(storage::StrongKey("k"), rec.SerializeAsString());
     ASSERT_TRUE((*store)->Write(&wb, true).ok());
   }
   Open(nodes_["b"]);
@@ -503,6 +503,53 @@ TEST_F(StrongServiceTest, AChosenValueWhoseProposerVanishedIsStoredByTheOthers) 
   EXPECT_NE(nodes_["b"].strong->StatusJson().find("\"redecided\":1"), std::string::npos)
       << nodes_["b"].strong->StatusJson();
   ASSERT_EQ(Run("c", "w", false)->value, 8);
+}
+
+TEST_F(StrongServiceTest, HostilePeerMessagesAreRefusedWithoutEffect) {
+  Start(8, {"a", "b", "c", "d"}, {"a", "b", "c"});
+  // Sends raw bytes from `from` to `to`; the parsed reply (nullopt: none, or not a Reply).
+  auto send = [this](const std::string& from, const std::string& to, const std::string& bytes) {
+    std::promise<std::optional<pb::Reply>> p;
+    nodes_[from].endpoint->Call(to, bytes, [&p](StatusOr<std::string> r, bool) {
+      pb::Reply reply;
+      p.set_value(r.ok() && reply.ParseFromString(*r) ? std::optional<pb::Reply>(reply)
+                                                      : std::nullopt);
+    });
+    return p.get_future().get();
+  };
+  auto refused = [](const std::optional<pb::Reply>& r) {
+    return r.has_value() && !r->ok() && r->code() != 0 && !r->message().empty();
+  };
+  pb::Request prepare;
+  prepare.mutable_prepare()->set_key("h");
+  prepare.mutable_prepare()->mutable_ballot()->set_n(1000);
+  prepare.mutable_prepare()->mutable_ballot()->set_id(1);
+  pb::Request bad_key = prepare;
+  bad_key.mutable_prepare()->set_key("bad\nkey");
+  pb::Request no_ops;
+  no_ops.mutable_forward()->set_key("h");
+  pb::Request forward;
+  forward.mutable_forward()->set_key("h");
+  forward.mutable_forward()->add_ops()->set_delta(1);
+  forward.mutable_forward()->set_timeout_ms(1000);
+
+  EXPECT_TRUE(refused(send("a", "b", "\xff\xff garbage")));                 // Not a Request.
+  EXPECT_TRUE(refused(send("a", "b", pb::Request().SerializeAsString())));  // Empty.
+  for (const std::string to : {"a", "b", "c"}) {                            // Not from a voter.
+    EXPECT_TRUE(refused(send("d", to, prepare.SerializeAsString()))) << to;
+  }
+  EXPECT_TRUE(refused(send("a", "b", bad_key.SerializeAsString())));
+  EXPECT_TRUE(refused(send("a", "b", no_ops.SerializeAsString())));
+  EXPECT_TRUE(refused(send("a", "d", forward.SerializeAsString())));  // d is not a voter.
+  // Nothing of it took effect: had the prepare at ballot 1000 been promised, the first real
+  // round (at ballot 1) would have been refused and retried; it is decided without a conflict,
+  // and the counter holds only what it adds.
+  ASSERT_EQ(Run("d", "h", false)->value, 1);
+  ASSERT_EQ(Run("b", "h", true)->value, 1);
+  for (const std::string v : {"a", "b", "c"}) {
+    EXPECT_NE(nodes_[v].strong->StatusJson().find("\"conflicts\":0"), std::string::npos)
+        << nodes_[v].strong->StatusJson();
+  }
 }
 
 }  // namespace

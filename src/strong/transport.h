@@ -21,9 +21,10 @@ class Transport {
   // (calling region, payload, reply). `reply` may be called once, from any thread, later.
   using Handler = std::function<void(const std::string& from, std::string payload, Reply reply)>;
 
-  // Sends `payload` to `region`. `done` is called exactly once, from any thread: with the reply,
-  // or Unavailable when the link is down or closes before the reply. No timeout of its own: the
-  // caller bounds its wait. Thread-safe; never blocks.
+  // Sends `payload` to `region`. `done` is called at most once, from any thread: with the reply,
+  // or Unavailable when the link is down or closes before the reply; a call racing the
+  // transport's shutdown may get no answer at all. No timeout of its own: the caller bounds its
+  // wait. Thread-safe; never blocks.
   virtual void Call(const std::string& region, std::string payload, ReplyCallback done) = 0;
   // Receives the calls of every peer. Set once, before the transport starts.
   virtual void SetCallHandler(Handler handler) = 0;
