@@ -521,19 +521,22 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
       } else if (f->has_call() && call_handler) {
         // Answered whenever the strong layer is done, on this connection, if it still stands.
         const uint64_t id = f->call().id();
-        call_handler(peer->address.region, std::move(*f->mutable_call()->mutable_payload()),
-                     [w = weak_from_this(), conn, id](std::string payload) {
-                       auto self = w.lock();
-                       if (!self) return;
-                       pb::Frame reply;
-                       reply.mutable_call_reply()->set_id(id);
-                       reply.mutable_call_reply()->set_payload(std::move(payload));
-                       // Weak: a handler left on a stopped loop must not keep the loop alive.
-                       asio::post(self->ioc, [w, conn, reply = std::move(reply)]() mutable {
-                         auto s = w.lock();
-                         if (s && conn->socket.is_open()) s->Send(conn, std::move(reply), nullptr);
-                       });
-                     });
+        call_handler(
+            peer->address.region, std::move(*f->mutable_call()->mutable_payload()),
+            // Weak: a reply kept by the strong layer must keep neither the loop nor
+            // the connection (whose socket belongs to the loop) alive.
+            [w = weak_from_this(), wc = std::weak_ptr<Conn>(conn), id](std::string payload) {
+              auto self = w.lock();
+              if (!self) return;
+              pb::Frame reply;
+              reply.mutable_call_reply()->set_id(id);
+              reply.mutable_call_reply()->set_payload(std::move(payload));
+              asio::post(self->ioc, [w, wc, reply = std::move(reply)]() mutable {
+                auto s = w.lock();
+                auto c = wc.lock();
+                if (s && c && c->socket.is_open()) s->Send(c, std::move(reply), nullptr);
+              });
+            });
       } else {
         why = "unexpected frame on an established link";
         break;
