@@ -97,7 +97,7 @@ StatusOr<int64_t> ParseIncrementBody(std::string_view body) {
   return delta;
 }
 
-Api::Api(ApiOptions options, service::CounterService* counters, const service::ClusterView* cluster,
+Api::Api(ApiOptions options, service::Keyspace* counters, const service::ClusterView* cluster,
          service::ConsistencyGate* gate, MetricsRegistry* metrics, strong::StrongService* strong)
     : options_(std::move(options)),
       counters_(counters),

@@ -1,4 +1,4 @@
-// Api: the HTTP API of DESIGN.md section 3 over CounterService.
+// Api: the HTTP API of DESIGN.md section 3 over Keyspace.
 //
 //   POST /increment                      -> {"value":N,"region":R}
 //   GET  /read                           -> {"value":N,"region":R,"lastUpdated":ISO|null}
@@ -28,7 +28,7 @@
 #include "http/handler.h"
 #include "service/cluster_view.h"
 #include "service/consistency_gate.h"
-#include "service/counter_service.h"
+#include "service/keyspace.h"
 #include "strong/strong_service.h"
 
 namespace edgestate::http {
@@ -54,7 +54,7 @@ class Api : public Handler {
  public:
   // `counters`, `cluster`, `gate`, `metrics` and `strong` must outlive the Api. Without
   // `strong`, consistency=strong is refused (503 strong_unavailable).
-  Api(ApiOptions options, service::CounterService* counters, const service::ClusterView* cluster,
+  Api(ApiOptions options, service::Keyspace* counters, const service::ClusterView* cluster,
       service::ConsistencyGate* gate, MetricsRegistry* metrics,
       strong::StrongService* strong = nullptr);
 
@@ -82,7 +82,7 @@ class Api : public Handler {
   void AddSessionToken(const std::optional<consistency::Position>& token, Response* r) const;
 
   const ApiOptions options_;
-  service::CounterService* const counters_;
+  service::Keyspace* const counters_;
   const service::ClusterView* const cluster_;
   service::ConsistencyGate* const gate_;
   MetricsRegistry* const metrics_;

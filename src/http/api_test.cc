@@ -109,9 +109,9 @@ class ApiTest : public ::testing::Test {
             std::chrono::milliseconds wait = std::chrono::seconds(60)) {
     dir_ = FreshTestDir();
     store_ = std::move(storage::Store::Open(dir_.string())).value();
-    service::CounterServiceOptions o;
+    service::KeyspaceOptions o;
     o.region = "iad";
-    svc_ = std::move(service::CounterService::Open(store_.get(), o, &metrics_)).value();
+    svc_ = std::move(service::Keyspace::Open(store_.get(), o, &metrics_)).value();
     service::ConsistencyGateOptions g;
     g.region = "iad";
     g.session_wait = wait;
@@ -179,7 +179,7 @@ class ApiTest : public ::testing::Test {
   consistency::SessionCodec codec_{{"iad", "lhr"}, "test-secret"};  // lhr: index 1.
   MetricsRegistry metrics_;
   std::unique_ptr<storage::Store> store_;
-  std::unique_ptr<service::CounterService> svc_;
+  std::unique_ptr<service::Keyspace> svc_;
   std::unique_ptr<service::ConsistencyGate> gate_;
   std::unique_ptr<Api> api_;
 };

@@ -170,7 +170,7 @@ struct PeerState {
 };
 
 struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
-  Impl(ReplicatorOptions o, service::CounterService* c) : options(std::move(o)), counters(c) {}
+  Impl(ReplicatorOptions o, service::Keyspace* c) : options(std::move(o)), counters(c) {}
 
   awaitable<Status> WriteFrame(Conn& c, const pb::Frame& f, PeerState* p);
   // Writes `f` on `conn` without waiting for it (a failed write closes the connection).
@@ -191,7 +191,7 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   std::optional<int64_t> ClockBoundNs(const PeerState& p, int64_t now_us) const;
 
   const ReplicatorOptions options;
-  service::CounterService* const counters;
+  service::Keyspace* const counters;
   asio::io_context ioc{1};
   std::optional<tcp::acceptor> acceptor;
   std::thread thread;
@@ -211,9 +211,8 @@ namespace {
 
 // Applies remote slots through the writer and resumes the coroutine on the replication thread.
 template <typename Token>
-auto AsyncApply(service::CounterService* svc, asio::io_context& ioc, std::string origin,
-                uint32_t epoch, uint64_t covers, std::vector<service::SlotUpdate> slots,
-                Token&& token) {
+auto AsyncApply(service::Keyspace* svc, asio::io_context& ioc, std::string origin, uint32_t epoch,
+                uint64_t covers, std::vector<service::SlotUpdate> slots, Token&& token) {
   return asio::async_initiate<Token, void(Status)>(
       [svc, &ioc, epoch](auto handler, std::string origin, uint64_t covers,
                          std::vector<service::SlotUpdate> slots) {
@@ -815,7 +814,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   co_return Status::Unavailable(state->error.empty() ? "link closed" : state->error);
 }
 
-Replicator::Replicator(ReplicatorOptions options, service::CounterService* counters,
+Replicator::Replicator(ReplicatorOptions options, service::Keyspace* counters,
                        MetricsRegistry* metrics)
     : impl_(std::make_shared<Impl>(std::move(options), counters)) {
   impl_->refused = &metrics->AddCounter(

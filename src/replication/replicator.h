@@ -29,7 +29,7 @@
 #include "common/status.h"
 #include "replication/peers.h"
 #include "service/cluster_view.h"
-#include "service/counter_service.h"
+#include "service/keyspace.h"
 #include "strong/transport.h"
 
 namespace edgestate::replication {
@@ -51,8 +51,7 @@ struct ReplicatorOptions {
 class Replicator final : public service::ClusterView, public strong::Transport {
  public:
   // `counters` and `metrics` must outlive the replicator.
-  Replicator(ReplicatorOptions options, service::CounterService* counters,
-             MetricsRegistry* metrics);
+  Replicator(ReplicatorOptions options, service::Keyspace* counters, MetricsRegistry* metrics);
   ~Replicator() override;  // Stop().
 
   // Binds the peer listener and starts the replication thread and every outbound link.

@@ -39,9 +39,9 @@ class Region {
     auto st = storage::Store::Open(dir_.string());
     ASSERT_TRUE(st.ok()) << st.status().ToString();
     store_ = std::move(st).value();
-    service::CounterServiceOptions o;
+    service::KeyspaceOptions o;
     o.region = name_;
-    auto svc = service::CounterService::Open(store_.get(), o, &metrics_);
+    auto svc = service::Keyspace::Open(store_.get(), o, &metrics_);
     ASSERT_TRUE(svc.ok()) << svc.status().ToString();
     svc_ = std::move(svc).value();
     ReplicatorOptions r;
@@ -83,7 +83,7 @@ class Region {
   std::filesystem::path dir_;
   MetricsRegistry metrics_;
   std::unique_ptr<storage::Store> store_;
-  std::unique_ptr<service::CounterService> svc_;
+  std::unique_ptr<service::Keyspace> svc_;
   std::unique_ptr<Replicator> rep_;
 };
 

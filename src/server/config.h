@@ -12,7 +12,7 @@
 
 #include "common/status.h"
 #include "consistency/consistency.h"
-#include "service/counter_service.h"
+#include "service/keyspace.h"
 
 namespace edgestate::server {
 

@@ -16,7 +16,7 @@
 #include "replication/auth.h"
 #include "replication/replicator.h"
 #include "service/consistency_gate.h"
-#include "service/counter_service.h"
+#include "service/keyspace.h"
 #include "storage/store.h"
 #include "strong/strong_service.h"
 
@@ -55,11 +55,11 @@ Status RunNode(const ServeConfig& config) {
   auto store = storage::Store::Open(config.data_dir, store_metrics);
   if (!store.ok()) return store.status();
 
-  service::CounterServiceOptions svc_options;
+  service::KeyspaceOptions svc_options;
   svc_options.region = config.region;
   svc_options.durability = config.durability;
   svc_options.async_sync_interval = std::chrono::milliseconds(config.async_sync_interval_ms);
-  auto counters = service::CounterService::Open(store->get(), svc_options, &metrics);
+  auto counters = service::Keyspace::Open(store->get(), svc_options, &metrics);
   if (!counters.ok()) return counters.status();
   spdlog::info("loaded {} counters from {} in {} ms", (*counters)->size(), config.data_dir,
                (*counters)->load_time().count());
@@ -130,7 +130,7 @@ Status RunNode(const ServeConfig& config) {
   // On every way out of this function the writer stops before the replicator is destroyed:
   // its callbacks post to the replicator's thread.
   struct StopWriter {
-    service::CounterService* c;
+    service::Keyspace* c;
     ~StopWriter() { c->Stop(); }
   } stop_writer{counters->get()};
 

@@ -19,7 +19,7 @@ Verdict ShuttingDown() {
 
 }  // namespace
 
-ConsistencyGate::ConsistencyGate(ConsistencyGateOptions options, CounterService* counters,
+ConsistencyGate::ConsistencyGate(ConsistencyGateOptions options, Keyspace* counters,
                                  ClusterView* cluster, const consistency::SessionCodec* codec,
                                  MetricsRegistry* metrics)
     : options_(std::move(options)), counters_(counters), cluster_(cluster), codec_(codec) {

@@ -32,7 +32,7 @@
 #include "consistency/consistency.h"
 #include "consistency/session_token.h"
 #include "service/cluster_view.h"
-#include "service/counter_service.h"
+#include "service/keyspace.h"
 
 namespace edgestate::service {
 
@@ -70,7 +70,7 @@ class ConsistencyGate {
  public:
   // `counters`, `cluster` and `codec` must outlive the gate. The gate sets the progress
   // listeners of `counters` and `cluster`, so it must be created before either starts work.
-  ConsistencyGate(ConsistencyGateOptions options, CounterService* counters, ClusterView* cluster,
+  ConsistencyGate(ConsistencyGateOptions options, Keyspace* counters, ClusterView* cluster,
                   const consistency::SessionCodec* codec, MetricsRegistry* metrics);
   ~ConsistencyGate();
 
@@ -99,7 +99,7 @@ class ConsistencyGate {
   void Loop();
 
   const ConsistencyGateOptions options_;
-  CounterService* const counters_;
+  Keyspace* const counters_;
   ClusterView* const cluster_;
   const consistency::SessionCodec* const codec_;
   std::optional<size_t> own_index_;

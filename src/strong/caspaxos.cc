@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "service/counter_service.h"
+#include "service/keyspace.h"
 
 namespace edgestate::strong {
 

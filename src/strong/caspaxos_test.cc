@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "service/counter_service.h"
+#include "service/keyspace.h"
 
 namespace edgestate::strong {
 namespace {

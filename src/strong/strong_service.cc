@@ -131,7 +131,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     pb::Register value;
   };
 
-  Impl(StrongOptions o, storage::Store* s, service::CounterService* c, Transport* t)
+  Impl(StrongOptions o, storage::Store* s, service::Keyspace* c, Transport* t)
       : options(std::move(o)), store(s), counters(c), transport(t), rng(std::random_device{}()) {}
 
   // --- Strong thread ---
@@ -181,7 +181,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
 
   const StrongOptions options;
   storage::Store* const store;
-  service::CounterService* const counters;
+  service::Keyspace* const counters;
   Transport* const transport;
   asio::io_context ioc{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
@@ -857,7 +857,7 @@ StrongService::StrongService(std::shared_ptr<Impl> impl) : impl_(std::move(impl)
 
 StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions options,
                                                              storage::Store* store,
-                                                             service::CounterService* counters,
+                                                             service::Keyspace* counters,
                                                              Transport* transport,
                                                              MetricsRegistry* metrics) {
   if (options.voters.size() > kMaxVoters) return Status::InvalidArgument("too many voters");

@@ -25,7 +25,7 @@
 
 #include "common/metrics.h"
 #include "common/status.h"
-#include "service/counter_service.h"
+#include "service/keyspace.h"
 #include "storage/store.h"
 #include "strong/transport.h"
 
@@ -61,7 +61,7 @@ class StrongService {
   // ballot is ever reused) and starts the strong thread. `store`, `counters`, `transport` and
   // `metrics` must outlive the service; registers the call handler on `transport`.
   static StatusOr<std::unique_ptr<StrongService>> Open(StrongOptions options, storage::Store* store,
-                                                       service::CounterService* counters,
+                                                       service::Keyspace* counters,
                                                        Transport* transport,
                                                        MetricsRegistry* metrics);
   ~StrongService();  // Stop().

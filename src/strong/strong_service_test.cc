@@ -191,7 +191,7 @@ struct Node {
   std::filesystem::path dir;
   std::unique_ptr<MetricsRegistry> metrics;
   std::unique_ptr<storage::Store> store;
-  std::unique_ptr<service::CounterService> counters;
+  std::unique_ptr<service::Keyspace> counters;
   std::unique_ptr<FakeNet::Endpoint> endpoint;
   std::unique_ptr<StrongService> strong;
 };
@@ -223,9 +223,9 @@ class StrongServiceTest : public ::testing::Test {
     auto store = storage::Store::Open(n.dir.string());
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     n.store = std::move(store).value();
-    service::CounterServiceOptions co;
+    service::KeyspaceOptions co;
     co.region = n.region;
-    auto counters = service::CounterService::Open(n.store.get(), co, n.metrics.get());
+    auto counters = service::Keyspace::Open(n.store.get(), co, n.metrics.get());
     ASSERT_TRUE(counters.ok());
     n.counters = std::move(counters).value();
     n.endpoint = std::make_unique<FakeNet::Endpoint>(net_.get(), n.region);

@@ -1,4 +1,4 @@
-// CounterService: counter semantics over the CRDT, the in-memory table and the durable store.
+// Keyspace: the node's records (docs/storage.md) over their CRDTs, in memory and in the store.
 //
 // Reads are served from memory and never touch the disk. Increments are queued to the single
 // writer thread, which takes every increment queued since its last batch, applies them to
@@ -40,7 +40,7 @@ enum class Durability {
   kAsync,  // Acknowledge after the WAL append; sync every `async_sync_interval`.
 };
 
-struct CounterServiceOptions {
+struct KeyspaceOptions {
   std::string region;  // The origin slot this node writes.
   Durability durability = Durability::kFsync;
   std::chrono::milliseconds async_sync_interval{100};
@@ -72,7 +72,7 @@ struct SlotUpdate {
 inline constexpr size_t kMaxCounterNameBytes = 256;
 Status ValidateCounterName(std::string_view name);
 
-class CounterService {
+class Keyspace {
  public:
   using IncrementCallback = std::function<void(StatusOr<CounterValue>)>;
   using ProbeCallback = std::function<void(Status)>;
@@ -80,10 +80,9 @@ class CounterService {
   // Loads every stored counter into memory and starts the writer thread. `store` and
   // `metrics` must outlive the service. Returns the store's error when a record cannot be read
   // or decoded (a corrupt store is never served silently).
-  static StatusOr<std::unique_ptr<CounterService>> Open(storage::Store* store,
-                                                        CounterServiceOptions options,
-                                                        MetricsRegistry* metrics);
-  ~CounterService();  // Calls Stop().
+  static StatusOr<std::unique_ptr<Keyspace>> Open(storage::Store* store, KeyspaceOptions options,
+                                                  MetricsRegistry* metrics);
+  ~Keyspace();  // Calls Stop().
 
   // The counter's current value; a counter never written reads as 0.
   CounterValue Read(std::string_view name) const;
@@ -190,7 +189,7 @@ class CounterService {
   static constexpr size_t kShards = 64;
   static constexpr size_t kGatherThreshold = 4;
 
-  CounterService(storage::Store* store, CounterServiceOptions options, MetricsRegistry* metrics);
+  Keyspace(storage::Store* store, KeyspaceOptions options, MetricsRegistry* metrics);
   Status Load();
   Shard& ShardFor(std::string_view name) const;
   void WriterLoop();
@@ -200,7 +199,7 @@ class CounterService {
   Status ValidateRemote(const Op& op) const;
 
   storage::Store* const store_;
-  const CounterServiceOptions options_;
+  const KeyspaceOptions options_;
   std::unique_ptr<Shard[]> shards_;
   std::atomic<size_t> size_{0};
   std::chrono::milliseconds load_time_{0};

@@ -1,4 +1,4 @@
-#include "service/counter_service.h"
+#include "service/keyspace.h"
 
 #include <fmt/format.h>
 #include <rocksdb/write_batch.h>
@@ -26,17 +26,15 @@ Status ValidateCounterName(std::string_view name) {
   return Status::Ok();
 }
 
-StatusOr<std::unique_ptr<CounterService>> CounterService::Open(storage::Store* store,
-                                                               CounterServiceOptions options,
-                                                               MetricsRegistry* metrics) {
-  std::unique_ptr<CounterService> svc(new CounterService(store, std::move(options), metrics));
+StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, KeyspaceOptions options,
+                                                   MetricsRegistry* metrics) {
+  std::unique_ptr<Keyspace> svc(new Keyspace(store, std::move(options), metrics));
   if (Status s = svc->Load(); !s.ok()) return s;
   svc->writer_ = std::thread([p = svc.get()] { p->WriterLoop(); });
   return svc;
 }
 
-CounterService::CounterService(storage::Store* store, CounterServiceOptions options,
-                               MetricsRegistry* metrics)
+Keyspace::Keyspace(storage::Store* store, KeyspaceOptions options, MetricsRegistry* metrics)
     : store_(store), options_(std::move(options)), shards_(new Shard[kShards]) {
   batch_size_ = &metrics->AddHistogram(
       "edgestate_commit_batch_size",
@@ -57,13 +55,13 @@ CounterService::CounterService(storage::Store* store, CounterServiceOptions opti
                     [this] { return static_cast<double>(size()); });
 }
 
-CounterService::~CounterService() { Stop(); }
+Keyspace::~Keyspace() { Stop(); }
 
-CounterService::Shard& CounterService::ShardFor(std::string_view name) const {
+Keyspace::Shard& Keyspace::ShardFor(std::string_view name) const {
   return shards_[std::hash<std::string_view>{}(name) % kShards];
 }
 
-Status CounterService::Load() {
+Status Keyspace::Load() {
   auto start = std::chrono::steady_clock::now();
   uint64_t estimate = store_->EstimateNumKeys();
   for (size_t i = 0; i < kShards; ++i) shards_[i].counters.reserve(estimate / kShards + 16);
@@ -106,7 +104,7 @@ Status CounterService::Load() {
   return Status::Ok();
 }
 
-CounterValue CounterService::Read(std::string_view name) const {
+CounterValue Keyspace::Read(std::string_view name) const {
   Shard& shard = ShardFor(name);
   std::lock_guard lock(shard.mu);
   auto it = shard.counters.find(name);
@@ -114,14 +112,14 @@ CounterValue CounterService::Read(std::string_view name) const {
   return CounterValue{it->second.Value(), it->second.UpdatedAtMs()};
 }
 
-crdt::PnCounter CounterService::State(std::string_view name) const {
+crdt::PnCounter Keyspace::State(std::string_view name) const {
   Shard& shard = ShardFor(name);
   std::lock_guard lock(shard.mu);
   auto it = shard.counters.find(name);
   return it == shard.counters.end() ? crdt::PnCounter{} : it->second;
 }
 
-void CounterService::ApplyStrong(std::string name, crdt::Slot strong, IncrementCallback done) {
+void Keyspace::ApplyStrong(std::string name, crdt::Slot strong, IncrementCallback done) {
   Op op;
   op.kind = Op::Kind::kStrong;
   op.name = std::move(name);
@@ -130,7 +128,7 @@ void CounterService::ApplyStrong(std::string name, crdt::Slot strong, IncrementC
   Enqueue(std::move(op));
 }
 
-void CounterService::PutRecord(std::string key, std::string value, ProbeCallback done) {
+void Keyspace::PutRecord(std::string key, std::string value, ProbeCallback done) {
   Op op;
   op.kind = Op::Kind::kRecord;
   op.name = std::move(key);
@@ -139,14 +137,14 @@ void CounterService::PutRecord(std::string key, std::string value, ProbeCallback
   Enqueue(std::move(op));
 }
 
-void CounterService::Enqueue(Op op) {
+void Keyspace::Enqueue(Op op) {
   if (queue_.Push(std::move(op))) return;
   Status stopping = Status::Unavailable("node is shutting down");
   if (op.increment_done) op.increment_done(stopping);
   if (op.probe_done) op.probe_done(stopping);
 }
 
-void CounterService::Increment(std::string name, int64_t delta, IncrementCallback done) {
+void Keyspace::Increment(std::string name, int64_t delta, IncrementCallback done) {
   Op op;
   op.name = std::move(name);
   op.delta = delta;
@@ -154,15 +152,15 @@ void CounterService::Increment(std::string name, int64_t delta, IncrementCallbac
   Enqueue(std::move(op));
 }
 
-void CounterService::ProbeStorage(ProbeCallback done) {
+void Keyspace::ProbeStorage(ProbeCallback done) {
   Op op;
   op.kind = Op::Kind::kProbe;
   op.probe_done = std::move(done);
   Enqueue(std::move(op));
 }
 
-void CounterService::ApplyRemote(std::string origin, uint32_t epoch, uint64_t covers_seq,
-                                 std::vector<SlotUpdate> slots, ProbeCallback done) {
+void Keyspace::ApplyRemote(std::string origin, uint32_t epoch, uint64_t covers_seq,
+                           std::vector<SlotUpdate> slots, ProbeCallback done) {
   Op op;
   op.kind = Op::Kind::kApply;
   op.name = std::move(origin);
@@ -173,14 +171,13 @@ void CounterService::ApplyRemote(std::string origin, uint32_t epoch, uint64_t co
   Enqueue(std::move(op));
 }
 
-consistency::OriginPosition CounterService::AppliedPosition(std::string_view origin) const {
+consistency::OriginPosition Keyspace::AppliedPosition(std::string_view origin) const {
   std::lock_guard lock(applied_mu_);
   auto it = applied_.find(origin);
   return it == applied_.end() ? consistency::OriginPosition{} : it->second;
 }
 
-consistency::Position CounterService::AppliedPositions(
-    const std::vector<std::string>& origins) const {
+consistency::Position Keyspace::AppliedPositions(const std::vector<std::string>& origins) const {
   consistency::Position out(origins.size());
   std::lock_guard lock(applied_mu_);
   for (size_t i = 0; i < origins.size(); ++i) {
@@ -190,14 +187,13 @@ consistency::Position CounterService::AppliedPositions(
   return out;
 }
 
-uint64_t CounterService::AppliedSeq(std::string_view origin, uint32_t epoch) const {
+uint64_t Keyspace::AppliedSeq(std::string_view origin, uint32_t epoch) const {
   consistency::OriginPosition p = AppliedPosition(origin);
   return p.epoch == epoch ? p.seq : 0;
 }
 
-uint64_t CounterService::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
-                                           std::vector<SlotUpdate>* out,
-                                           bool include_strong) const {
+uint64_t Keyspace::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
+                                     std::vector<SlotUpdate>* out, bool include_strong) const {
   std::vector<std::pair<uint64_t, std::string>> picked;
   uint64_t covers;
   {
@@ -229,14 +225,14 @@ uint64_t CounterService::CollectOwnChanges(uint64_t after_seq, size_t max_entrie
   return covers;
 }
 
-void CounterService::Stop() {
+void Keyspace::Stop() {
   std::call_once(stop_once_, [this] {
     queue_.Close();
     if (writer_.joinable()) writer_.join();
   });
 }
 
-void CounterService::WriterLoop() {
+void Keyspace::WriterLoop() {
   using SteadyClock = std::chrono::steady_clock;
   const bool async = options_.durability == Durability::kAsync;
   std::vector<Op> ops;
@@ -274,7 +270,7 @@ void CounterService::WriterLoop() {
   sync_now();
 }
 
-Status CounterService::ValidateRemote(const Op& op) const {
+Status Keyspace::ValidateRemote(const Op& op) const {
   if (op.name.empty() || op.name == options_.region) {
     return Status::InvalidArgument("remote slots must come from another region");
   }
@@ -287,7 +283,7 @@ Status CounterService::ValidateRemote(const Op& op) const {
   return Status::Ok();
 }
 
-size_t CounterService::CommitBatch(std::vector<Op>& ops) {
+size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
   const int64_t now_ms = options_.clock->NowUnixMillis();
   // Staged copies of every counter this batch touches; keys view into ops[i].name.
   std::unordered_map<std::string_view, std::pair<crdt::PnCounter, bool /*dirty*/>> staged;

@@ -1,4 +1,4 @@
-#include "service/counter_service.h"
+#include "service/keyspace.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 namespace edgestate::service {
 namespace {
 
-class CounterServiceTest : public ::testing::Test {
+class KeyspaceTest : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = FreshTestDir(); }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -25,12 +25,12 @@ class CounterServiceTest : public ::testing::Test {
     auto st = storage::Store::Open(dir_.string());
     ASSERT_TRUE(st.ok()) << st.status().ToString();
     store_ = std::move(st).value();
-    CounterServiceOptions o;
+    KeyspaceOptions o;
     o.region = "iad";
     o.durability = d;
     o.async_sync_interval = std::chrono::milliseconds(5);
     o.clock = &clock_;
-    auto svc = CounterService::Open(store_.get(), o, metrics_.get());
+    auto svc = Keyspace::Open(store_.get(), o, metrics_.get());
     ASSERT_TRUE(svc.ok()) << svc.status().ToString();
     svc_ = std::move(svc).value();
   }
@@ -45,7 +45,7 @@ class CounterServiceTest : public ::testing::Test {
   FakeClock clock_{1'800'000'000'000};
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<storage::Store> store_;
-  std::unique_ptr<CounterService> svc_;
+  std::unique_ptr<Keyspace> svc_;
 };
 
 TEST(ValidateCounterNameTest, Rules) {
@@ -60,7 +60,7 @@ TEST(ValidateCounterNameTest, Rules) {
   EXPECT_FALSE(ValidateCounterName("\xc3").ok());
 }
 
-TEST_F(CounterServiceTest, UnwrittenCounterReadsZero) {
+TEST_F(KeyspaceTest, UnwrittenCounterReadsZero) {
   Open();
   CounterValue v = svc_->Read("nope");
   EXPECT_EQ(v.value, 0);
@@ -68,7 +68,7 @@ TEST_F(CounterServiceTest, UnwrittenCounterReadsZero) {
   EXPECT_EQ(svc_->size(), 0u);
 }
 
-TEST_F(CounterServiceTest, IncrementReturnsNewValueAndIsReadable) {
+TEST_F(KeyspaceTest, IncrementReturnsNewValueAndIsReadable) {
   Open();
   auto r = IncrementSync("a", 5);
   ASSERT_TRUE(r.ok());
@@ -81,7 +81,7 @@ TEST_F(CounterServiceTest, IncrementReturnsNewValueAndIsReadable) {
   EXPECT_EQ(svc_->size(), 1u);
 }
 
-TEST_F(CounterServiceTest, OverflowIsRejectedAndChangesNothing) {
+TEST_F(KeyspaceTest, OverflowIsRejectedAndChangesNothing) {
   Open();
   ASSERT_TRUE(IncrementSync("a", std::numeric_limits<int64_t>::max()).ok());
   auto r = IncrementSync("a", 1);
@@ -92,7 +92,7 @@ TEST_F(CounterServiceTest, OverflowIsRejectedAndChangesNothing) {
   EXPECT_EQ(svc_->Read("a").value, std::numeric_limits<int64_t>::max());
 }
 
-TEST_F(CounterServiceTest, AcknowledgedIncrementsSurviveReopen) {
+TEST_F(KeyspaceTest, AcknowledgedIncrementsSurviveReopen) {
   Open();
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(IncrementSync("x", 2).ok());
   ASSERT_TRUE(IncrementSync("y", -1).ok());
@@ -102,7 +102,7 @@ TEST_F(CounterServiceTest, AcknowledgedIncrementsSurviveReopen) {
   EXPECT_EQ(svc_->size(), 2u);
 }
 
-TEST_F(CounterServiceTest, ConcurrentIncrementsAllCountAndShareBatches) {
+TEST_F(KeyspaceTest, ConcurrentIncrementsAllCountAndShareBatches) {
   Open();
   constexpr int kThreads = 8, kEach = 300;
   std::atomic<int> acked{0};
@@ -129,7 +129,7 @@ TEST_F(CounterServiceTest, ConcurrentIncrementsAllCountAndShareBatches) {
   EXPECT_EQ(svc_->Read("odd").value + svc_->Read("even").value, kThreads * kEach);
 }
 
-TEST_F(CounterServiceTest, AsyncModeAcknowledgesAndSyncs) {
+TEST_F(KeyspaceTest, AsyncModeAcknowledgesAndSyncs) {
   Open(Durability::kAsync);
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(IncrementSync("a", 1).ok());
   Open(Durability::kAsync);
@@ -137,14 +137,14 @@ TEST_F(CounterServiceTest, AsyncModeAcknowledgesAndSyncs) {
   EXPECT_NE(metrics_->Render().find("edgestate_async_unsynced_writes_count"), std::string::npos);
 }
 
-TEST_F(CounterServiceTest, ProbeSucceedsOnHealthyStore) {
+TEST_F(KeyspaceTest, ProbeSucceedsOnHealthyStore) {
   Open();
   std::promise<Status> p;
   svc_->ProbeStorage([&](Status s) { p.set_value(s); });
   EXPECT_TRUE(p.get_future().get().ok());
 }
 
-TEST_F(CounterServiceTest, AfterStopWritesFailFastAndReadsStillWork) {
+TEST_F(KeyspaceTest, AfterStopWritesFailFastAndReadsStillWork) {
   Open();
   ASSERT_TRUE(IncrementSync("a", 1).ok());
   svc_->Stop();
@@ -154,15 +154,15 @@ TEST_F(CounterServiceTest, AfterStopWritesFailFastAndReadsStillWork) {
   EXPECT_EQ(svc_->Read("a").value, 1);
 }
 
-TEST_F(CounterServiceTest, CorruptRecordFailsOpenLoudly) {
+TEST_F(KeyspaceTest, CorruptRecordFailsOpenLoudly) {
   Open();
   svc_.reset();
   rocksdb::WriteBatch wb;
   wb.Put(storage::CounterKey("bad"), "\xff\xff\xff");
   ASSERT_TRUE(store_->Write(&wb, true).ok());
-  CounterServiceOptions o;
+  KeyspaceOptions o;
   o.region = "iad";
-  auto svc = CounterService::Open(store_.get(), o, metrics_.get());
+  auto svc = Keyspace::Open(store_.get(), o, metrics_.get());
   ASSERT_FALSE(svc.ok());
   EXPECT_NE(svc.status().message().find("bad"), std::string::npos);
 }
@@ -175,7 +175,7 @@ namespace {
 
 constexpr uint32_t kLhrEpoch = 1'760'000'000;
 
-Status ApplySync(CounterService* svc, const std::string& origin, uint64_t covers,
+Status ApplySync(Keyspace* svc, const std::string& origin, uint64_t covers,
                  std::vector<SlotUpdate> slots, uint32_t epoch = kLhrEpoch) {
   std::promise<Status> p;
   svc->ApplyRemote(origin, epoch, covers, std::move(slots), [&](Status s) { p.set_value(s); });
@@ -186,7 +186,7 @@ SlotUpdate Slot(const std::string& name, uint64_t inc, uint64_t dec, uint64_t ve
   return SlotUpdate{name, crdt::Slot{inc, dec, version, 1'700'000'000'000 + int64_t(version)}};
 }
 
-TEST_F(CounterServiceTest, OwnChangesAreCollectedOncePerCounterInSeqOrder) {
+TEST_F(KeyspaceTest, OwnChangesAreCollectedOncePerCounterInSeqOrder) {
   Open();
   ASSERT_TRUE(IncrementSync("a", 1).ok());  // seq 1
   ASSERT_TRUE(IncrementSync("b", 2).ok());  // seq 2
@@ -218,7 +218,7 @@ TEST_F(CounterServiceTest, OwnChangesAreCollectedOncePerCounterInSeqOrder) {
   EXPECT_EQ(svc_->CommittedSeq(), 4u);
 }
 
-TEST_F(CounterServiceTest, RemoteSlotsMergeIdempotentlyInAnyOrder) {
+TEST_F(KeyspaceTest, RemoteSlotsMergeIdempotentlyInAnyOrder) {
   Open();
   ASSERT_TRUE(IncrementSync("x", 5).ok());
   ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 7, {Slot("x", 10, 1, 7), Slot("y", 3, 0, 6)}).ok());
@@ -244,7 +244,7 @@ TEST_F(CounterServiceTest, RemoteSlotsMergeIdempotentlyInAnyOrder) {
   EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 7u);
 }
 
-TEST_F(CounterServiceTest, ANewEpochOfAnOriginStartsItsSequenceAgain) {
+TEST_F(KeyspaceTest, ANewEpochOfAnOriginStartsItsSequenceAgain) {
   Open();
   const uint32_t own = svc_->epoch();
   EXPECT_GT(own, 0u);
@@ -261,7 +261,7 @@ TEST_F(CounterServiceTest, ANewEpochOfAnOriginStartsItsSequenceAgain) {
   EXPECT_EQ(svc_->epoch(), own);
 }
 
-TEST_F(CounterServiceTest, RemoteSlotsForOwnRegionOrBadNamesAreRejected) {
+TEST_F(KeyspaceTest, RemoteSlotsForOwnRegionOrBadNamesAreRejected) {
   Open();
   EXPECT_EQ(ApplySync(svc_.get(), "iad", 1, {Slot("x", 1, 0, 1)}).code(),
             StatusCode::kInvalidArgument);
