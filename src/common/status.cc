@@ -24,6 +24,8 @@ std::string_view StatusCodeName(StatusCode code) {
       return "deadline_exceeded";
     case StatusCode::kInternal:
       return "internal";
+    case StatusCode::kAborted:
+      return "aborted";
   }
   return "unknown";
 }

@@ -27,6 +27,7 @@ enum class StatusCode {
   kUnavailable,         // Transient: storage or a peer is unavailable; retry with backoff.
   kDeadlineExceeded,    // The operation did not finish in time.
   kInternal,            // An invariant broke; a bug.
+  kAborted,             // Superseded by a concurrent operation (e.g. a purge); nothing changed.
 };
 
 // Returns a stable snake_case name for `code` ("invalid_argument", ...).
@@ -57,6 +58,7 @@ class [[nodiscard]] Status {
     return {StatusCode::kDeadlineExceeded, std::move(m)};
   }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+  static Status Aborted(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }

@@ -11,19 +11,71 @@
 
 namespace edgestate::service {
 
-Status ValidateCounterName(std::string_view name) {
-  if (name.empty()) return Status::InvalidArgument("counter name is empty");
-  if (name.size() > kMaxCounterNameBytes) {
-    return Status::InvalidArgument(fmt::format("counter name is {} bytes; the limit is {}",
-                                               name.size(), kMaxCounterNameBytes));
+namespace {
+
+Status ValidateName(std::string_view what, std::string_view name, size_t min, size_t max) {
+  if (name.size() < min) return Status::InvalidArgument(fmt::format("{} is empty", what));
+  if (name.size() > max) {
+    return Status::InvalidArgument(
+        fmt::format("{} is {} bytes; the limit is {}", what, name.size(), max));
   }
   for (unsigned char c : name) {
     if (c < 0x20 || c == 0x7f) {
-      return Status::InvalidArgument("counter name contains a control character");
+      return Status::InvalidArgument(fmt::format("{} contains a control character", what));
     }
   }
-  if (!IsValidUtf8(name)) return Status::InvalidArgument("counter name is not valid UTF-8");
+  if (!IsValidUtf8(name))
+    return Status::InvalidArgument(fmt::format("{} is not valid UTF-8", what));
   return Status::Ok();
+}
+
+// Purges stay in force this long after they are made: longer than any origin fetch, so a fill
+// that began before a purge always finds it (docs/cache.md).
+constexpr int64_t kPurgeRetentionMs = 10 * 60 * 1000;
+// Remote clocks further ahead of ours than this are not taken into our clock.
+constexpr int64_t kMaxObservedSkewMs = 60 * 1000;
+
+// The smallest string greater than every string starting with `prefix`; empty when none is
+// (the prefix is all 0xff bytes).
+std::string PrefixEnd(std::string prefix) {
+  while (!prefix.empty() && static_cast<unsigned char>(prefix.back()) == 0xff) prefix.pop_back();
+  if (!prefix.empty()) prefix.back() = static_cast<char>(prefix.back() + 1);
+  return prefix;
+}
+
+}  // namespace
+
+Status ValidateCounterName(std::string_view name) {
+  return ValidateName("counter name", name, 1, kMaxCounterNameBytes);
+}
+
+Status ValidateKeyName(std::string_view name) {
+  return ValidateName("key", name, 1, kMaxKeyNameBytes);
+}
+
+Status ValidatePurgePattern(std::string_view pattern) {
+  if (pattern.empty() || (pattern[0] != '=' && pattern[0] != '*')) {
+    return Status::InvalidArgument("a purge pattern starts with '=' or '*'");
+  }
+  return pattern[0] == '=' ? ValidateKeyName(pattern.substr(1))
+                           : ValidateName("purge prefix", pattern.substr(1), 0, kMaxKeyNameBytes);
+}
+
+Status ValidateContentType(std::string_view content_type) {
+  if (content_type.size() > kMaxContentTypeBytes) {
+    return Status::InvalidArgument(fmt::format("content type is {} bytes; the limit is {}",
+                                               content_type.size(), kMaxContentTypeBytes));
+  }
+  for (unsigned char c : content_type) {
+    if (c < 0x20 || c > 0x7e) {
+      return Status::InvalidArgument("content type must be visible ASCII");
+    }
+  }
+  return Status::Ok();
+}
+
+std::string ETagOf(const crdt::LwwRegister& reg) {
+  return fmt::format("\"{}.{}.{}\"", reg.hlc.wall_ms, reg.hlc.logical, reg.origin);
 }
 
 StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, KeyspaceOptions options,
@@ -66,15 +118,21 @@ Status Keyspace::Load() {
   uint64_t estimate = store_->EstimateNumKeys();
   for (size_t i = 0; i < kShards; ++i) shards_[i].counters.reserve(estimate / kShards + 16);
   size_t n = 0;
-  uint64_t max_seq = 0;
+  StatusOr<uint64_t> last_change = store_->LastChangeSeq();
+  if (!last_change.ok()) return last_change.status();
+  uint64_t max_seq = *last_change;
+  // Counters written before the change index existed: index their own writes now.
+  rocksdb::WriteBatch migrate;
   Status s = store_->ForEachCounter([&](std::string_view name, std::string_view bytes) {
     StatusOr<crdt::PnCounter> c = storage::DecodeCounter(bytes);
     if (!c.ok()) {
       return Status::InvalidArgument(fmt::format("stored counter {:?} is unreadable: {}",
                                                  std::string(name), c.status().message()));
     }
-    if (const crdt::Slot* own = c->Find(options_.region); own && own->version > 0) {
-      changelog_.emplace(own->version, std::string(name));
+    if (const crdt::Slot* own = c->Find(options_.region);
+        own && own->version > 0 && *last_change == 0) {
+      migrate.Put(storage::ChangeKey(own->version),
+                  storage::EncodeChange(storage::RecordType::kCounter, name));
       max_seq = std::max(max_seq, own->version);
     }
     ShardFor(name).counters.insert_or_assign(std::string(name), std::move(c).value());
@@ -82,6 +140,27 @@ Status Keyspace::Load() {
     return Status::Ok();
   });
   if (!s.ok()) return s;
+  if (migrate.Count() > 0) {
+    spdlog::info(
+        "indexing the own writes of {} counters (data directory from before the change "
+        "index)",
+        migrate.Count());
+    if (Status w = store_->Write(&migrate, /*sync=*/true); !w.ok()) return w;
+  }
+  Status purge_scan = Status::Ok();
+  s = store_->Scan(
+      storage::RecordType::kPurge, "", "", [&](std::string_view pattern, std::string_view bytes) {
+        StatusOr<storage::StoredRegister> r = storage::DecodeRegister(bytes);
+        if (!r.ok()) {
+          purge_scan = Status::InvalidArgument(fmt::format(
+              "stored purge {:?} is unreadable: {}", std::string(pattern), r.status().message()));
+          return false;
+        }
+        purges_[std::string(pattern)] = r->reg.hlc;
+        return true;
+      });
+  if (!s.ok()) return s;
+  if (!purge_scan.ok()) return purge_scan;
   s = store_->ForEachApplied([&](std::string_view origin, uint64_t seq, uint32_t epoch) {
     applied_[std::string(origin)] = {epoch, seq};
     return Status::Ok();
@@ -142,6 +221,7 @@ void Keyspace::Enqueue(Op op) {
   Status stopping = Status::Unavailable("node is shutting down");
   if (op.increment_done) op.increment_done(stopping);
   if (op.probe_done) op.probe_done(stopping);
+  if (op.register_done) op.register_done(stopping);
 }
 
 void Keyspace::Increment(std::string name, int64_t delta, IncrementCallback done) {
@@ -160,8 +240,10 @@ void Keyspace::ProbeStorage(ProbeCallback done) {
 }
 
 void Keyspace::ApplyRemote(std::string origin, uint32_t epoch, uint64_t covers_seq,
-                           std::vector<SlotUpdate> slots, ProbeCallback done) {
+                           std::vector<SlotUpdate> slots, ProbeCallback done,
+                           std::vector<RegisterUpdate> registers) {
   Op op;
+  op.registers = std::move(registers);
   op.kind = Op::Kind::kApply;
   op.name = std::move(origin);
   op.epoch = epoch;
@@ -193,22 +275,45 @@ uint64_t Keyspace::AppliedSeq(std::string_view origin, uint32_t epoch) const {
 }
 
 uint64_t Keyspace::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
-                                     std::vector<SlotUpdate>* out, bool include_strong) const {
-  std::vector<std::pair<uint64_t, std::string>> picked;
-  uint64_t covers;
-  {
-    std::lock_guard lock(changelog_mu_);
-    covers = committed_seq_.load(std::memory_order_acquire);
-    for (auto it = changelog_.upper_bound(after_seq); it != changelog_.end(); ++it) {
-      if (picked.size() == max_entries) {
-        covers = picked.back().first;  // Truncated: complete only up to the last one taken.
-        break;
-      }
-      picked.emplace_back(it->first, it->second);
-    }
+                                     std::vector<SlotUpdate>* out, bool include_strong,
+                                     std::vector<RegisterUpdate>* registers) const {
+  // Read before the index: every entry with seq <= covers was written by a batch that
+  // completed before committed_seq_ moved past it, so the scan sees it.
+  uint64_t covers = committed_seq_.load(std::memory_order_acquire);
+  if (covers <= after_seq) return after_seq;
+  std::vector<std::tuple<uint64_t, storage::RecordType, std::string>> picked;
+  Status scan = store_->ForEachChange(
+      after_seq, [&](uint64_t seq, storage::RecordType type, std::string_view name) {
+        if (seq > covers) return false;
+        if (picked.size() == max_entries) {
+          covers = std::get<0>(picked.back());  // Truncated: complete only up to the last one.
+          return false;
+        }
+        picked.emplace_back(seq, type, std::string(name));
+        return true;
+      });
+  if (!scan.ok()) {
+    spdlog::error("reading the change index failed: {}", scan.ToString());
+    covers = picked.empty() ? after_seq : std::get<0>(picked.back());
   }
-  if (covers < after_seq) covers = after_seq;
-  for (auto& [seq, name] : picked) {
+  for (auto& [seq, type, name] : picked) {
+    if (type != storage::RecordType::kCounter) {
+      if (registers == nullptr) continue;
+      StatusOr<std::string> bytes = store_->Get(storage::RecordKey(type, name));
+      if (!bytes.ok()) {
+        if (bytes.status().code() == StatusCode::kNotFound) continue;  // Collected since.
+        spdlog::error("reading record {:?} for replication failed: {}", name,
+                      bytes.status().ToString());
+        return seq - 1;  // Covers only what came before it; the next round retries.
+      }
+      StatusOr<storage::StoredRegister> r = storage::DecodeRegister(*bytes);
+      if (!r.ok()) {
+        spdlog::error("stored record {:?} is unreadable: {}", name, r.status().ToString());
+        return seq - 1;
+      }
+      registers->push_back(RegisterUpdate{type, std::move(name), std::move(r->reg)});
+      continue;
+    }
     Shard& shard = ShardFor(name);
     std::lock_guard lock(shard.mu);
     auto it = shard.counters.find(name);
@@ -223,6 +328,88 @@ uint64_t Keyspace::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
     }
   }
   return covers;
+}
+
+crdt::Hlc Keyspace::ClockNow() {
+  const int64_t now_ms = options_.clock->NowUnixMillis();
+  std::lock_guard lock(hlc_mu_);
+  return hlc_.Next(now_ms);
+}
+
+bool Keyspace::PurgedAfter(std::string_view name, crdt::Hlc started) const {
+  std::lock_guard lock(purges_mu_);
+  if (purges_.empty()) return false;
+  std::string pattern = "=" + std::string(name);
+  if (auto it = purges_.find(pattern); it != purges_.end() && it->second > started) return true;
+  // Every prefix of the name, the empty one included.
+  pattern[0] = '*';
+  for (size_t len = 0; len <= name.size(); ++len) {
+    auto it = purges_.find(std::string_view(pattern).substr(0, len + 1));
+    if (it != purges_.end() && it->second > started) return true;
+  }
+  return false;
+}
+
+void Keyspace::WriteRegister(storage::RecordType type, std::string name, RegisterWrite write,
+                             RegisterCallback done) {
+  Op op;
+  op.kind = Op::Kind::kRegister;
+  op.type = type;
+  op.name = std::move(name);
+  op.write = std::move(write);
+  op.register_done = std::move(done);
+  Enqueue(std::move(op));
+}
+
+StatusOr<std::optional<crdt::LwwRegister>> Keyspace::GetRegister(storage::RecordType type,
+                                                                 std::string_view name) const {
+  StatusOr<std::string> bytes = store_->Get(storage::RecordKey(type, name));
+  if (!bytes.ok()) {
+    if (bytes.status().code() == StatusCode::kNotFound) return std::optional<crdt::LwwRegister>();
+    return bytes.status();
+  }
+  StatusOr<storage::StoredRegister> r = storage::DecodeRegister(*bytes);
+  if (!r.ok()) {
+    return Status::InvalidArgument(fmt::format("stored record {:?} is unreadable: {}",
+                                               std::string(name), r.status().message()));
+  }
+  return std::optional<crdt::LwwRegister>(std::move(r->reg));
+}
+
+Status Keyspace::ListRegisters(storage::RecordType type, std::string_view prefix,
+                               std::string_view after, size_t limit, std::vector<ListedKey>* out,
+                               std::string* next_after) const {
+  const int64_t now_ms = options_.clock->NowUnixMillis();
+  size_t visited = 0;
+  bool stopped = false;
+  Status decode = Status::Ok();
+  next_after->clear();
+  Status s = store_->Scan(type, prefix, after, [&](std::string_view name, std::string_view bytes) {
+    if (out->size() == limit || visited == limit + kListScanBudget) {
+      stopped = true;  // More follow: *next_after names the last one looked at.
+      return false;
+    }
+    ++visited;
+    *next_after = name;
+    StatusOr<storage::StoredRegister> r = storage::DecodeRegister(bytes);
+    if (!r.ok()) {
+      decode = Status::InvalidArgument(fmt::format("stored record {:?} is unreadable: {}",
+                                                   std::string(name), r.status().message()));
+      return false;
+    }
+    if (!crdt::IsLive(r->reg, now_ms)) return true;
+    ListedKey k;
+    k.name = std::string(name);
+    k.size = r->reg.value.size();
+    k.reg = std::move(r->reg);
+    k.reg.value.clear();
+    out->push_back(std::move(k));
+    return true;
+  });
+  if (!s.ok()) return s;
+  if (!decode.ok()) return decode;
+  if (!stopped) next_after->clear();  // The scan reached the end.
+  return Status::Ok();
 }
 
 void Keyspace::Stop() {
@@ -280,18 +467,100 @@ Status Keyspace::ValidateRemote(const Op& op) const {
       return Status::InvalidArgument("a remote slot may only name the strong origin");
     }
   }
+  for (const RegisterUpdate& u : op.registers) {
+    if (u.type == storage::RecordType::kKey) {
+      if (Status s = ValidateKeyName(u.name); !s.ok()) return s;
+    } else if (u.type == storage::RecordType::kPurge) {
+      if (Status s = ValidatePurgePattern(u.name); !s.ok()) return s;
+    } else {
+      return Status::InvalidArgument("only keys and purges replicate");
+    }
+    if (u.reg.origin.empty() || u.reg.origin.size() > 64) {
+      return Status::InvalidArgument("a remote register needs an origin of 1..64 bytes");
+    }
+    if (u.reg.value.size() > kMaxValueBytes) {
+      return Status::InvalidArgument("a remote value exceeds the value limit");
+    }
+    if (Status s = ValidateContentType(u.reg.content_type); !s.ok()) return s;
+    if (u.reg.hlc.wall_ms < 0 || u.reg.expires_at_ms < 0) {
+      return Status::InvalidArgument("a remote register has a negative time");
+    }
+  }
   return Status::Ok();
+}
+
+struct Keyspace::StagedRegister {
+  storage::RecordType type = storage::RecordType::kKey;
+  std::string_view name;  // Views into the op that staged it.
+  Status load = Status::Ok();
+  std::optional<storage::StoredRegister> cur;  // std::nullopt: none stored.
+  bool dirty = false;
+  bool purge_changed = false;  // A purge whose write changed: apply its effect.
+};
+
+StatusOr<RegisterResult> Keyspace::StageLocalWrite(Op& op, StagedRegister& st, int64_t now_ms) {
+  const RegisterWrite& w = op.write;
+  if (!st.load.ok()) return st.load;
+  const bool live = st.cur && crdt::IsLive(st.cur->reg, now_ms);
+  if (w.if_none_match && live) return Status::FailedPrecondition("the key exists");
+  if (w.if_match && (!live || ETagOf(st.cur->reg) != *w.if_match)) {
+    return Status::FailedPrecondition(live ? "the key's ETag is " + ETagOf(st.cur->reg)
+                                           : std::string("the key does not exist"));
+  }
+  if (w.kind == RegisterWrite::Kind::kTouch && !live) {
+    return Status::NotFound("no such key (or it expired)");
+  }
+  if (op.type == storage::RecordType::kCacheEntry && PurgedAfter(op.name, w.fill_started)) {
+    return Status::Aborted("a purge made after this fill began covers the key");
+  }
+  crdt::LwwRegister next;
+  {
+    std::lock_guard lock(hlc_mu_);
+    next.hlc = hlc_.Next(now_ms, st.cur ? st.cur->reg.hlc : crdt::Hlc{});
+  }
+  next.origin = options_.region;
+  switch (w.kind) {
+    case RegisterWrite::Kind::kPut:
+      next.value = std::move(op.write.value);
+      next.content_type = std::move(op.write.content_type);
+      if (w.ttl_ms > 0) next.expires_at_ms = now_ms + w.ttl_ms;
+      break;
+    case RegisterWrite::Kind::kDelete:
+      next.deleted = true;
+      break;
+    case RegisterWrite::Kind::kTouch:
+      next.value = st.cur->reg.value;
+      next.content_type = st.cur->reg.content_type;
+      next.expires_at_ms = now_ms + w.ttl_ms;
+      break;
+  }
+  uint64_t local_seq = st.cur ? st.cur->local_seq : 0;
+  if (storage::IsReplicated(op.type)) next.origin_seq = local_seq = next_seq_++;
+  RegisterResult result;
+  result.existed = live;
+  result.size = next.value.size();
+  result.written = next;
+  result.written.value.clear();
+  st.cur = storage::StoredRegister{std::move(next), local_seq};
+  st.dirty = true;
+  if (op.type == storage::RecordType::kPurge) st.purge_changed = true;
+  return result;
 }
 
 size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
   const int64_t now_ms = options_.clock->NowUnixMillis();
   // Staged copies of every counter this batch touches; keys view into ops[i].name.
   std::unordered_map<std::string_view, std::pair<crdt::PnCounter, bool /*dirty*/>> staged;
+  // Staged register records, by whole key.
+  std::unordered_map<std::string, StagedRegister> staged_registers;
   std::vector<StatusOr<CounterValue>> results;
+  std::vector<std::optional<StatusOr<RegisterResult>>> register_results(ops.size());
   results.reserve(ops.size());
   bool probe = false;
-  // Own-origin sequence of each counter before this batch (for the changelog).
+  // Own-origin sequence of each counter before this batch (for the change index).
   std::unordered_map<std::string_view, uint64_t> previous_own_seq;
+  // Own sequence of each register record before this batch, by whole key.
+  std::unordered_map<std::string_view, uint64_t> previous_register_seq;
   std::map<std::string, consistency::OriginPosition, std::less<>> applied_updates;
   auto stage = [&](std::string_view name) -> std::pair<crdt::PnCounter, bool>& {
     auto [it, inserted] = staged.try_emplace(name);
@@ -303,9 +572,32 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     }
     return it->second;
   };
+  auto stage_register = [&](storage::RecordType type, std::string_view name) -> StagedRegister& {
+    auto [it, inserted] = staged_registers.try_emplace(storage::RecordKey(type, name));
+    StagedRegister& st = it->second;
+    if (inserted) {
+      st.type = type;
+      st.name = std::string_view(it->first).substr(1);
+      StatusOr<std::string> bytes = store_->Get(it->first);
+      if (bytes.ok()) {
+        StatusOr<storage::StoredRegister> r = storage::DecodeRegister(*bytes);
+        if (r.ok()) {
+          st.cur = std::move(r).value();
+        } else {
+          st.load = Status::InvalidArgument(fmt::format("stored record {:?} is unreadable: {}",
+                                                        std::string(name), r.status().message()));
+        }
+      } else if (bytes.status().code() != StatusCode::kNotFound) {
+        st.load = Status::Unavailable("storage is not readable: " + bytes.status().message());
+      }
+      previous_register_seq.try_emplace(it->first, st.cur ? st.cur->local_seq : 0);
+    }
+    return st;
+  };
   bool own_writes = false;
   std::vector<std::pair<std::string_view, std::string_view>> records;
-  for (Op& op : ops) {
+  for (size_t i = 0; i < ops.size(); ++i) {
+    Op& op = ops[i];
     if (op.kind == Op::Kind::kProbe) {
       probe = true;
       results.emplace_back(CounterValue{});
@@ -314,6 +606,13 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     if (op.kind == Op::Kind::kRecord) {
       records.emplace_back(op.name, op.value);
       results.emplace_back(CounterValue{});
+      continue;
+    }
+    if (op.kind == Op::Kind::kRegister) {
+      results.emplace_back(CounterValue{});
+      StagedRegister& st = stage_register(op.type, op.name);
+      register_results[i] = StageLocalWrite(op, st, now_ms);
+      if (register_results[i]->ok() && storage::IsReplicated(op.type)) own_writes = true;
       continue;
     }
     if (op.kind == Op::Kind::kStrong) {
@@ -333,6 +632,14 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     }
     if (op.kind == Op::Kind::kApply) {
       Status valid = ValidateRemote(op);
+      if (valid.ok()) {
+        for (const RegisterUpdate& u : op.registers) {
+          if (Status l = stage_register(u.type, u.name).load; !l.ok()) {
+            valid = l;
+            break;
+          }
+        }
+      }
       results.emplace_back(valid.ok() ? StatusOr<CounterValue>(CounterValue{}) : valid);
       if (!valid.ok()) continue;
       for (const SlotUpdate& u : op.slots) {
@@ -340,6 +647,22 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
         if (entry.first.MergeSlot(u.origin.empty() ? std::string_view(op.name) : u.origin,
                                   u.slot)) {
           entry.second = true;
+        }
+      }
+      for (const RegisterUpdate& u : op.registers) {
+        StagedRegister& st = stage_register(u.type, u.name);
+        bool changed = !st.cur;
+        if (changed) {
+          st.cur = storage::StoredRegister{u.reg, 0};
+        } else {
+          changed = crdt::Merge(&st.cur->reg, u.reg);
+        }
+        if (!changed) continue;
+        st.dirty = true;
+        if (u.type == storage::RecordType::kPurge) st.purge_changed = true;
+        if (u.reg.hlc.wall_ms <= now_ms + kMaxObservedSkewMs) {
+          std::lock_guard lock(hlc_mu_);
+          hlc_.Observe(u.reg.hlc);
         }
       }
       // A new epoch is a new life of the origin: its sequence starts again.
@@ -365,8 +688,40 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
   }
 
   rocksdb::WriteBatch wb;
+  // The change index: each record's latest own write replaces its previous entry.
+  auto move_index = [&wb](uint64_t prev, uint64_t next, storage::RecordType type,
+                          std::string_view name) {
+    if (prev == next) return;
+    if (prev != 0) wb.Delete(storage::ChangeKey(prev));
+    wb.Put(storage::ChangeKey(next), storage::EncodeChange(type, name));
+  };
+  for (const auto& [name, prev] : previous_own_seq) {
+    const crdt::Slot* own = staged[name].first.Find(options_.region);
+    if (own != nullptr) move_index(prev, own->version, storage::RecordType::kCounter, name);
+  }
   for (const auto& [name, entry] : staged) {
     if (entry.second) wb.Put(storage::CounterKey(name), storage::EncodeCounter(entry.first));
+  }
+  std::vector<std::pair<std::string, crdt::Hlc>> purges_made;
+  for (const auto& [key, st] : staged_registers) {
+    if (!st.dirty) continue;
+    if (storage::IsReplicated(st.type)) {
+      move_index(previous_register_seq[key], st.cur->local_seq, st.type, st.name);
+    }
+    wb.Put(key, storage::EncodeRegister(st.cur->reg, st.cur->local_seq));
+  }
+  // After the fills above: a purge removes every cache entry it covers, this batch's included.
+  for (const auto& [key, st] : staged_registers) {
+    if (!st.purge_changed) continue;
+    const std::string_view pattern = st.name;
+    if (pattern[0] == '=') {
+      wb.Delete(storage::RecordKey(storage::RecordType::kCacheEntry, pattern.substr(1)));
+    } else {
+      std::string begin = storage::RecordKey(storage::RecordType::kCacheEntry, pattern.substr(1));
+      std::string end = PrefixEnd(begin);
+      wb.DeleteRange(begin, end);
+    }
+    purges_made.emplace_back(std::string(pattern), st.cur->reg.hlc);
   }
   for (const auto& [origin, pos] : applied_updates)
     wb.Put(storage::AppliedKey(origin), storage::EncodeApplied(pos.seq, pos.epoch));
@@ -381,12 +736,6 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
 
   size_t acked = 0;
   if (write.ok()) {
-    std::vector<std::tuple<uint64_t, uint64_t, std::string_view>> changelog_moves;
-    for (const auto& [name, prev] : previous_own_seq) {
-      const crdt::Slot* own = staged[name].first.Find(options_.region);
-      if (own != nullptr && own->version != prev)
-        changelog_moves.emplace_back(prev, own->version, name);
-    }
     for (auto& [name, entry] : staged) {
       if (!entry.second) continue;
       Shard& shard = ShardFor(name);
@@ -395,19 +744,19 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
       it->second = std::move(entry.first);
       if (inserted) size_.fetch_add(1, std::memory_order_relaxed);
     }
+    if (!purges_made.empty()) {
+      std::lock_guard lock(purges_mu_);
+      for (auto& [pattern, hlc] : purges_made) {
+        crdt::Hlc& h = purges_[std::move(pattern)];
+        h = std::max(h, hlc);
+      }
+    }
     if (!applied_updates.empty()) {
       std::lock_guard lock(applied_mu_);
       for (const auto& [origin, pos] : applied_updates) applied_[origin] = pos;
     }
-    if (own_writes) {
-      // After the table: an entry a replication snapshot sees has its state published.
-      std::lock_guard lock(changelog_mu_);
-      for (const auto& [prev, next, name] : changelog_moves) {
-        if (prev != 0) changelog_.erase(prev);
-        changelog_.emplace(next, std::string(name));
-      }
-      committed_seq_.store(next_seq_ - 1, std::memory_order_release);
-    }
+    // After the table: an index entry a replication snapshot sees has its state published.
+    if (own_writes) committed_seq_.store(next_seq_ - 1, std::memory_order_release);
   } else {
     write_errors_->Inc();
     spdlog::error("storage write of {} records failed: {}", wb.Count(), write.ToString());
@@ -418,30 +767,40 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     progress_listener_();
   }
 
+  const Status unwritable =
+      write.ok() ? Status::Ok()
+                 : Status::Unavailable("storage is not writable: " + write.message());
   for (size_t i = 0; i < ops.size(); ++i) {
     Op& op = ops[i];
     if (op.kind == Op::Kind::kProbe || op.kind == Op::Kind::kRecord) {
       op.probe_done(write);
       continue;
     }
+    if (op.kind == Op::Kind::kRegister) {
+      StatusOr<RegisterResult>& r = *register_results[i];
+      if (r.ok() && !write.ok()) {
+        op.register_done(unwritable);
+      } else {
+        if (r.ok()) ++acked;
+        op.register_done(std::move(r));
+      }
+      continue;
+    }
     if (op.kind == Op::Kind::kStrong) {
       if (write.ok()) {
         op.increment_done(std::move(results[i]));
       } else {
-        op.increment_done(Status::Unavailable("storage is not writable: " + write.message()));
+        op.increment_done(unwritable);
       }
       continue;
     }
     if (op.kind == Op::Kind::kApply) {
-      op.probe_done(!results[i].ok() ? results[i].status()
-                    : write.ok()
-                        ? Status::Ok()
-                        : Status::Unavailable("storage is not writable: " + write.message()));
+      op.probe_done(!results[i].ok() ? results[i].status() : unwritable);
       continue;
     }
     if (!write.ok()) {
       increments_rejected_->Inc();
-      op.increment_done(Status::Unavailable("storage is not writable: " + write.message()));
+      op.increment_done(unwritable);
     } else if (results[i].ok()) {
       ++acked;
       increments_ok_->Inc();

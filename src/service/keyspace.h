@@ -1,15 +1,18 @@
 // Keyspace: the node's records (docs/storage.md) over their CRDTs, in memory and in the store.
 //
-// Reads are served from memory and never touch the disk. Increments are queued to the single
-// writer thread, which takes every increment queued since its last batch, applies them to
-// staged copies of the affected counters, writes all of them in one RocksDB batch (one
-// fdatasync in fsync mode: group commit), then publishes the new states to the table and
-// completes each increment. A reader therefore never sees a value that is not yet durable
-// (fsync mode) and an acknowledged increment is never lost. See docs/threading.md.
+// Records of every type share one group-commit writer, one own sequence (replication's stream)
+// and one change index (docs/storage.md). Counters live in memory too and their reads never
+// touch the disk; register records (keys, cache entries, purges) are read from the store, whose
+// block cache holds the hot ones. Writes are queued to the single writer thread, which takes
+// every operation queued since its last batch, applies them to staged copies of the affected
+// records, writes all of them in one RocksDB batch (one fdatasync in fsync mode: group commit),
+// then publishes the new states and completes each operation. A reader therefore never sees a
+// value that is not yet durable (fsync mode) and an acknowledged write is never lost. See
+// docs/threading.md.
 //
-// Thread-safety: Read, Increment, ProbeStorage and size may be called from any thread.
-// Callbacks run on the writer thread (or synchronously on the caller's thread, with
-// Unavailable, after Stop); they must be short and must not block.
+// Thread-safety: every public method may be called from any thread. Callbacks run on the
+// writer thread (or synchronously on the caller's thread, with Unavailable, after Stop); they
+// must be short and must not block.
 #pragma once
 
 #include <atomic>
@@ -28,6 +31,7 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "consistency/session_token.h"
+#include "crdt/lww_register.h"
 #include "crdt/pn_counter.h"
 #include "env/clock.h"
 #include "storage/store.h"
@@ -71,6 +75,59 @@ struct SlotUpdate {
 // InvalidArgument otherwise, with a message saying which rule failed.
 inline constexpr size_t kMaxCounterNameBytes = 256;
 Status ValidateCounterName(std::string_view name);
+// Keys and cache keys: 1..512 bytes of UTF-8 without control characters.
+inline constexpr size_t kMaxKeyNameBytes = 512;
+Status ValidateKeyName(std::string_view name);
+// A purge pattern: "=" + a cache key, or "*" + a prefix (0..512 bytes, same rules).
+Status ValidatePurgePattern(std::string_view pattern);
+// Values of keys and cache entries: at most 1 MiB; content types at most 256 bytes of
+// visible ASCII (what an HTTP header may carry).
+inline constexpr size_t kMaxValueBytes = 1 << 20;
+inline constexpr size_t kMaxContentTypeBytes = 256;
+Status ValidateContentType(std::string_view content_type);
+
+// A register record (key or purge) as replication ships it: the whole current write.
+struct RegisterUpdate {
+  storage::RecordType type = storage::RecordType::kKey;
+  std::string name;
+  crdt::LwwRegister reg;
+};
+
+// A local write of a register record (Keyspace::WriteRegister).
+struct RegisterWrite {
+  enum class Kind {
+    kPut,     // Replace the value (and content type); expiry from ttl_ms (0: none).
+    kDelete,  // Write a tombstone, whether or not the record is live here.
+    kTouch,   // Keep the value; expiry from ttl_ms. NotFound when not live.
+  } kind = Kind::kPut;
+  std::string value;
+  std::string content_type;
+  int64_t ttl_ms = 0;  // 0: never expires (kPut only). REQUIRES: 0 or a valid TTL.
+  // Conditions, checked against this replica's current write: FailedPrecondition when the
+  // live write's ETag differs from *if_match (or none is live), or when if_none_match and a
+  // live write exists.
+  std::optional<std::string> if_match = {};
+  bool if_none_match = false;
+  // Cache fills: the clock when the origin fetch began. The fill is dropped (Aborted) when a
+  // purge covering the key was made after it. Ignored for other types.
+  crdt::Hlc fill_started = {};
+};
+
+struct RegisterResult {
+  crdt::LwwRegister written;  // The write made (its value left empty).
+  bool existed = false;       // A live write was replaced.
+  size_t size = 0;            // Value bytes of the write.
+};
+
+// One record of a listing.
+struct ListedKey {
+  std::string name;
+  crdt::LwwRegister reg;  // Value left empty.
+  size_t size = 0;
+};
+
+// The ETag of a write: its clock and origin, quoted ("W.L.ORIGIN").
+std::string ETagOf(const crdt::LwwRegister& reg);
 
 class Keyspace {
  public:
@@ -107,6 +164,33 @@ class Keyspace {
   // acceptor, whose replies must wait for its state to be on disk.
   void PutRecord(std::string key, std::string value, ProbeCallback done);
 
+  using RegisterCallback = std::function<void(StatusOr<RegisterResult>)>;
+  // Writes register record `name` of `type` (kKey, kCacheEntry or kPurge; REQUIRES the name
+  // rules of its type and a valid write). Keys and purges get an own sequence number and
+  // replicate; cache entries stay in this region. `done` gets the write once acknowledged (see
+  // Durability), FailedPrecondition when a condition failed, NotFound for a touch of a record
+  // that is not live, Aborted for a cache fill a later purge covers, or Unavailable like
+  // Increment.
+  void WriteRegister(storage::RecordType type, std::string name, RegisterWrite write,
+                     RegisterCallback done);
+
+  // The current write of register record `name` of `type` as this replica has it, live or
+  // dead; std::nullopt when it has none. Reads the store (its block cache holds the hot ones).
+  // Unavailable on I/O errors, InvalidArgument on an unreadable record.
+  StatusOr<std::optional<crdt::LwwRegister>> GetRegister(storage::RecordType type,
+                                                         std::string_view name) const;
+
+  // Up to `limit` live records of `type` whose names start with `prefix` and sort after
+  // `after`, in name order. *next_after is where the next page starts (the last name looked
+  // at), or empty when the listing is complete. One call looks at no more than
+  // limit + kListScanBudget records, so dead ones cannot make it unbounded.
+  static constexpr size_t kListScanBudget = 10000;
+  Status ListRegisters(storage::RecordType type, std::string_view prefix, std::string_view after,
+                       size_t limit, std::vector<ListedKey>* out, std::string* next_after) const;
+
+  // This node's hybrid logical clock now (for cache fills; thread-safe).
+  crdt::Hlc ClockNow();
+
   // Writes a probe record through the same group commit path; `done` gets OK when storage
   // accepted (and, in fsync mode, synced) it.
   void ProbeStorage(ProbeCallback done);
@@ -121,9 +205,13 @@ class Keyspace {
   // sequence number the result covers: after applying *out, a replica has every local write
   // with seq <= the returned value. Returns `after_seq` (and adds nothing) when nothing is new.
   // With `include_strong`, a counter's kStrongOrigin slot travels with its own slot (as a
-  // second SlotUpdate; max_entries counts counters).
+  // second SlotUpdate; max_entries counts records). Register records whose latest own write is
+  // new go to *registers (their whole current write, whoever made it); with `registers` null
+  // they are skipped (a peer that cannot take them). Unreadable storage ends the result early
+  // (covering only what came before).
   uint64_t CollectOwnChanges(uint64_t after_seq, size_t max_entries, std::vector<SlotUpdate>* out,
-                             bool include_strong = false) const;
+                             bool include_strong = false,
+                             std::vector<RegisterUpdate>* registers = nullptr) const;
 
   // This data directory's epoch (Store::GetOrCreateEpoch): tells this node's lives apart.
   uint32_t epoch() const { return epoch_; }
@@ -134,8 +222,10 @@ class Keyspace {
   // sequence again from covers_seq. Slots with invalid names are rejected: `done` gets
   // InvalidArgument and nothing is applied. Applying the same slots twice, or older ones after
   // newer ones, changes nothing.
+  // `registers` (keys and purges) merge by their LWW order in the same batch.
   void ApplyRemote(std::string origin, uint32_t epoch, uint64_t covers_seq,
-                   std::vector<SlotUpdate> slots, ProbeCallback done);
+                   std::vector<SlotUpdate> slots, ProbeCallback done,
+                   std::vector<RegisterUpdate> registers = {});
 
   // The life of `origin` last applied here and the highest covers_seq applied (and stored) in
   // it; zeros when none.
@@ -165,11 +255,23 @@ class Keyspace {
 
  private:
   struct Op {
-    enum class Kind { kIncrement, kProbe, kApply, kStrong, kRecord } kind = Kind::kIncrement;
+    enum class Kind {
+      kIncrement,
+      kProbe,
+      kApply,
+      kStrong,
+      kRecord,
+      kRegister
+    } kind = Kind::kIncrement;
     // kIncrement, kStrong: the counter. kApply: the origin region. kRecord: the key.
+    // kRegister: the record's name.
     std::string name;
-    std::string value;  // kRecord.
-    crdt::Slot strong;  // kStrong.
+    storage::RecordType type = storage::RecordType::kCounter;  // kRegister.
+    RegisterWrite write;                                       // kRegister.
+    std::vector<RegisterUpdate> registers;                     // kApply.
+    RegisterCallback register_done;                            // kRegister.
+    std::string value;                                         // kRecord.
+    crdt::Slot strong;                                         // kStrong.
     int64_t delta = 0;
     uint64_t covers_seq = 0;        // kApply.
     uint32_t epoch = 0;             // kApply.
@@ -207,9 +309,17 @@ class Keyspace {
   // Own-origin sequence numbers. next_seq_ is writer-thread state.
   uint64_t next_seq_ = 1;
   std::atomic<uint64_t> committed_seq_{0};
-  // seq of the latest local write of each counter -> counter name; one entry per counter.
-  mutable std::mutex changelog_mu_;
-  std::map<uint64_t, std::string> changelog_;  // GUARDED_BY(changelog_mu_)
+  // Register records staged by one batch (CommitBatch).
+  struct StagedRegister;
+  // Applies a register write (local: `op`) or merge (remote) to a staged record; see .cc.
+  StatusOr<RegisterResult> StageLocalWrite(Op& op, StagedRegister& st, int64_t now_ms);
+  // Cache purges in force: pattern -> the purge's clock (for fills that began before it).
+  mutable std::mutex purges_mu_;
+  std::map<std::string, crdt::Hlc, std::less<>> purges_;  // GUARDED_BY(purges_mu_)
+  // True when a purge made after `started` covers cache key `name`.
+  bool PurgedAfter(std::string_view name, crdt::Hlc started) const;
+  std::mutex hlc_mu_;
+  crdt::HlcClock hlc_;  // GUARDED_BY(hlc_mu_)
   // origin -> highest applied covers_seq.
   mutable std::mutex applied_mu_;
   std::map<std::string, consistency::OriginPosition, std::less<>>

@@ -271,5 +271,272 @@ TEST_F(KeyspaceTest, RemoteSlotsForOwnRegionOrBadNamesAreRejected) {
   EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 0u);
 }
 
+using storage::RecordType;
+
+StatusOr<RegisterResult> WriteSync(Keyspace* svc, RecordType type, const std::string& name,
+                                   RegisterWrite w) {
+  std::promise<StatusOr<RegisterResult>> p;
+  svc->WriteRegister(type, name, std::move(w),
+                     [&](StatusOr<RegisterResult> r) { p.set_value(std::move(r)); });
+  return p.get_future().get();
+}
+
+RegisterWrite Put(std::string value, int64_t ttl_ms = 0) {
+  RegisterWrite w;
+  w.value = std::move(value);
+  w.content_type = "text/plain";
+  w.ttl_ms = ttl_ms;
+  return w;
+}
+
+RegisterWrite Kind(RegisterWrite::Kind kind, int64_t ttl_ms = 0) {
+  RegisterWrite w;
+  w.kind = kind;
+  w.ttl_ms = ttl_ms;
+  return w;
+}
+
+std::optional<crdt::LwwRegister> Get(Keyspace* svc, RecordType type, const std::string& name) {
+  auto r = svc->GetRegister(type, name);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? *r : std::nullopt;
+}
+
+TEST_F(KeyspaceTest, KeysPutGetTouchDeleteAndSurviveRestart) {
+  Open();
+  auto w = WriteSync(svc_.get(), RecordType::kKey, "s/1", Put("alice", 1000));
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_FALSE(w->existed);
+  EXPECT_EQ(w->written.origin, "iad");
+  EXPECT_EQ(w->written.origin_seq, 1u);
+  EXPECT_EQ(w->written.expires_at_ms, clock_.NowUnixMillis() + 1000);
+  EXPECT_EQ(svc_->CommittedSeq(), 1u);
+  auto got = Get(svc_.get(), RecordType::kKey, "s/1");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->value, "alice");
+  EXPECT_EQ(got->content_type, "text/plain");
+  // Touch slides the expiry and keeps the value.
+  clock_.AdvanceMillis(900);
+  auto t = WriteSync(svc_.get(), RecordType::kKey, "s/1", Kind(RegisterWrite::Kind::kTouch, 1000));
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t->existed);
+  EXPECT_GT(t->written.hlc, w->written.hlc);
+  clock_.AdvanceMillis(900);
+  got = Get(svc_.get(), RecordType::kKey, "s/1");
+  ASSERT_TRUE(got);
+  EXPECT_TRUE(crdt::IsLive(*got, clock_.NowUnixMillis()));
+  EXPECT_EQ(got->value, "alice");
+  // Expired: not live, and a touch cannot revive it.
+  clock_.AdvanceMillis(100);
+  EXPECT_FALSE(crdt::IsLive(*Get(svc_.get(), RecordType::kKey, "s/1"), clock_.NowUnixMillis()));
+  EXPECT_EQ(WriteSync(svc_.get(), RecordType::kKey, "s/1", Kind(RegisterWrite::Kind::kTouch, 10))
+                .status()
+                .code(),
+            StatusCode::kNotFound);
+  // Delete writes a tombstone, live or not.
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "s/2", Put("bob")).ok());
+  auto d = WriteSync(svc_.get(), RecordType::kKey, "s/2", Kind(RegisterWrite::Kind::kDelete));
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->existed);
+  EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "s/2")->deleted);
+  Open();
+  EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "s/2")->deleted);
+  EXPECT_EQ(Get(svc_.get(), RecordType::kKey, "s/1")->value, "alice");
+  EXPECT_FALSE(Get(svc_.get(), RecordType::kKey, "nope"));
+  // The sequence continues after a restart.
+  auto again = WriteSync(svc_.get(), RecordType::kKey, "s/3", Put("c"));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->written.origin_seq, svc_->CommittedSeq());
+  EXPECT_GT(again->written.origin_seq, d->written.origin_seq);
+}
+
+TEST_F(KeyspaceTest, ConditionalWritesCheckTheLocalReplica) {
+  Open();
+  RegisterWrite create = Put("v1");
+  create.if_none_match = true;
+  auto a = WriteSync(svc_.get(), RecordType::kKey, "k", create);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(WriteSync(svc_.get(), RecordType::kKey, "k", create).status().code(),
+            StatusCode::kFailedPrecondition);
+  RegisterWrite update = Put("v2");
+  update.if_match = ETagOf(a->written);
+  auto b = WriteSync(svc_.get(), RecordType::kKey, "k", update);
+  ASSERT_TRUE(b.ok());
+  // The old ETag no longer matches.
+  EXPECT_EQ(WriteSync(svc_.get(), RecordType::kKey, "k", update).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Get(svc_.get(), RecordType::kKey, "k")->value, "v2");
+  // After a delete, If-None-Match succeeds again.
+  ASSERT_TRUE(
+      WriteSync(svc_.get(), RecordType::kKey, "k", Kind(RegisterWrite::Kind::kDelete)).ok());
+  EXPECT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "k", create).ok());
+}
+
+TEST_F(KeyspaceTest, KeysReplicateThroughTheOneStream) {
+  Open();
+  ASSERT_TRUE(IncrementSync("c", 1).ok());                                     // seq 1
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "k1", Put("a")).ok());   // seq 2
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "k2", Put("b")).ok());   // seq 3
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "k1", Put("a2")).ok());  // seq 4
+  // Cache entries stay regional: no sequence number.
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kCacheEntry, "img", Put("png")).ok());
+  EXPECT_EQ(svc_->CommittedSeq(), 4u);
+  std::vector<SlotUpdate> slots;
+  std::vector<RegisterUpdate> regs;
+  EXPECT_EQ(svc_->CollectOwnChanges(0, 100, &slots, false, &regs), 4u);
+  ASSERT_EQ(slots.size(), 1u);
+  ASSERT_EQ(regs.size(), 2u);
+  EXPECT_EQ(regs[0].name, "k2");
+  EXPECT_EQ(regs[1].name, "k1");
+  EXPECT_EQ(regs[1].reg.value, "a2");
+  regs.clear();
+  slots.clear();
+  EXPECT_EQ(svc_->CollectOwnChanges(2, 1, &slots, false, &regs), 3u);  // Truncated.
+  ASSERT_EQ(regs.size(), 1u);
+  // A peer without registers still gets the counters and the sequence.
+  slots.clear();
+  EXPECT_EQ(svc_->CollectOwnChanges(0, 100, &slots), 4u);
+  EXPECT_EQ(slots.size(), 1u);
+
+  // Remote writes merge by clock; an older one changes nothing.
+  crdt::LwwRegister newer;
+  newer.hlc = {clock_.NowUnixMillis() + 5, 0};
+  newer.origin = "lhr";
+  newer.origin_seq = 9;
+  newer.value = "from-lhr";
+  crdt::LwwRegister older = newer;
+  older.hlc = {1, 0};
+  older.value = "ancient";
+  std::promise<Status> p;
+  svc_->ApplyRemote(
+      "lhr", kLhrEpoch, 9, {}, [&](Status s) { p.set_value(s); },
+      {RegisterUpdate{RecordType::kKey, "k1", newer}, RegisterUpdate{RecordType::kKey, "k3", older},
+       RegisterUpdate{RecordType::kKey, "k3", newer},
+       RegisterUpdate{RecordType::kKey, "k1", older}});
+  ASSERT_TRUE(p.get_future().get().ok());
+  EXPECT_EQ(Get(svc_.get(), RecordType::kKey, "k1")->value, "from-lhr");
+  EXPECT_EQ(Get(svc_.get(), RecordType::kKey, "k3")->value, "from-lhr");
+  // A local write after it wins, even though the wall clock is behind the remote stamp.
+  auto mine = WriteSync(svc_.get(), RecordType::kKey, "k1", Put("mine"));
+  ASSERT_TRUE(mine.ok());
+  EXPECT_GT(mine->written.hlc, newer.hlc);
+  // k1's own index entry moved to the new write; k3 (never written here) is not in the stream.
+  regs.clear();
+  slots.clear();
+  svc_->CollectOwnChanges(4, 100, &slots, false, &regs);
+  ASSERT_EQ(regs.size(), 1u);
+  EXPECT_EQ(regs[0].name, "k1");
+  EXPECT_EQ(regs[0].reg.value, "mine");
+}
+
+TEST_F(KeyspaceTest, RemoteRegistersAreValidated) {
+  Open();
+  crdt::LwwRegister ok;
+  ok.hlc = {5, 0};
+  ok.origin = "lhr";
+  auto apply = [&](std::vector<RegisterUpdate> regs) {
+    std::promise<Status> p;
+    svc_->ApplyRemote(
+        "lhr", kLhrEpoch, 1, {}, [&](Status s) { p.set_value(s); }, std::move(regs));
+    return p.get_future().get().code();
+  };
+  crdt::LwwRegister no_origin = ok;
+  no_origin.origin.clear();
+  crdt::LwwRegister big = ok;
+  big.value.assign(kMaxValueBytes + 1, 'x');
+  crdt::LwwRegister bad_type = ok;
+  bad_type.content_type = "text/\n";
+  EXPECT_EQ(apply({{RecordType::kKey, "", ok}}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(apply({{RecordType::kKey, "a", no_origin}}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(apply({{RecordType::kKey, "a", big}}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(apply({{RecordType::kKey, "a", bad_type}}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(apply({{RecordType::kCacheEntry, "a", ok}}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(apply({{RecordType::kCounter, "a", ok}}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(apply({{RecordType::kPurge, "xyz", ok}}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(apply({{RecordType::kKey, "fine", ok}, {RecordType::kKey, "a\x01", ok}}),
+            StatusCode::kInvalidArgument);
+  EXPECT_FALSE(Get(svc_.get(), RecordType::kKey, "fine"));  // Nothing of a rejected delta.
+  EXPECT_EQ(apply({{RecordType::kKey, "fine", ok}}), StatusCode::kOk);
+}
+
+TEST_F(KeyspaceTest, ListingSkipsDeadKeysAndPaginates) {
+  Open();
+  for (int i = 0; i < 7; ++i) {
+    ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "u/" + std::to_string(i), Put("v")).ok());
+  }
+  ASSERT_TRUE(
+      WriteSync(svc_.get(), RecordType::kKey, "u/3", Kind(RegisterWrite::Kind::kDelete)).ok());
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "u/4", Put("short", 10)).ok());
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "v/0", Put("other")).ok());
+  clock_.AdvanceMillis(10);
+  std::vector<std::string> names;
+  std::string after;
+  int pages = 0;
+  do {
+    std::vector<ListedKey> page;
+    std::string next;
+    ASSERT_TRUE(svc_->ListRegisters(RecordType::kKey, "u/", after, 2, &page, &next).ok());
+    for (auto& k : page) names.push_back(k.name);
+    after = next;
+    ++pages;
+  } while (!after.empty() && pages < 10);
+  EXPECT_EQ(names, (std::vector<std::string>{"u/0", "u/1", "u/2", "u/5", "u/6"}));
+  EXPECT_EQ(pages, 3);
+}
+
+TEST_F(KeyspaceTest, PurgesRemoveCacheEntriesAndRefuseFillsThatBeganBefore) {
+  Open();
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kCacheEntry, "img/a", Put("A")).ok());
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kCacheEntry, "img/b", Put("B")).ok());
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kCacheEntry, "css/c", Put("C")).ok());
+  crdt::Hlc before = svc_->ClockNow();  // A fill of img/z begins.
+  clock_.AdvanceMillis(1);
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kPurge, "*img/", Put("")).ok());
+  EXPECT_FALSE(Get(svc_.get(), RecordType::kCacheEntry, "img/a"));
+  EXPECT_FALSE(Get(svc_.get(), RecordType::kCacheEntry, "img/b"));
+  EXPECT_TRUE(Get(svc_.get(), RecordType::kCacheEntry, "css/c"));
+  RegisterWrite late = Put("stale");
+  late.fill_started = before;
+  EXPECT_EQ(WriteSync(svc_.get(), RecordType::kCacheEntry, "img/z", late).status().code(),
+            StatusCode::kAborted);
+  RegisterWrite fresh = Put("fresh");
+  fresh.fill_started = svc_->ClockNow();
+  EXPECT_TRUE(WriteSync(svc_.get(), RecordType::kCacheEntry, "img/z", fresh).ok());
+  // Purges replicate, and survive a restart.
+  std::vector<SlotUpdate> slots;
+  std::vector<RegisterUpdate> regs;
+  svc_->CollectOwnChanges(0, 100, &slots, false, &regs);
+  ASSERT_EQ(regs.size(), 1u);
+  EXPECT_EQ(regs[0].type, RecordType::kPurge);
+  Open();
+  EXPECT_EQ(WriteSync(svc_.get(), RecordType::kCacheEntry, "img/q", late).status().code(),
+            StatusCode::kAborted);
+  // An exact purge arriving from another region.
+  crdt::LwwRegister purge;
+  purge.hlc = svc_->ClockNow();
+  purge.origin = "lhr";
+  std::promise<Status> p;
+  svc_->ApplyRemote("lhr", kLhrEpoch, 1, {}, [&](Status s) { p.set_value(s); },
+                    {RegisterUpdate{RecordType::kPurge, "=css/c", purge}});
+  ASSERT_TRUE(p.get_future().get().ok());
+  EXPECT_FALSE(Get(svc_.get(), RecordType::kCacheEntry, "css/c"));
+  EXPECT_TRUE(Get(svc_.get(), RecordType::kCacheEntry, "img/z"));
+}
+
+TEST(ValidateKeyNameTest, Rules) {
+  EXPECT_TRUE(ValidateKeyName(std::string(512, 'k')).ok());
+  EXPECT_FALSE(ValidateKeyName(std::string(513, 'k')).ok());
+  EXPECT_FALSE(ValidateKeyName("").ok());
+  EXPECT_FALSE(ValidateKeyName("a\tb").ok());
+  EXPECT_FALSE(ValidateKeyName("\xff").ok());
+  EXPECT_TRUE(ValidatePurgePattern("*").ok());
+  EXPECT_TRUE(ValidatePurgePattern("=a").ok());
+  EXPECT_FALSE(ValidatePurgePattern("=").ok());
+  EXPECT_FALSE(ValidatePurgePattern("a").ok());
+  EXPECT_TRUE(ValidateContentType("application/json; charset=utf-8").ok());
+  EXPECT_FALSE(ValidateContentType("a\x80").ok());
+  EXPECT_FALSE(ValidateContentType(std::string(257, 'a')).ok());
+}
+
 }  // namespace
 }  // namespace edgestate::service

@@ -1,11 +1,15 @@
 // Store: the node's durable state in RocksDB.
 //
-// Key layout (docs/storage.md): "c" + counter name -> CounterRecord (protobuf);
-// "m" + name -> node metadata (the health probe; "epoch", this data directory's epoch);
-// "s" + counter name -> the strong-consistency acceptor's state for that counter (docs/strong.md);
-// "v" + origin -> applied position of a peer region, "SEQ EPOCH" in decimal (docs/replication.md;
-// records written before epochs existed hold "SEQ" and read as epoch 0). Values are whole CRDT
-// states, so the last Put of a key is its complete truth and replaying the WAL is idempotent.
+// Key layout (docs/storage.md): one keyspace of typed records, the type being the key's first
+// byte (RecordType): "c" + name -> counter (CounterRecord), "k" + name -> key (RegisterRecord),
+// "g" + name -> cache entry (RegisterRecord, this region only), "p" + pattern -> cache purge
+// (RegisterRecord). Beside them: "o" + 8-byte big-endian seq -> type byte + name, the change
+// index (each record's latest own write; replication reads it in order); "m" + name -> node
+// metadata (the health probe; "epoch", this data directory's epoch); "s" + counter name -> the
+// strong-consistency acceptor's state for that counter (docs/strong.md); "v" + origin ->
+// applied position of a peer region, "SEQ EPOCH" in decimal (docs/replication.md; records
+// written before epochs existed hold "SEQ" and read as epoch 0). Values are whole CRDT states,
+// so the last Put of a key is its complete truth and replaying the WAL is idempotent.
 //
 // Durability: Write(batch, /*sync=*/true) returns OK only after the batch is in the WAL and
 // the WAL is fdatasync'ed. Write(batch, false) returns after the WAL append (in the OS page
@@ -26,16 +30,35 @@
 
 #include "common/metrics.h"
 #include "common/status.h"
+#include "crdt/lww_register.h"
 #include "crdt/pn_counter.h"
 
 namespace edgestate::storage {
 
+// The record types of the keyspace; the value is the key's first byte. docs/storage.md says how
+// a new type is added.
+enum class RecordType : char {
+  kCounter = 'c',     // crdt::PnCounter, in memory and on disk, replicated.
+  kKey = 'k',         // crdt::LwwRegister, on disk (hot ones in the block cache), replicated.
+  kCacheEntry = 'g',  // crdt::LwwRegister, on disk, never replicated (fills are regional).
+  kPurge = 'p',       // crdt::LwwRegister naming a cache key or prefix, replicated.
+};
+// True for the types whose own writes get sequence numbers and travel to other regions.
+constexpr bool IsReplicated(RecordType t) { return t != RecordType::kCacheEntry; }
+// Parses a type byte. InvalidArgument for an unknown one.
+StatusOr<RecordType> ParseRecordType(char c);
+
 inline constexpr char kCounterPrefix = 'c';
+inline constexpr char kChangePrefix = 'o';
 inline constexpr char kMetaPrefix = 'm';
 inline constexpr char kAppliedPrefix = 'v';
 inline constexpr char kStrongPrefix = 's';  // "s" + counter name -> strong::AcceptorRecord.
 
 std::string CounterKey(std::string_view name);
+std::string RecordKey(RecordType type, std::string_view name);
+// "o" + seq in 8 big-endian bytes (key order is seq order) -> type byte + name.
+std::string ChangeKey(uint64_t seq);
+std::string EncodeChange(RecordType type, std::string_view name);
 std::string MetaKey(std::string_view name);
 // "s" + counter name -> that counter's strong acceptor record.
 std::string StrongKey(std::string_view name);
@@ -48,6 +71,15 @@ std::string EncodeCounter(const crdt::PnCounter& counter);
 // Parses what EncodeCounter wrote. InvalidArgument on malformed bytes (never crashes).
 StatusOr<crdt::PnCounter> DecodeCounter(std::string_view bytes);
 
+// A register as stored: the CRDT state and this node's latest own sequence number for it.
+struct StoredRegister {
+  crdt::LwwRegister reg;
+  uint64_t local_seq = 0;
+};
+std::string EncodeRegister(const crdt::LwwRegister& reg, uint64_t local_seq = 0);
+// Parses what EncodeRegister wrote (or a peer sent). InvalidArgument on malformed bytes.
+StatusOr<StoredRegister> DecodeRegister(std::string_view bytes);
+
 struct StoreMetrics {
   Histogram* sync_write_seconds = nullptr;  // Latency of synced batch writes (WAL + fdatasync).
   Histogram* wal_sync_seconds = nullptr;    // Latency of SyncWal (async mode).
@@ -57,17 +89,20 @@ class Store {
  public:
   // Opens (creating if missing) the database in `dir`. Unavailable when the directory cannot be
   // created or locked (e.g. another process owns it), InvalidArgument when it is not a database.
-  static StatusOr<std::unique_ptr<Store>> Open(const std::string& dir, StoreMetrics metrics = {});
+  // `cache_bytes` sizes RocksDB's block cache, which holds the hot records read from disk
+  // (keys and cache entries; counters are in memory) together with index and filter blocks.
+  static StatusOr<std::unique_ptr<Store>> Open(const std::string& dir, StoreMetrics metrics = {},
+                                               size_t cache_bytes = 256u << 20);
   ~Store();
 
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
   // Applies `batch` atomically. Unavailable on I/O errors (disk full, read-only filesystem);
-  // after such an error the next Write or SyncWal first closes and reopens the database
-  // (REQUIRES then: no concurrent ForEachCounter/GetCounter, which edgestate only calls at
-  // start-up). A failed write may or may not be on disk after a restart; it is never
-  // acknowledged.
+  // after such an error the next Write or SyncWal first asks RocksDB to resume. A failed write
+  // may or may not be on disk after a restart; it is never acknowledged. Readers see a batch
+  // only once Write has made it durable as `sync` asked (the WAL is written before the
+  // memtable).
   Status Write(rocksdb::WriteBatch* batch, bool sync);
   // Makes every earlier Write durable.
   Status SyncWal();
@@ -88,18 +123,34 @@ class Store {
   StatusOr<std::string> GetOrCreateMeta(std::string_view name, std::string_view initial);
   // Returns the stored bytes of one counter; NotFound when absent.
   StatusOr<std::string> GetCounter(std::string_view name);
+  // Returns the stored bytes under `key` (a whole key, prefix byte included); NotFound when
+  // absent, Unavailable on I/O errors.
+  StatusOr<std::string> Get(std::string_view key);
+  // Calls fn(name, value) for the records of `type` whose name starts with `name_prefix` and
+  // is greater than `after` (when not empty), in name order, until fn returns false. The same
+  // iterator errors as ForEachWithPrefix.
+  Status Scan(RecordType type, std::string_view name_prefix, std::string_view after,
+              const std::function<bool(std::string_view, std::string_view)>& fn);
+  // Calls fn(seq, type, name) for the change-index entries with seq > after_seq in seq order,
+  // until fn returns false. InvalidArgument on a malformed entry.
+  Status ForEachChange(uint64_t after_seq,
+                       const std::function<bool(uint64_t, RecordType, std::string_view)>& fn);
+  // The highest seq in the change index; 0 when empty.
+  StatusOr<uint64_t> LastChangeSeq();
 
   // RocksDB's estimate of the number of keys (for reserving memory at start-up).
   uint64_t EstimateNumKeys();
 
  private:
-  Store(std::unique_ptr<rocksdb::DB> db, std::string dir, StoreMetrics metrics);
+  Store(std::unique_ptr<rocksdb::DB> db, std::string dir, StoreMetrics metrics,
+        std::shared_ptr<rocksdb::Cache> cache);
   // After a failed write: closes and reopens the database. REQUIRES: writer thread.
   Status MaybeResume();
 
   const std::string dir_;
   std::unique_ptr<rocksdb::DB> db_;  // Null only while a reopen after an error has failed.
   StoreMetrics metrics_;
+  std::shared_ptr<rocksdb::Cache> cache_;
   std::atomic<bool> failed_{false};
 };
 

@@ -71,6 +71,76 @@ TEST_F(StoreTest, WritesSurviveReopen) {
   EXPECT_EQ((*store)->GetCounter("zzz").status().code(), StatusCode::kNotFound);
 }
 
+TEST_F(StoreTest, RegisterCodecRoundTripsAndRejectsGarbage) {
+  crdt::LwwRegister r;
+  r.hlc = {1764520000123, 7};
+  r.origin = "lhr";
+  r.origin_seq = 42;
+  r.expires_at_ms = 1764520060123;
+  r.content_type = "application/octet-stream";
+  r.value = std::string("\0\xff binary", 9);
+  StatusOr<StoredRegister> back = DecodeRegister(EncodeRegister(r, 17));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->reg, r);
+  EXPECT_EQ(back->local_seq, 17u);
+  EXPECT_FALSE(DecodeRegister("\xff\xff\xff").ok());
+  EXPECT_FALSE(DecodeRegister("").ok());  // No origin.
+  crdt::LwwRegister negative = r;
+  negative.expires_at_ms = -5;
+  EXPECT_FALSE(DecodeRegister(EncodeRegister(negative)).ok());
+  std::mt19937 rng(11);
+  for (int i = 0; i < 2000; ++i) {
+    std::string junk(rng() % 64, '\0');
+    for (char& ch : junk) ch = static_cast<char>(rng());
+    (void)DecodeRegister(junk);  // Never crashes.
+  }
+}
+
+TEST_F(StoreTest, ChangeIndexIsInSeqOrderAndScansResume) {
+  auto store = Store::Open(dir_.string());
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ(*(*store)->LastChangeSeq(), 0u);
+  rocksdb::WriteBatch wb;
+  // Seqs whose little-endian or decimal order differs from numeric order.
+  for (uint64_t seq : {1ull, 255ull, 256ull, 70000ull, 1ull << 40}) {
+    wb.Put(ChangeKey(seq), EncodeChange(RecordType::kKey, "k" + std::to_string(seq)));
+  }
+  wb.Put(RecordKey(RecordType::kKey, "user/1"), "a");
+  wb.Put(RecordKey(RecordType::kKey, "user/2"), "b");
+  wb.Put(RecordKey(RecordType::kKey, "user/3"), "c");
+  wb.Put(RecordKey(RecordType::kKey, "v"), "d");
+  ASSERT_TRUE((*store)->Write(&wb, true).ok());
+  EXPECT_EQ(*(*store)->LastChangeSeq(), 1ull << 40);
+  std::vector<uint64_t> seqs;
+  ASSERT_TRUE((*store)
+                  ->ForEachChange(1,
+                                  [&](uint64_t seq, RecordType t, std::string_view name) {
+                                    EXPECT_EQ(t, RecordType::kKey);
+                                    EXPECT_EQ(name, "k" + std::to_string(seq));
+                                    seqs.push_back(seq);
+                                    return seqs.size() < 3;
+                                  })
+                  .ok());
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{255, 256, 70000}));
+  std::vector<std::string> names;
+  auto collect = [&](std::string_view name, std::string_view) {
+    names.emplace_back(name);
+    return true;
+  };
+  ASSERT_TRUE((*store)->Scan(RecordType::kKey, "user/", "", collect).ok());
+  EXPECT_EQ(names, (std::vector<std::string>{"user/1", "user/2", "user/3"}));
+  names.clear();
+  ASSERT_TRUE((*store)->Scan(RecordType::kKey, "user/", "user/1", collect).ok());
+  EXPECT_EQ(names, (std::vector<std::string>{"user/2", "user/3"}));
+  names.clear();
+  ASSERT_TRUE((*store)->Scan(RecordType::kKey, "", "user/3", collect).ok());
+  EXPECT_EQ(names, (std::vector<std::string>{"v"}));
+  EXPECT_EQ(*(*store)->Get(RecordKey(RecordType::kKey, "v")), "d");
+  EXPECT_EQ((*store)->Get("kmissing").status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(ParseRecordType('z').ok());
+  EXPECT_EQ(*ParseRecordType('k'), RecordType::kKey);
+}
+
 TEST_F(StoreTest, SecondOpenOfSameDirIsRefused) {
   auto a = Store::Open(dir_.string());
   ASSERT_TRUE(a.ok());
