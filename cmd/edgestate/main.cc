@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
           "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
           "threads, max_connections, request_timeout_ms, async_sync_interval_ms, peer_listen, "
           "peers, cluster_secret, replication_interval_ms, default_consistency, session_wait_ms, "
-          "session_cookie, max_clock_error_ms, strong_voters, strong_timeout_ms). Precedence: "
+          "session_cookie, max_clock_error_ms, strong_voters, strong_timeout_ms, cache_mb, "
+          "cache_origin, cache_default_ttl_ms, origin_timeout_ms). Precedence: "
           "flag > environment > file > default.");
   int_opt("--threads", &flags.threads, "I/O threads; 0 = one per CPU available. Default 0.");
   int_opt("--max-connections", &flags.max_connections,
@@ -91,6 +92,17 @@ int main(int argc, char** argv) {
   int_opt("--strong-timeout-ms", &flags.strong_timeout_ms,
           "A strong operation that cannot reach a majority of the voters fails with 503 "
           "strong_unavailable after this. Default 2000.");
+  int_opt("--cache-mb", &flags.cache_mb,
+          "Memory (MiB) for the block cache that holds the hot keys and cache entries read from "
+          "disk, index and filter blocks and the write buffers. Default 256.");
+  str_opt("--cache-origin", &flags.cache_origin,
+          "http://HOST[:PORT][/BASE]: a GET /v1/cache/{key} that misses fetches BASE/{key} from "
+          "this origin and caches it (docs/cache.md). Default none: a miss is 404.");
+  int_opt("--cache-default-ttl-ms", &flags.cache_default_ttl_ms,
+          "How long a fill is cached when the origin's Cache-Control names no max-age or "
+          "s-maxage; 0: such responses are not cached. Default 60000.");
+  int_opt("--origin-timeout-ms", &flags.origin_timeout_ms,
+          "An origin fetch that has not completed in this time answers 504. Default 5000.");
   serve->add_flag_function(
       "--session-cookie", [&flags](int64_t n) { flags.session_cookie = n > 0; },
       "Also keep the session token in the cookie edgestate_session (HttpOnly, SameSite=Lax).");

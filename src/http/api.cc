@@ -3,10 +3,12 @@
 #include <fmt/compile.h>
 #include <fmt/format.h>
 
+#include <charconv>
 #include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "common/strings.h"
+#include "env/clock.h"
 #include "http/errors.h"
 
 namespace edgestate::http {
@@ -98,21 +100,27 @@ StatusOr<int64_t> ParseIncrementBody(std::string_view body) {
 }
 
 Api::Api(ApiOptions options, service::Keyspace* counters, const service::ClusterView* cluster,
-         service::ConsistencyGate* gate, MetricsRegistry* metrics, strong::StrongService* strong)
+         service::ConsistencyGate* gate, MetricsRegistry* metrics, strong::StrongService* strong,
+         OriginClient* origin)
     : options_(std::move(options)),
       counters_(counters),
       cluster_(cluster),
       gate_(gate),
       metrics_(metrics),
-      strong_(strong) {
+      strong_(strong),
+      origin_(origin) {
   auth_failures_ = &metrics->AddCounter("edgestate_http_auth_failures_total",
                                         "Requests refused for a missing or wrong API key.");
+  cache_hits_ = &metrics->AddCounter("edgestate_cache_requests_total", "Cache reads by outcome.",
+                                     "result=\"hit\"");
+  cache_misses_ = &metrics->AddCounter("edgestate_cache_requests_total", "Cache reads by outcome.",
+                                       "result=\"miss\"");
 }
 
 std::optional<Response> Api::Handle(const Request& req, const std::function<Responder()>& defer) {
   RouteMatch m = MatchRoute(req.target);
   if (m.route == Route::kNone) return Error(Route::kNone, 404, "no such endpoint");
-  if (req.method != AllowedMethods(m.route)) {
+  if (!MethodAllowed(m.route, req.method)) {
     Response r = Error(m.route, 405,
                        fmt::format("{} does not allow {}; use {}", RouteLabel(m.route), req.method,
                                    AllowedMethods(m.route)));
@@ -154,47 +162,22 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
         if (!delta.ok()) return FromStatus(m.route, delta.status());
         op.delta = *delta;
       }
-      auto level = consistency::ParseRequested(req.target, req.consistency, options_.default_level);
-      if (!level.ok()) return FromStatus(m.route, level.status());
-      op.requirement.level = level->level;
-      op.requirement.max_staleness_ms = level->max_staleness_ms;
-      std::string_view token = req.session;
-      if (token.empty() && options_.session_cookie) token = CookieValue(req.cookie, kCookieName);
-      if (!token.empty()) {
-        auto position = gate_->codec().Decode(token);
-        if (!position.ok()) {
-          Response r;
-          r.status = 400;
-          r.route = m.route;
-          r.body = ErrorBody("bad_session_token", position.status().message());
-          return r;
-        }
-        op.requirement.token = std::move(position).value();
+      if (std::optional<Response> bad = ParseRequirement(req, m.route, &op.requirement)) {
+        return bad;
       }
+      op.write = m.route == Route::kIncrement || m.route == Route::kCounterIncrement;
       if (op.requirement.level == consistency::Level::kStrong && strong_ != nullptr) {
         Strong(std::move(op), defer());
         return std::nullopt;
       }
-      std::optional<service::Verdict> verdict = gate_->TryAdmit(op.requirement);
-      if (verdict) {
-        if (verdict->kind != service::Verdict::Kind::kServe) return Refusal(m.route, *verdict);
-        return Run(std::move(op), defer);
-      }
-      Responder respond = defer();
-      service::Requirement requirement = op.requirement;  // Before `op` moves into the lambda.
-      gate_->Wait(std::move(requirement), [this, op = std::move(op), respond = std::move(respond)](
-                                              service::Verdict v) mutable {
-        if (v.kind != service::Verdict::Kind::kServe) return respond(Refusal(op.route, v));
-        // Held: say for how long, beside the answer.
-        Responder tagged = [respond = std::move(respond), waited = v.waited_ms](Response r) {
-          r.headers.emplace_back("Edgestate-Waited-Ms", std::to_string(waited));
-          respond(std::move(r));
-        };
-        if (op.route == Route::kRead || op.route == Route::kCounter) return tagged(Read(op));
-        Increment(std::move(op), std::move(tagged));
-      });
-      return std::nullopt;
+      return Admit(std::move(op), defer);
     }
+    case Route::kKey:
+    case Route::kKeyTouch:
+    case Route::kKeyList:
+    case Route::kCacheEntry:
+    case Route::kCachePurge:
+      return HandleRegister(req, std::move(m), defer);
     case Route::kHealth:
       return Health(defer);
     case Route::kCluster: {
@@ -217,9 +200,105 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
   return Error(m.route, 500, "unrouted request");
 }
 
+std::optional<Response> Api::ParseRequirement(const Request& req, Route route,
+                                              service::Requirement* out) const {
+  auto level = consistency::ParseRequested(req.target, req.consistency, options_.default_level);
+  if (!level.ok()) return FromStatus(route, level.status());
+  out->level = level->level;
+  out->max_staleness_ms = level->max_staleness_ms;
+  std::string_view token = req.session;
+  if (token.empty() && options_.session_cookie) token = CookieValue(req.cookie, kCookieName);
+  if (!token.empty()) {
+    auto position = gate_->codec().Decode(token);
+    if (!position.ok()) {
+      Response r;
+      r.status = 400;
+      r.route = route;
+      r.body = ErrorBody("bad_session_token", position.status().message());
+      return r;
+    }
+    out->token = std::move(position).value();
+  }
+  return std::nullopt;
+}
+
+std::optional<Response> Api::Admit(StateOp op, const std::function<Responder()>& defer) {
+  std::optional<service::Verdict> verdict = gate_->TryAdmit(op.requirement);
+  if (verdict) {
+    if (verdict->kind != service::Verdict::Kind::kServe) return Refusal(op.route, *verdict);
+    return Run(std::move(op), defer);
+  }
+  Responder respond = defer();
+  service::Requirement requirement = op.requirement;  // Before `op` moves into the lambda.
+  gate_->Wait(std::move(requirement), [this, op = std::move(op),
+                                       respond = std::move(respond)](service::Verdict v) mutable {
+    if (v.kind != service::Verdict::Kind::kServe) return respond(Refusal(op.route, v));
+    // Held: say for how long, beside the answer.
+    Responder tagged = [respond = std::move(respond), waited = v.waited_ms](Response r) {
+      r.headers.emplace_back("Edgestate-Waited-Ms", std::to_string(waited));
+      respond(std::move(r));
+    };
+    Execute(std::move(op), std::move(tagged));
+  });
+  return std::nullopt;
+}
+
 std::optional<Response> Api::Run(StateOp op, const std::function<Responder()>& defer) {
-  if (op.route == Route::kRead || op.route == Route::kCounter) return Read(op);
-  return Increment(std::move(op), defer());
+  switch (op.route) {
+    case Route::kRead:
+    case Route::kCounter:
+      return Read(op);
+    case Route::kKeyList:
+      return ListRegisters(op);
+    case Route::kKey:
+      if (!op.write) return ReadRegister(op);
+      break;
+    default:
+      break;
+  }
+  Execute(std::move(op), defer());
+  return std::nullopt;
+}
+
+void Api::Execute(StateOp op, Responder respond) {
+  switch (op.route) {
+    case Route::kRead:
+    case Route::kCounter:
+      return respond(Read(op));
+    case Route::kIncrement:
+    case Route::kCounterIncrement:
+      Increment(std::move(op), std::move(respond));
+      return;
+    case Route::kKeyList:
+      return respond(ListRegisters(op));
+    default: {
+      if (op.write) return WriteRegister(std::move(op), std::move(respond));
+      Response r = ReadRegister(op);
+      if (op.route == Route::kCacheEntry && r.status == 404 && origin_ != nullptr) {
+        return FillFromOrigin(std::move(op), std::move(respond));
+      }
+      return respond(std::move(r));
+    }
+  }
+}
+
+std::optional<Response> Api::CheckBound(const StateOp& op,
+                                        std::optional<int64_t>* staleness) const {
+  // The bound is taken before the value is read, so it can only understate freshness; taken
+  // after, a heartbeat in between could vouch for more than the value holds.
+  *staleness = cluster_->StalenessMs();
+  if (op.requirement.level == consistency::Level::kBounded &&
+      (!*staleness || **staleness > *op.requirement.max_staleness_ms)) {
+    // The bound grew between the gate's decision and now: never serve above M.
+    service::Verdict v;
+    v.kind = service::Verdict::Kind::kStalenessUnavailable;
+    v.message =
+        fmt::format("the staleness bound rose above {} ms", *op.requirement.max_staleness_ms);
+    v.staleness_ms = *staleness;
+    v.floor_ms = cluster_->StalenessFloorMs();
+    return Refusal(op.route, v);
+  }
+  return std::nullopt;
 }
 
 Response Api::Refusal(Route route, const service::Verdict& v) const {
@@ -286,20 +365,8 @@ void Api::AddSessionToken(const std::optional<consistency::Position>& token, Res
 Response Api::Read(const StateOp& op) const {
   const Route route = op.route;
   const std::string_view name = op.name;
-  // The bound is taken before the value is read, so it can only understate freshness; taken
-  // after, a heartbeat in between could vouch for more than the value holds.
-  std::optional<int64_t> staleness = cluster_->StalenessMs();
-  if (op.requirement.level == consistency::Level::kBounded &&
-      (!staleness || *staleness > *op.requirement.max_staleness_ms)) {
-    // The bound grew between the gate's decision and now: never serve above M.
-    service::Verdict v;
-    v.kind = service::Verdict::Kind::kStalenessUnavailable;
-    v.message =
-        fmt::format("the staleness bound rose above {} ms", *op.requirement.max_staleness_ms);
-    v.staleness_ms = staleness;
-    v.floor_ms = cluster_->StalenessFloorMs();
-    return Refusal(route, v);
-  }
+  std::optional<int64_t> staleness;
+  if (std::optional<Response> refused = CheckBound(op, &staleness)) return std::move(*refused);
   service::CounterValue v = counters_->Read(name);
   Response r;
   r.route = route;
@@ -404,6 +471,293 @@ std::optional<Response> Api::Health(const std::function<Responder()>& defer) {
     respond(std::move(r));
   });
   return std::nullopt;
+}
+
+namespace {
+
+// A TTL in milliseconds from the ttl_ms query parameter or the Edgestate-TTL-Ms header (they
+// must agree when both are present). 0 when neither is. InvalidArgument when malformed or
+// outside [kMinTtlMs, kMaxTtlMs].
+StatusOr<int64_t> ParseTtl(const Request& req) {
+  StatusOr<std::optional<std::string>> query = QueryParam(req.target, "ttl_ms");
+  if (!query.ok()) return query.status();
+  std::optional<std::string_view> text;
+  if (*query) text = **query;
+  if (req.has_ttl_ms) {
+    if (text && *text != req.ttl_ms) {
+      return Status::InvalidArgument(
+          "the ttl_ms parameter and the Edgestate-TTL-Ms header disagree");
+    }
+    text = req.ttl_ms;
+  }
+  if (!text) return int64_t{0};
+  int64_t ttl = 0;
+  auto [p, ec] = std::from_chars(text->data(), text->data() + text->size(), ttl);
+  if (text->empty() || ec != std::errc() || p != text->data() + text->size()) {
+    return Status::InvalidArgument("TTL must be an integer number of milliseconds");
+  }
+  if (ttl < crdt::kMinTtlMs || ttl > crdt::kMaxTtlMs) {
+    return Status::InvalidArgument(fmt::format("TTL {} ms is outside {}..{} ms (30 days)", ttl,
+                                               crdt::kMinTtlMs, crdt::kMaxTtlMs));
+  }
+  return ttl;
+}
+
+// The conditions of a write from If-Match ("<etag>" or *) and If-None-Match (* only).
+Status ParseConditions(const Request& req, service::RegisterWrite* w) {
+  if (!req.if_match.empty()) {
+    std::string_view v = req.if_match;
+    if (v != "*" && (v.size() < 2 || v.front() != '"' || v.back() != '"' ||
+                     v.substr(1, v.size() - 2).find('"') != std::string_view::npos)) {
+      return Status::InvalidArgument("If-Match takes one quoted ETag or *");
+    }
+    w->if_match = std::string(v);
+  }
+  if (!req.if_none_match.empty()) {
+    if (req.if_none_match != "*") return Status::InvalidArgument("If-None-Match takes only *");
+    w->if_none_match = true;
+  }
+  return Status::Ok();
+}
+
+std::string RegisterJson(std::string_view key, const crdt::LwwRegister& reg, size_t size) {
+  return fmt::format(R"({{"key":{},"etag":{},"expires_at":{},"size":{}}})", JsonString(key),
+                     JsonString(service::ETagOf(reg)),
+                     reg.expires_at_ms == 0 ? std::string("null") : IsoOrNull(reg.expires_at_ms),
+                     size);
+}
+
+}  // namespace
+
+std::optional<Response> Api::HandleRegister(const Request& req, RouteMatch m,
+                                            const std::function<Responder()>& defer) {
+  StateOp op;
+  op.route = m.route;
+  const bool cache = m.route == Route::kCacheEntry || m.route == Route::kCachePurge;
+  op.write = req.method != "GET";
+  auto fail = [&](const Status& s) { return FromStatus(m.route, s); };
+  if (m.route == Route::kKeyList) {
+    auto prefix = QueryParam(req.target, "prefix");
+    auto after = QueryParam(req.target, "after");
+    auto limit = QueryParam(req.target, "limit");
+    for (const auto* p : {&prefix, &after, &limit}) {
+      if (!p->ok()) return fail(p->status());
+    }
+    op.prefix = prefix->value_or("");
+    op.after = after->value_or("");
+    if (op.prefix.size() > service::kMaxKeyNameBytes ||
+        op.after.size() > service::kMaxKeyNameBytes) {
+      return fail(Status::InvalidArgument("prefix and after are at most 512 bytes"));
+    }
+    op.limit = 100;
+    if (*limit) {
+      const std::string& t = **limit;
+      size_t n = 0;
+      auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+      if (t.empty() || ec != std::errc() || p != t.data() + t.size() || n < 1 || n > 1000) {
+        return fail(Status::InvalidArgument("limit must be an integer from 1 to 1000"));
+      }
+      op.limit = n;
+    }
+  } else if (m.route == Route::kCachePurge) {
+    nlohmann::json j = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object() || j.size() != 1 || !j.contains("prefix") ||
+        !j["prefix"].is_string()) {
+      return fail(Status::InvalidArgument(R"(the body must be {"prefix": "<string>"})"));
+    }
+    op.name = "*" + j["prefix"].get<std::string>();
+    op.purge = true;
+    if (Status s = service::ValidatePurgePattern(op.name); !s.ok()) return fail(s);
+  } else {
+    op.name = std::move(m.name);
+    if (Status s = service::ValidateKeyName(op.name); !s.ok()) return fail(s);
+    if (cache && req.method == "DELETE") {
+      op.name = "=" + op.name;  // A purge of one key, in every region.
+      op.purge = true;
+    }
+  }
+  if (op.write && !op.purge) {
+    service::RegisterWrite& w = op.register_write;
+    if (req.method == "DELETE") {
+      w.kind = service::RegisterWrite::Kind::kDelete;
+    } else if (m.route == Route::kKeyTouch) {
+      w.kind = service::RegisterWrite::Kind::kTouch;
+    } else {
+      w.value = std::string(req.body);
+      if (Status s = service::ValidateContentType(req.content_type); !s.ok()) return fail(s);
+      w.content_type = std::string(req.content_type);
+    }
+    if (w.kind != service::RegisterWrite::Kind::kDelete) {
+      StatusOr<int64_t> ttl = ParseTtl(req);
+      if (!ttl.ok()) return fail(ttl.status());
+      w.ttl_ms = *ttl;
+      if (cache && w.ttl_ms == 0) w.ttl_ms = options_.cache_default_ttl_ms;
+      if (w.kind == service::RegisterWrite::Kind::kTouch && w.ttl_ms == 0) {
+        return fail(Status::InvalidArgument("touch needs ttl_ms"));
+      }
+    }
+    if (Status s = ParseConditions(req, &w); !s.ok()) return fail(s);
+    if (cache) {
+      if (w.if_match || w.if_none_match) {
+        return fail(Status::InvalidArgument("cache writes take no conditions"));
+      }
+      w.fill_started = counters_->ClockNow();
+    }
+  }
+  if (std::optional<Response> bad = ParseRequirement(req, m.route, &op.requirement)) return bad;
+  if (op.requirement.level == consistency::Level::kStrong) {
+    return fail(Status::InvalidArgument(
+        "consistency=strong is not available for keys and the cache yet (docs/keys.md); use "
+        "session or bounded"));
+  }
+  return Admit(std::move(op), defer);
+}
+
+Response Api::ReadRegister(const StateOp& op) const {
+  std::optional<int64_t> staleness;
+  if (std::optional<Response> refused = CheckBound(op, &staleness)) return std::move(*refused);
+  const storage::RecordType type =
+      op.route == Route::kCacheEntry ? storage::RecordType::kCacheEntry : storage::RecordType::kKey;
+  StatusOr<std::optional<crdt::LwwRegister>> got = counters_->GetRegister(type, op.name);
+  if (!got.ok()) return FromStatus(op.route, got.status());
+  Response r;
+  r.route = op.route;
+  AddSessionToken(op.requirement.token, &r);
+  r.headers.emplace_back(kStalenessHeader,
+                         staleness ? fmt::format_int(*staleness).str() : std::string("inf"));
+  const int64_t now_ms = RealClock()->NowUnixMillis();
+  if (!*got || !crdt::IsLive(**got, now_ms)) {
+    Response miss =
+        Error(op.route, 404,
+              op.route == Route::kCacheEntry ? "not in the cache here"
+                                             : "no such key (or it expired or was deleted)");
+    miss.headers = std::move(r.headers);
+    if (op.route == Route::kCacheEntry) {
+      cache_misses_->Inc();
+      miss.headers.emplace_back("Edgestate-Cache", "miss");
+    }
+    return miss;
+  }
+  crdt::LwwRegister& reg = **got;
+  if (op.route == Route::kCacheEntry) {
+    cache_hits_->Inc();
+    r.headers.emplace_back("Edgestate-Cache", "hit");
+  }
+  r.headers.emplace_back("ETag", service::ETagOf(reg));
+  if (reg.expires_at_ms != 0) {
+    r.headers.emplace_back("Edgestate-Expires-At", FormatIso8601Millis(reg.expires_at_ms));
+  }
+  r.owned_content_type =
+      reg.content_type.empty() ? std::string("application/octet-stream") : reg.content_type;
+  r.body = std::move(reg.value);
+  return r;
+}
+
+Response Api::ListRegisters(const StateOp& op) const {
+  std::optional<int64_t> staleness;
+  if (std::optional<Response> refused = CheckBound(op, &staleness)) return std::move(*refused);
+  std::vector<service::ListedKey> keys;
+  std::string next;
+  Status s = counters_->ListRegisters(storage::RecordType::kKey, op.prefix, op.after, op.limit,
+                                      &keys, &next);
+  if (!s.ok()) return FromStatus(op.route, s);
+  Response r;
+  r.route = op.route;
+  AddSessionToken(op.requirement.token, &r);
+  r.headers.emplace_back(kStalenessHeader,
+                         staleness ? fmt::format_int(*staleness).str() : std::string("inf"));
+  r.body = R"({"keys":[)";
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (i > 0) r.body.push_back(',');
+    r.body += RegisterJson(keys[i].name, keys[i].reg, keys[i].size);
+  }
+  r.body += R"(],"next":)";
+  r.body += next.empty() ? std::string("null") : JsonString(next);
+  r.body.push_back('}');
+  return r;
+}
+
+void Api::WriteRegister(StateOp op, Responder respond) {
+  storage::RecordType type = storage::RecordType::kKey;
+  if (op.route == Route::kCacheEntry) type = storage::RecordType::kCacheEntry;
+  const bool purge = op.purge;
+  if (purge) type = storage::RecordType::kPurge;
+  const Route route = op.route;
+  std::string display = purge ? op.name.substr(1) : op.name;
+  const auto kind = op.register_write.kind;
+  counters_->WriteRegister(
+      type, std::move(op.name), std::move(op.register_write),
+      [this, respond = std::move(respond), route, purge, kind, display = std::move(display),
+       token = std::move(op.requirement.token)](StatusOr<service::RegisterResult> result) {
+        if (!result.ok()) {
+          if (result.status().code() == StatusCode::kFailedPrecondition) {
+            return respond(Error(route, 412, result.status().message()));
+          }
+          return respond(FromStatus(route, result.status()));
+        }
+        Response r;
+        r.route = route;
+        AddSessionToken(token, &r);
+        r.headers.emplace_back("ETag", service::ETagOf(result->written));
+        if (purge) {
+          r.body = fmt::format(R"({{"purged":{},"{}":true,"etag":{}}})", JsonString(display),
+                               route == Route::kCachePurge ? "prefix" : "key",
+                               JsonString(service::ETagOf(result->written)));
+        } else if (kind == service::RegisterWrite::Kind::kDelete) {
+          r.body = fmt::format(R"({{"key":{},"deleted":true,"existed":{}}})", JsonString(display),
+                               result->existed);
+        } else {
+          if (kind == service::RegisterWrite::Kind::kPut && !result->existed) r.status = 201;
+          r.body = RegisterJson(display, result->written, result->size);
+        }
+        respond(std::move(r));
+      });
+}
+
+void Api::FillFromOrigin(StateOp op, Responder respond) {
+  const crdt::Hlc started = counters_->ClockNow();  // Before the fetch: see PurgedAfter.
+  std::string name = op.name;
+  origin_->Fetch(std::move(name), [this, op = std::move(op), respond = std::move(respond), started](
+                                      const StatusOr<OriginResponse>& fetched, bool first) mutable {
+    if (!fetched.ok()) {
+      unsigned status = 502;
+      if (fetched.status().code() == StatusCode::kNotFound) status = 404;
+      if (fetched.status().code() == StatusCode::kDeadlineExceeded) status = 504;
+      Response r = Error(op.route, status, "origin: " + fetched.status().message());
+      r.headers.emplace_back("Edgestate-Cache", "miss");
+      return respond(std::move(r));
+    }
+    Response r;
+    r.route = op.route;
+    AddSessionToken(op.requirement.token, &r);
+    r.headers.emplace_back("Edgestate-Cache", "miss");
+    std::string content_type = fetched->content_type;
+    if (content_type.empty() || !service::ValidateContentType(content_type).ok()) {
+      content_type = "application/octet-stream";
+    }
+    r.owned_content_type = content_type;
+    r.body = fetched->body;
+    CachePolicy policy = PolicyFor(fetched->cache_control, options_.cache_default_ttl_ms);
+    if (!first || !policy.store) return respond(std::move(r));
+    service::RegisterWrite fill;
+    fill.value = fetched->body;
+    fill.content_type = std::move(content_type);
+    fill.ttl_ms = policy.ttl_ms;
+    fill.fill_started = started;
+    // Answered once stored (or refused: a purge since the fetch began), so a read after this
+    // answer hits.
+    counters_->WriteRegister(storage::RecordType::kCacheEntry, std::move(op.name), std::move(fill),
+                             [respond = std::move(respond),
+                              r = std::move(r)](StatusOr<service::RegisterResult> stored) mutable {
+                               if (stored.ok()) {
+                                 r.headers.emplace_back("ETag", service::ETagOf(stored->written));
+                                 r.headers.emplace_back(
+                                     "Edgestate-Expires-At",
+                                     FormatIso8601Millis(stored->written.expires_at_ms));
+                               }
+                               respond(std::move(r));
+                             });
+  });
 }
 
 }  // namespace edgestate::http

@@ -7,6 +7,11 @@
 //   GET  /v1/counters/{name}             -> {"name","value","region","updated_at","staleness_ms"}
 //   GET  /v1/cluster                     -> this node, its peers, link state, lag
 //   POST /v1/counters/{name}/increment   body optional {"delta": int64}
+//   GET, PUT, DELETE /v1/kv/{key}        keys (sessions): docs/keys.md
+//   POST /v1/kv/{key}/touch?ttl_ms=N     extends a key's TTL
+//   GET  /v1/kv?prefix=P&limit=N&after=K lists live keys
+//   GET, PUT, DELETE /v1/cache/{key}     geo cache: docs/cache.md
+//   POST /v1/cache/purge {"prefix": P}   purges in every region
 //
 // Every failure is a JSON error body (http/errors.h). When an API key is configured, every
 // route but /health needs "Authorization: Bearer <key>" (compared in constant time).
@@ -26,6 +31,7 @@
 #include "common/status.h"
 #include "consistency/consistency.h"
 #include "http/handler.h"
+#include "http/origin.h"
 #include "service/cluster_view.h"
 #include "service/consistency_gate.h"
 #include "service/keyspace.h"
@@ -44,6 +50,8 @@ struct ApiOptions {
   consistency::Level default_level = consistency::Level::kLocal;
   // Also read the session token from, and set it in, the cookie edgestate_session.
   bool session_cookie = false;
+  // Cache fills whose origin response names no lifetime (docs/cache.md).
+  int64_t cache_default_ttl_ms = 60'000;
 };
 
 // Parses an increment body: empty (or only whitespace) means delta 1; otherwise a JSON object
@@ -52,11 +60,12 @@ StatusOr<int64_t> ParseIncrementBody(std::string_view body);
 
 class Api : public Handler {
  public:
-  // `counters`, `cluster`, `gate`, `metrics` and `strong` must outlive the Api. Without
-  // `strong`, consistency=strong is refused (503 strong_unavailable).
+  // `counters`, `cluster`, `gate`, `metrics`, `strong` and `origin` must outlive the Api.
+  // Without `strong`, consistency=strong is refused (503 strong_unavailable); without
+  // `origin`, a cache miss is 404.
   Api(ApiOptions options, service::Keyspace* counters, const service::ClusterView* cluster,
       service::ConsistencyGate* gate, MetricsRegistry* metrics,
-      strong::StrongService* strong = nullptr);
+      strong::StrongService* strong = nullptr, OriginClient* origin = nullptr);
 
   std::optional<Response> Handle(const Request& req,
                                  const std::function<Responder()>& defer) override;
@@ -65,10 +74,34 @@ class Api : public Handler {
   // One operation on state, run once the gate admits it.
   struct StateOp {
     Route route = Route::kNone;
+    bool write = false;  // Changes state (an increment, PUT, DELETE, touch or purge).
+    bool purge = false;  // A cache purge: `name` is its pattern ("=key" or "*prefix").
     std::string name;
     int64_t delta = 0;  // Increments.
     service::Requirement requirement;
+    service::RegisterWrite register_write;  // Key and cache writes.
+    std::string prefix, after;              // Listings.
+    size_t limit = 0;                       // Listings.
   };
+  // Parses the level and session token of a state route into *out; the error response if
+  // they are malformed.
+  std::optional<Response> ParseRequirement(const Request& req, Route route,
+                                           service::Requirement* out) const;
+  // Admits `op` through the gate and runs it (Run / Execute).
+  std::optional<Response> Admit(StateOp op, const std::function<Responder()>& defer);
+  // Runs an admitted `op`, answering through `respond`.
+  void Execute(StateOp op, Responder respond);
+  // Key and cache routes (kv_api.cc): parse the request into a StateOp, or answer it.
+  std::optional<Response> HandleRegister(const Request& req, RouteMatch m,
+                                         const std::function<Responder()>& defer);
+  Response ReadRegister(const StateOp& op) const;
+  Response ListRegisters(const StateOp& op) const;
+  void WriteRegister(StateOp op, Responder respond);
+  // A cache miss: fetch from the origin, store (unless the origin forbids it), answer.
+  void FillFromOrigin(StateOp op, Responder respond);
+  // The refusal when the bounded level's bound rose above M after the gate admitted a read;
+  // std::nullopt when the read may be served. *staleness gets the bound.
+  std::optional<Response> CheckBound(const StateOp& op, std::optional<int64_t>* staleness) const;
   std::optional<Response> Increment(StateOp op, Responder respond);
   std::optional<Response> Health(const std::function<Responder()>& defer);
   Response Read(const StateOp& op) const;
@@ -87,7 +120,10 @@ class Api : public Handler {
   service::ConsistencyGate* const gate_;
   MetricsRegistry* const metrics_;
   strong::StrongService* const strong_;
+  OriginClient* const origin_;
   Counter* auth_failures_;
+  Counter* cache_hits_;
+  Counter* cache_misses_;
 };
 
 }  // namespace edgestate::http

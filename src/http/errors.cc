@@ -44,12 +44,16 @@ std::string_view ErrorCodeFor(unsigned http_status) {
       return "request_timeout";
     case 409:
       return "conflict";
+    case 412:
+      return "precondition_failed";
     case 413:
       return "payload_too_large";
     case 429:
       return "too_many_requests";
     case 431:
       return "headers_too_large";
+    case 502:
+      return "bad_gateway";
     case 503:
       return "unavailable";
     case 504:

@@ -19,16 +19,22 @@ struct Request {
   std::string_view method;  // "GET", "POST", ...
   std::string_view target;  // Origin-form: "/v1/counters/a?x=1".
   std::string_view body;
-  std::string_view authorization;  // The Authorization header, or empty.
-  std::string_view consistency;    // The Edgestate-Consistency header, or empty.
-  std::string_view session;        // The Edgestate-Session header, or empty.
-  std::string_view cookie;         // The (first) Cookie header, or empty.
+  std::string_view authorization;       // The Authorization header, or empty.
+  std::string_view consistency;         // The Edgestate-Consistency header, or empty.
+  std::string_view session;             // The Edgestate-Session header, or empty.
+  std::string_view cookie;              // The (first) Cookie header, or empty.
+  std::string_view content_type = {};   // Content-Type, or empty.
+  std::string_view if_match = {};       // If-Match, or empty.
+  std::string_view if_none_match = {};  // If-None-Match, or empty.
+  std::string_view ttl_ms = {};         // Edgestate-TTL-Ms, or empty.
+  bool has_ttl_ms = false;              // Edgestate-TTL-Ms was present (even empty).
 };
 
 struct Response {
   unsigned status = 200;
   std::string body;
   std::string_view content_type = "application/json";  // Must point to static storage.
+  std::string owned_content_type;  // When not empty, sent instead of content_type.
   // Names point to static storage. Inline room for the headers a read has (staleness, session
   // token, cookie), so the common response allocates only its body and the token.
   boost::container::small_vector<std::pair<std::string_view, std::string>, 3> headers;

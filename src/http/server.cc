@@ -90,7 +90,8 @@ void SerializeResponse(const Response& r, unsigned version, bool keep_alive,
   out->append("\r\n");
   out->append(date_line);
   out->append("Content-Type: ");
-  out->append(r.content_type);
+  out->append(r.owned_content_type.empty() ? r.content_type
+                                           : std::string_view(r.owned_content_type));
   out->append("\r\n");
   for (const auto& [name, value] : r.headers) {
     out->append(name);
@@ -248,13 +249,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
       auto it = req.find(name);
       return it == req.end() ? std::string_view() : it->value();
     };
+    auto ttl = req.find("Edgestate-TTL-Ms");
     Request r{req.method_string(),
               req.target(),
               req.body(),
               header(bhttp::field::authorization),
               header("Edgestate-Consistency"),
               header("Edgestate-Session"),
-              header(bhttp::field::cookie)};
+              header(bhttp::field::cookie),
+              header(bhttp::field::content_type),
+              header(bhttp::field::if_match),
+              header(bhttp::field::if_none_match),
+              ttl == req.end() ? std::string_view() : ttl->value(),
+              ttl != req.end()};
     std::optional<Response> response = server_->handler->Handle(r, defer_);
     if (response) Send(std::move(*response));
   }
@@ -264,7 +271,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return SendError(431, "request headers exceed the limit");
     }
     if (ec == bhttp::error::body_limit || ec == bhttp::error::buffer_overflow) {
-      return SendError(413, "request body exceeds the 64 KiB limit");
+      return SendError(413, fmt::format("request body exceeds the limit of {} bytes",
+                                        server_->options.max_body_bytes));
     }
     if (IsHttpParseError(ec) && ec != bhttp::error::end_of_stream &&
         ec != bhttp::error::partial_message) {

@@ -35,7 +35,7 @@ struct HttpServerOptions {
   std::chrono::milliseconds write_timeout{15000};
   std::chrono::milliseconds drain_timeout{5000};
   size_t max_header_bytes = 16 * 1024;
-  size_t max_body_bytes = 64 * 1024;
+  size_t max_body_bytes = 1 << 20;  // The largest value of a key or cache entry.
 };
 
 class HttpServer {

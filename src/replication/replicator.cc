@@ -26,6 +26,7 @@
 #include "net/net.h"
 #include "replication/auth.h"
 #include "replication/wire.pb.h"
+#include "storage/store.h"
 
 namespace edgestate::replication {
 
@@ -212,16 +213,37 @@ namespace {
 // Applies remote slots through the writer and resumes the coroutine on the replication thread.
 template <typename Token>
 auto AsyncApply(service::Keyspace* svc, asio::io_context& ioc, std::string origin, uint32_t epoch,
-                uint64_t covers, std::vector<service::SlotUpdate> slots, Token&& token) {
+                uint64_t covers, std::vector<service::SlotUpdate> slots,
+                std::vector<service::RegisterUpdate> registers, Token&& token) {
   return asio::async_initiate<Token, void(Status)>(
       [svc, &ioc, epoch](auto handler, std::string origin, uint64_t covers,
-                         std::vector<service::SlotUpdate> slots) {
+                         std::vector<service::SlotUpdate> slots,
+                         std::vector<service::RegisterUpdate> registers) {
         auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        svc->ApplyRemote(std::move(origin), epoch, covers, std::move(slots), [h, &ioc](Status s) {
-          asio::post(ioc, [h, s = std::move(s)]() mutable { (*h)(std::move(s)); });
-        });
+        svc->ApplyRemote(
+            std::move(origin), epoch, covers, std::move(slots),
+            [h, &ioc](Status s) {
+              asio::post(ioc, [h, s = std::move(s)]() mutable { (*h)(std::move(s)); });
+            },
+            std::move(registers));
       },
-      token, std::move(origin), covers, std::move(slots));
+      token, std::move(origin), covers, std::move(slots), std::move(registers));
+}
+
+// Decodes the register records of a delta. InvalidArgument for an unknown type or an
+// unreadable state (the receiver's Keyspace checks names and fields).
+StatusOr<std::vector<service::RegisterUpdate>> DecodeRecords(const pb::Delta& d) {
+  std::vector<service::RegisterUpdate> out;
+  out.reserve(d.records_size());
+  for (const pb::RecordDelta& r : d.records()) {
+    if (r.type() > 0xff) return Status::InvalidArgument("record type out of range");
+    StatusOr<storage::RecordType> type = storage::ParseRecordType(static_cast<char>(r.type()));
+    if (!type.ok()) return type.status();
+    StatusOr<storage::StoredRegister> state = storage::DecodeRegister(r.state());
+    if (!state.ok()) return state.status();
+    out.push_back(service::RegisterUpdate{*type, r.name(), std::move(state->reg)});
+  }
+  return out;
 }
 
 }  // namespace
@@ -445,6 +467,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
     welcome.mutable_welcome()->set_applied_seq(counters->AppliedSeq(peer->address.region, epoch));
     welcome.mutable_welcome()->set_accepts_pull(true);
     welcome.mutable_welcome()->set_accepts_calls(static_cast<bool>(call_handler));
+    welcome.mutable_welcome()->set_accepts_records(true);
     if (!(co_await WriteFrame(*conn, welcome, peer)).ok()) break;
     spdlog::info("peer {} connected from {}", peer->address.region, conn->remote);
 
@@ -458,8 +481,14 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
       peer->Touch();
       if (f->has_delta()) {
         const pb::Delta& d = f->delta();
-        if (static_cast<size_t>(d.slots_size()) > kMaxSlotsPerDelta) {
-          why = fmt::format("delta of {} slots exceeds the limit", d.slots_size());
+        if (static_cast<size_t>(d.slots_size() + d.records_size()) > kMaxSlotsPerDelta) {
+          why = fmt::format("delta of {} records exceeds the limit",
+                            d.slots_size() + d.records_size());
+          break;
+        }
+        StatusOr<std::vector<service::RegisterUpdate>> registers = DecodeRecords(d);
+        if (!registers.ok()) {
+          why = "bad record in delta: " + registers.status().message();
           break;
         }
         std::vector<service::SlotUpdate> slots;
@@ -472,9 +501,16 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
             peer->lag->Observe(static_cast<double>(now_ms - s.updated_at_ms()) / 1000.0);
           }
         }
-        size_t n = slots.size();
-        Status applied = co_await AsyncApply(counters, ioc, peer->address.region, epoch,
-                                             d.covers_seq(), std::move(slots), use_awaitable);
+        const int64_t now_ms_registers = RealClock()->NowUnixMillis();
+        for (const service::RegisterUpdate& u : *registers) {
+          if (u.reg.hlc.wall_ms > 0 && now_ms_registers >= u.reg.hlc.wall_ms) {
+            peer->lag->Observe(static_cast<double>(now_ms_registers - u.reg.hlc.wall_ms) / 1000.0);
+          }
+        }
+        size_t n = slots.size() + registers->size();
+        Status applied =
+            co_await AsyncApply(counters, ioc, peer->address.region, epoch, d.covers_seq(),
+                                std::move(slots), std::move(registers).value(), use_awaitable);
         if (!applied.ok()) {
           why = "apply failed: " + applied.message();
           break;
@@ -640,6 +676,12 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   if (!welcome->has_welcome()) co_return Status::InvalidArgument("expected a welcome");
   const bool accepts_pull = welcome->welcome().accepts_pull();
   const bool accepts_calls = welcome->welcome().accepts_calls();
+  const bool accepts_records = welcome->welcome().accepts_records();
+  if (!accepts_records) {
+    spdlog::warn("peer {} runs a version without keys: they do not replicate to it until it is "
+                 "upgraded",
+                 p->address.region);
+  }
   // While this link stands it carries the strong layer's calls; when it goes, every call still
   // waiting for its reply fails (it may or may not have reached the peer).
   struct CallsGuard {
@@ -769,14 +811,24 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     int64_t snapshot_ns = RealClock()->MonotonicNanos();
     const int64_t snapshot_unix_us = RealClock()->NowUnixMicros();  // Before the sequence.
     std::vector<service::SlotUpdate> slots;
+    std::vector<service::RegisterUpdate> registers;
     // With strong slots a counter may take two entries: half as many counters per delta.
     const size_t max_counters = accepts_calls ? kMaxSlotsPerDelta / 2 : kMaxSlotsPerDelta;
-    uint64_t covers =
-        counters->CollectOwnChanges(state->cursor, max_counters, &slots, accepts_calls);
-    bool truncated = slots.size() >= max_counters && covers < counters->CommittedSeq();
-    if (covers > state->cursor || !slots.empty()) {
+    const uint64_t committed_before = counters->CommittedSeq();
+    uint64_t covers = counters->CollectOwnChanges(state->cursor, max_counters, &slots,
+                                                  accepts_calls,
+                                                  accepts_records ? &registers : nullptr);
+    // Stopped short of what was committed when it began (a limit): ship the rest at once.
+    bool truncated = covers < committed_before && covers > state->cursor;
+    if (covers > state->cursor || !slots.empty() || !registers.empty()) {
       pb::Frame delta;
       delta.mutable_delta()->set_covers_seq(covers);
+      for (const auto& u : registers) {
+        pb::RecordDelta* r = delta.mutable_delta()->add_records();
+        r->set_type(static_cast<unsigned char>(u.type));
+        r->set_name(u.name);
+        r->set_state(storage::EncodeRegister(u.reg));
+      }
       for (const auto& u : slots) {
         pb::SlotDelta* d = delta.mutable_delta()->add_slots();
         d->set_name(u.name);
@@ -787,8 +839,10 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
         if (!u.origin.empty()) d->set_origin(u.origin);
       }
       if (Status s = co_await WriteFrame(*conn, delta, p); !s.ok()) co_return s;
-      p->deltas_sent->Inc(slots.size());
-      if (state->cursor < state->catch_up_until) p->ae_repaired->Inc(slots.size());
+      p->deltas_sent->Inc(slots.size() + registers.size());
+      if (state->cursor < state->catch_up_until) {
+        p->ae_repaired->Inc(slots.size() + registers.size());
+      }
       state->cursor = covers;
     }
     if (truncated) continue;  // More to ship before a heartbeat may vouch for the snapshot.

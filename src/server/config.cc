@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "common/strings.h"
+#include "http/origin.h"
 #include "replication/peers.h"
 #include "strong/strong_service.h"
 
@@ -166,6 +167,14 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
       s = want_int(&cfg->session_wait_ms);
     } else if (k == "strong_timeout_ms") {
       s = want_int(&cfg->strong_timeout_ms);
+    } else if (k == "cache_mb") {
+      s = want_int(&cfg->cache_mb);
+    } else if (k == "cache_origin") {
+      s = want_string(&cfg->cache_origin);
+    } else if (k == "cache_default_ttl_ms") {
+      s = want_int(&cfg->cache_default_ttl_ms);
+    } else if (k == "origin_timeout_ms") {
+      s = want_int(&cfg->origin_timeout_ms);
     } else if (k == "strong_voters") {
       if (node.is_array()) {
         cfg->strong_voters.clear();
@@ -264,6 +273,10 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.max_clock_error_ms) cfg.max_clock_error_ms = *flags.max_clock_error_ms;
   if (flags.strong_voters) cfg.strong_voters = SplitList(*flags.strong_voters);
   if (flags.strong_timeout_ms) cfg.strong_timeout_ms = *flags.strong_timeout_ms;
+  if (flags.cache_mb) cfg.cache_mb = *flags.cache_mb;
+  if (flags.cache_origin) cfg.cache_origin = *flags.cache_origin;
+  if (flags.cache_default_ttl_ms) cfg.cache_default_ttl_ms = *flags.cache_default_ttl_ms;
+  if (flags.origin_timeout_ms) cfg.origin_timeout_ms = *flags.origin_timeout_ms;
 
   // Validation of the merged result.
   if (Status s = ValidateRegion(cfg.region); !s.ok()) return s;
@@ -300,6 +313,20 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   }
   if (Status s = CheckRange(cfg.strong_timeout_ms, 10, 600'000, "strong timeout (ms)"); !s.ok()) {
     return s;
+  }
+  if (Status s = CheckRange(cfg.cache_mb, 8, 1 << 20, "cache size (MB)"); !s.ok()) return s;
+  if (Status s = CheckRange(cfg.cache_default_ttl_ms, 0, 30LL * 24 * 3600 * 1000,
+                            "cache default TTL (ms)");
+      !s.ok()) {
+    return s;
+  }
+  if (Status s = CheckRange(cfg.origin_timeout_ms, 10, 600'000, "origin timeout (ms)"); !s.ok()) {
+    return s;
+  }
+  if (!cfg.cache_origin.empty()) {
+    if (auto u = http::ParseOriginUrl(cfg.cache_origin); !u.ok()) {
+      return Status::InvalidArgument("cache origin: " + u.status().message());
+    }
   }
   if (!cfg.peer_listen.empty()) {
     auto hp = replication::ParseHostPort(cfg.peer_listen, /*allow_port_zero=*/true);

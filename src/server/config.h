@@ -40,6 +40,11 @@ struct ServeConfig {
   // Strong consistency (docs/strong.md): the voter regions (empty: strong is refused).
   std::vector<std::string> strong_voters;
   int64_t strong_timeout_ms = 2000;
+  // Keys and the geo cache (docs/keys.md, docs/cache.md).
+  int64_t cache_mb = 256;                // Block cache for records read from disk.
+  std::string cache_origin;              // http://host[:port][/base]; empty: misses are 404.
+  int64_t cache_default_ttl_ms = 60000;  // Fills whose origin names no lifetime.
+  int64_t origin_timeout_ms = 5000;
 };
 
 // Values given on the command line; unset ones fall through to the environment, the file and
@@ -66,6 +71,10 @@ struct ServeFlags {
   std::optional<int64_t> max_clock_error_ms;
   std::optional<std::string> strong_voters;  // REGION,REGION,...
   std::optional<int64_t> strong_timeout_ms;
+  std::optional<int64_t> cache_mb;
+  std::optional<std::string> cache_origin;
+  std::optional<int64_t> cache_default_ttl_ms;
+  std::optional<int64_t> origin_timeout_ms;
 };
 
 // Returns the value of an environment variable, or nullopt when unset.

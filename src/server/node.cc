@@ -52,7 +52,8 @@ Status RunNode(const ServeConfig& config) {
       "edgestate_wal_sync_seconds", "Latency of the periodic WAL sync in async durability mode.",
       ExponentialBuckets(0.0000625, 2, 16));
 
-  auto store = storage::Store::Open(config.data_dir, store_metrics);
+  auto store = storage::Store::Open(config.data_dir, store_metrics,
+                                    static_cast<size_t>(config.cache_mb) << 20);
   if (!store.ok()) return store.status();
 
   service::KeyspaceOptions svc_options;
@@ -134,10 +135,22 @@ Status RunNode(const ServeConfig& config) {
     ~StopWriter() { c->Stop(); }
   } stop_writer{counters->get()};
 
+  std::unique_ptr<http::OriginClient> origin;
+  if (!config.cache_origin.empty()) {
+    http::OriginOptions oo;
+    oo.url = config.cache_origin;
+    oo.timeout = std::chrono::milliseconds(config.origin_timeout_ms);
+    oo.max_body_bytes = service::kMaxValueBytes;
+    auto o = http::OriginClient::Create(std::move(oo), &metrics);
+    if (!o.ok()) return o.status();
+    origin = std::move(o).value();
+  }
   http::ApiOptions api_options{config.region, config.api_key, config.data_dir};
   api_options.default_level = config.default_consistency;
   api_options.session_cookie = config.session_cookie;
-  http::Api api(api_options, counters->get(), cluster, gate.get(), &metrics, strong.get());
+  api_options.cache_default_ttl_ms = config.cache_default_ttl_ms;
+  http::Api api(api_options, counters->get(), cluster, gate.get(), &metrics, strong.get(),
+                origin.get());
   http::HttpMetrics http_metrics(&metrics);
   http::HttpServerOptions http_options;
   http_options.listen_address = config.listen;
@@ -163,6 +176,7 @@ Status RunNode(const ServeConfig& config) {
   }
   spdlog::info("received {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   server.Shutdown();                   // No new requests; in-flight ones finish.
+  origin.reset();                      // Fetches still in flight answer 503.
   if (strong) strong->Stop();          // What still waits for consensus fails with 503.
   if (replicator) replicator->Stop();  // Links closed; peers catch up from us on reconnect.
   (*counters)->Stop();                 // Everything queued is committed and synced.

@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <tuple>
+#include <utility>
 
 #include "common/strings.h"
 
@@ -276,7 +277,8 @@ uint64_t Keyspace::AppliedSeq(std::string_view origin, uint32_t epoch) const {
 
 uint64_t Keyspace::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
                                      std::vector<SlotUpdate>* out, bool include_strong,
-                                     std::vector<RegisterUpdate>* registers) const {
+                                     std::vector<RegisterUpdate>* registers,
+                                     size_t max_register_bytes) const {
   // Read before the index: every entry with seq <= covers was written by a batch that
   // completed before committed_seq_ moved past it, so the scan sees it.
   uint64_t covers = committed_seq_.load(std::memory_order_acquire);
@@ -296,7 +298,10 @@ uint64_t Keyspace::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
     spdlog::error("reading the change index failed: {}", scan.ToString());
     covers = picked.empty() ? after_seq : std::get<0>(picked.back());
   }
+  size_t register_bytes = 0;
+  uint64_t previous_seq = after_seq;
   for (auto& [seq, type, name] : picked) {
+    const uint64_t before = std::exchange(previous_seq, seq);
     if (type != storage::RecordType::kCounter) {
       if (registers == nullptr) continue;
       StatusOr<std::string> bytes = store_->Get(storage::RecordKey(type, name));
@@ -311,6 +316,8 @@ uint64_t Keyspace::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
         spdlog::error("stored record {:?} is unreadable: {}", name, r.status().ToString());
         return seq - 1;
       }
+      register_bytes += r->reg.value.size() + name.size();
+      if (register_bytes > max_register_bytes && !registers->empty()) return before;
       registers->push_back(RegisterUpdate{type, std::move(name), std::move(r->reg)});
       continue;
     }

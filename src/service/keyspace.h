@@ -207,11 +207,13 @@ class Keyspace {
   // With `include_strong`, a counter's kStrongOrigin slot travels with its own slot (as a
   // second SlotUpdate; max_entries counts records). Register records whose latest own write is
   // new go to *registers (their whole current write, whoever made it); with `registers` null
-  // they are skipped (a peer that cannot take them). Unreadable storage ends the result early
-  // (covering only what came before).
+  // they are skipped (a peer that cannot take them). Registers stop (truncating like
+  // max_entries) before their values would pass `max_register_bytes`; the first is always
+  // taken. Unreadable storage ends the result early (covering only what came before).
   uint64_t CollectOwnChanges(uint64_t after_seq, size_t max_entries, std::vector<SlotUpdate>* out,
                              bool include_strong = false,
-                             std::vector<RegisterUpdate>* registers = nullptr) const;
+                             std::vector<RegisterUpdate>* registers = nullptr,
+                             size_t max_register_bytes = 4u << 20) const;
 
   // This data directory's epoch (Store::GetOrCreateEpoch): tells this node's lives apart.
   uint32_t epoch() const { return epoch_; }

@@ -1,0 +1,79 @@
+// OriginClient: fetches cache misses from the origin server (--cache-origin URL), one request
+// per key at a time (single flight), with a deadline and a size limit (docs/cache.md).
+//
+// Fetch(key) GETs base URL + "/" + percent-encoded key over HTTP/1.1, one connection per
+// fetch. Every caller asking for a key while a fetch of it is in flight joins that fetch and
+// gets its result; a slow origin holds only the callers waiting for its keys. Results: OK with
+// the response (status 200 only); NotFound when the origin answered 404; DeadlineExceeded when
+// it did not answer completely within the timeout; Unavailable when it could not be reached,
+// answered another status, sent more than max_body_bytes or malformed HTTP.
+//
+// Thread-safety: Fetch may be called from any thread; callbacks run on the client's own I/O
+// thread and must not block. The destructor fails every fetch still in flight (Unavailable)
+// and joins the thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/metrics.h"
+#include "common/status.h"
+
+namespace edgestate::http {
+
+struct OriginResponse {
+  std::string body;
+  std::string content_type;   // Empty when the origin sent none.
+  std::string cache_control;  // The Cache-Control header, or empty.
+};
+
+struct OriginOptions {
+  std::string url;  // "http://host[:port][/base]".
+  std::chrono::milliseconds timeout{5000};
+  size_t max_body_bytes = 1 << 20;
+};
+
+struct OriginUrl {
+  std::string host;
+  std::string port = "80";
+  std::string base_path;  // Without a trailing slash; may be empty.
+};
+// Parses an origin URL. InvalidArgument for anything but http://host[:port][/path] (https is
+// not supported yet: put a local proxy in front of an https origin).
+StatusOr<OriginUrl> ParseOriginUrl(std::string_view url);
+
+// Whether and for how long a fetched response is cached, from its Cache-Control: no-store or
+// private: not stored; else s-maxage, then max-age (seconds; 0 is not stored; capped at the
+// 30-day TTL limit); else `default_ttl_ms`.
+struct CachePolicy {
+  bool store = false;
+  int64_t ttl_ms = 0;
+};
+CachePolicy PolicyFor(std::string_view cache_control, int64_t default_ttl_ms);
+
+// Percent-encodes everything but unreserved characters (RFC 3986).
+std::string PercentEncode(std::string_view s);
+
+class OriginClient {
+ public:
+  // `first` is true for the one caller whose miss started the fetch (it stores the fill).
+  using Callback = std::function<void(const StatusOr<OriginResponse>&, bool first)>;
+
+  // InvalidArgument for a bad URL. `metrics` must outlive the client.
+  static StatusOr<std::unique_ptr<OriginClient>> Create(OriginOptions options,
+                                                        MetricsRegistry* metrics);
+  ~OriginClient();
+
+  void Fetch(std::string key, Callback done);
+
+ private:
+  struct Impl;
+  explicit OriginClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgestate::http
