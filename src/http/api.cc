@@ -183,7 +183,13 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
     case Route::kCluster: {
       Response r;
       r.route = m.route;
-      r.body = cluster_->ClusterJson();
+      nlohmann::json j = nlohmann::json::parse(cluster_->ClusterJson(), nullptr, false);
+      if (j.is_object()) {
+        j["keyspace"] = nlohmann::json::parse(counters_->StatusJson(), nullptr, false);
+        r.body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      } else {
+        r.body = cluster_->ClusterJson();
+      }
       return r;
     }
     case Route::kMetrics: {

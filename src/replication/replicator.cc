@@ -129,6 +129,7 @@ struct PeerState {
   std::atomic<uint32_t> epoch{0};        // The peer's data-directory epoch, from its latest hello.
   std::atomic<int64_t> min_rtt_us{0};    // Smallest round trip ever measured (0: none yet).
   std::atomic<bool> pull_wanted{false};  // Send a Pull on the outbound link at once.
+  std::atomic<uint64_t> acked_seq{0};    // Our writes the peer said it applied (this life).
   // The clock-based bound (docs/consistency.md): the latest watermark covered (the peer's wall
   // time, us), and the peer's clock as measured on our outbound link.
   std::atomic<int64_t> covered_unix_us{kNever};
@@ -174,6 +175,12 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   Impl(ReplicatorOptions o, service::Keyspace* c) : options(std::move(o)), counters(c) {}
 
   awaitable<Status> WriteFrame(Conn& c, const pb::Frame& f, PeerState* p);
+  // Our writes every peer has acknowledged -> the Keyspace's stable seq of our region.
+  void UpdateStable() {
+    uint64_t stable = UINT64_MAX;
+    for (const auto& peer : peers) stable = std::min(stable, peer->acked_seq.load());
+    if (stable != UINT64_MAX) counters->SetStableSeq(options.region, stable);
+  }
   // Writes `f` on `conn` without waiting for it (a failed write closes the connection).
   // Replication thread only.
   void Send(std::shared_ptr<Conn> conn, pb::Frame f, PeerState* p);
@@ -518,6 +525,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
         peer->deltas_applied->Inc(n);
       } else if (f->has_heartbeat()) {
         const pb::Heartbeat& hb = f->heartbeat();
+        counters->SetStableSeq(peer->address.region, hb.stable_seq());
         const int64_t recv_unix_us = RealClock()->NowUnixMicros();
         uint64_t applied = counters->AppliedSeq(peer->address.region, epoch);
         // Every write the peer acknowledged before its snapshot has seq <= committed_seq; the
@@ -678,9 +686,10 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   const bool accepts_calls = welcome->welcome().accepts_calls();
   const bool accepts_records = welcome->welcome().accepts_records();
   if (!accepts_records) {
-    spdlog::warn("peer {} runs a version without keys: they do not replicate to it until it is "
-                 "upgraded",
-                 p->address.region);
+    spdlog::warn(
+        "peer {} runs a version without keys: they do not replicate to it until it is "
+        "upgraded",
+        p->address.region);
   }
   // While this link stands it carries the strong layer's calls; when it goes, every call still
   // waiting for its reply fails (it may or may not have reached the peer).
@@ -726,6 +735,8 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   auto state = std::make_shared<SendState>();
   state->cursor = welcome->welcome().applied_seq();
   state->catch_up_until = counters->CommittedSeq();
+  p->acked_seq.store(state->cursor);
+  UpdateStable();
   spdlog::info("link to {} up; peer has our writes up to seq {}, we are at {}", p->address.region,
                state->cursor, state->catch_up_until);
   conn->ExpireAfter(options.idle_timeout);
@@ -775,6 +786,8 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
             // The peer reads frames in order and applies each delta before the next frame,
             // so by this heartbeat it should hold `seq`; less means it lost applied state.
             if (a.applied_seq() < seq) state->rewind_to = a.applied_seq();
+            p->acked_seq.store(a.applied_seq());
+            UpdateStable();
           }
         }
       },
@@ -815,9 +828,8 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     // With strong slots a counter may take two entries: half as many counters per delta.
     const size_t max_counters = accepts_calls ? kMaxSlotsPerDelta / 2 : kMaxSlotsPerDelta;
     const uint64_t committed_before = counters->CommittedSeq();
-    uint64_t covers = counters->CollectOwnChanges(state->cursor, max_counters, &slots,
-                                                  accepts_calls,
-                                                  accepts_records ? &registers : nullptr);
+    uint64_t covers = counters->CollectOwnChanges(
+        state->cursor, max_counters, &slots, accepts_calls, accepts_records ? &registers : nullptr);
     // Stopped short of what was committed when it began (a limit): ship the rest at once.
     bool truncated = covers < committed_before && covers > state->cursor;
     if (covers > state->cursor || !slots.empty() || !registers.empty()) {
@@ -856,6 +868,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     hb.mutable_heartbeat()->set_snapshot_unix_us(snapshot_unix_us);
     const int64_t send_unix_us = RealClock()->NowUnixMicros();
     hb.mutable_heartbeat()->set_send_unix_us(send_unix_us);
+    hb.mutable_heartbeat()->set_stable_seq(counters->StableSeq(options.region));
     state->pending.emplace_back(id, now_ns, covers, send_unix_us);
     if (state->pending.size() > 1024) state->pending.pop_front();
     if (Status s = co_await WriteFrame(*conn, hb, p); !s.ok()) co_return s;

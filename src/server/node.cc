@@ -60,6 +60,7 @@ Status RunNode(const ServeConfig& config) {
   svc_options.region = config.region;
   svc_options.durability = config.durability;
   svc_options.async_sync_interval = std::chrono::milliseconds(config.async_sync_interval_ms);
+  svc_options.has_peers = !config.peers.empty();
   auto counters = service::Keyspace::Open(store->get(), svc_options, &metrics);
   if (!counters.ok()) return counters.status();
   spdlog::info("loaded {} counters from {} in {} ms", (*counters)->size(), config.data_dir,

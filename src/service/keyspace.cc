@@ -106,6 +106,31 @@ Keyspace::Keyspace(storage::Store* store, KeyspaceOptions options, MetricsRegist
                                        "Batches that storage failed to write.");
   metrics->AddGauge("edgestate_counters", "Counters stored on this node.",
                     [this] { return static_cast<double>(size()); });
+  expired_total_ =
+      &metrics->AddCounter("edgestate_expired_total",
+                           "Expired keys and cache entries whose value bytes the sweep dropped.");
+  collected_total_ = &metrics->AddCounter(
+      "edgestate_collected_total",
+      "Dead records the sweep removed (tombstones and expired records applied everywhere, "
+      "expired cache entries, old purges).");
+  purge_propagation_ = &metrics->AddHistogram(
+      "edgestate_purge_propagation_seconds",
+      "From a purge in another region (its clock) to its removal of this region's cache entries.",
+      ExponentialBuckets(0.001, 2, 14));
+  static constexpr std::array<std::string_view, 3> kTypes = {"cache", "key", "purge"};
+  for (size_t i = 0; i < kTypes.size(); ++i) {
+    metrics->AddGauge(
+        "edgestate_records", "Register records by type and state, as the last sweep pass counted.",
+        [this, i] { return static_cast<double>(live_[i].load()); },
+        fmt::format("type=\"{}\",state=\"live\"", kTypes[i]));
+    metrics->AddGauge(
+        "edgestate_records", "Register records by type and state, as the last sweep pass counted.",
+        [this, i] { return static_cast<double>(dead_[i].load()); },
+        fmt::format("type=\"{}\",state=\"dead\"", kTypes[i]));
+  }
+  metrics->AddGauge("edgestate_storage_bytes",
+                    "Bytes the store holds on disk (SST files) and in memtables.",
+                    [this] { return static_cast<double>(store_->ApproximateBytes()); });
 }
 
 Keyspace::~Keyspace() { Stop(); }
@@ -432,6 +457,7 @@ void Keyspace::WriterLoop() {
   std::vector<Op> ops;
   uint64_t unsynced = 0;
   SteadyClock::time_point next_sync = SteadyClock::time_point::max();
+  SteadyClock::time_point next_sweep = SteadyClock::now() + options_.sweep_interval;
   size_t last_batch = 0;
   auto sync_now = [&] {
     if (unsynced == 0) return;
@@ -449,7 +475,7 @@ void Keyspace::WriterLoop() {
     // Under load (the previous batch was large) wait briefly for as many writers to queue up
     // again; a lone writer never waits.
     size_t gather = last_batch >= kGatherThreshold ? last_batch : 1;
-    bool open = queue_.PopAll(&ops, next_sync, gather, options_.commit_delay);
+    bool open = queue_.PopAll(&ops, std::min(next_sync, next_sweep), gather, options_.commit_delay);
     last_batch = ops.size();
     if (!ops.empty()) {
       size_t acked = CommitBatch(ops);
@@ -460,8 +486,131 @@ void Keyspace::WriterLoop() {
     }
     if (async && SteadyClock::now() >= next_sync) sync_now();
     if (!open) break;
+    if (SteadyClock::now() >= next_sweep) {
+      // A run that stopped at its limit continues soon; writes go first meanwhile.
+      bool more = Sweep();
+      next_sweep =
+          SteadyClock::now() + (more ? std::chrono::milliseconds(50) : options_.sweep_interval);
+    }
   }
   sync_now();
+}
+
+void Keyspace::SetStableSeq(std::string_view origin, uint64_t stable_seq) {
+  std::lock_guard lock(stable_mu_);
+  auto [it, fresh] = stable_.try_emplace(std::string(origin), stable_seq);
+  if (!fresh) it->second = stable_seq;
+}
+
+uint64_t Keyspace::StableSeq(std::string_view origin) const {
+  if (origin == options_.region && !options_.has_peers) return CommittedSeq();
+  std::lock_guard lock(stable_mu_);
+  auto it = stable_.find(origin);
+  return it == stable_.end() ? 0 : it->second;
+}
+
+std::string Keyspace::StatusJson() const {
+  auto bytes = [this](char type) {
+    return store_->ApproximateRangeBytes(std::string(1, type), std::string(1, type + 1));
+  };
+  auto type = [&](size_t i, char t) {
+    return fmt::format(R"({{"live":{},"dead":{},"bytes":{}}})", live_[i].load(), dead_[i].load(),
+                       bytes(t));
+  };
+  SweepStats st = sweep_stats();
+  return fmt::format(
+      R"({{"cache":{},"keys":{},"purges":{},"sweep":{{"passes":{},"expired":{},"collected":{}}},"storage_bytes":{}}})",
+      type(0, 'g'), type(1, 'k'), type(2, 'p'), st.passes, st.expired, st.collected,
+      store_->ApproximateBytes());
+}
+
+Keyspace::SweepStats Keyspace::sweep_stats() const {
+  return SweepStats{sweep_passes_.load(), sweep_expired_.load(), sweep_collected_.load()};
+}
+
+bool Keyspace::Sweep() {
+  using storage::RecordType;
+  const int64_t now_ms = options_.clock->NowUnixMillis();
+  size_t looked = 0;
+  bool at_limit = false;
+  uint64_t expired = 0, collected = 0;
+  rocksdb::WriteBatch wb;
+  std::vector<std::pair<std::string, crdt::Hlc>> purges_dropped;
+  static constexpr std::array<RecordType, 3> kTypes = {RecordType::kCacheEntry, RecordType::kKey,
+                                                       RecordType::kPurge};
+  for (size_t ti = 0; ti < kTypes.size(); ++ti) {
+    const RecordType type = kTypes[ti];
+    const std::string begin(1, static_cast<char>(type));
+    const std::string end(1, static_cast<char>(static_cast<char>(type) + 1));
+    if (sweep_cursor_ >= end) continue;
+    const std::string from = std::max(sweep_cursor_, begin);
+    Status s = store_->ScanRange(from, end, [&](std::string_view key, std::string_view bytes) {
+      if (looked == options_.sweep_batch) {
+        at_limit = true;
+        sweep_cursor_ = std::string(key);
+        return false;
+      }
+      ++looked;
+      StatusOr<storage::StoredRegister> r = storage::DecodeRegister(bytes);
+      if (!r.ok()) return true;  // Unreadable: left alone (reads report it).
+      if (crdt::IsLive(r->reg, now_ms)) {
+        ++pass_counts_[ti].first;
+        return true;
+      }
+      ++pass_counts_[ti].second;
+      const crdt::LwwRegister& reg = r->reg;
+      const bool stable = type == RecordType::kCacheEntry ||
+                          (reg.origin_seq > 0 && reg.origin_seq <= StableSeq(reg.origin));
+      if (stable) {
+        wb.Delete(rocksdb::Slice(key.data(), key.size()));
+        if (r->local_seq != 0) wb.Delete(storage::ChangeKey(r->local_seq));
+        if (type == RecordType::kPurge) purges_dropped.emplace_back(key.substr(1), reg.hlc);
+        ++collected;
+      } else if (!reg.value.empty() || !reg.content_type.empty()) {
+        // Expired but possibly not yet everywhere: keep the write's identity, drop its bytes.
+        crdt::LwwRegister stripped = reg;
+        stripped.value.clear();
+        stripped.content_type.clear();
+        wb.Put(rocksdb::Slice(key.data(), key.size()),
+               storage::EncodeRegister(stripped, r->local_seq));
+        ++expired;
+      }
+      return true;
+    });
+    if (!s.ok()) {
+      spdlog::warn("sweep scan failed: {}", s.ToString());
+      return false;
+    }
+    if (at_limit) break;
+  }
+  if (!at_limit) {
+    sweep_cursor_.clear();
+    sweep_passes_.fetch_add(1, std::memory_order_relaxed);
+    for (size_t i = 0; i < kTypes.size(); ++i) {
+      live_[i].store(pass_counts_[i].first);
+      dead_[i].store(pass_counts_[i].second);
+      pass_counts_[i] = {0, 0};
+    }
+  }
+  if (wb.Count() == 0) return at_limit;
+  // Not synced: a sweep lost to a crash is redone by the next one.
+  if (Status w = store_->Write(&wb, /*sync=*/false); !w.ok()) {
+    write_errors_->Inc();
+    spdlog::warn("sweep write failed: {}", w.ToString());
+    return false;
+  }
+  sweep_expired_.fetch_add(expired, std::memory_order_relaxed);
+  sweep_collected_.fetch_add(collected, std::memory_order_relaxed);
+  expired_total_->Inc(expired);
+  collected_total_->Inc(collected);
+  if (!purges_dropped.empty()) {
+    std::lock_guard lock(purges_mu_);
+    for (const auto& [pattern, hlc] : purges_dropped) {
+      auto it = purges_.find(pattern);
+      if (it != purges_.end() && it->second == hlc) purges_.erase(it);
+    }
+  }
+  return at_limit;
 }
 
 Status Keyspace::ValidateRemote(const Op& op) const {
@@ -531,6 +680,8 @@ StatusOr<RegisterResult> Keyspace::StageLocalWrite(Op& op, StagedRegister& st, i
       next.value = std::move(op.write.value);
       next.content_type = std::move(op.write.content_type);
       if (w.ttl_ms > 0) next.expires_at_ms = now_ms + w.ttl_ms;
+      // A purge stays in force for its retention, then the sweep collects it.
+      if (op.type == storage::RecordType::kPurge) next.expires_at_ms = now_ms + kPurgeRetentionMs;
       break;
     case RegisterWrite::Kind::kDelete:
       next.deleted = true;
@@ -666,7 +817,12 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
         }
         if (!changed) continue;
         st.dirty = true;
-        if (u.type == storage::RecordType::kPurge) st.purge_changed = true;
+        if (u.type == storage::RecordType::kPurge) {
+          st.purge_changed = true;
+          if (now_ms >= u.reg.hlc.wall_ms) {
+            purge_propagation_->Observe(static_cast<double>(now_ms - u.reg.hlc.wall_ms) / 1000.0);
+          }
+        }
         if (u.reg.hlc.wall_ms <= now_ms + kMaxObservedSkewMs) {
           std::lock_guard lock(hlc_mu_);
           hlc_.Observe(u.reg.hlc);

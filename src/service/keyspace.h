@@ -15,6 +15,7 @@
 // must be short and must not block.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -52,6 +53,13 @@ struct KeyspaceOptions {
   // writer waits up to this long for about as many to queue before committing.
   std::chrono::microseconds commit_delay{200};
   const Clock* clock = RealClock();
+  // Other regions replicate with this node. Alone, every own write is applied everywhere at
+  // once (stable, see SetStableSeq); with peers, only what they all acknowledged.
+  bool has_peers = false;
+  // The sweep that collects dead records (docs/keys.md): how often it runs, and how many
+  // records one run looks at (at most; it runs again soon when it hit the limit).
+  std::chrono::milliseconds sweep_interval{1000};
+  size_t sweep_batch = 2000;
 };
 
 struct CounterValue {
@@ -246,6 +254,26 @@ class Keyspace {
     progress_listener_ = std::move(listener);
   }
 
+  // Every region has applied every write of `origin` with seq <= stable_seq (the origin
+  // computes it from its peers' acknowledgments and sends it with its heartbeats; for this
+  // node's own region the replicator sets it). Dead register records whose write is stable are
+  // collected by the sweep: no region can send an older write of them any more.
+  void SetStableSeq(std::string_view origin, uint64_t stable_seq);
+  uint64_t StableSeq(std::string_view origin) const;
+
+  // What the sweep has done (for metrics and tests).
+  struct SweepStats {
+    uint64_t passes = 0;     // Complete passes over the register records.
+    uint64_t expired = 0;    // Expired values whose bytes were dropped.
+    uint64_t collected = 0;  // Dead records removed (tombstones, expired keys, old purges).
+  };
+  SweepStats sweep_stats() const;
+
+  // The register records as the last complete sweep pass counted them, and the bytes their
+  // key ranges take in the store: {"keys":{"live","dead","bytes"},"cache":{...},
+  // "purges":{...},"sweep":{"passes","expired","collected"}}.
+  std::string StatusJson() const;
+
   // Number of counters in memory.
   size_t size() const { return size_.load(std::memory_order_relaxed); }
   // How long Open took to load the stored counters.
@@ -315,6 +343,20 @@ class Keyspace {
   struct StagedRegister;
   // Applies a register write (local: `op`) or merge (remote) to a staged record; see .cc.
   StatusOr<RegisterResult> StageLocalWrite(Op& op, StagedRegister& st, int64_t now_ms);
+  // One run of the sweep on the writer thread: looks at up to options_.sweep_batch register
+  // records from where the previous run stopped. Returns true when it stopped at the limit.
+  bool Sweep();
+  std::string sweep_cursor_;  // Writer thread: whole key where the next run starts.
+  mutable std::mutex stable_mu_;
+  std::map<std::string, uint64_t, std::less<>> stable_;  // GUARDED_BY(stable_mu_)
+  std::atomic<uint64_t> sweep_passes_{0}, sweep_expired_{0}, sweep_collected_{0};
+  // Live and dead records of each register type (cache, key, purge): counted by the pass in
+  // progress (writer thread), published when it completes.
+  std::array<std::pair<uint64_t, uint64_t>, 3> pass_counts_{};
+  std::array<std::atomic<uint64_t>, 3> live_{}, dead_{};
+  Counter* expired_total_ = nullptr;
+  Histogram* purge_propagation_ = nullptr;
+  Counter* collected_total_ = nullptr;
   // Cache purges in force: pattern -> the purge's clock (for fills that began before it).
   mutable std::mutex purges_mu_;
   std::map<std::string, crdt::Hlc, std::less<>> purges_;  // GUARDED_BY(purges_mu_)

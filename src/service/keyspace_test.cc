@@ -18,7 +18,7 @@ class KeyspaceTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // Opens store + service; the previous pair (if any) is closed first.
-  void Open(Durability d = Durability::kFsync) {
+  void Open(Durability d = Durability::kFsync, bool has_peers = false) {
     svc_.reset();
     store_.reset();
     metrics_ = std::make_unique<MetricsRegistry>();
@@ -30,6 +30,8 @@ class KeyspaceTest : public ::testing::Test {
     o.durability = d;
     o.async_sync_interval = std::chrono::milliseconds(5);
     o.clock = &clock_;
+    o.has_peers = has_peers;
+    o.sweep_interval = std::chrono::milliseconds(5);
     auto svc = Keyspace::Open(store_.get(), o, metrics_.get());
     ASSERT_TRUE(svc.ok()) << svc.status().ToString();
     svc_ = std::move(svc).value();
@@ -521,6 +523,74 @@ TEST_F(KeyspaceTest, PurgesRemoveCacheEntriesAndRefuseFillsThatBeganBefore) {
   ASSERT_TRUE(p.get_future().get().ok());
   EXPECT_FALSE(Get(svc_.get(), RecordType::kCacheEntry, "css/c"));
   EXPECT_TRUE(Get(svc_.get(), RecordType::kCacheEntry, "img/z"));
+}
+
+// Waits (bounded) until `done` holds.
+template <typename F>
+bool Eventually(F done) {
+  for (int i = 0; i < 2000; ++i) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return done();
+}
+
+TEST_F(KeyspaceTest, SweepCollectsDeadRecordsOnlyOnceStableEverywhere) {
+  Open(Durability::kFsync, /*has_peers=*/true);
+  ASSERT_TRUE(
+      WriteSync(svc_.get(), RecordType::kKey, "session", Put(std::string(5000, 's'), 10)).ok());
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "gone", Put("x")).ok());
+  ASSERT_TRUE(
+      WriteSync(svc_.get(), RecordType::kKey, "gone", Kind(RegisterWrite::Kind::kDelete)).ok());
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "kept", Put("k")).ok());
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kCacheEntry, "c", Put("c", 10)).ok());
+  clock_.AdvanceMillis(20);
+  // Not yet acknowledged by every peer: the expired value loses its bytes, the tombstone stays,
+  // the regional cache entry goes at once.
+  ASSERT_TRUE(Eventually([&] { return svc_->sweep_stats().expired >= 1; }));
+  ASSERT_TRUE(Eventually([&] { return !Get(svc_.get(), RecordType::kCacheEntry, "c"); }));
+  auto session = Get(svc_.get(), RecordType::kKey, "session");
+  ASSERT_TRUE(session);
+  EXPECT_TRUE(session->value.empty());
+  EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "gone"));
+  EXPECT_EQ(svc_->sweep_stats().collected, 1u);  // The cache entry only.
+  // Every peer has everything: the dead records and their index entries go.
+  svc_->SetStableSeq("iad", svc_->CommittedSeq());
+  ASSERT_TRUE(Eventually([&] { return svc_->sweep_stats().collected >= 3; }));
+  EXPECT_FALSE(Get(svc_.get(), RecordType::kKey, "session"));
+  EXPECT_FALSE(Get(svc_.get(), RecordType::kKey, "gone"));
+  EXPECT_EQ(Get(svc_.get(), RecordType::kKey, "kept")->value, "k");
+  std::vector<SlotUpdate> slots;
+  std::vector<RegisterUpdate> regs;
+  svc_->CollectOwnChanges(0, 100, &slots, false, &regs);
+  ASSERT_EQ(regs.size(), 1u);
+  EXPECT_EQ(regs[0].name, "kept");
+  // A remote tombstone is collected once its origin says it is stable.
+  crdt::LwwRegister t;
+  t.hlc = svc_->ClockNow();
+  t.origin = "lhr";
+  t.origin_seq = 40;
+  t.deleted = true;
+  std::promise<Status> p;
+  svc_->ApplyRemote("lhr", kLhrEpoch, 40, {}, [&](Status s) { p.set_value(s); },
+                    {RegisterUpdate{RecordType::kKey, "remote-gone", t}});
+  ASSERT_TRUE(p.get_future().get().ok());
+  svc_->SetStableSeq("lhr", 39);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "remote-gone"));
+  svc_->SetStableSeq("lhr", 40);
+  ASSERT_TRUE(Eventually([&] { return !Get(svc_.get(), RecordType::kKey, "remote-gone"); }));
+}
+
+TEST_F(KeyspaceTest, AloneEveryOwnWriteIsStable) {
+  Open();
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "a", Put("x", 5)).ok());
+  ASSERT_TRUE(
+      WriteSync(svc_.get(), RecordType::kKey, "b", Kind(RegisterWrite::Kind::kDelete)).ok());
+  clock_.AdvanceMillis(10);
+  ASSERT_TRUE(Eventually([&] { return svc_->sweep_stats().collected >= 2; }));
+  EXPECT_FALSE(Get(svc_.get(), RecordType::kKey, "a"));
+  EXPECT_FALSE(Get(svc_.get(), RecordType::kKey, "b"));
 }
 
 TEST(ValidateKeyNameTest, Rules) {

@@ -5,6 +5,7 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_buffer_manager.h>
 #include <spdlog/spdlog.h>
 
@@ -205,6 +206,12 @@ rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
   options.write_buffer_size = 32 << 20;
   options.write_buffer_manager =
       std::make_shared<rocksdb::WriteBufferManager>(cache->GetCapacity() / 4, cache);
+  // Files the sweep filled with deletions (expired sessions, collected tombstones) are compacted
+  // soon after they are written, which gives their space back (docs/keys.md).
+  options.table_properties_collector_factories.push_back(
+      rocksdb::NewCompactOnDeletionCollectorFactory(/*sliding_window_size=*/16384,
+                                                    /*deletion_trigger=*/4096,
+                                                    /*deletion_ratio=*/0.3));
   rocksdb::BlockBasedTableOptions table;
   table.block_size = 16 * 1024;
   table.block_cache = cache;
@@ -348,9 +355,11 @@ StatusOr<std::string> Store::Get(std::string_view key) {
 }
 
 Status Store::Scan(RecordType type, std::string_view name_prefix, std::string_view after,
-                   const std::function<bool(std::string_view, std::string_view)>& fn) {
+                   const std::function<bool(std::string_view, std::string_view)>& fn,
+                   bool fill_cache) {
   rocksdb::ReadOptions ro;
   ro.total_order_seek = true;
+  ro.fill_cache = fill_cache;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
   const std::string prefix = RecordKey(type, name_prefix);
   const std::string after_key = RecordKey(type, after);
@@ -366,6 +375,41 @@ Status Store::Scan(RecordType type, std::string_view name_prefix, std::string_vi
     }
   }
   return FromRocks(it->status(), "scan failed");
+}
+
+Status Store::ScanRange(std::string_view from, std::string_view to,
+                        const std::function<bool(std::string_view, std::string_view)>& fn) {
+  rocksdb::ReadOptions ro;
+  ro.total_order_seek = true;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  const rocksdb::Slice end(to.data(), to.size());
+  for (it->Seek(rocksdb::Slice(from.data(), from.size())); it->Valid(); it->Next()) {
+    rocksdb::Slice k = it->key();
+    if (k.compare(end) >= 0) break;
+    rocksdb::Slice v = it->value();
+    if (!fn(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()))) break;
+  }
+  return FromRocks(it->status(), "scan failed");
+}
+
+uint64_t Store::ApproximateBytes() {
+  uint64_t sst = 0, mem = 0;
+  db_->GetIntProperty("rocksdb.total-sst-files-size", &sst);
+  db_->GetIntProperty("rocksdb.cur-size-all-mem-tables", &mem);
+  return sst + mem;
+}
+
+uint64_t Store::ApproximateRangeBytes(const std::string& from, const std::string& to) {
+  rocksdb::Range range(from, to);
+  uint64_t size = 0;
+  rocksdb::SizeApproximationOptions options;
+  options.include_memtables = true;
+  options.include_files = true;
+  if (!db_->GetApproximateSizes(options, db_->DefaultColumnFamily(), &range, 1, &size).ok()) {
+    return 0;
+  }
+  return size;
 }
 
 Status Store::ForEachChange(uint64_t after_seq,

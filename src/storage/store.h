@@ -130,7 +130,16 @@ class Store {
   // is greater than `after` (when not empty), in name order, until fn returns false. The same
   // iterator errors as ForEachWithPrefix.
   Status Scan(RecordType type, std::string_view name_prefix, std::string_view after,
-              const std::function<bool(std::string_view, std::string_view)>& fn);
+              const std::function<bool(std::string_view, std::string_view)>& fn,
+              bool fill_cache = true);
+  // Calls fn(whole key, value) for records with keys in [from, to) in key order until fn
+  // returns false; without filling the block cache (background scans).
+  Status ScanRange(std::string_view from, std::string_view to,
+                   const std::function<bool(std::string_view, std::string_view)>& fn);
+  // Bytes on disk (SST files) and in memtables: what the data directory holds.
+  uint64_t ApproximateBytes();
+  // RocksDB's estimate of the bytes keys in [from, to) take on disk and in memtables.
+  uint64_t ApproximateRangeBytes(const std::string& from, const std::string& to);
   // Calls fn(seq, type, name) for the change-index entries with seq > after_seq in seq order,
   // until fn returns false. InvalidArgument on a malformed entry.
   Status ForEachChange(uint64_t after_seq,

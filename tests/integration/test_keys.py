@@ -365,3 +365,43 @@ def test_delete_during_a_partition_is_not_undone_by_the_heal(tmpdir_path):
     finally:
         p.send_signal(15)
         assert p.wait(timeout=30 * SLOW) == 0
+
+
+def metric(node, name):
+    st, _, raw = req(node, "GET", "/metrics")
+    total = 0.0
+    for line in raw.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_dead_keys_are_collected_once_every_region_has_them(cluster3):
+    c = cluster3.start_all()
+    nodes = [c.nodes[r] for r in c.regions]
+    value = b"s" * 20000
+    for i in range(50):
+        assert req(nodes[0], "PUT", f"/v1/kv/short{i}?ttl_ms=300", value)[0] == 201
+        assert req(nodes[1], "PUT", f"/v1/kv/del{i}", b"x")[0] == 201
+    for i in range(50):
+        assert req(nodes[1], "DELETE", f"/v1/kv/del{i}")[0] == 200
+    assert req(nodes[2], "PUT", "/v1/kv/keep", b"k")[0] == 201
+    # Expired and deleted records disappear from every region's store (the sweep runs every
+    # second; the origin's acknowledgments reach the others with its heartbeats).
+    def collected():
+        return all(metric(n, "edgestate_collected_total") >= 100 for n in nodes)
+    wait_until(collected, 20 * SLOW, "dead keys collected everywhere")
+
+    def counted():
+        infos = [json.loads(req(n, "GET", "/v1/cluster")[2])["keyspace"] for n in nodes]
+        return all(i["keys"]["live"] == 1 and i["keys"]["dead"] == 0 for i in infos)
+    wait_until(counted, 10 * SLOW, "a sweep pass counting one live key")
+    assert all(req(n, "GET", "/v1/kv/keep")[2] == b"k" for n in nodes)
+    assert all(req(n, "GET", "/v1/kv/del7")[0] == 404 for n in nodes)
+    # Nothing comes back: a restarted region has nothing older to send.
+    c.nodes["lhr"].kill()
+    c.start("lhr")
+    time.sleep(1.0)
+    assert all(req(n, "GET", "/v1/kv/del7")[0] == 404 for n in [c.nodes[r] for r in c.regions])
+    assert metric(c.nodes["iad"], "edgestate_expired_total") + \
+        metric(c.nodes["iad"], "edgestate_collected_total") >= 100
