@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Keys on one node (issue 12): GET /v1/kv of a 1 KiB value against nginx's fixed 200, durable
+PUT of 1 KiB values against Redis SET with appendfsync always (redis-benchmark -d 1024), both
+at 50 connections in one run; and the resident memory of a node holding --fill-gb of sessions
+with --cache-mb 256.
+
+Servers are pinned to CPU 0, wrk and redis-benchmark to CPU 1. Each comparison runs --runs
+times; the report gives medians and ratios. Every process started here is stopped by PID.
+
+Usage: bench/kv_bench.py [--runs 3] [--duration 10] [--fill-gb 2] [--skip-fill]
+"""
+import argparse
+import csv
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import node_bench as nb  # noqa: E402  (Proc, wrk, free_port, med)
+
+CACHE_MB = 256
+
+
+def put(port, key, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/kv/{key}", data=body, method="PUT")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status in (200, 201)
+
+
+def redis_set(port, n):
+    out = subprocess.run(["taskset", "-c", "1", "redis-benchmark", "-p", str(port), "-t", "set",
+                          "-d", "1024", "-c", "50", "-n", str(n), "-r", "100000", "--csv"],
+                         capture_output=True, text=True, timeout=600).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    row = next(r for r in rows if r["test"] == "SET")
+    return {"rps": float(row["rps"]), "p50": float(row["p50_latency_ms"]),
+            "p99": float(row["p99_latency_ms"])}
+
+
+def rss_mb(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def du_mb(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total / 2**20
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--fill-gb", type=float, default=2.0)
+    ap.add_argument("--skip-fill", action="store_true")
+    args = ap.parse_args()
+    for tool in ("wrk", "nginx", "redis-server", "redis-benchmark", "taskset"):
+        if not (shutil.which(tool) or os.path.exists("/usr/sbin/" + tool)):
+            sys.exit(f"{tool} is missing: run bench/setup.sh")
+    work = tempfile.mkdtemp(prefix="kv-bench-")
+    procs = []
+    try:
+        ngx_port, es_port, redis_port = nb.free_port(), nb.free_port(), nb.free_port()
+        ngx_dir = os.path.join(work, "nginx")
+        os.makedirs(ngx_dir)
+        conf = open(os.path.join(nb.BENCH, "nginx.conf.in")).read()
+        with open(os.path.join(ngx_dir, "nginx.conf"), "w") as f:
+            f.write(conf.replace("@PORT@", str(ngx_port)).replace("@DIR@", ngx_dir))
+        nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+        procs.append(nb.Proc("nginx", [nginx_bin, "-p", ngx_dir, "-c",
+                                       os.path.join(ngx_dir, "nginx.conf"), "-g",
+                                       "daemon off; master_process off;"], ngx_port))
+        procs.append(nb.Proc("edgestate", [nb.EDGESTATE, "serve", "--port", str(es_port),
+                                           "--region", "bench", "--data-dir",
+                                           os.path.join(work, "es"), "--listen", "127.0.0.1",
+                                           "--cache-mb", str(CACHE_MB)], es_port))
+        procs.append(nb.Proc("redis", ["redis-server", "--port", str(redis_port), "--save", "",
+                                       "--appendonly", "yes", "--appendfsync", "always",
+                                       "--dir", work, "--bind", "127.0.0.1"], redis_port))
+        put(es_port, "k1", b"v" * 1024)
+        d = args.duration
+        res = {"nginx": [], "get": [], "put": [], "redis": []}
+        for i in range(args.runs):
+            res["nginx"].append(nb.wrk(f"http://127.0.0.1:{ngx_port}/", 50, d))
+            res["get"].append(nb.wrk(f"http://127.0.0.1:{es_port}/v1/kv/k1", 50, d))
+            res["put"].append(nb.wrk(f"http://127.0.0.1:{es_port}/", 50, d, "kv_put.lua"))
+            # About as many SETs as the PUT run made, so both runs last about as long.
+            n = max(50000, int(res["put"][-1]["rps"] * d))
+            res["redis"].append(redis_set(redis_port, n))
+            print(f"run {i + 1}: nginx {res['nginx'][-1]['rps']:.0f}/s, GET /v1/kv "
+                  f"{res['get'][-1]['rps']:.0f}/s (p99 {res['get'][-1]['p99']:.2f} ms); PUT "
+                  f"{res['put'][-1]['rps']:.0f}/s (p99 {res['put'][-1]['p99']:.2f} ms), Redis SET "
+                  f"{res['redis'][-1]['rps']:.0f}/s (p99 {res['redis'][-1]['p99']:.2f} ms); "
+                  f"non-2xx {res['get'][-1]['non2xx'] + res['put'][-1]['non2xx']}", flush=True)
+        print("\n| system | req/s | p50 ms | p99 ms |\n|---|---|---|---|")
+        for name, label in (("nginx", "nginx fixed 200"), ("get", "edgestate GET /v1/kv (1 KiB)"),
+                            ("redis", "Redis SET -d 1024, appendfsync always"),
+                            ("put", "edgestate PUT /v1/kv (1 KiB, fsync)")):
+            print(f"| {label} | {nb.med(res[name], 'rps'):.0f} | {nb.med(res[name], 'p50'):.2f} | "
+                  f"{nb.med(res[name], 'p99'):.2f} |")
+        get_ratio = nb.med(res["get"], "rps") / nb.med(res["nginx"], "rps")
+        put_ratio = nb.med(res["put"], "rps") / nb.med(res["redis"], "rps")
+        print(f"\nGET /v1/kv / nginx: {get_ratio:.2f}x (floor 0.8x); per run "
+              + ", ".join(f"{g['rps'] / n['rps']:.2f}x" for g, n in zip(res["get"], res["nginx"])))
+        print(f"PUT / Redis SET (durable): {put_ratio:.2f}x (floor 0.9x); per run "
+              + ", ".join(f"{p['rps'] / r['rps']:.2f}x" for p, r in zip(res["put"], res["redis"])))
+        print(f"p99 PUT {nb.med(res['put'], 'p99'):.2f} ms vs Redis {nb.med(res['redis'], 'p99'):.2f}"
+              " ms (floor: no worse)")
+
+        if args.skip_fill:
+            return
+        # Resident memory while holding --fill-gb of 1 KiB sessions (1-day TTL).
+        es = procs[1]
+        target = int(args.fill_gb * 2**30 / 1024)
+        written, t0 = 0, time.monotonic()
+        env = dict(os.environ, KV_TTL_MS=str(24 * 3600 * 1000))
+        while written < target:
+            env["KV_OFFSET"] = str(written)
+            cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c50", "-d20s", "--timeout", "5s", "-s",
+                   os.path.join(nb.BENCH, "wrk", "kv_put.lua"), f"http://127.0.0.1:{es_port}/"]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120).stdout
+            n = int(out.split(" requests in")[0].split()[-1])
+            assert "Non-2xx" not in out, out
+            written += n
+            rss, hwm = rss_mb(es.p.pid)
+            print(f"  {written} sessions ({written * 1024 / 2**30:.2f} GiB of values), RSS "
+                  f"{rss:.0f} MB, peak {hwm:.0f} MB, data dir {du_mb(os.path.join(work, 'es')):.0f} "
+                  f"MB, {time.monotonic() - t0:.0f} s", flush=True)
+        env = dict(os.environ, KV_KEYS=str(written))
+        out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c50", "-d20s", "--latency",
+                              "-s", os.path.join(nb.BENCH, "wrk", "kv_get_random.lua"),
+                              f"http://127.0.0.1:{es_port}/"],
+                             capture_output=True, text=True, env=env, timeout=120).stdout
+        reads = out.split("Requests/sec:")[1].split()[0]
+        rss, hwm = rss_mb(es.p.pid)
+        print(f"\nafter 20 s of random GETs over all {written} sessions ({reads} req/s): RSS "
+              f"{rss:.0f} MB, peak {hwm:.0f} MB; limit --cache-mb + 128 = {CACHE_MB + 128} MB: "
+              f"{'ok' if hwm <= CACHE_MB + 128 else 'OVER'}")
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
