@@ -74,11 +74,7 @@ std::string ChangeKey(uint64_t seq) {
 }
 
 std::string EncodeChange(RecordType type, std::string_view name) {
-  std::string v;
-  v.reserve(name.size() + 1);
-  v.push_back(static_cast<char>(type));
-  v.append(name);
-  return v;
+  return RecordKey(type, name);  // The same bytes: the type byte, then the name.
 }
 
 std::string EncodeRegister(const crdt::LwwRegister& reg, uint64_t local_seq) {
