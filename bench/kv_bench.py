@@ -69,6 +69,8 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--fill-gb", type=float, default=2.0)
     ap.add_argument("--skip-fill", action="store_true")
+    ap.add_argument("--server-env", action="append", default=[],
+                    help="K=V for edgestate's environment (e.g. LD_PRELOAD=... to try an allocator)")
     args = ap.parse_args()
     for tool in ("wrk", "nginx", "redis-server", "redis-benchmark", "taskset"):
         if not (shutil.which(tool) or os.path.exists("/usr/sbin/" + tool)):
@@ -86,10 +88,12 @@ def main():
         procs.append(nb.Proc("nginx", [nginx_bin, "-p", ngx_dir, "-c",
                                        os.path.join(ngx_dir, "nginx.conf"), "-g",
                                        "daemon off; master_process off;"], ngx_port))
+        server_env = dict(os.environ, **dict(kv.split("=", 1) for kv in args.server_env))
         procs.append(nb.Proc("edgestate", [nb.EDGESTATE, "serve", "--port", str(es_port),
                                            "--region", "bench", "--data-dir",
                                            os.path.join(work, "es"), "--listen", "127.0.0.1",
-                                           "--cache-mb", str(CACHE_MB)], es_port))
+                                           "--cache-mb", str(CACHE_MB)], es_port,
+                             env=server_env))
         procs.append(nb.Proc("redis", ["redis-server", "--port", str(redis_port), "--save", "",
                                        "--appendonly", "yes", "--appendfsync", "always",
                                        "--dir", work, "--bind", "127.0.0.1"], redis_port))

@@ -49,4 +49,44 @@ TEST(RouterTest, Allow) {
 }
 
 }  // namespace
+TEST(RouterTest, KeyAndCacheRoutes) {
+  RouteMatch m = MatchRoute("/v1/kv/user%2F1?ttl_ms=5");
+  EXPECT_EQ(m.route, Route::kKey);
+  EXPECT_EQ(m.name, "user/1");
+  m = MatchRoute("/v1/kv/user/1");  // Raw slashes are part of the key.
+  EXPECT_EQ(m.route, Route::kKey);
+  EXPECT_EQ(m.name, "user/1");
+  m = MatchRoute("/v1/kv/a%2Ftouch");
+  EXPECT_EQ(m.route, Route::kKey);
+  EXPECT_EQ(m.name, "a/touch");
+  m = MatchRoute("/v1/kv/s%201/touch?ttl_ms=9");
+  EXPECT_EQ(m.route, Route::kKeyTouch);
+  EXPECT_EQ(m.name, "s 1");
+  EXPECT_EQ(MatchRoute("/v1/kv").route, Route::kKeyList);
+  EXPECT_EQ(MatchRoute("/v1/kv?prefix=a").route, Route::kKeyList);
+  EXPECT_EQ(MatchRoute("/v1/cache/purge").route, Route::kCachePurge);
+  m = MatchRoute("/v1/cache/img%2Fa.png");
+  EXPECT_EQ(m.route, Route::kCacheEntry);
+  EXPECT_EQ(m.name, "img/a.png");
+  EXPECT_FALSE(MatchRoute("/v1/kv/%zz").error.ok());
+  EXPECT_TRUE(MethodAllowed(Route::kKey, "PUT"));
+  EXPECT_TRUE(MethodAllowed(Route::kKey, "DELETE"));
+  EXPECT_FALSE(MethodAllowed(Route::kKey, "POST"));
+  EXPECT_FALSE(MethodAllowed(Route::kKey, "PU"));
+  EXPECT_TRUE(MethodAllowed(Route::kKeyTouch, "POST"));
+  EXPECT_FALSE(MethodAllowed(Route::kKeyList, "PUT"));
+}
+
+TEST(RouterTest, QueryParams) {
+  EXPECT_EQ(*QueryParam("/v1/kv?prefix=a%2Fb&limit=5", "prefix"),
+            std::optional<std::string>("a/b"));
+  EXPECT_EQ(*QueryParam("/v1/kv?prefix=a&limit=5", "limit"), std::optional<std::string>("5"));
+  EXPECT_EQ(*QueryParam("/v1/kv?prefix", "prefix"), std::optional<std::string>(""));
+  EXPECT_FALSE(QueryParam("/v1/kv?limit=5", "prefix")->has_value());
+  EXPECT_FALSE(QueryParam("/v1/kv", "prefix")->has_value());
+  EXPECT_FALSE(QueryParam("/v1/kv?prefix=a&prefix=b", "prefix").ok());
+  EXPECT_FALSE(QueryParam("/v1/kv?prefix=%g1", "prefix").ok());
+  EXPECT_FALSE(QueryParam("/v1/kv?xprefix=1", "prefix")->has_value());
+}
+
 }  // namespace edgestate::http

@@ -113,6 +113,40 @@ TEST_F(ConfigFileTest, BadValuesAreClearErrors) {
   expect_bad(f, {}, "/nonexistent/edgestate.toml");
 }
 
+TEST_F(ConfigFileTest, CacheKeysFromFileAndFlags) {
+  auto c = ResolveServeConfig({}, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->cache_mb, 256);
+  EXPECT_TRUE(c->cache_origin.empty());
+  EXPECT_EQ(c->cache_default_ttl_ms, 60000);
+  EXPECT_EQ(c->origin_timeout_ms, 5000);
+  ServeFlags f;
+  f.config_file = WriteFile(
+      "cache_mb = 64\ncache_origin = \"http://[::1]:9000/assets\"\ncache_default_ttl_ms = 0\n"
+      "origin_timeout_ms = 250\n");
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->cache_mb, 64);
+  EXPECT_EQ(c->cache_origin, "http://[::1]:9000/assets");
+  EXPECT_EQ(c->cache_default_ttl_ms, 0);
+  EXPECT_EQ(c->origin_timeout_ms, 250);
+  f.cache_mb = 1024;  // The flag beats the file.
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->cache_mb, 1024);
+  for (const char* bad : {"cache_mb = 7\n", "cache_mb = \"x\"\n", "cache_origin = \"origin\"\n",
+                          "cache_origin = \"http://h:0\"\n", "origin_timeout_ms = 0\n",
+                          "cache_default_ttl_ms = 2592000001\n"}) {
+    ServeFlags g;
+    g.config_file = WriteFile(bad);
+    auto r = ResolveServeConfig(g, Env({}));
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    }
+  }
+}
+
 TEST_F(ConfigFileTest, ConsistencyKeysFromFileAndFlags) {
   auto c = ResolveServeConfig({}, Env({}));
   ASSERT_TRUE(c.ok());

@@ -41,6 +41,12 @@ def test_bad_flags_exit_2_with_clear_message(tmpdir_path):
         (["serve", "--region", "Bad Region"] + d, "region"),
         (["serve", "--listen", "localhost:80"] + d, "listen address"),
         (["serve", "--config", "/nonexistent.toml"] + d, "/nonexistent.toml"),
+        (["serve", "--cache-mb", "4"] + d, "cache size"),
+        (["serve", "--cache-origin", "https://origin.example"] + d, "cache origin"),
+        (["serve", "--cache-origin", "http://:80"] + d, "cache origin"),
+        (["serve", "--cache-origin", "http://o.example:99999"] + d, "cache origin"),
+        (["serve", "--cache-default-ttl-ms", "-1"] + d, "cache default TTL"),
+        (["serve", "--origin-timeout-ms", "5"] + d, "origin timeout"),
     ]
     for args, needle in cases:
         r = run(args)
@@ -58,7 +64,9 @@ def test_bad_config_values_exit_2(tmpdir_path):
     for text, needle in [("port = \"x\"\n", "port must be an integer"),
                          ("colour = 1\n", "unknown key"),
                          ("durability = \"sometimes\"\n", "fsync or async"),
-                         ("port = [\n", "line")]:
+                         ("port = [\n", "line"),
+                         ("cache_mb = \"big\"\n", "cache_mb"),
+                         ("cache_origin = \"ftp://x\"\n", "cache origin")]:
         path = os.path.join(tmpdir_path, "bad.toml")
         with open(path, "w") as f:
             f.write(text)
