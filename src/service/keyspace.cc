@@ -147,6 +147,19 @@ Status Keyspace::Load() {
   StatusOr<uint64_t> last_change = store_->LastChangeSeq();
   if (!last_change.ok()) return last_change.status();
   uint64_t max_seq = *last_change;
+  // The sweep may have removed the newest index entry: the sequence's high-water mark is kept
+  // beside it, so the sequence never goes back (peers would skip the reused numbers).
+  StatusOr<std::string> high = store_->Get(storage::MetaKey("last-seq"));
+  if (high.ok()) {
+    uint64_t v = 0;
+    auto [p, ec] = std::from_chars(high->data(), high->data() + high->size(), v);
+    if (ec != std::errc() || p != high->data() + high->size()) {
+      return Status::InvalidArgument("malformed sequence record \"" + *high + "\"");
+    }
+    max_seq = std::max(max_seq, v);
+  } else if (high.status().code() != StatusCode::kNotFound) {
+    return high.status();
+  }
   // Counters written before the change index existed: index their own writes now.
   rocksdb::WriteBatch migrate;
   Status s = store_->ForEachCounter([&](std::string_view name, std::string_view bytes) {
@@ -889,6 +902,7 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
   for (const auto& [origin, pos] : applied_updates)
     wb.Put(storage::AppliedKey(origin), storage::EncodeApplied(pos.seq, pos.epoch));
   if (probe) wb.Put(storage::MetaKey("health-probe"), std::to_string(now_ms));
+  if (own_writes) wb.Put(storage::MetaKey("last-seq"), std::to_string(next_seq_ - 1));
   for (const auto& [key, value] : records) wb.Put(key, value);
   Status write = Status::Ok();
   batch_size_->Observe(static_cast<double>(ops.size()));

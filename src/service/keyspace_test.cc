@@ -18,7 +18,9 @@ class KeyspaceTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // Opens store + service; the previous pair (if any) is closed first.
-  void Open(Durability d = Durability::kFsync, bool has_peers = false) {
+  // The sweep runs every `sweep_ms` (by default not during a test).
+  void Open(Durability d = Durability::kFsync, bool has_peers = false,
+            std::chrono::milliseconds sweep = std::chrono::hours(1)) {
     svc_.reset();
     store_.reset();
     metrics_ = std::make_unique<MetricsRegistry>();
@@ -31,7 +33,7 @@ class KeyspaceTest : public ::testing::Test {
     o.async_sync_interval = std::chrono::milliseconds(5);
     o.clock = &clock_;
     o.has_peers = has_peers;
-    o.sweep_interval = std::chrono::milliseconds(5);
+    o.sweep_interval = sweep;
     auto svc = Keyspace::Open(store_.get(), o, metrics_.get());
     ASSERT_TRUE(svc.ok()) << svc.status().ToString();
     svc_ = std::move(svc).value();
@@ -536,7 +538,7 @@ bool Eventually(F done) {
 }
 
 TEST_F(KeyspaceTest, SweepCollectsDeadRecordsOnlyOnceStableEverywhere) {
-  Open(Durability::kFsync, /*has_peers=*/true);
+  Open(Durability::kFsync, /*has_peers=*/true, std::chrono::milliseconds(5));
   ASSERT_TRUE(
       WriteSync(svc_.get(), RecordType::kKey, "session", Put(std::string(5000, 's'), 10)).ok());
   ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "gone", Put("x")).ok());
@@ -583,7 +585,7 @@ TEST_F(KeyspaceTest, SweepCollectsDeadRecordsOnlyOnceStableEverywhere) {
 }
 
 TEST_F(KeyspaceTest, AloneEveryOwnWriteIsStable) {
-  Open();
+  Open(Durability::kFsync, /*has_peers=*/false, std::chrono::milliseconds(5));
   ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "a", Put("x", 5)).ok());
   ASSERT_TRUE(
       WriteSync(svc_.get(), RecordType::kKey, "b", Kind(RegisterWrite::Kind::kDelete)).ok());
@@ -591,6 +593,13 @@ TEST_F(KeyspaceTest, AloneEveryOwnWriteIsStable) {
   ASSERT_TRUE(Eventually([&] { return svc_->sweep_stats().collected >= 2; }));
   EXPECT_FALSE(Get(svc_.get(), RecordType::kKey, "a"));
   EXPECT_FALSE(Get(svc_.get(), RecordType::kKey, "b"));
+  // Their index entries went with them, the newest included; the sequence still goes on.
+  const uint64_t before = svc_->CommittedSeq();
+  Open(Durability::kFsync, /*has_peers=*/false);
+  EXPECT_EQ(svc_->CommittedSeq(), before);
+  auto next = WriteSync(svc_.get(), RecordType::kKey, "c", Put("y"));
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->written.origin_seq, before + 1);
 }
 
 TEST(ValidateKeyNameTest, Rules) {
