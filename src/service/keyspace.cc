@@ -538,7 +538,7 @@ std::string Keyspace::StatusJson() const {
 }
 
 Keyspace::SweepStats Keyspace::sweep_stats() const {
-  return SweepStats{sweep_passes_.load(), sweep_expired_.load(), sweep_collected_.load()};
+  return SweepStats{sweep_passes_.load(), expired_total_->value(), collected_total_->value()};
 }
 
 bool Keyspace::Sweep() {
@@ -612,8 +612,6 @@ bool Keyspace::Sweep() {
     spdlog::warn("sweep write failed: {}", w.ToString());
     return false;
   }
-  sweep_expired_.fetch_add(expired, std::memory_order_relaxed);
-  sweep_collected_.fetch_add(collected, std::memory_order_relaxed);
   expired_total_->Inc(expired);
   collected_total_->Inc(collected);
   if (!purges_dropped.empty()) {

@@ -349,7 +349,7 @@ class Keyspace {
   std::string sweep_cursor_;  // Writer thread: whole key where the next run starts.
   mutable std::mutex stable_mu_;
   std::map<std::string, uint64_t, std::less<>> stable_;  // GUARDED_BY(stable_mu_)
-  std::atomic<uint64_t> sweep_passes_{0}, sweep_expired_{0}, sweep_collected_{0};
+  std::atomic<uint64_t> sweep_passes_{0};
   // Live and dead records of each register type (cache, key, purge): counted by the pass in
   // progress (writer thread), published when it completes.
   std::array<std::pair<uint64_t, uint64_t>, 3> pass_counts_{};
