@@ -44,6 +44,30 @@ std::string FormatHttpDate(int64_t unix_seconds) {
                      hms.hours().count(), hms.minutes().count(), hms.seconds().count());
 }
 
+std::optional<int64_t> ParseIso8601Millis(std::string_view s) {
+  namespace chrono = std::chrono;
+  // Positions of the digits of "YYYY-MM-DDTHH:MM:SS.mmmZ" and the separators between them.
+  constexpr std::string_view kShape = "dddd-dd-ddTdd:dd:dd.dddZ";
+  if (s.size() != kShape.size()) return std::nullopt;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const bool digit = s[i] >= '0' && s[i] <= '9';
+    if (kShape[i] == 'd' ? !digit : s[i] != kShape[i]) return std::nullopt;
+  }
+  auto num = [s](size_t at, size_t len) {
+    int v = 0;
+    for (size_t i = at; i < at + len; ++i) v = v * 10 + (s[i] - '0');
+    return v;
+  };
+  const chrono::year_month_day ymd{chrono::year(num(0, 4)),
+                                   chrono::month(static_cast<unsigned>(num(5, 2))),
+                                   chrono::day(static_cast<unsigned>(num(8, 2)))};
+  const int h = num(11, 2), m = num(14, 2), sec = num(17, 2);
+  if (!ymd.ok() || h > 23 || m > 59 || sec > 59) return std::nullopt;
+  const auto day = chrono::sys_days(ymd).time_since_epoch();
+  return chrono::duration_cast<chrono::milliseconds>(day).count() +
+         ((int64_t{h} * 60 + m) * 60 + sec) * 1000 + num(20, 3);
+}
+
 std::string FormatIso8601Millis(int64_t unix_ms) {
   std::string out;
   AppendIso8601Millis(unix_ms, &out);

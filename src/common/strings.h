@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,9 @@ namespace edgestate {
 // gmtime_r) and does not allocate beyond `out`'s growth.
 std::string FormatIso8601Millis(int64_t unix_ms);
 void AppendIso8601Millis(int64_t unix_ms, std::string* out);
+// The inverse: exactly the form above ("YYYY-MM-DDTHH:MM:SS.mmmZ", a valid calendar date);
+// nullopt for anything else.
+std::optional<int64_t> ParseIso8601Millis(std::string_view s);
 
 // The IMF-fixdate of RFC 9110 for an HTTP Date header: "Fri, 27 Nov 2026 13:45:00 GMT".
 // Clamped to the years 1970..9999.

@@ -20,6 +20,20 @@ TEST(StringsTest, Iso8601) {
   EXPECT_EQ(s, "x1970-01-02T00:00:00.000Z");
 }
 
+TEST(StringsTest, Iso8601ParsesWhatItFormats) {
+  for (int64_t ms : {int64_t{0}, int64_t{1795774655123}, int64_t{951782400000}, int64_t{-1},
+                     int64_t{253402300799999}, int64_t{-62167219200000}}) {
+    EXPECT_EQ(ParseIso8601Millis(FormatIso8601Millis(ms)), ms) << ms;
+  }
+  for (std::string_view bad :
+       {"", "2026-11-27T10:17:35.123", "2026-11-27T10:17:35.123Z ", "2026-11-27 10:17:35.123Z",
+        "2026-13-01T00:00:00.000Z", "2026-02-29T00:00:00.000Z", "2026-11-27T24:00:00.000Z",
+        "2026-11-27T10:60:00.000Z", "2026-11-27T10:17:60.000Z", "+026-11-27T10:17:35.123Z",
+        "2026-11-27T10:17:35.12xZ"}) {
+    EXPECT_EQ(ParseIso8601Millis(bad), std::nullopt) << bad;
+  }
+}
+
 TEST(StringsTest, HttpDate) {
   EXPECT_EQ(FormatHttpDate(0), "Thu, 01 Jan 1970 00:00:00 GMT");
   EXPECT_EQ(FormatHttpDate(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");  // RFC 9110's example.

@@ -50,6 +50,9 @@ std::string IsoOrNull(int64_t ms) {
 constexpr std::string_view kStalenessHeader = "Edgestate-Staleness-Ms";
 constexpr std::string_view kSessionHeader = "Edgestate-Session";
 constexpr std::string_view kCookieName = "edgestate_session";
+// How often a cache miss re-reads after a fill it waited for was stored or refused before it
+// answers with what it read (each round is a purge or a refused fill racing it).
+constexpr int kMaxRefills = 3;
 
 // The value of cookie `name` in a Cookie header ("a=1; b=2"), or empty.
 std::string_view CookieValue(std::string_view header, std::string_view name) {
@@ -725,6 +728,15 @@ void Api::FillFromOrigin(StateOp op, Responder respond) {
   std::string name = op.name;
   origin_->Fetch(std::move(name), [this, op = std::move(op), respond = std::move(respond), started](
                                       const StatusOr<OriginResponse>& fetched, bool first) mutable {
+    if (fetched.status().code() == StatusCode::kAborted) {
+      // Held while another request's fill was stored: read the cache again (a hit, unless the
+      // fill was refused or purged since, then a new fetch; a few rounds at most).
+      Response again = ReadRegister(op);
+      if (again.status == 404 && ++op.refills <= kMaxRefills) {
+        return FillFromOrigin(std::move(op), std::move(respond));
+      }
+      return respond(std::move(again));
+    }
     if (!fetched.ok()) {
       unsigned status = 502;
       if (fetched.status().code() == StatusCode::kNotFound) status = 404;
@@ -744,7 +756,11 @@ void Api::FillFromOrigin(StateOp op, Responder respond) {
     r.owned_content_type = content_type;
     r.body = fetched->body;
     CachePolicy policy = PolicyFor(fetched->cache_control, options_.cache_default_ttl_ms);
-    if (!first || !policy.store) return respond(std::move(r));
+    if (!first) return respond(std::move(r));
+    if (!policy.store) {
+      origin_->Release(op.name);
+      return respond(std::move(r));
+    }
     service::RegisterWrite fill;
     fill.value = fetched->body;
     fill.content_type = std::move(content_type);
@@ -752,9 +768,11 @@ void Api::FillFromOrigin(StateOp op, Responder respond) {
     fill.fill_started = started;
     // Answered once stored (or refused: a purge since the fetch began), so a read after this
     // answer hits.
-    counters_->WriteRegister(storage::RecordType::kCacheEntry, std::move(op.name), std::move(fill),
-                             [respond = std::move(respond),
+    std::string name = op.name;
+    counters_->WriteRegister(storage::RecordType::kCacheEntry, std::move(name), std::move(fill),
+                             [this, key = std::move(op.name), respond = std::move(respond),
                               r = std::move(r)](StatusOr<service::RegisterResult> stored) mutable {
+                               origin_->Release(std::move(key));
                                if (stored.ok()) {
                                  r.headers.emplace_back("ETag", service::ETagOf(stored->written));
                                  r.headers.emplace_back(

@@ -82,6 +82,7 @@ class Api : public Handler {
     service::RegisterWrite register_write;  // Key and cache writes.
     std::string prefix, after;              // Listings.
     size_t limit = 0;                       // Listings.
+    int refills = 0;  // Cache misses: times the fill this request waited for was released.
   };
   // Parses the level and session token of a state route into *out; the error response if
   // they are malformed.

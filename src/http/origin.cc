@@ -126,8 +126,13 @@ struct OriginClient::Impl {
   asio::io_context ioc;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::thread thread;
-  // Key -> the callers waiting for its fetch. I/O thread only.
-  std::map<std::string, std::vector<Callback>, std::less<>> waiting;
+  // One key's fetch: the callers waiting for its result, then (once it succeeded, until
+  // Release) the callers held for the fill to be stored. I/O thread only.
+  struct Flight {
+    std::vector<Callback> waiting;
+    bool fetched = false;
+  };
+  std::map<std::string, Flight, std::less<>> flights;
   Counter* ok = nullptr;
   Counter* not_found = nullptr;
   Counter* timeout = nullptr;
@@ -150,6 +155,8 @@ struct OriginClient::Impl {
                                           url.base_path + "/" + PercentEncode(key), 11);
     req.set(bhttp::field::host, url.host);
     req.set(bhttp::field::user_agent, "edgestate");
+    req.set(bhttp::field::via, options.region.empty() ? std::string("1.1 edgestate")
+                                                      : "1.1 edgestate-" + options.region);
     co_await bhttp::async_write(stream, req, asio::redirect_error(use_awaitable, ec));
     if (ec == beast::error::timeout) co_return Status::DeadlineExceeded("origin timed out");
     if (ec) co_return Status::Unavailable("writing to the origin failed: " + ec.message());
@@ -187,8 +194,8 @@ struct OriginClient::Impl {
 
   // On the I/O thread.
   void Start(std::string key, Callback done) {
-    auto [it, fresh] = waiting.try_emplace(key);
-    it->second.push_back(std::move(done));
+    auto [it, fresh] = flights.try_emplace(key);
+    it->second.waiting.push_back(std::move(done));
     if (!fresh) {
       joined->Inc();
       return;
@@ -211,10 +218,25 @@ struct OriginClient::Impl {
                        : r.status().code() == StatusCode::kDeadlineExceeded ? timeout
                                                                             : failed;
     outcome->Inc();
-    auto node = waiting.extract(key);
-    if (node.empty()) co_return;
+    auto it = flights.find(key);
+    if (it == flights.end()) co_return;
+    std::vector<Callback> callers = std::move(it->second.waiting);
+    it->second.waiting.clear();
+    if (r.ok()) {
+      it->second.fetched = true;  // Open until the first caller's Release.
+    } else {
+      flights.erase(it);
+    }
     bool first = true;
-    for (Callback& cb : node.mapped()) cb(r, std::exchange(first, false));
+    for (Callback& cb : callers) cb(r, std::exchange(first, false));
+  }
+
+  void Release(const std::string& key) {
+    auto node = flights.extract(key);
+    if (node.empty()) return;
+    for (Callback& cb : node.mapped().waiting) {
+      cb(Status::Aborted("the fill was stored or refused: read the cache again"), false);
+    }
   }
 };
 
@@ -249,10 +271,10 @@ OriginClient::~OriginClient() {
   impl_->work.reset();
   impl_->ioc.stop();
   if (impl_->thread.joinable()) impl_->thread.join();
-  for (auto& [key, callbacks] : impl_->waiting) {
-    for (Callback& cb : callbacks) cb(Status::Unavailable("node is shutting down"), false);
+  for (auto& [key, flight] : impl_->flights) {
+    for (Callback& cb : flight.waiting) cb(Status::Unavailable("node is shutting down"), false);
   }
-  impl_->waiting.clear();
+  impl_->flights.clear();
 }
 
 void OriginClient::Fetch(std::string key, Callback done) {
@@ -260,6 +282,10 @@ void OriginClient::Fetch(std::string key, Callback done) {
              [impl = impl_.get(), key = std::move(key), done = std::move(done)]() mutable {
                impl->Start(std::move(key), std::move(done));
              });
+}
+
+void OriginClient::Release(std::string key) {
+  asio::post(impl_->ioc, [impl = impl_.get(), key = std::move(key)] { impl->Release(key); });
 }
 
 }  // namespace edgestate::http

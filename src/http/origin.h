@@ -1,12 +1,12 @@
 // OriginClient: fetches cache misses from the origin server (--cache-origin URL), one request
 // per key at a time (single flight), with a deadline and a size limit (docs/cache.md).
 //
-// Fetch(key) GETs base URL + "/" + percent-encoded key over HTTP/1.1, one connection per
-// fetch. Every caller asking for a key while a fetch of it is in flight joins that fetch and
-// gets its result; a slow origin holds only the callers waiting for its keys. Results: OK with
-// the response (status 200 only); NotFound when the origin answered 404; DeadlineExceeded when
-// it did not answer completely within the timeout; Unavailable when it could not be reached,
-// answered another status, sent more than max_body_bytes or malformed HTTP.
+// Fetch(key) GETs base URL + "/" + percent-encoded key over HTTP/1.1 (with a Via header naming
+// the region), one connection per fetch. Every caller asking for a key while a fetch of it is in
+// flight joins that fetch and gets its result; a slow origin holds only the callers waiting for its
+// keys. Results: OK with the response (status 200 only); NotFound when the origin answered 404;
+// DeadlineExceeded when it did not answer completely within the timeout; Unavailable when it could
+// not be reached, answered another status, sent more than max_body_bytes or malformed HTTP.
 //
 // Thread-safety: Fetch may be called from any thread; callbacks run on the client's own I/O
 // thread and must not block. The destructor fails every fetch still in flight (Unavailable)
@@ -33,6 +33,9 @@ struct OriginResponse {
 
 struct OriginOptions {
   std::string url;  // "http://host[:port][/base]".
+  // Named in each request's Via header ("1.1 edgestate-REGION"), so an origin can tell the
+  // regions apart; empty: "1.1 edgestate".
+  std::string region;
   std::chrono::milliseconds timeout{5000};
   size_t max_body_bytes = 1 << 20;
 };
@@ -69,6 +72,9 @@ class OriginClient {
   ~OriginClient();
 
   void Fetch(std::string key, Callback done);
+  // Ends `key`'s flight after an OK result: the caller that got first=true calls it exactly
+  // once, after storing the fill or deciding not to. Callers held since get Aborted.
+  void Release(std::string key);
 
  private:
   struct Impl;

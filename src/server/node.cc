@@ -140,6 +140,7 @@ Status RunNode(const ServeConfig& config) {
   if (!config.cache_origin.empty()) {
     http::OriginOptions oo;
     oo.url = config.cache_origin;
+    oo.region = config.region;
     oo.timeout = std::chrono::milliseconds(config.origin_timeout_ms);
     oo.max_body_bytes = service::kMaxValueBytes;
     auto o = http::OriginClient::Create(std::move(oo), &metrics);
@@ -177,10 +178,12 @@ Status RunNode(const ServeConfig& config) {
   }
   spdlog::info("received {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   server.Shutdown();                   // No new requests; in-flight ones finish.
-  origin.reset();                      // Fetches still in flight answer 503.
   if (strong) strong->Stop();          // What still waits for consensus fails with 503.
   if (replicator) replicator->Stop();  // Links closed; peers catch up from us on reconnect.
   (*counters)->Stop();                 // Everything queued is committed and synced.
+  // After the writer: a stored fill releases its origin flight (Api::FillFromOrigin). Fetches
+  // still in flight answer 503.
+  origin.reset();
   spdlog::info("shut down cleanly");
   return Status::Ok();
 }

@@ -163,12 +163,14 @@ class Origin:
 
     def __init__(self, delay=0.5):
         self.counts, self.delay, self.lock = {}, delay, threading.Lock()
+        self.via = set()
         origin = self
 
         class H(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 key = urllib.parse.unquote(self.path[1:])
                 with origin.lock:
+                    origin.via.add(self.headers.get("Via"))
                     origin.counts[key] = origin.counts.get(key, 0) + 1
                     n = origin.counts[key]
                 if key.startswith("slow/"):
@@ -234,6 +236,8 @@ def test_cache_fill_single_flight_and_origin_errors(nodes, origin):
     assert {r[2] for r in results} == {b"body-of-slow/a-1"}
     assert {r[1]["edgestate-cache"] for r in results} == {"miss"}
     assert origin.count("slow/a") == 1
+    region = json.loads(req(n, "GET", "/v1/cluster")[2])["region"]
+    assert origin.via == {"1.1 edgestate-" + region}, origin.via  # The fetching region.
     st, h, body = req(n, "GET", "/v1/cache/slow%2Fa")
     assert st == 200 and h["edgestate-cache"] == "hit" and body == b"body-of-slow/a-1"
     assert h["content-type"] == "text/plain" and h["edgestate-expires-at"]

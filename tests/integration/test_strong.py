@@ -61,6 +61,8 @@ def run_edgebench(targets, tmpdir, seconds, keys=4, extra=()):
     args = [EDGEBENCH, "--no-progress", "--json", out, "--duration", f"{seconds}s", "--vus", "12",
             "--keys", str(keys), "--mix", "read=50,increment=50", "--consistency", "strong",
             "--check", "linearizability", "--timeout", "3s", "--settle", "20s"] + list(extra)
+    if os.environ.get("EB_HISTORY_DIR"):  # Keep the checked history, to study a failure.
+        args += ["--history", os.path.join(os.environ["EB_HISTORY_DIR"], "history.jsonl")]
     for region, node in targets.items():
         args += ["--target", f"{region}=http://127.0.0.1:{node.port}"]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -11,7 +11,11 @@
 // (histograms with <= 1 % error), requests/s, errors by kind, stale reads, lost updates, and,
 // with --convergence-probes, the time from an increment's acknowledgment at one region to its
 // visibility at each other. Exit code: 0, 1 for an error in the run itself, 2 for bad flags,
-// 3 when a --threshold is breached, 4 when --check linearizability finds a violation.
+// 3 when a --threshold is breached, 4 when --check linearizability finds a violation (or the
+// session or cache workload one of its own, kv_workloads.h).
+//
+//   edgebench --workload session --target ... --session-ttl-ms 2000 --hop-share 0.5
+//   edgebench --workload cache --target ... --origin 127.0.0.1:9700 --keys 100000 --dist zipf
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -21,9 +25,11 @@
 #include <string_view>
 
 #include "bench/article.h"
+#include "bench/kv_workloads.h"
 #include "bench/runner.h"
 #include "common/strings.h"
 #include "consistency/consistency.h"
+#include "replication/peers.h"
 
 int main(int argc, char** argv) {
   using namespace edgestate::bench;
@@ -85,6 +91,33 @@ int main(int argc, char** argv) {
   app.add_option("--hop-share", c.hop,
                  "Send this share of each VU's requests to another random region (0..1)")
       ->check(CLI::Range(0.0, 1.0));
+
+  app.add_option("--workload", c.workload,
+                 "counter (the default: counters, --mix), session (log in with a TTL, read, touch, "
+                 "update, log out; checks each VU's own session) or cache (Zipf GETs through "
+                 "/v1/cache over an origin edgebench serves; hit ratio, origin requests, purge "
+                 "propagation)")
+      ->check(CLI::IsMember({"counter", "session", "cache"}));
+  app.add_option("--session-ttl-ms", c.session_ttl_ms, "session: each login's TTL (default 5000)")
+      ->check(CLI::Range(int64_t{1}, int64_t{2'592'000'000}));
+  app.add_option("--session-requests", c.session_requests,
+                 "session: requests per login before its logout (default 20)")
+      ->check(CLI::Range(0, 1'000'000));
+  app.add_option("--touch-pct", c.touch_pct, "session: % of those requests that touch (default 20)")
+      ->check(CLI::Range(0, 100));
+  app.add_option("--update-pct", c.update_pct,
+                 "session: % of those requests that rewrite the session (default 10)")
+      ->check(CLI::Range(0, 100));
+  app.add_option("--origin", c.origin_listen,
+                 "cache: IP:PORT where edgebench serves the origin (the nodes' --cache-origin)");
+  app.add_option("--origin-max-age-s", c.origin_max_age_s,
+                 "cache: the origin's Cache-Control max-age (default 600)")
+      ->check(CLI::Range(int64_t{0}, int64_t{2'592'000}));
+  app.add_option("--value-bytes", c.value_bytes, "cache: origin body size (default 512)")
+      ->check(CLI::Range(size_t{16}, size_t{1} << 20));
+  app.add_option("--purge-probes", c.purge_probes,
+                 "cache: purges timed after the load, from each region in turn (default 8)")
+      ->check(CLI::Range(0, 10000));
 
   ArticleOptions article;
   std::string article_duration = "10s", article_mix = "read=90,increment=10", designs;
@@ -220,6 +253,36 @@ int main(int argc, char** argv) {
   }
   if (c.api == "article" && c.keys > 1) {
     return fail(edgestate::Status::InvalidArgument("--api article has one counter; use --keys 1"));
+  }
+  if (c.workload != "counter") {
+    if (c.check_linearizability || c.convergence_probes > 0 || c.api == "article" || c.rate > 0 ||
+        !c.thresholds.empty()) {
+      return fail(edgestate::Status::InvalidArgument(
+          "--check, --convergence-probes, --api article, --rate and --threshold go with "
+          "--workload counter"));
+    }
+    if (c.workload == "session") {
+      if (c.touch_pct + c.update_pct > 100) {
+        return fail(edgestate::Status::InvalidArgument("--touch-pct + --update-pct exceed 100"));
+      }
+      // Sessions are what session consistency is for: the default level, tokens kept.
+      if (c.consistency.empty()) {
+        c.consistency = "session";
+        c.sessions = true;
+      }
+      return RunSessionWorkload(std::move(c));
+    }
+    if (c.origin_listen.empty()) {
+      return fail(edgestate::Status::InvalidArgument(
+          "--workload cache needs --origin IP:PORT (the nodes' --cache-origin)"));
+    }
+    if (auto hp = edgestate::replication::ParseHostPort(c.origin_listen); !hp.ok()) {
+      return fail(edgestate::Status::InvalidArgument("--origin: " + hp.status().message()));
+    }
+    if (c.consistency == "strong") {
+      return fail(edgestate::Status::InvalidArgument("the cache has no strong reads"));
+    }
+    return RunCacheWorkload(std::move(c));
   }
   RunSummary s = RunLoad(std::move(c));
   if (!s.ok) {

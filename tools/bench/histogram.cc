@@ -59,4 +59,11 @@ uint64_t LatencyHistogram::Percentile(double q) const {
   return max_;
 }
 
+double SamplePercentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t idx = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
+  return v[std::clamp<size_t>(idx, 1, v.size()) - 1];
+}
+
 }  // namespace edgestate::bench

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <vector>
 
 namespace edgestate::bench {
 
@@ -36,5 +37,9 @@ class LatencyHistogram {
   uint64_t max_ = 0;
   uint64_t min_ = UINT64_MAX;
 };
+
+// The q-quantile (0 < q <= 1) of a small sample, exactly: its ceil(q * n)-th smallest value.
+// 0 when empty.
+double SamplePercentile(std::vector<double> v, double q);
 
 }  // namespace edgestate::bench

@@ -37,6 +37,7 @@
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "bench/checker.h"
+#include "bench/client.h"
 #include "bench/histogram.h"
 #include "bench/options.h"
 #include "env/clock.h"
@@ -58,113 +59,6 @@ namespace {
 // How far back the stale-read check keeps acknowledgment times: bounds up to this long are
 // checked exactly (see ReadChecker).
 constexpr std::chrono::seconds kCheckWindow{300};
-
-struct Result {
-  bool ok = false;
-  unsigned status = 0;
-  // Kind: connect, timeout, io, http_4xx, http_5xx; with the server's error code when the body
-  // names one ("http_5xx:session_unavailable").
-  std::string error;
-  std::string body;
-  int64_t staleness_ms = -1;
-  int64_t waited_ms = -1;  // Edgestate-Waited-Ms: how long the node held the request.
-  std::string session;     // Edgestate-Session: the session's new token.
-};
-
-int64_t HeaderInt(const bhttp::response<bhttp::string_body>& res, std::string_view name) {
-  auto it = res.find(name);
-  if (it == res.end()) return -1;
-  std::string_view v = it->value();
-  int64_t n = -1;
-  auto [p, e] = std::from_chars(v.data(), v.data() + v.size(), n);
-  return e == std::errc() && p == v.data() + v.size() ? n : -1;
-}
-
-// The "code" of a JSON error body, or empty.
-std::string ErrorCode(std::string_view body) {
-  size_t p = body.find("\"code\":\"");
-  if (p == std::string_view::npos) return {};
-  p += 8;
-  size_t e = body.find('"', p);
-  if (e == std::string_view::npos || e - p > 64) return {};
-  return std::string(body.substr(p, e - p));
-}
-
-// One keep-alive HTTP/1.1 connection.
-class Client {
- public:
-  Client(asio::io_context& ioc, const Target& t, const Config& c)
-      : ioc_(ioc), target_(t), config_(c), stream_(std::make_unique<beast::tcp_stream>(ioc)) {}
-
-  // `session`: a token to send as Edgestate-Session (empty: none).
-  awaitable<Result> Do(bhttp::verb verb, const std::string& path, const std::string& body,
-                       std::string_view session = {}) {
-    Result r;
-    error_code ec;
-    if (!connected_) {
-      stream_->expires_after(config_.timeout);
-      auto address = asio::ip::make_address(target_.host, ec);
-      if (!ec) {
-        co_await stream_->async_connect(tcp::endpoint(address, target_.port),
-                                        redirect_error(use_awaitable, ec));
-      }
-      if (ec) {
-        Reset();
-        r.error = ec == beast::error::timeout ? "timeout" : "connect";
-        co_return r;
-      }
-      stream_->socket().set_option(tcp::no_delay(true), ec);
-      connected_ = true;
-    }
-    bhttp::request<bhttp::string_body> req{verb, path, 11};
-    req.set(bhttp::field::host, target_.host);
-    if (!config_.api_key.empty()) req.set(bhttp::field::authorization, "Bearer " + config_.api_key);
-    if (!session.empty()) req.set("Edgestate-Session", session);
-    if (!body.empty()) {
-      req.set(bhttp::field::content_type, "application/json");
-      req.body() = body;
-    }
-    req.prepare_payload();
-    stream_->expires_after(config_.timeout);
-    co_await bhttp::async_write(*stream_, req, redirect_error(use_awaitable, ec));
-    bhttp::response<bhttp::string_body> res;
-    if (!ec) co_await bhttp::async_read(*stream_, buffer_, res, redirect_error(use_awaitable, ec));
-    if (ec) {
-      Reset();
-      r.error = ec == beast::error::timeout ? "timeout" : "io";
-      co_return r;
-    }
-    r.status = res.result_int();
-    if (!res.keep_alive()) Reset();
-    if (r.status >= 200 && r.status < 300) {
-      r.ok = true;
-    } else {
-      r.error = r.status >= 500 ? "http_5xx" : "http_4xx";
-      if (std::string code = ErrorCode(res.body()); !code.empty()) r.error += ":" + code;
-    }
-    r.staleness_ms = HeaderInt(res, "Edgestate-Staleness-Ms");
-    r.waited_ms = HeaderInt(res, "Edgestate-Waited-Ms");
-    if (auto it = res.find("Edgestate-Session"); it != res.end()) r.session = it->value();
-    r.body = std::move(res.body());
-    co_return r;
-  }
-
- private:
-  void Reset() {
-    error_code ec;
-    stream_->socket().close(ec);
-    stream_ = std::make_unique<beast::tcp_stream>(ioc_);
-    buffer_.clear();
-    connected_ = false;
-  }
-
-  asio::io_context& ioc_;
-  const Target& target_;
-  const Config& config_;
-  std::unique_ptr<beast::tcp_stream> stream_;
-  beast::flat_buffer buffer_;
-  bool connected_ = false;
-};
 
 std::optional<int64_t> ParseValue(std::string_view body) {
   size_t p = body.find("\"value\":");
@@ -274,7 +168,7 @@ class Runner {
 awaitable<void> Runner::ReadBase() {
   // Counters start where the first region says; fresh v1 keys start at 0.
   if (v1_) co_return;
-  Client client(ioc_, c_.targets[0], c_);
+  Client client(ioc_, c_.targets[0], c_.timeout, c_.api_key);
   // A linearizability check starts from the linearizable value.
   Result r = co_await client.Do(bhttp::verb::get, ReadPath(0, c_.check_linearizability), "");
   auto v = r.ok ? ParseValue(r.body) : std::nullopt;
@@ -315,7 +209,8 @@ awaitable<void> Runner::Vu(int id, uint32_t home) {
           std::uniform_int_distribution<size_t>(0, c_.targets.size() - 2)(rng));
       if (region >= home) ++region;
     }
-    if (!clients[region]) clients[region] = std::make_unique<Client>(ioc_, c_.targets[region], c_);
+    if (!clients[region])
+      clients[region] = std::make_unique<Client>(ioc_, c_.targets[region], c_.timeout, c_.api_key);
     Client& client = *clients[region];
     RegionStats& st = stats_[region];
     co_await Sleep(c_.last_mile_ms);
@@ -432,7 +327,8 @@ awaitable<void> Runner::Settle() {
   }
   final_.assign(c_.targets.size(), base_);
   std::vector<std::unique_ptr<Client>> clients;
-  for (auto& t : c_.targets) clients.push_back(std::make_unique<Client>(ioc_, t, c_));
+  for (auto& t : c_.targets)
+    clients.push_back(std::make_unique<Client>(ioc_, t, c_.timeout, c_.api_key));
   int64_t deadline = RealClock()->MonotonicNanos() + c_.settle.count() * 1'000'000;
   for (;;) {
     bool agree = true;
@@ -461,7 +357,8 @@ awaitable<void> Runner::Settle() {
 
 awaitable<void> Runner::Probe() {
   std::vector<std::unique_ptr<Client>> clients;
-  for (auto& t : c_.targets) clients.push_back(std::make_unique<Client>(ioc_, t, c_));
+  for (auto& t : c_.targets)
+    clients.push_back(std::make_unique<Client>(ioc_, t, c_.timeout, c_.api_key));
   const std::string key_name = c_.key_prefix + "probe";
   for (int i = 0; i < c_.convergence_probes; ++i) {
     for (uint32_t origin = 0; origin < c_.targets.size(); ++origin) {
@@ -491,13 +388,6 @@ awaitable<void> Runner::Probe() {
       }
     }
   }
-}
-
-double Pct(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t idx = static_cast<size_t>(std::ceil(q * v.size()));
-  return v[std::clamp<size_t>(idx, 1, v.size()) - 1];
 }
 
 void Runner::Report(RunSummary* summary) {
@@ -654,19 +544,19 @@ void Runner::Report(RunSummary* summary) {
       const auto& to = c_.targets[pair.second].region;
       nlohmann::json e{{"from", from},
                        {"to", to},
-                       {"p50_ms", Pct(v, 0.5)},
-                       {"max_ms", Pct(v, 1.0)},
+                       {"p50_ms", SamplePercentile(v, 0.5)},
+                       {"max_ms", SamplePercentile(v, 1.0)},
                        {"samples", v.size()}};
       std::string model_text;
       if (model && model->Has(from) && model->Has(to)) {
         double one_way = model->RttMs(from, to) / 2;
         e["model_one_way_ms"] = one_way;
-        e["within_model"] = Pct(v, 1.0) <= one_way + c_.interval_ms + 20;
+        e["within_model"] = SamplePercentile(v, 1.0) <= one_way + c_.interval_ms + 20;
         model_text = fmt::format("{:.0f} .. {:.0f}{}", one_way, one_way + c_.interval_ms,
                                  e["within_model"].get<bool>() ? "" : "  OUTSIDE");
       }
-      print("%-6s %-6s %8.1f %8.1f %8zu %s\n", from.c_str(), to.c_str(), Pct(v, 0.5), Pct(v, 1.0),
-            v.size(), model_text.c_str());
+      print("%-6s %-6s %8.1f %8.1f %8zu %s\n", from.c_str(), to.c_str(), SamplePercentile(v, 0.5),
+            SamplePercentile(v, 1.0), v.size(), model_text.c_str());
       conv.push_back(std::move(e));
     }
   }

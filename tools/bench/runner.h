@@ -49,6 +49,21 @@ struct Config {
   // history for linearizability (tools/lincheck); history_file: also write it as JSON lines.
   bool check_linearizability = false;
   std::string history_file;
+
+  // --workload (kv_workloads.h): counter (this file), session or cache.
+  std::string workload = "counter";
+  // session: each login's TTL, and how many requests (GET, touch, update) a login makes before
+  // its logout; touch_pct and update_pct of them are touches and updates, the rest reads.
+  int64_t session_ttl_ms = 5000;
+  int session_requests = 20;
+  int touch_pct = 20;
+  int update_pct = 10;
+  // cache: the origin edgebench serves (HOST:PORT; the nodes' --cache-origin points there), the
+  // max-age it sends, the size of its bodies, and how many purges are timed after the load.
+  std::string origin_listen;
+  int64_t origin_max_age_s = 600;
+  size_t value_bytes = 512;
+  int purge_probes = 8;
 };
 
 // What a run measured, for callers that compare runs (edgebench article).
