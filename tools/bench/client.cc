@@ -6,7 +6,7 @@
 #include <boost/beast/http.hpp>
 #include <charconv>
 #include <nlohmann/json.hpp>
-#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
+#include <utility>
 
 namespace edgestate::bench {
 namespace {

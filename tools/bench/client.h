@@ -5,6 +5,9 @@
 // reconnects).
 #pragma once
 
+// clang-format off
+#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
+// clang-format on
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -15,7 +18,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 #include <utility>
 #include <vector>
 

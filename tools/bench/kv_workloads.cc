@@ -21,7 +21,7 @@
 #include <random>
 #include <set>
 #include <unordered_set>
-#include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
+#include <utility>
 
 #include "bench/client.h"
 #include "bench/histogram.h"
