@@ -726,62 +726,65 @@ void Api::WriteRegister(StateOp op, Responder respond) {
 void Api::FillFromOrigin(StateOp op, Responder respond) {
   const crdt::Hlc started = counters_->ClockNow();  // Before the fetch: see PurgedAfter.
   std::string name = op.name;
-  origin_->Fetch(std::move(name), [this, op = std::move(op), respond = std::move(respond), started](
-                                      const StatusOr<OriginResponse>& fetched, bool first) mutable {
-    if (fetched.status().code() == StatusCode::kAborted) {
-      // Held while another request's fill was stored: read the cache again (a hit, unless the
-      // fill was refused or purged since, then a new fetch; a few rounds at most).
-      Response again = ReadRegister(op);
-      if (again.status == 404 && ++op.refills <= kMaxRefills) {
-        return FillFromOrigin(std::move(op), std::move(respond));
-      }
-      return respond(std::move(again));
-    }
-    if (!fetched.ok()) {
-      unsigned status = 502;
-      if (fetched.status().code() == StatusCode::kNotFound) status = 404;
-      if (fetched.status().code() == StatusCode::kDeadlineExceeded) status = 504;
-      Response r = Error(op.route, status, "origin: " + fetched.status().message());
-      r.headers.emplace_back("Edgestate-Cache", "miss");
-      return respond(std::move(r));
-    }
-    Response r;
-    r.route = op.route;
-    AddSessionToken(op.requirement.token, &r);
-    r.headers.emplace_back("Edgestate-Cache", "miss");
-    std::string content_type = fetched->content_type;
-    if (content_type.empty() || !service::ValidateContentType(content_type).ok()) {
-      content_type = "application/octet-stream";
-    }
-    r.owned_content_type = content_type;
-    r.body = fetched->body;
-    CachePolicy policy = PolicyFor(fetched->cache_control, options_.cache_default_ttl_ms);
-    if (!first) return respond(std::move(r));
-    if (!policy.store) {
-      origin_->Release(op.name);
-      return respond(std::move(r));
-    }
-    service::RegisterWrite fill;
-    fill.value = fetched->body;
-    fill.content_type = std::move(content_type);
-    fill.ttl_ms = policy.ttl_ms;
-    fill.fill_started = started;
-    // Answered once stored (or refused: a purge since the fetch began), so a read after this
-    // answer hits.
-    std::string name = op.name;
-    counters_->WriteRegister(storage::RecordType::kCacheEntry, std::move(name), std::move(fill),
-                             [this, key = std::move(op.name), respond = std::move(respond),
-                              r = std::move(r)](StatusOr<service::RegisterResult> stored) mutable {
-                               origin_->Release(std::move(key));
-                               if (stored.ok()) {
-                                 r.headers.emplace_back("ETag", service::ETagOf(stored->written));
-                                 r.headers.emplace_back(
-                                     "Edgestate-Expires-At",
-                                     FormatIso8601Millis(stored->written.expires_at_ms));
-                               }
-                               respond(std::move(r));
-                             });
-  });
+  const bool refetch = op.refills > 0;
+  origin_->Fetch(
+      std::move(name), refetch,
+      [this, op = std::move(op), respond = std::move(respond), started](
+          const StatusOr<OriginResponse>& fetched, bool first) mutable {
+        if (fetched.status().code() == StatusCode::kAborted) {
+          // Held while another request's fill was stored: read the cache again (a hit, unless the
+          // fill was refused or purged since, then a new fetch; a few rounds at most).
+          Response again = ReadRegister(op);
+          if (again.status == 404 && ++op.refills <= kMaxRefills) {
+            return FillFromOrigin(std::move(op), std::move(respond));
+          }
+          return respond(std::move(again));
+        }
+        if (!fetched.ok()) {
+          unsigned status = 502;
+          if (fetched.status().code() == StatusCode::kNotFound) status = 404;
+          if (fetched.status().code() == StatusCode::kDeadlineExceeded) status = 504;
+          Response r = Error(op.route, status, "origin: " + fetched.status().message());
+          r.headers.emplace_back("Edgestate-Cache", "miss");
+          return respond(std::move(r));
+        }
+        Response r;
+        r.route = op.route;
+        AddSessionToken(op.requirement.token, &r);
+        r.headers.emplace_back("Edgestate-Cache", "miss");
+        std::string content_type = fetched->content_type;
+        if (content_type.empty() || !service::ValidateContentType(content_type).ok()) {
+          content_type = "application/octet-stream";
+        }
+        r.owned_content_type = content_type;
+        r.body = fetched->body;
+        CachePolicy policy = PolicyFor(fetched->cache_control, options_.cache_default_ttl_ms);
+        if (!first) return respond(std::move(r));
+        if (!policy.store) {
+          origin_->Release(op.name, /*stored=*/false);
+          return respond(std::move(r));
+        }
+        service::RegisterWrite fill;
+        fill.value = fetched->body;
+        fill.content_type = std::move(content_type);
+        fill.ttl_ms = policy.ttl_ms;
+        fill.fill_started = started;
+        // Answered once stored (or refused: a purge since the fetch began), so a read after this
+        // answer hits.
+        std::string name = op.name;
+        counters_->WriteRegister(
+            storage::RecordType::kCacheEntry, std::move(name), std::move(fill),
+            [this, key = std::move(op.name), respond = std::move(respond),
+             r = std::move(r)](StatusOr<service::RegisterResult> stored) mutable {
+              origin_->Release(std::move(key), stored.ok());
+              if (stored.ok()) {
+                r.headers.emplace_back("ETag", service::ETagOf(stored->written));
+                r.headers.emplace_back("Edgestate-Expires-At",
+                                       FormatIso8601Millis(stored->written.expires_at_ms));
+              }
+              respond(std::move(r));
+            });
+      });
 }
 
 }  // namespace edgestate::http

@@ -13,9 +13,11 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <charconv>
+#include <deque>
 #include <map>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -120,6 +122,13 @@ std::string PercentEncode(std::string_view s) {
   return out;
 }
 
+namespace {
+// How long after a stored fill a new miss of its key reads the cache again instead of fetching:
+// far longer than a local read takes to reach Fetch, far shorter than any useful TTL.
+constexpr std::chrono::milliseconds kRecentFill{1000};
+constexpr size_t kMaxRecent = 100'000;
+}  // namespace
+
 struct OriginClient::Impl {
   OriginOptions options;
   OriginUrl url;
@@ -133,6 +142,9 @@ struct OriginClient::Impl {
     bool fetched = false;
   };
   std::map<std::string, Flight, std::less<>> flights;
+  // Keys whose fill was stored lately, oldest first (see Fetch). I/O thread only.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, std::string>> recent_order;
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> recent;
   Counter* ok = nullptr;
   Counter* not_found = nullptr;
   Counter* timeout = nullptr;
@@ -192,8 +204,23 @@ struct OriginClient::Impl {
     co_return out;
   }
 
+  // Drops what is no longer recent (and the oldest beyond kMaxRecent).
+  void Forget(std::chrono::steady_clock::time_point now) {
+    while (!recent_order.empty() &&
+           (now - recent_order.front().first >= kRecentFill || recent_order.size() > kMaxRecent)) {
+      auto it = recent.find(recent_order.front().second);
+      if (it != recent.end() && it->second == recent_order.front().first) recent.erase(it);
+      recent_order.pop_front();
+    }
+  }
   // On the I/O thread.
-  void Start(std::string key, Callback done) {
+  void Start(std::string key, bool refetch, Callback done) {
+    Forget(std::chrono::steady_clock::now());
+    if (!refetch && !flights.contains(key) && recent.contains(key)) {
+      // It missed just before the fill landed: read the cache again.
+      joined->Inc();
+      return done(Status::Aborted("the fill was just stored: read the cache again"), false);
+    }
     auto [it, fresh] = flights.try_emplace(key);
     it->second.waiting.push_back(std::move(done));
     if (!fresh) {
@@ -231,9 +258,15 @@ struct OriginClient::Impl {
     for (Callback& cb : callers) cb(r, std::exchange(first, false));
   }
 
-  void Release(const std::string& key) {
+  void Release(const std::string& key, bool stored) {
     auto node = flights.extract(key);
     if (node.empty()) return;
+    if (stored) {
+      const auto now = std::chrono::steady_clock::now();
+      Forget(now);
+      recent[key] = now;
+      recent_order.emplace_back(now, key);
+    }
     for (Callback& cb : node.mapped().waiting) {
       cb(Status::Aborted("the fill was stored or refused: read the cache again"), false);
     }
@@ -277,15 +310,16 @@ OriginClient::~OriginClient() {
   impl_->flights.clear();
 }
 
-void OriginClient::Fetch(std::string key, Callback done) {
+void OriginClient::Fetch(std::string key, bool refetch, Callback done) {
   asio::post(impl_->ioc,
-             [impl = impl_.get(), key = std::move(key), done = std::move(done)]() mutable {
-               impl->Start(std::move(key), std::move(done));
+             [impl = impl_.get(), key = std::move(key), refetch, done = std::move(done)]() mutable {
+               impl->Start(std::move(key), refetch, std::move(done));
              });
 }
 
-void OriginClient::Release(std::string key) {
-  asio::post(impl_->ioc, [impl = impl_.get(), key = std::move(key)] { impl->Release(key); });
+void OriginClient::Release(std::string key, bool stored) {
+  asio::post(impl_->ioc,
+             [impl = impl_.get(), key = std::move(key), stored] { impl->Release(key, stored); });
 }
 
 }  // namespace edgestate::http

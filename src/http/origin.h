@@ -2,11 +2,18 @@
 // per key at a time (single flight), with a deadline and a size limit (docs/cache.md).
 //
 // Fetch(key) GETs base URL + "/" + percent-encoded key over HTTP/1.1 (with a Via header naming
-// the region), one connection per fetch. Every caller asking for a key while a fetch of it is in
-// flight joins that fetch and gets its result; a slow origin holds only the callers waiting for its
-// keys. Results: OK with the response (status 200 only); NotFound when the origin answered 404;
-// DeadlineExceeded when it did not answer completely within the timeout; Unavailable when it could
-// not be reached, answered another status, sent more than max_body_bytes or malformed HTTP.
+// the region), one connection per fetch. Results: OK with the response (status 200 only);
+// NotFound when the origin answered 404; DeadlineExceeded when it did not answer completely
+// within the timeout; Unavailable when it could not be reached, answered another status, sent
+// more than max_body_bytes or malformed HTTP; Aborted: read the cache again (below).
+//
+// Single flight: every caller asking for a key while a fetch of it is in flight joins that
+// fetch and gets its result; a slow origin holds only the callers waiting for its keys. A
+// successful fetch stays open until its first caller calls Release (it stored the fill, or
+// decided not to): callers arriving meanwhile are held, then get Aborted. For a short while
+// after a stored fill's Release, a new Fetch of that key also gets Aborted at once (its caller
+// missed just before the fill landed), unless it is a re-fetch after such a read. So a key is
+// fetched once per region while its fill is being written.
 //
 // Thread-safety: Fetch may be called from any thread; callbacks run on the client's own I/O
 // thread and must not block. The destructor fails every fetch still in flight (Unavailable)
@@ -71,10 +78,12 @@ class OriginClient {
                                                         MetricsRegistry* metrics);
   ~OriginClient();
 
-  void Fetch(std::string key, Callback done);
+  // `refetch`: the caller read the cache again after an Aborted and missed (the fill was
+  // refused or purged): fetch, whatever was stored lately.
+  void Fetch(std::string key, bool refetch, Callback done);
   // Ends `key`'s flight after an OK result: the caller that got first=true calls it exactly
-  // once, after storing the fill or deciding not to. Callers held since get Aborted.
-  void Release(std::string key);
+  // once, after storing the fill (`stored`) or deciding not to. Callers held since get Aborted.
+  void Release(std::string key, bool stored);
 
  private:
   struct Impl;
