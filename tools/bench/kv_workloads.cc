@@ -614,22 +614,19 @@ class CacheRun : public KvRun {
       co_return;
     }
     const int64_t acked = MonoNs();
-    const int64_t deadline = acked + c_.settle.count() * 1'000'000;
+    // Every region polled at once, each on its own connection, so one region's answer does not
+    // delay the detection at another.
     std::vector<bool> done(c_.targets.size(), false);
     size_t remaining = c_.targets.size();
-    while (remaining > 0 && MonoNs() < deadline) {
-      for (uint32_t d = 0; d < c_.targets.size(); ++d) {
-        if (done[d]) continue;
-        Timed r = co_await Send(v, d, "poll", bhttp::verb::get, "/v1/cache/" + key);
-        std::optional<uint64_t> version = r.r.ok ? VersionOf(r.r.body, key) : std::nullopt;
-        if (version && *version >= fresh) {
-          done[d] = true;
-          --remaining;
-          propagation_[{from, d}].push_back(static_cast<double>(MonoNs() - acked) / 1e6);
-        }
-      }
-      if (remaining > 0) co_await Sleep(1);
+    size_t polling = c_.targets.size();
+    for (uint32_t d = 0; d < c_.targets.size(); ++d) {
+      asio::co_spawn(ioc_, PollUntil(v, d, key, fresh, from, acked, &done),
+                     [&remaining, &polling, &done, d](std::exception_ptr) {
+                       --polling;
+                       if (done[d]) --remaining;
+                     });
     }
+    while (polling > 0) co_await Sleep(1);
     if (remaining > 0) {
       Violation("purge_not_propagated",
                 fmt::format("{}: {} region(s) still served the old version {} s after the purge",
@@ -643,6 +640,23 @@ class CacheRun : public KvRun {
         Violation("purge_undone", fmt::format("{} at {}: v{} again after v{}", key,
                                               c_.targets[d].region, *version, fresh));
       }
+    }
+  }
+
+  // Reads `key` at region d until it serves version `fresh` (or the settle time passes), and
+  // records how long after `acked` that was.
+  awaitable<void> PollUntil(VuState& v, uint32_t d, std::string key, uint64_t fresh, uint32_t from,
+                            int64_t acked, std::vector<bool>* done) {
+    const int64_t deadline = acked + c_.settle.count() * 1'000'000;
+    while (MonoNs() < deadline) {
+      Timed r = co_await Send(v, d, "poll", bhttp::verb::get, "/v1/cache/" + key);
+      std::optional<uint64_t> version = r.r.ok ? VersionOf(r.r.body, key) : std::nullopt;
+      if (version && *version >= fresh) {
+        (*done)[d] = true;
+        propagation_[{from, d}].push_back(static_cast<double>(MonoNs() - acked) / 1e6);
+        co_return;
+      }
+      co_await Sleep(1);
     }
   }
 
