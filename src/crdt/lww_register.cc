@@ -9,9 +9,10 @@
 namespace edgestate::crdt {
 
 std::strong_ordering Compare(const LwwRegister& a, const LwwRegister& b) {
-  return std::tie(a.hlc, a.origin, a.origin_seq, a.deleted, a.expires_at_ms, a.content_type,
-                  a.value) <=> std::tie(b.hlc, b.origin, b.origin_seq, b.deleted, b.expires_at_ms,
-                                        b.content_type, b.value);
+  return std::tie(a.hlc, a.origin, a.origin_epoch, a.origin_seq, a.deleted, a.expires_at_ms,
+                  a.content_type, a.value) <=> std::tie(b.hlc, b.origin, b.origin_epoch,
+                                                        b.origin_seq, b.deleted, b.expires_at_ms,
+                                                        b.content_type, b.value);
 }
 
 bool Merge(LwwRegister* current, const LwwRegister& incoming) {

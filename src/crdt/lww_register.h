@@ -36,6 +36,8 @@ struct LwwRegister {
   Hlc hlc;
   std::string origin;         // The region that made this write.
   uint64_t origin_seq = 0;    // That region's write sequence number for it (replication).
+  // The life (data-directory epoch) of `origin` that made it: origin_seq counts within a life.
+  uint32_t origin_epoch = 0;
   bool deleted = false;       // A tombstone: no value, no content type.
   int64_t expires_at_ms = 0;  // Unix ms after which the register is dead; 0: never.
   std::string content_type;

@@ -179,7 +179,7 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   void UpdateStable() {
     uint64_t stable = UINT64_MAX;
     for (const auto& peer : peers) stable = std::min(stable, peer->acked_seq.load());
-    if (stable != UINT64_MAX) counters->SetStableSeq(options.region, stable);
+    if (stable != UINT64_MAX) counters->SetStableSeq(options.region, counters->epoch(), stable);
   }
   // Writes `f` on `conn` without waiting for it (a failed write closes the connection).
   // Replication thread only.
@@ -525,7 +525,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
         peer->deltas_applied->Inc(n);
       } else if (f->has_heartbeat()) {
         const pb::Heartbeat& hb = f->heartbeat();
-        counters->SetStableSeq(peer->address.region, hb.stable_seq());
+        counters->SetStableSeq(peer->address.region, epoch, hb.stable_seq());
         const int64_t recv_unix_us = RealClock()->NowUnixMicros();
         uint64_t applied = counters->AppliedSeq(peer->address.region, epoch);
         // Every write the peer acknowledged before its snapshot has seq <= committed_seq; the

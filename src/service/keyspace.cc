@@ -281,6 +281,8 @@ void Keyspace::ProbeStorage(ProbeCallback done) {
 void Keyspace::ApplyRemote(std::string origin, uint32_t epoch, uint64_t covers_seq,
                            std::vector<SlotUpdate> slots, ProbeCallback done,
                            std::vector<RegisterUpdate> registers) {
+  // A link carries its peer's own writes of its current life.
+  for (RegisterUpdate& u : registers) u.reg.origin_epoch = epoch;
   Op op;
   op.registers = std::move(registers);
   op.kind = Op::Kind::kApply;
@@ -509,17 +511,29 @@ void Keyspace::WriterLoop() {
   sync_now();
 }
 
-void Keyspace::SetStableSeq(std::string_view origin, uint64_t stable_seq) {
+void Keyspace::SetStableSeq(std::string_view origin, uint32_t epoch, uint64_t stable_seq) {
   std::lock_guard lock(stable_mu_);
-  auto [it, fresh] = stable_.try_emplace(std::string(origin), stable_seq);
-  if (!fresh) it->second = stable_seq;
+  stable_.insert_or_assign(std::string(origin), std::make_pair(epoch, stable_seq));
 }
 
 uint64_t Keyspace::StableSeq(std::string_view origin) const {
   if (origin == options_.region && !options_.has_peers) return CommittedSeq();
   std::lock_guard lock(stable_mu_);
   auto it = stable_.find(origin);
-  return it == stable_.end() ? 0 : it->second;
+  return it == stable_.end() ? 0 : it->second.second;
+}
+
+bool Keyspace::IsStable(std::string_view origin, uint32_t epoch, uint64_t seq) const {
+  if (origin == options_.region && !options_.has_peers) {
+    return (epoch == 0 || epoch == epoch_) && seq <= CommittedSeq();
+  }
+  std::lock_guard lock(stable_mu_);
+  auto it = stable_.find(origin);
+  if (it == stable_.end()) return false;
+  const auto& [stable_epoch, stable_seq] = it->second;
+  // A write of another life than the one the stable position counts in is never taken as
+  // stable by it (its seq counts in its own life); 0 is a write stored before epochs were.
+  return (epoch == 0 || epoch == stable_epoch) && seq <= stable_seq;
 }
 
 std::string Keyspace::StatusJson() const {
@@ -572,8 +586,9 @@ bool Keyspace::Sweep() {
       }
       ++pass_counts_[ti].second;
       const crdt::LwwRegister& reg = r->reg;
-      const bool stable = type == RecordType::kCacheEntry ||
-                          (reg.origin_seq > 0 && reg.origin_seq <= StableSeq(reg.origin));
+      const bool stable =
+          type == RecordType::kCacheEntry ||
+          (reg.origin_seq > 0 && IsStable(reg.origin, reg.origin_epoch, reg.origin_seq));
       if (stable) {
         wb.Delete(rocksdb::Slice(key.data(), key.size()));
         if (r->local_seq != 0) wb.Delete(storage::ChangeKey(r->local_seq));
@@ -704,7 +719,10 @@ StatusOr<RegisterResult> Keyspace::StageLocalWrite(Op& op, StagedRegister& st, i
       break;
   }
   uint64_t local_seq = st.cur ? st.cur->local_seq : 0;
-  if (storage::IsReplicated(op.type)) next.origin_seq = local_seq = next_seq_++;
+  if (storage::IsReplicated(op.type)) {
+    next.origin_seq = local_seq = next_seq_++;
+    next.origin_epoch = epoch_;
+  }
   RegisterResult result;
   result.existed = live;
   result.size = next.value.size();

@@ -254,12 +254,15 @@ class Keyspace {
     progress_listener_ = std::move(listener);
   }
 
-  // Every region has applied every write of `origin` with seq <= stable_seq (the origin
-  // computes it from its peers' acknowledgments and sends it with its heartbeats; for this
-  // node's own region the replicator sets it). Dead register records whose write is stable are
+  // Every region has applied every write of `origin`'s life `epoch` with seq <= stable_seq (the
+  // origin computes it from its peers' acknowledgments and sends it with its heartbeats; for
+  // this node's own region the replicator sets it). Dead register records whose write is stable are
   // collected by the sweep: no region can send an older write of them any more.
-  void SetStableSeq(std::string_view origin, uint64_t stable_seq);
+  void SetStableSeq(std::string_view origin, uint32_t epoch, uint64_t stable_seq);
+  // The stable seq last set for `origin` (in whatever life), for its heartbeats.
   uint64_t StableSeq(std::string_view origin) const;
+  // Whether the write (origin, its life `epoch`, seq) is stable: applied in every region.
+  bool IsStable(std::string_view origin, uint32_t epoch, uint64_t seq) const;
 
   // What the sweep has done (for metrics and tests).
   struct SweepStats {
@@ -348,7 +351,8 @@ class Keyspace {
   bool Sweep();
   std::string sweep_cursor_;  // Writer thread: whole key where the next run starts.
   mutable std::mutex stable_mu_;
-  std::map<std::string, uint64_t, std::less<>> stable_;  // GUARDED_BY(stable_mu_)
+  // Origin -> (the life its stable position counts in, that position). GUARDED_BY(stable_mu_)
+  std::map<std::string, std::pair<uint32_t, uint64_t>, std::less<>> stable_;
   std::atomic<uint64_t> sweep_passes_{0};
   // Live and dead records of each register type (cache, key, purge): counted by the pass in
   // progress (writer thread), published when it completes.

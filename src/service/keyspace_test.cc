@@ -557,7 +557,7 @@ TEST_F(KeyspaceTest, SweepCollectsDeadRecordsOnlyOnceStableEverywhere) {
   EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "gone"));
   EXPECT_EQ(svc_->sweep_stats().collected, 1u);  // The cache entry only.
   // Every peer has everything: the dead records and their index entries go.
-  svc_->SetStableSeq("iad", svc_->CommittedSeq());
+  svc_->SetStableSeq("iad", svc_->epoch(), svc_->CommittedSeq());
   ASSERT_TRUE(Eventually([&] { return svc_->sweep_stats().collected >= 3; }));
   EXPECT_FALSE(Get(svc_.get(), RecordType::kKey, "session"));
   EXPECT_FALSE(Get(svc_.get(), RecordType::kKey, "gone"));
@@ -577,10 +577,16 @@ TEST_F(KeyspaceTest, SweepCollectsDeadRecordsOnlyOnceStableEverywhere) {
   svc_->ApplyRemote("lhr", kLhrEpoch, 40, {}, [&](Status s) { p.set_value(s); },
                     {RegisterUpdate{RecordType::kKey, "remote-gone", t}});
   ASSERT_TRUE(p.get_future().get().ok());
-  svc_->SetStableSeq("lhr", 39);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "remote-gone"));
-  svc_->SetStableSeq("lhr", 40);
+  // Not by a position below its seq, nor by one of another life of lhr (whose seqs count
+  // afresh): two complete sweep passes later it is still there.
+  for (auto [epoch, seq] : {std::pair<uint32_t, uint64_t>{kLhrEpoch, 39},
+                            std::pair<uint32_t, uint64_t>{kLhrEpoch + 1, 1000}}) {
+    svc_->SetStableSeq("lhr", epoch, seq);
+    const uint64_t passes = svc_->sweep_stats().passes;
+    ASSERT_TRUE(Eventually([&] { return svc_->sweep_stats().passes >= passes + 2; }));
+    EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "remote-gone")) << epoch << " " << seq;
+  }
+  svc_->SetStableSeq("lhr", kLhrEpoch, 40);
   ASSERT_TRUE(Eventually([&] { return !Get(svc_.get(), RecordType::kKey, "remote-gone"); }));
 }
 

@@ -83,6 +83,7 @@ std::string EncodeRegister(const crdt::LwwRegister& reg, uint64_t local_seq) {
   rec.set_logical(reg.hlc.logical);
   rec.set_origin(reg.origin);
   rec.set_origin_seq(reg.origin_seq);
+  rec.set_origin_epoch(reg.origin_epoch);
   rec.set_deleted(reg.deleted);
   rec.set_expires_at_ms(reg.expires_at_ms);
   rec.set_content_type(reg.content_type);
@@ -104,6 +105,7 @@ StatusOr<StoredRegister> DecodeRegister(std::string_view bytes) {
   out.reg.hlc = {rec.wall_ms(), rec.logical()};
   out.reg.origin = std::move(*rec.mutable_origin());
   out.reg.origin_seq = rec.origin_seq();
+  out.reg.origin_epoch = rec.origin_epoch();
   out.reg.deleted = rec.deleted();
   out.reg.expires_at_ms = rec.expires_at_ms();
   out.reg.content_type = std::move(*rec.mutable_content_type());
