@@ -283,6 +283,12 @@ void Api::Execute(StateOp op, Responder respond) {
     default: {
       if (op.write) return WriteRegister(std::move(op), std::move(respond));
       Response r = ReadRegister(op);
+      if (op.route == Route::kCacheEntry && r.status == 404 && op.only_if_cached) {
+        r.status = 504;  // RFC 9111: a request that forbids fetching, answered by no entry.
+        r.body = ErrorBody(ErrorCodeFor(504),
+                           "not in the cache here, and the request says only-if-cached");
+        return respond(std::move(r));
+      }
       if (op.route == Route::kCacheEntry && r.status == 404 && origin_ != nullptr) {
         return FillFromOrigin(std::move(op), std::move(respond));
       }
@@ -536,12 +542,34 @@ std::string RegisterJson(std::string_view key, const crdt::LwwRegister& reg, siz
                      size);
 }
 
+// Whether a Cache-Control request header has the only-if-cached directive (RFC 9111 5.2.1.7;
+// directive names are case-insensitive, separated by commas).
+bool OnlyIfCached(std::string_view cache_control) {
+  for (size_t start = 0; start <= cache_control.size();) {
+    size_t end = cache_control.find(',', start);
+    if (end == std::string_view::npos) end = cache_control.size();
+    std::string_view d = cache_control.substr(start, end - start);
+    while (!d.empty() && (d.front() == ' ' || d.front() == '\t')) d.remove_prefix(1);
+    while (!d.empty() && (d.back() == ' ' || d.back() == '\t')) d.remove_suffix(1);
+    constexpr std::string_view kDirective = "only-if-cached";
+    if (d.size() == kDirective.size() &&
+        std::equal(d.begin(), d.end(), kDirective.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) == b;
+        })) {
+      return true;
+    }
+    start = end + 1;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::optional<Response> Api::HandleRegister(const Request& req, RouteMatch m,
                                             const std::function<Responder()>& defer) {
   StateOp op;
   op.route = m.route;
+  op.only_if_cached = m.route == Route::kCacheEntry && OnlyIfCached(req.cache_control);
   const bool cache = m.route == Route::kCacheEntry || m.route == Route::kCachePurge;
   op.write = req.method != "GET";
   auto fail = [&](const Status& s) { return FromStatus(m.route, s); };

@@ -83,6 +83,7 @@ class Api : public Handler {
     std::string prefix, after;              // Listings.
     size_t limit = 0;                       // Listings.
     int refills = 0;  // Cache misses: times the fill this request waited for was released.
+    bool only_if_cached = false;  // Cache reads: never fetch (Cache-Control: only-if-cached).
   };
   // Parses the level and session token of a state route into *out; the error response if
   // they are malformed.

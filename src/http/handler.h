@@ -28,6 +28,7 @@ struct Request {
   std::string_view if_none_match = {};  // If-None-Match, or empty.
   std::string_view ttl_ms = {};         // Edgestate-TTL-Ms, or empty.
   bool has_ttl_ms = false;              // Edgestate-TTL-Ms was present (even empty).
+  std::string_view cache_control = {};  // Cache-Control, or empty.
 };
 
 struct Response {

@@ -261,7 +261,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
               header(bhttp::field::if_match),
               header(bhttp::field::if_none_match),
               ttl == req.end() ? std::string_view() : ttl->value(),
-              ttl != req.end()};
+              ttl != req.end(),
+              header(bhttp::field::cache_control)};
     std::optional<Response> response = server_->handler->Handle(r, defer_);
     if (response) Send(std::move(*response));
   }

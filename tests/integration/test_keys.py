@@ -278,6 +278,18 @@ def test_cache_fill_single_flight_and_origin_errors(nodes, origin):
     assert st == 200 and h["edgestate-cache"] == "miss" and body == b"body-of-manual-1"
 
 
+def test_only_if_cached_never_fetches(nodes, origin):
+    n = nodes(["--cache-origin", f"http://127.0.0.1:{origin.port}"])
+    only = {"Cache-Control": "max-age=0, Only-If-Cached"}
+    st, h, raw = req(n, "GET", "/v1/cache/oic", headers=only)
+    assert st == 504 and h["edgestate-cache"] == "miss", raw
+    assert error_code(raw) == "timeout" and origin.count("oic") == 0
+    assert req(n, "GET", "/v1/cache/oic")[0] == 200  # A plain miss fetches.
+    st, h, body = req(n, "GET", "/v1/cache/oic", headers=only)
+    assert (st, h["edgestate-cache"], body) == (200, "hit", b"body-of-oic-1")
+    assert origin.count("oic") == 1
+
+
 def test_cache_without_origin_misses_with_404(node):
     st, h, raw = req(node, "GET", "/v1/cache/x")
     assert st == 404 and h["edgestate-cache"] == "miss"
