@@ -160,7 +160,8 @@ def test_bad_purge_bodies_and_content_types(node):
 class Origin:
     """A counting origin server: /slow/* answers after a delay, /hang/* after HANG_S (far past
     any timeout the tests give the node), /gone/* is 404, /fail/* is 500, /nostore/* says
-    no-store, anything else answers 'body-of-<key>' with max-age=60."""
+    no-store, /garbage/* answers bytes that are not HTTP, anything else answers 'body-of-<key>'
+    with max-age=60."""
 
     HANG_S = 30
 
@@ -186,6 +187,10 @@ class Origin:
                 if key.startswith("gone/"):
                     self.send_response(404)
                     self.end_headers()
+                    return
+                if key.startswith("garbage/"):  # Not HTTP at all.
+                    self.wfile.write(b"\x00\xffHELLO\r\n\r\n\x01")
+                    self.close_connection = True
                     return
                 if key.startswith("fail/"):
                     self.send_response(500)
@@ -257,6 +262,8 @@ def test_cache_fill_single_flight_and_origin_errors(nodes, origin):
     assert st == 404 and error_code(raw) == "not_found"
     st, h, raw = req(n, "GET", "/v1/cache/fail%2Fx")
     assert st == 502 and error_code(raw) == "bad_gateway"
+    st, h, raw = req(n, "GET", "/v1/cache/garbage%2Fx")
+    assert st == 502 and error_code(raw) == "bad_gateway", raw
     # The node's deadline (1 s) answers 504 while the origin is still holding the request.
     st, h, raw = req(n, "GET", "/v1/cache/hang%2Fx", timeout=Origin.HANG_S / 2)
     assert st == 504 and error_code(raw) == "timeout"
