@@ -1,5 +1,6 @@
 #include "strong/caspaxos.h"
 
+#include <charconv>
 #include <utility>
 
 #include "service/keyspace.h"
@@ -73,6 +74,23 @@ std::string_view RegionOf(std::string_view proposer) {
   return proposer.substr(0, proposer.find('/'));
 }
 
+// The incarnation of "REGION/INCARNATION" (0 when there is none).
+uint64_t LifeOf(std::string_view proposer) {
+  const size_t slash = proposer.find('/');
+  uint64_t life = 0;
+  if (slash == std::string_view::npos) return 0;
+  std::from_chars(proposer.data() + slash + 1, proposer.data() + proposer.size(), life);
+  return life;
+}
+
+// A record of the same region made after `seg`'s batch: a later batch of the same life, or
+// any batch of a later life.
+bool Supersedes(const pb::BatchOutcome& o, const Segment& seg) {
+  if (RegionOf(o.proposer()) != RegionOf(seg.proposer)) return false;
+  const uint64_t a = LifeOf(o.proposer()), b = LifeOf(seg.proposer);
+  return a > b || (a == b && o.batch() > seg.batch);
+}
+
 }  // namespace
 
 BatchResult ApplyBatch(const pb::Register& current, const crdt::PnCounter& weak,
@@ -89,20 +107,46 @@ BatchResult ApplyRound(const pb::Register& current, const crdt::PnCounter& weak,
     }
     return nullptr;
   };
+  // A batch the register has moved past: its region recorded a later batch, which replaced this
+  // one's record if it had one. It may have been chosen, so it is not applied (again); its
+  // outcome is unknown here. (Its proposer started the later batch only after giving up on
+  // this one, whose callers it told so.)
+  auto superseded = [&current](const Segment& seg) {
+    for (const pb::BatchOutcome& o : current.outcomes()) {
+      if (Supersedes(o, seg)) return true;
+    }
+    return false;
+  };
   BatchResult out;
   out.replayed = true;
-  for (const Segment& seg : segments) out.replayed &= recorded(seg) != nullptr;
+  for (const Segment& seg : segments) {
+    out.replayed &= recorded(seg) != nullptr || superseded(seg);
+  }
   crdt::PnCounter c = RegisterCounter(current);
   if (!out.replayed) c.Merge(weak);
   std::vector<pb::BatchOutcome> fresh;
   for (const Segment& seg : segments) {
     if (const pb::BatchOutcome* o = recorded(seg)) {
-      // Chosen in an earlier ballot: answer from the record, apply nothing.
+      // Chosen in an earlier ballot: answer from the record, apply nothing. The record answers
+      // the segment only if it is the same batch, operation for operation; one of another
+      // length says nothing about which value belongs to which operation.
+      const bool same = static_cast<size_t>(o->values_size()) == seg.ops.size();
       for (size_t i = 0; i < seg.ops.size(); ++i) {
         const int n = static_cast<int>(i);
-        bool known = n < o->values_size();
-        out.results.push_back(OpResult{!known || (n < o->failed_size() && o->failed(n)),
-                                       known ? o->values(n) : 0, o->updated_at_ms()});
+        OpResult r;
+        r.unknown = !same;
+        r.failed = same && n < o->failed_size() && o->failed(n);
+        r.value = same ? o->values(n) : 0;
+        r.updated_at_ms = o->updated_at_ms();
+        out.results.push_back(r);
+      }
+      continue;
+    }
+    if (superseded(seg)) {
+      for (size_t i = 0; i < seg.ops.size(); ++i) {
+        OpResult r;
+        r.unknown = true;
+        out.results.push_back(r);
       }
       continue;
     }

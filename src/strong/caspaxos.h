@@ -38,7 +38,10 @@ struct StrongOp {
 };
 struct OpResult {
   bool failed = false;  // The increment would overflow; nothing of it was applied.
-  int64_t value = 0;    // The counter's value right after the operation.
+  // The register's record of this operation's batch does not match the batch (another number
+  // of operations): its outcome is unknown here, and must be reported as indeterminate.
+  bool unknown = false;
+  int64_t value = 0;  // The counter's value right after the operation.
   int64_t updated_at_ms = 0;
 };
 // Operations applied under one identity: a proposer's batch ("REGION/INCARNATION", number).
@@ -66,9 +69,12 @@ BatchResult ApplyBatch(const pb::Register& current, const crdt::PnCounter& weak,
 
 // The change function of a round that carries several segments (a leader proposing its own
 // batch and batches other voters handed it to finish, docs/strong.md): each segment is answered
-// from its recorded outcome when the register holds it, and applied (in order) and recorded
-// otherwise. `results` holds the segments' results one after another, in order; `replayed` is
-// true when every segment was. REQUIRES: the segments' identities are distinct.
+// from its recorded outcome when the register holds it (unknown when that record has another
+// number of operations); its results are unknown, and nothing of it is applied, when the
+// register records a later batch of the same region (a later batch of the same life, or a
+// later life); otherwise it is applied (in order) and recorded. `results` holds the segments'
+// results one after another, in order; `replayed` is true when every segment was. REQUIRES: the
+// segments' identities are distinct.
 BatchResult ApplyRound(const pb::Register& current, const crdt::PnCounter& weak,
                        const std::vector<Segment>& segments, int64_t now_ms);
 

@@ -142,6 +142,45 @@ TEST(ApplyRoundTest, AHandedOverBatchIsAppliedOnceUnderItsOwnIdentity) {
   EXPECT_EQ(RegisterCounter(again.next).Value(), 12);
 }
 
+TEST(ApplyRoundTest, ARecordOfAnotherLengthAnswersNothing) {
+  // fra's batch 4 was chosen with one operation; a segment under the same identity with two
+  // (a batch split across rounds) must not take that operation's value for either of its own.
+  BatchResult one = ApplyBatch(WithStrong(0), crdt::PnCounter{}, "fra/1", 4, {{false, 1}}, 500);
+  BatchResult two =
+      ApplyRound(one.next, crdt::PnCounter{}, {{"fra/1", 4, {{false, 1}, {false, 1}}}}, 1000);
+  ASSERT_EQ(two.results.size(), 2u);
+  for (const OpResult& r : two.results) {
+    EXPECT_TRUE(r.unknown);
+    EXPECT_FALSE(r.failed);
+  }
+  EXPECT_TRUE(two.replayed);
+  EXPECT_EQ(RegisterCounter(two.next).Value(), 1);
+}
+
+TEST(ApplyRoundTest, ABatchTheRegisterMovedPastIsNeverAppliedAgain) {
+  // fra's batch 4 was chosen, then its batch 5 (which replaced 4's record); batch 4 reaches the
+  // leader late. It may have been chosen, so it is not applied: its outcome is unknown.
+  BatchResult b4 = ApplyBatch(WithStrong(0), crdt::PnCounter{}, "fra/1", 4, {{false, 1}}, 500);
+  BatchResult b5 = ApplyBatch(b4.next, crdt::PnCounter{}, "fra/1", 5, {{false, 1}}, 600);
+  std::vector<Segment> late = {{"lhr/1", 9, {{false, 10}}}, {"fra/1", 4, {{false, 1}}}};
+  BatchResult r = ApplyRound(b5.next, crdt::PnCounter{}, late, 1000);
+  ASSERT_EQ(r.results.size(), 2u);
+  EXPECT_EQ(r.results[0].value, 12);  // The leader's own segment applies.
+  EXPECT_TRUE(r.results[1].unknown);
+  EXPECT_EQ(RegisterCounter(r.next).Value(), 12);
+  // So is a batch of an earlier life of fra, once a later life recorded one.
+  BatchResult reborn = ApplyBatch(r.next, crdt::PnCounter{}, "fra/2", 1, {{false, 1}}, 1100);
+  BatchResult old = ApplyRound(reborn.next, crdt::PnCounter{}, {{"fra/1", 6, {{false, 1}}}}, 1200);
+  EXPECT_TRUE(old.results[0].unknown);
+  EXPECT_TRUE(old.replayed);
+  EXPECT_EQ(RegisterCounter(old.next).Value(), 13);
+  // An earlier batch number of a later life is not superseded by an older life's record.
+  BatchResult next_life =
+      ApplyRound(b5.next, crdt::PnCounter{}, {{"fra/2", 1, {{false, 1}}}}, 1300);
+  EXPECT_FALSE(next_life.results[0].unknown);
+  EXPECT_EQ(next_life.results[0].value, 3);
+}
+
 TEST(ApplyBatchTest, AnOverflowingIncrementFailsAlone) {
   pb::Register current = WithStrong(std::numeric_limits<int64_t>::max() - 1);
   BatchResult r =

@@ -333,7 +333,9 @@ void StrongService::Impl::MaybeStart(const std::string& name, bool may_lead_else
   while (!ks.queue.empty() && (ks.batch.size() < options.max_batch || same_segment())) {
     Pending op = std::move(ks.queue.front());
     ks.queue.pop_front();
-    if (now >= op.deadline) {
+    // Another voter's batch is applied whole or not at all (its record answers it by position),
+    // whatever its operations' deadlines; their callers were answered by the forwarder's timer.
+    if (now >= op.deadline && op.seg_proposer.empty()) {
       Reply(op, Status::Unavailable("timed out waiting for a round of consensus"));
       continue;
     }
@@ -505,8 +507,14 @@ void StrongService::Impl::Chosen(const std::string& name, const pb::Ballot& next
   auto finish = [this, batch, result = std::move(result)]() {
     for (size_t i = 0; i < batch->size(); ++i) {
       Pending& op = (*batch)[i];
-      const OpResult& r = i < result.results.size() ? result.results[i] : OpResult{true, 0};
-      if (r.failed) {
+      OpResult missing;
+      missing.unknown = true;
+      const OpResult& r = i < result.results.size() ? result.results[i] : missing;
+      if (r.unknown) {
+        Reply(op, Status::Unavailable(
+                      op.read ? std::string("the outcome of this read is unknown")
+                              : std::string("the increment may or may not have been applied")));
+      } else if (r.failed) {
         Reply(op, Status::FailedPrecondition("increment would overflow the counter's int64 range"));
       } else {
         Reply(op, StrongResult{r.value, r.updated_at_ms, options.region});
@@ -645,7 +653,9 @@ void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::st
                  Status::Unavailable(fmt::format("no voter ({}) is reachable from {}",
                                                  fmt::join(options.voters, ","), options.region)));
   }
-  if (SteadyClock::now() >= op.deadline) {
+  // A handed-over batch travels whole (see MaybeStart); its late operations are answered by
+  // the call's timer below, as indeterminate.
+  if (SteadyClock::now() >= op.deadline && op.seg_proposer.empty()) {
     forwards_failed->Inc();
     return Reply(op, Status::Unavailable("timed out forwarding to a voter"));
   }
@@ -841,10 +851,13 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
           }
           if (--collect->pending == 0) collect->reply(std::move(collect->out));
         };
-        // A non-voter's operation follows the same route as this voter's own; a voter's was
-        // sent here because this voter leads, and is proposed here whatever happens.
-        Enqueue(f.key(), std::move(op), /*may_lead_elsewhere=*/!from_voter);
+        keys[f.key()].queue.push_back(std::move(op));
       }
+      // Every operation of the message is queued before a round starts, so a handed-over batch
+      // is never split across two rounds. A non-voter's operations follow the same route as
+      // this voter's own; a voter's were sent here because this voter leads, and are proposed
+      // here whatever happens.
+      MaybeStart(f.key(), /*may_lead_elsewhere=*/!from_voter);
       return;
     }
     case pb::Request::BODY_NOT_SET:

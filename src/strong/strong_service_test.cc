@@ -505,6 +505,36 @@ TEST_F(StrongServiceTest, AChosenValueWhoseProposerVanishedIsStoredByTheOthers) 
   ASSERT_EQ(Run("c", "w", false)->value, 8);
 }
 
+TEST_F(StrongServiceTest, AHandedOverBatchReachingAnIdleLeaderIsAppliedWhole) {
+  // The leader (a) gets voter b's batch of three increments as one segment while it has no
+  // round on the counter: one round applies all three, each with its own value (a round per
+  // operation would answer the later ones from the first one's record).
+  Start(9, {"a", "b", "c"}, {"a", "b", "c"});
+  pb::Request handed;
+  pb::Forward* f = handed.mutable_forward();
+  f->set_key("seg");
+  f->set_proposer("b/1");
+  f->set_batch(7);
+  f->set_timeout_ms(5000);
+  for (int i = 0; i < 3; ++i) f->add_ops()->set_delta(1);
+  std::promise<std::optional<pb::Reply>> p;
+  nodes_["b"].endpoint->Call("a", handed.SerializeAsString(), [&p](StatusOr<std::string> r, bool) {
+    pb::Reply reply;
+    p.set_value(r.ok() && reply.ParseFromString(*r) ? std::optional<pb::Reply>(reply)
+                                                    : std::nullopt);
+  });
+  std::optional<pb::Reply> reply = p.get_future().get();
+  ASSERT_TRUE(reply.has_value());
+  ASSERT_EQ(reply->results_size(), 3);
+  std::set<int64_t> values;
+  for (const pb::Reply& one : reply->results()) {
+    ASSERT_TRUE(one.ok()) << one.message();
+    values.insert(one.result());
+  }
+  EXPECT_EQ(values, (std::set<int64_t>{1, 2, 3}));
+  EXPECT_EQ(Run("c", "seg", true)->value, 3);
+}
+
 TEST_F(StrongServiceTest, HostilePeerMessagesAreRefusedWithoutEffect) {
   Start(8, {"a", "b", "c", "d"}, {"a", "b", "c"});
   // Sends raw bytes from `from` to `to`; the parsed reply (nullopt: none, or not a Reply).
