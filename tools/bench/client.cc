@@ -113,6 +113,13 @@ asio::awaitable<Result> Client::Do(bhttp::verb verb, const std::string& path,
   co_return r;
 }
 
+asio::awaitable<void> SleepMs(asio::io_context& ioc, double ms) {
+  if (ms <= 0) co_return;
+  asio::steady_timer t(ioc, std::chrono::microseconds(static_cast<int64_t>(ms * 1000)));
+  error_code ec;
+  co_await t.async_wait(redirect_error(use_awaitable, ec));
+}
+
 void Client::Reset() {
   error_code ec;
   stream_->socket().close(ec);

@@ -67,6 +67,9 @@ class Client {
   bool connected_ = false;
 };
 
+// Waits `ms` milliseconds (nothing when ms <= 0) on `ioc`.
+boost::asio::awaitable<void> SleepMs(boost::asio::io_context& ioc, double ms);
+
 // The "code" of a JSON error body ({"error":{"code":...}}), or empty.
 std::string ErrorCode(std::string_view body);
 

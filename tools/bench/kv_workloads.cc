@@ -101,12 +101,7 @@ class KvRun {
 
   bool Running() const { return MonoNs() < end_ns_; }
 
-  awaitable<void> Sleep(double ms) {
-    if (ms <= 0) co_return;
-    asio::steady_timer t(ioc_, std::chrono::microseconds(static_cast<int64_t>(ms * 1000)));
-    error_code ec;
-    co_await t.async_wait(redirect_error(use_awaitable, ec));
-  }
+  awaitable<void> Sleep(double ms) { return SleepMs(ioc_, ms); }
 
   // Home, or (with probability c_.hop) another region, uniformly.
   uint32_t PickRegion(VuState& v) const {
@@ -513,15 +508,11 @@ std::optional<uint64_t> VersionOf(std::string_view body, std::string_view key) {
 
 class CacheRun : public KvRun {
  public:
-  explicit CacheRun(Config c) : KvRun(std::move(c)), origin_(ioc_, c_), stats_(c_.targets.size()) {
-    double sum = 0;
-    for (int k = 1; k <= c_.keys; ++k) sum += 1.0 / std::pow(k, c_.zipf_s);
-    double acc = 0;
-    for (int k = 1; k <= c_.keys; ++k) {
-      acc += 1.0 / std::pow(k, c_.zipf_s) / sum;
-      cdf_.push_back(acc);
-    }
-  }
+  explicit CacheRun(Config c)
+      : KvRun(std::move(c)),
+        origin_(ioc_, c_),
+        stats_(c_.targets.size()),
+        picker_(c_.keys, c_.dist, c_.zipf_s) {}
 
   int Run() {
     if (Status s = origin_.Listen(); !s.ok()) {
@@ -545,17 +536,10 @@ class CacheRun : public KvRun {
 
   std::string KeyName(int k) const { return fmt::format("{}k{}", c_.key_prefix, k); }
 
-  int PickKey(std::mt19937_64& rng) const {
-    if (c_.dist != "zipf") return std::uniform_int_distribution<int>(0, c_.keys - 1)(rng);
-    double u = std::uniform_real_distribution<double>(0, 1)(rng);
-    auto it = std::lower_bound(cdf_.begin(), cdf_.end(), u);
-    return static_cast<int>(std::min<ptrdiff_t>(it - cdf_.begin(), c_.keys - 1));
-  }
-
   awaitable<void> Vu(int id, uint32_t home) {
     VuState v = NewVu(id, home);
     while (Running()) {
-      const int k = PickKey(v.rng);
+      const int k = picker_.Pick(v.rng);
       const std::string key = KeyName(k);
       const uint32_t region = PickRegion(v);
       Timed t = co_await Send(v, region, "get", bhttp::verb::get, "/v1/cache/" + key + Query());
@@ -791,7 +775,7 @@ class CacheRun : public KvRun {
 
   Origin origin_;
   std::vector<CacheStats> stats_;
-  std::vector<double> cdf_;
+  KeyPicker picker_;
   int vus_done_ = 0;
   int probes_failed_ = 0;
   std::map<std::pair<uint32_t, uint32_t>, std::vector<double>> propagation_;

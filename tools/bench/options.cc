@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 
 #include "replication/peers.h"
@@ -117,6 +118,26 @@ bool ThresholdHolds(const Threshold& t, double x) {
   if (t.op == "<=") return x <= t.value;
   if (t.op == ">") return x > t.value;
   return x >= t.value;
+}
+
+KeyPicker::KeyPicker(int keys, const std::string& dist, double zipf_s) : keys_(std::max(1, keys)) {
+  if (dist != "zipf" || keys_ == 1) return;
+  double sum = 0;
+  for (int k = 1; k <= keys_; ++k) sum += 1.0 / std::pow(k, zipf_s);
+  double acc = 0;
+  cdf_.reserve(static_cast<size_t>(keys_));
+  for (int k = 1; k <= keys_; ++k) {
+    acc += 1.0 / std::pow(k, zipf_s) / sum;
+    cdf_.push_back(acc);
+  }
+}
+
+int KeyPicker::Pick(std::mt19937_64& rng) const {
+  if (keys_ == 1) return 0;
+  if (cdf_.empty()) return std::uniform_int_distribution<int>(0, keys_ - 1)(rng);
+  const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+  const auto at = std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin();
+  return static_cast<int>(std::min<ptrdiff_t>(at, keys_ - 1));
 }
 
 }  // namespace edgestate::bench

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,5 +39,17 @@ struct Threshold {
 };
 StatusOr<Threshold> ParseThreshold(std::string_view s);
 bool ThresholdHolds(const Threshold& t, double observed);
+
+// Draws key indexes 0..keys-1: uniformly, or ("zipf") with P(k) proportional to 1/(k+1)^s.
+// Immutable after construction; Pick is thread-safe given one generator per thread.
+class KeyPicker {
+ public:
+  KeyPicker(int keys, const std::string& dist, double zipf_s);
+  int Pick(std::mt19937_64& rng) const;
+
+ private:
+  int keys_;
+  std::vector<double> cdf_;  // Zipf only.
+};
 
 }  // namespace edgestate::bench

@@ -93,15 +93,6 @@ class Runner {
     acked_.assign(c_.keys, 0);
     sent_.assign(c_.keys, 0);
     base_.assign(c_.keys, 0);
-    if (c_.dist == "zipf") {
-      double sum = 0;
-      for (int k = 1; k <= c_.keys; ++k) sum += 1.0 / std::pow(k, c_.zipf_s);
-      double acc = 0;
-      for (int k = 1; k <= c_.keys; ++k) {
-        acc += 1.0 / std::pow(k, c_.zipf_s) / sum;
-        zipf_cdf_.push_back(acc);
-      }
-    }
   }
 
   RunSummary Run();
@@ -117,19 +108,8 @@ class Runner {
                 : std::string("/increment")) +
            (with_level ? query_ : std::string());
   }
-  int PickKey(std::mt19937_64& rng) const {
-    if (c_.keys == 1) return 0;
-    if (zipf_cdf_.empty()) return std::uniform_int_distribution<int>(0, c_.keys - 1)(rng);
-    double u = std::uniform_real_distribution<double>(0, 1)(rng);
-    return static_cast<int>(std::lower_bound(zipf_cdf_.begin(), zipf_cdf_.end(), u) -
-                            zipf_cdf_.begin());
-  }
-  awaitable<void> Sleep(double ms) {
-    if (ms <= 0) co_return;
-    asio::steady_timer t(ioc_, std::chrono::microseconds(static_cast<int64_t>(ms * 1000)));
-    error_code ec;
-    co_await t.async_wait(redirect_error(use_awaitable, ec));
-  }
+  int PickKey(std::mt19937_64& rng) const { return picker_.Pick(rng); }
+  awaitable<void> Sleep(double ms) { return SleepMs(ioc_, ms); }
   awaitable<void> Vu(int id, uint32_t region);
   void RecordOperation(int key, uint32_t region, bool increment, int64_t sent_ns,
                        int64_t received_ns, const Result& r);
@@ -147,7 +127,7 @@ class Runner {
   LatencyHistogram waited_;  // How long held requests waited, ms.
   asio::io_context ioc_{1};
   std::vector<RegionStats> stats_;
-  std::vector<double> zipf_cdf_;
+  KeyPicker picker_{c_.keys, c_.dist, c_.zipf_s};
   // Set once the base values are known. Memory: the reads of the last few seconds and the
   // acknowledgment times of the last kCheckWindow, whatever the run's length.
   std::optional<ReadChecker> checker_;
