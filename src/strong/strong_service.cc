@@ -345,8 +345,13 @@ void StrongService::Impl::MaybeStart(const std::string& name, bool may_lead_else
   ++ks.batch_seq;
   ks.accept_sent = false;
   ks.conflicts = 0;
+  // The round has until its earliest own operation's deadline. Another voter's batch carries
+  // its own late deadlines (it is applied whole, see above): it gets a full timeout.
   ks.deadline = SteadyClock::time_point::max();
-  for (const Pending& op : ks.batch) ks.deadline = std::min(ks.deadline, op.deadline);
+  for (const Pending& op : ks.batch) {
+    ks.deadline =
+        std::min(ks.deadline, op.seg_proposer.empty() ? op.deadline : now + options.timeout);
+  }
   batch_size->Observe(static_cast<double>(ks.batch.size()));
   if (!ks.deadline_timer) ks.deadline_timer = std::make_unique<asio::steady_timer>(ioc);
   ks.deadline_timer->expires_at(ks.deadline);
@@ -608,7 +613,8 @@ void StrongService::Impl::FinishBatch(const std::string& name, const Status& s) 
   std::vector<Pending> batch = TakeBatch(ks);
   const bool indeterminate = ks.accept_sent;
   for (Pending& op : batch) {
-    if (indeterminate && !op.read) {
+    // Another voter's batch may have been chosen by its own accept before it was handed over.
+    if ((indeterminate || !op.seg_proposer.empty()) && !op.read) {
       Reply(op,
             Status(s.code(), s.message() + " (the increment may or may not have been applied)"));
     } else {
