@@ -789,7 +789,7 @@ void Api::FillFromOrigin(StateOp op, Responder respond) {
         CachePolicy policy = PolicyFor(fetched->cache_control, options_.cache_default_ttl_ms);
         if (!first) return respond(std::move(r));
         if (!policy.store) {
-          origin_->Release(op.name, /*stored=*/false);
+          origin_->Release(fetched->flight, /*stored=*/false);
           return respond(std::move(r));
         }
         service::RegisterWrite fill;
@@ -802,9 +802,9 @@ void Api::FillFromOrigin(StateOp op, Responder respond) {
         std::string name = op.name;
         counters_->WriteRegister(
             storage::RecordType::kCacheEntry, std::move(name), std::move(fill),
-            [this, key = std::move(op.name), respond = std::move(respond),
+            [this, flight = fetched->flight, respond = std::move(respond),
              r = std::move(r)](StatusOr<service::RegisterResult> stored) mutable {
-              origin_->Release(std::move(key), stored.ok());
+              origin_->Release(flight, stored.ok());
               if (stored.ok()) {
                 r.headers.emplace_back("ETag", service::ETagOf(stored->written));
                 r.headers.emplace_back("Edgestate-Expires-At",

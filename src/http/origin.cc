@@ -15,7 +15,9 @@
 #include <charconv>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -138,10 +140,15 @@ struct OriginClient::Impl {
   // One key's fetch: the callers waiting for its result, then (once it succeeded, until
   // Release) the callers held for the fill to be stored. I/O thread only.
   struct Flight {
+    uint64_t id = 0;
+    std::string key;
     std::vector<Callback> waiting;
-    bool fetched = false;
   };
-  std::map<std::string, Flight, std::less<>> flights;
+  uint64_t next_flight = 1;
+  // Each key's current flight (new misses join it); a purge detaches it (Invalidate).
+  std::map<std::string, std::shared_ptr<Flight>, std::less<>> flights;
+  // Flights whose fetch succeeded, until their Release (current or detached).
+  std::unordered_map<uint64_t, std::shared_ptr<Flight>> fetched;
   // Keys whose fill was stored lately, oldest first (see Fetch). I/O thread only.
   std::deque<std::pair<std::chrono::steady_clock::time_point, std::string>> recent_order;
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> recent;
@@ -221,16 +228,37 @@ struct OriginClient::Impl {
       joined->Inc();
       return done(Status::Aborted("the fill was just stored: read the cache again"), false);
     }
-    auto [it, fresh] = flights.try_emplace(key);
-    it->second.waiting.push_back(std::move(done));
-    if (!fresh) {
+    std::shared_ptr<Flight>& f = flights[key];
+    if (f) {
       joined->Inc();
+      f->waiting.push_back(std::move(done));
       return;
     }
-    asio::co_spawn(ioc, Run(std::move(key)), asio::detached);
+    f = std::make_shared<Flight>();
+    f->id = next_flight++;
+    f->key = std::move(key);
+    f->waiting.push_back(std::move(done));
+    asio::co_spawn(ioc, Run(f), asio::detached);
   }
 
-  awaitable<void> Run(std::string key) {
+  // A purge of `pattern` ("=key" or "*prefix") is being applied: flights of the keys it covers
+  // stop taking new callers (those who asked before the purge still get their result; the fill
+  // is refused by the keyspace), so a miss after the purge fetches afresh.
+  void Invalidate(const std::string& pattern) {
+    if (pattern.empty()) return;
+    const std::string_view target = std::string_view(pattern).substr(1);
+    if (pattern[0] == '=') {
+      if (auto it = flights.find(target); it != flights.end()) flights.erase(it);
+      return;
+    }
+    for (auto it = flights.lower_bound(target);
+         it != flights.end() && std::string_view(it->first).starts_with(target);) {
+      it = flights.erase(it);
+    }
+  }
+
+  awaitable<void> Run(std::shared_ptr<Flight> f) {
+    const std::string& key = f->key;
     auto started = std::chrono::steady_clock::now();
     StatusOr<OriginResponse> r = Status::Unavailable("origin fetch failed");
     try {
@@ -245,29 +273,35 @@ struct OriginClient::Impl {
                        : r.status().code() == StatusCode::kDeadlineExceeded ? timeout
                                                                             : failed;
     outcome->Inc();
-    auto it = flights.find(key);
-    if (it == flights.end()) co_return;
-    std::vector<Callback> callers = std::move(it->second.waiting);
-    it->second.waiting.clear();
+    std::vector<Callback> callers = std::move(f->waiting);
+    f->waiting.clear();
+    auto current = flights.find(key);
+    const bool is_current = current != flights.end() && current->second == f;
     if (r.ok()) {
-      it->second.fetched = true;  // Open until the first caller's Release.
-    } else {
-      flights.erase(it);
+      r->flight = f->id;
+      fetched[f->id] = f;  // Open (holding new callers, while current) until Release.
+    } else if (is_current) {
+      flights.erase(current);
     }
     bool first = true;
     for (Callback& cb : callers) cb(r, std::exchange(first, false));
   }
 
-  void Release(const std::string& key, bool stored) {
-    auto node = flights.extract(key);
+  void Release(uint64_t id, bool stored) {
+    auto node = fetched.extract(id);
     if (node.empty()) return;
-    if (stored) {
-      const auto now = std::chrono::steady_clock::now();
-      Forget(now);
-      recent[key] = now;
-      recent_order.emplace_back(now, key);
+    std::shared_ptr<Flight> f = std::move(node.mapped());
+    auto current = flights.find(f->key);
+    if (current != flights.end() && current->second == f) {
+      flights.erase(current);
+      if (stored) {
+        const auto now = std::chrono::steady_clock::now();
+        Forget(now);
+        recent[f->key] = now;
+        recent_order.emplace_back(now, f->key);
+      }
     }
-    for (Callback& cb : node.mapped().waiting) {
+    for (Callback& cb : f->waiting) {
       cb(Status::Aborted("the fill was stored or refused: read the cache again"), false);
     }
   }
@@ -304,10 +338,14 @@ OriginClient::~OriginClient() {
   impl_->work.reset();
   impl_->ioc.stop();
   if (impl_->thread.joinable()) impl_->thread.join();
-  for (auto& [key, flight] : impl_->flights) {
-    for (Callback& cb : flight.waiting) cb(Status::Unavailable("node is shutting down"), false);
-  }
+  std::set<std::shared_ptr<Impl::Flight>> left;
+  for (auto& [key, flight] : impl_->flights) left.insert(flight);
+  for (auto& [id, flight] : impl_->fetched) left.insert(flight);
   impl_->flights.clear();
+  impl_->fetched.clear();
+  for (const auto& flight : left) {
+    for (Callback& cb : flight->waiting) cb(Status::Unavailable("node is shutting down"), false);
+  }
 }
 
 void OriginClient::Fetch(std::string key, bool refetch, Callback done) {
@@ -317,9 +355,13 @@ void OriginClient::Fetch(std::string key, bool refetch, Callback done) {
              });
 }
 
-void OriginClient::Release(std::string key, bool stored) {
+void OriginClient::Release(uint64_t flight, bool stored) {
+  asio::post(impl_->ioc, [impl = impl_.get(), flight, stored] { impl->Release(flight, stored); });
+}
+
+void OriginClient::Invalidate(std::string pattern) {
   asio::post(impl_->ioc,
-             [impl = impl_.get(), key = std::move(key), stored] { impl->Release(key, stored); });
+             [impl = impl_.get(), pattern = std::move(pattern)] { impl->Invalidate(pattern); });
 }
 
 }  // namespace edgestate::http

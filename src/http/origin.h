@@ -13,7 +13,8 @@
 // decided not to): callers arriving meanwhile are held, then get Aborted. For a short while
 // after a stored fill's Release, a new Fetch of that key also gets Aborted at once (its caller
 // missed just before the fill landed), unless it is a re-fetch after such a read. So a key is
-// fetched once per region while its fill is being written.
+// fetched once per region while its fill is being written. A purge (Invalidate) detaches the
+// flights of the keys it covers: misses after it never join a fetch that began before it.
 //
 // Thread-safety: Fetch may be called from any thread; callbacks run on the client's own I/O
 // thread and must not block. The destructor fails every fetch still in flight (Unavailable)
@@ -36,6 +37,7 @@ struct OriginResponse {
   std::string body;
   std::string content_type;   // Empty when the origin sent none.
   std::string cache_control;  // The Cache-Control header, or empty.
+  uint64_t flight = 0;        // The fetch that produced it: what its first caller Releases.
 };
 
 struct OriginOptions {
@@ -81,9 +83,14 @@ class OriginClient {
   // `refetch`: the caller read the cache again after an Aborted and missed (the fill was
   // refused or purged): fetch, whatever was stored lately.
   void Fetch(std::string key, bool refetch, Callback done);
-  // Ends `key`'s flight after an OK result: the caller that got first=true calls it exactly
-  // once, after storing the fill (`stored`) or deciding not to. Callers held since get Aborted.
-  void Release(std::string key, bool stored);
+  // Ends a flight after an OK result (OriginResponse::flight): the caller that got first=true
+  // calls it exactly once, after storing the fill (`stored`) or deciding not to. Callers held
+  // since get Aborted.
+  void Release(uint64_t flight, bool stored);
+  // A purge of `pattern` ("=key" or "*prefix", as purge records name it) is being applied:
+  // fetches of the keys it covers take no new callers, so a miss after the purge fetches afresh
+  // instead of joining a fetch that began before it. Call before the purge becomes visible.
+  void Invalidate(std::string pattern);
 
  private:
   struct Impl;

@@ -79,6 +79,23 @@ Status RunNode(const ServeConfig& config) {
   }
   consistency::SessionCodec codec(std::move(regions), token_secret);
 
+  std::unique_ptr<http::OriginClient> origin;
+  if (!config.cache_origin.empty()) {
+    http::OriginOptions oo;
+    oo.url = config.cache_origin;
+    oo.region = config.region;
+    oo.timeout = std::chrono::milliseconds(config.origin_timeout_ms);
+    oo.max_body_bytes = service::kMaxValueBytes;
+    auto o = http::OriginClient::Create(std::move(oo), &metrics);
+    if (!o.ok()) return o.status();
+    origin = std::move(o).value();
+    // Misses after a purge never join a fetch that began before it. Set before replication
+    // starts (the writer calls it); declared before the writer's stop and the replicator, the
+    // origin client outlives both on every way out.
+    (*counters)->SetPurgeListener(
+        [o = origin.get()](std::string_view pattern) { o->Invalidate(std::string(pattern)); });
+  }
+
   // Replication, or the view of a node alone. The gate outlives both (it is their listener).
   std::unique_ptr<service::ConsistencyGate> gate;
   std::unique_ptr<replication::Replicator> replicator;
@@ -136,17 +153,6 @@ Status RunNode(const ServeConfig& config) {
     ~StopWriter() { c->Stop(); }
   } stop_writer{counters->get()};
 
-  std::unique_ptr<http::OriginClient> origin;
-  if (!config.cache_origin.empty()) {
-    http::OriginOptions oo;
-    oo.url = config.cache_origin;
-    oo.region = config.region;
-    oo.timeout = std::chrono::milliseconds(config.origin_timeout_ms);
-    oo.max_body_bytes = service::kMaxValueBytes;
-    auto o = http::OriginClient::Create(std::move(oo), &metrics);
-    if (!o.ok()) return o.status();
-    origin = std::move(o).value();
-  }
   http::ApiOptions api_options{config.region, config.api_key, config.data_dir};
   api_options.default_level = config.default_consistency;
   api_options.session_cookie = config.session_cookie;

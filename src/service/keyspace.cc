@@ -915,6 +915,9 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     }
     purges_made.emplace_back(std::string(pattern), st.cur->reg.hlc);
   }
+  if (!purges_made.empty() && purge_listener_) {
+    for (const auto& [pattern, hlc] : purges_made) purge_listener_(pattern);
+  }
   for (const auto& [origin, pos] : applied_updates)
     wb.Put(storage::AppliedKey(origin), storage::EncodeApplied(pos.seq, pos.epoch));
   if (probe) wb.Put(storage::MetaKey("health-probe"), std::to_string(now_ms));

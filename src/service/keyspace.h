@@ -253,6 +253,12 @@ class Keyspace {
   void SetProgressListener(std::function<void()> listener) {
     progress_listener_ = std::move(listener);
   }
+  // Called on the writer thread with each purge pattern ("=key" or "*prefix") a batch applies
+  // (own or remote), before the batch commits: a reader that misses because of the purge finds
+  // the listener already called. Must not block. Set before writes begin.
+  void SetPurgeListener(std::function<void(std::string_view pattern)> listener) {
+    purge_listener_ = std::move(listener);
+  }
 
   // Every region has applied every write of `origin`'s life `epoch` with seq <= stable_seq (the
   // origin computes it from its peers' acknowledgments and sends it with its heartbeats; for
@@ -374,6 +380,7 @@ class Keyspace {
       applied_;  // GUARDED_BY(applied_mu_)
   std::function<void()> commit_listener_;
   std::function<void()> progress_listener_;
+  std::function<void(std::string_view)> purge_listener_;
   uint32_t epoch_ = 0;
 
   storage::WriteQueue<Op> queue_;

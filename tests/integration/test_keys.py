@@ -285,6 +285,26 @@ def test_cache_fill_single_flight_and_origin_errors(nodes, origin):
     assert st == 200 and h["edgestate-cache"] == "miss" and body == b"body-of-manual-1"
 
 
+def test_a_miss_after_a_purge_never_joins_an_older_fetch(nodes, origin):
+    n = nodes(["--cache-origin", f"http://127.0.0.1:{origin.port}"])
+    first = []
+    # A miss starts a slow fetch (the origin answers after 0.5 s) ...
+    t = threading.Thread(target=lambda: first.append(req(n, "GET", "/v1/cache/slow%2Fp")))
+    t.start()
+    wait_until(lambda: origin.count("slow/p") == 1, 10 * SLOW, "the first fetch")
+    # ... a purge of the key is acknowledged while it is in flight ...
+    assert req(n, "DELETE", "/v1/cache/slow%2Fp")[0] == 200
+    # ... so a miss after the purge fetches afresh instead of joining it.
+    st, h, body = req(n, "GET", "/v1/cache/slow%2Fp")
+    assert (st, body) == (200, b"body-of-slow/p-2"), (st, body)
+    t.join()
+    assert first[0][0] == 200 and first[0][2] == b"body-of-slow/p-1"  # Asked before the purge.
+    assert origin.count("slow/p") == 2
+    # What stays cached is the fetch that began after the purge.
+    st, h, body = req(n, "GET", "/v1/cache/slow%2Fp")
+    assert (st, h["edgestate-cache"], body) == (200, "hit", b"body-of-slow/p-2")
+
+
 def test_only_if_cached_never_fetches(nodes, origin):
     n = nodes(["--cache-origin", f"http://127.0.0.1:{origin.port}"])
     only = {"Cache-Control": "max-age=0, Only-If-Cached"}

@@ -5,7 +5,8 @@
 // touches that slide the TTL, some updates), logs out (DELETE) and checks one read after it.
 // Every answer is checked against what the VU itself did (it is the key's only writer): a read
 // after its own acknowledged delete, a value older than its own acknowledged write, a read
-// served past the key's expiry, or its live session missing are violations.
+// served past the key's expiry, or its live session missing are violations. A session one of
+// whose writes got no answer at all (it may still be applied later) is not checked further.
 //
 // cache: edgebench serves the origin itself (Config::origin_listen, counted per key and per
 // region from each request's Via header); VUs GET Zipf-distributed keys through /v1/cache. It
