@@ -31,6 +31,17 @@ class ConfigFileTest : public ::testing::Test {
     return path;
   }
 
+  // A config file holding `toml` is refused with InvalidArgument.
+  void ExpectRefused(const char* toml) {
+    ServeFlags g;
+    g.config_file = WriteFile(toml);
+    auto r = ResolveServeConfig(g, Env({}));
+    EXPECT_FALSE(r.ok()) << toml;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << toml;
+    }
+  }
+
   std::filesystem::path dir_;
   int n_ = 0;
 };
@@ -137,13 +148,7 @@ TEST_F(ConfigFileTest, CacheKeysFromFileAndFlags) {
   for (const char* bad : {"cache_mb = 7\n", "cache_mb = \"x\"\n", "cache_origin = \"origin\"\n",
                           "cache_origin = \"http://h:0\"\n", "origin_timeout_ms = 0\n",
                           "cache_default_ttl_ms = 2592000001\n"}) {
-    ServeFlags g;
-    g.config_file = WriteFile(bad);
-    auto r = ResolveServeConfig(g, Env({}));
-    EXPECT_FALSE(r.ok()) << bad;
-    if (!r.ok()) {
-      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
-    }
+    ExpectRefused(bad);
   }
 }
 
@@ -170,13 +175,7 @@ TEST_F(ConfigFileTest, ConsistencyKeysFromFileAndFlags) {
   for (const char* bad : {"default_consistency = \"bounded\"\n", "default_consistency = 3\n",
                           "default_consistency = \"eventual\"\n", "session_cookie = \"yes\"\n",
                           "session_wait_ms = 60001\n", "session_wait_ms = -5\n"}) {
-    ServeFlags g;
-    g.config_file = WriteFile(bad);
-    auto r = ResolveServeConfig(g, Env({}));
-    EXPECT_FALSE(r.ok()) << bad;
-    if (!r.ok()) {
-      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
-    }
+    ExpectRefused(bad);
   }
   ServeFlags g;
   g.default_consistency = "Session";
