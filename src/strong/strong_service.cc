@@ -90,6 +90,9 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     // at that voter, to the batch it hands over): applied under that identity (ApplyRound).
     std::string seg_proposer;
     uint64_t seg_batch = 0;
+    // A re-decision of a value this voter accepted (CheckWatch): its phase 1 waits for this
+    // voter's own acceptor among the majority, so that value is among those it sees.
+    bool recover = false;
   };
   // One counter's proposer state. Strong thread only.
   struct KeyState {
@@ -112,7 +115,8 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     std::unique_ptr<asio::steady_timer> backoff_timer;
     bool busy() const { return !batch.empty(); }
   };
-  // An operation forwarded to a voter, until its answer or its deadline.
+  // An operation forwarded to a voter, until its answer or its deadline. Owned by its
+  // timer's handler (so by `ioc`, never past it); everything else holds it weakly.
   struct ForwardCall {
     Pending op;
     std::string key;
@@ -127,6 +131,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     size_t ok = 0;
     size_t failed = 0;
     bool settled = false;
+    bool wait_for_self = false;  // Phase 1 of a round carrying a `recover` operation.
     pb::Ballot best;
     pb::Register value;
   };
@@ -270,6 +275,7 @@ void StrongService::Impl::CheckWatch() {
       ++behind;
       Pending op;
       op.read = true;
+      op.recover = true;
       op.start = now;
       op.deadline = now + options.timeout;
       op.done = [key = it->first](StatusOr<StrongResult> r) {
@@ -414,10 +420,14 @@ void StrongService::Impl::Attempt(const std::string& name) {
   req.mutable_prepare()->set_key(name);
   *req.mutable_prepare()->mutable_ballot() = b;
   auto tally = std::make_shared<Tally>();
+  tally->wait_for_self = my_index >= 0 && std::any_of(ks.batch.begin(), ks.batch.end(),
+                                                      [](const Pending& p) { return p.recover; });
   for (size_t i = 0; i < options.voters.size(); ++i) {
-    SendToVoter(i, req, [this, name, attempt, b, tally](std::optional<pb::Reply> r) {
+    SendToVoter(i, req, [this, name, attempt, b, tally, i](std::optional<pb::Reply> r) {
       KeyState& k = keys[name];
       if (tally->settled || !k.busy() || k.attempt != attempt) return;
+      // Any majority is safe; waiting for this one's own answer only makes it larger.
+      if (static_cast<int>(i) == my_index) tally->wait_for_self = false;
       if (r && r->ok()) {
         ++tally->ok;
         if (r->has_accepted() && BallotLess(tally->best, r->accepted())) {
@@ -428,7 +438,7 @@ void StrongService::Impl::Attempt(const std::string& name) {
         ++tally->failed;
         if (r) NoteBallot(k, r->promised());
       }
-      if (tally->ok >= majority) {
+      if (tally->ok >= majority && !tally->wait_for_self) {
         tally->settled = true;
         AcceptPhase(name, attempt, b, std::move(tally->value));
       } else if (tally->failed > options.voters.size() - majority) {
@@ -722,10 +732,14 @@ void StrongService::Impl::FlushForwards() {
     }
     f->set_timeout_ms(static_cast<uint32_t>(std::max<int64_t>(1, remaining.count())));
     forward_batch->Observe(static_cast<double>(calls.size()));
+    // The transport may keep this callback past the service's io_context, so it holds the
+    // calls weakly: each call's own timer handler owns it until it is settled.
+    std::vector<std::weak_ptr<ForwardCall>> weak_calls(calls.begin(), calls.end());
+    calls.clear();
     transport->Call(
         voter, req.SerializeAsString(),
-        [w = weak_from_this(), calls = std::move(calls)](StatusOr<std::string> r,
-                                                         bool sent) mutable {
+        [w = weak_from_this(), calls = std::move(weak_calls)](StatusOr<std::string> r,
+                                                              bool sent) mutable {
           auto self = w.lock();
           if (!self) return;
           self->Post([calls = std::move(calls), r = std::move(r), sent](Impl& s) mutable {
@@ -735,8 +749,9 @@ void StrongService::Impl::FlushForwards() {
               if (parsed.ParseFromString(*r)) reply = std::move(parsed);
             }
             for (size_t i = 0; i < calls.size(); ++i) {
-              ForwardCall& call = *calls[i];
-              if (call.settled) continue;
+              std::shared_ptr<ForwardCall> owned = calls[i].lock();
+              if (!owned || owned->settled) continue;  // Answered by its timer already.
+              ForwardCall& call = *owned;
               call.settled = true;
               call.timer.cancel();
               if (!r.ok()) {
