@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
           "Env EDGESTATE_API_KEY.");
   str_opt("--config", &flags.config_file,
           "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
-          "threads, max_connections, request_timeout_ms, async_sync_interval_ms, peer_listen, "
+          "threads, max_connections, max_pending_writes, max_pending_write_mb, request_timeout_ms, "
+          "async_sync_interval_ms, peer_listen, "
           "peers, cluster_secret, replication_interval_ms, default_consistency, session_wait_ms, "
           "session_cookie, max_clock_error_ms, strong_voters, strong_timeout_ms, cache_mb, "
           "cache_origin, cache_default_ttl_ms, origin_timeout_ms). Precedence: "
@@ -62,6 +63,11 @@ int main(int argc, char** argv) {
   int_opt("--threads", &flags.threads, "I/O threads; 0 = one per CPU available. Default 0.");
   int_opt("--max-connections", &flags.max_connections,
           "Open client connections allowed; beyond it new ones get 503. Default 10000.");
+  int_opt("--max-pending-writes", &flags.max_pending_writes,
+          "Client writes waiting to commit at once; beyond it a write gets 503 overloaded with "
+          "Retry-After at once instead of queueing. Default 4096.");
+  int_opt("--max-pending-write-mb", &flags.max_pending_write_mb,
+          "The same bound on the bytes those writes carry (names and values). Default 64.");
   int_opt("--request-timeout-ms", &flags.request_timeout_ms,
           "A whole request (and keep-alive idle time) must arrive within this. Default 15000.");
   int_opt("--async-sync-interval-ms", &flags.async_sync_interval_ms,

@@ -22,8 +22,14 @@ Response Error(Route route, unsigned status, std::string_view message) {
   return r;
 }
 
+// Every 503 tells the client when to try again: overload and unavailability both pass.
 Response FromStatus(Route route, const Status& s) {
-  return Error(route, HttpStatusFor(s.code()), s.message());
+  Response r;
+  r.status = HttpStatusFor(s.code());
+  r.route = route;
+  r.body = ErrorBody(ErrorCodeFor(s.code()), s.message());
+  if (r.status == 503) r.headers.emplace_back("Retry-After", "1");
+  return r;
 }
 
 std::string JsonString(std::string_view s) {

@@ -19,7 +19,6 @@ unsigned HttpStatusFor(StatusCode code) {
     case StatusCode::kAborted:
       return 409;
     case StatusCode::kResourceExhausted:
-      return 429;
     case StatusCode::kUnavailable:
       return 503;
     case StatusCode::kDeadlineExceeded:
@@ -61,6 +60,11 @@ std::string_view ErrorCodeFor(unsigned http_status) {
     default:
       return "internal";
   }
+}
+
+std::string_view ErrorCodeFor(StatusCode code) {
+  if (code == StatusCode::kResourceExhausted) return "overloaded";
+  return ErrorCodeFor(HttpStatusFor(code));
 }
 
 std::string ErrorBody(std::string_view code, std::string_view message) {

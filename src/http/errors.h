@@ -11,8 +11,12 @@
 namespace edgestate::http {
 
 // InvalidArgument/OutOfRange 400, Unauthenticated 401, NotFound 404, FailedPrecondition 409,
-// ResourceExhausted 429, Unavailable 503, DeadlineExceeded 504, everything else 500.
+// ResourceExhausted (overload) and Unavailable 503, DeadlineExceeded 504, everything else 500.
 unsigned HttpStatusFor(StatusCode code);
+
+// The error code string for a Status code: "overloaded" for ResourceExhausted, otherwise
+// ErrorCodeFor(HttpStatusFor(code)).
+std::string_view ErrorCodeFor(StatusCode code);
 
 // The error code string for an HTTP status ("bad_request", "not_found", ...).
 std::string_view ErrorCodeFor(unsigned http_status);

@@ -125,6 +125,10 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
       if (s.ok()) cfg->threads = static_cast<int>(std::clamp<int64_t>(i, -1, 1 << 20));
     } else if (k == "max_connections") {
       s = want_int(&cfg->max_connections);
+    } else if (k == "max_pending_writes") {
+      s = want_int(&cfg->max_pending_writes);
+    } else if (k == "max_pending_write_mb") {
+      s = want_int(&cfg->max_pending_write_mb);
     } else if (k == "request_timeout_ms") {
       s = want_int(&cfg->request_timeout_ms);
     } else if (k == "async_sync_interval_ms") {
@@ -257,6 +261,8 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.threads)
     cfg.threads = static_cast<int>(std::clamp<int64_t>(*flags.threads, -1, 1 << 20));
   if (flags.max_connections) cfg.max_connections = *flags.max_connections;
+  if (flags.max_pending_writes) cfg.max_pending_writes = *flags.max_pending_writes;
+  if (flags.max_pending_write_mb) cfg.max_pending_write_mb = *flags.max_pending_write_mb;
   if (flags.request_timeout_ms) cfg.request_timeout_ms = *flags.request_timeout_ms;
   if (flags.async_sync_interval_ms) cfg.async_sync_interval_ms = *flags.async_sync_interval_ms;
   if (flags.peer_listen) cfg.peer_listen = *flags.peer_listen;
@@ -293,6 +299,13 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (Status s = CheckRange(cfg.threads, 0, 256, "threads"); !s.ok()) return s;
   if (Status s = CheckRange(cfg.max_connections, 1, 1'000'000, "max connections"); !s.ok())
     return s;
+  if (Status s = CheckRange(cfg.max_pending_writes, 1, 10'000'000, "max pending writes"); !s.ok()) {
+    return s;
+  }
+  if (Status s = CheckRange(cfg.max_pending_write_mb, 1, 1 << 20, "max pending write (MB)");
+      !s.ok()) {
+    return s;
+  }
   if (Status s = CheckRange(cfg.request_timeout_ms, 10, 3'600'000, "request timeout (ms)");
       !s.ok()) {
     return s;

@@ -25,6 +25,9 @@ struct ServeConfig {
   std::string api_key;  // Empty: no authentication.
   int threads = 0;      // 0: one per CPU this process may run on.
   int64_t max_connections = 10000;
+  // Client writes queued or committing at once, and their bytes; beyond either, 503.
+  int64_t max_pending_writes = 4096;
+  int64_t max_pending_write_mb = 64;
   int64_t request_timeout_ms = 15000;
   int64_t async_sync_interval_ms = 100;
   // Replication (all empty: a single node).
@@ -59,6 +62,8 @@ struct ServeFlags {
   std::optional<std::string> api_key;
   std::optional<int64_t> threads;
   std::optional<int64_t> max_connections;
+  std::optional<int64_t> max_pending_writes;
+  std::optional<int64_t> max_pending_write_mb;
   std::optional<int64_t> request_timeout_ms;
   std::optional<int64_t> async_sync_interval_ms;
   std::optional<std::string> peer_listen;

@@ -152,6 +152,27 @@ TEST_F(ConfigFileTest, CacheKeysFromFileAndFlags) {
   }
 }
 
+TEST_F(ConfigFileTest, PendingWriteBoundsFromFileAndFlags) {
+  auto c = ResolveServeConfig({}, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->max_pending_writes, 4096);
+  EXPECT_EQ(c->max_pending_write_mb, 64);
+  ServeFlags f;
+  f.config_file = WriteFile("max_pending_writes = 100\nmax_pending_write_mb = 8\n");
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->max_pending_writes, 100);
+  EXPECT_EQ(c->max_pending_write_mb, 8);
+  f.max_pending_writes = 7;  // The flag beats the file.
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->max_pending_writes, 7);
+  for (const char* bad : {"max_pending_writes = 0\n", "max_pending_writes = \"many\"\n",
+                          "max_pending_write_mb = 0\n", "max_pending_write_mb = 1048577\n"}) {
+    ExpectRefused(bad);
+  }
+}
+
 TEST_F(ConfigFileTest, ConsistencyKeysFromFileAndFlags) {
   auto c = ResolveServeConfig({}, Env({}));
   ASSERT_TRUE(c.ok());

@@ -104,6 +104,14 @@ Keyspace::Keyspace(storage::Store* store, KeyspaceOptions options, MetricsRegist
                                               "Increments by outcome.", "result=\"rejected\"");
   write_errors_ = &metrics->AddCounter("edgestate_storage_write_errors_total",
                                        "Batches that storage failed to write.");
+  writes_overloaded_ = &metrics->AddCounter(
+      "edgestate_writes_overloaded_total",
+      "Client writes refused at once because the pending-write bound was reached.");
+  metrics->AddGauge("edgestate_pending_writes", "Client writes queued or being committed.",
+                    [this] { return static_cast<double>(pending_writes_.load()); });
+  metrics->AddGauge("edgestate_pending_write_bytes",
+                    "Bytes of names and values held by client writes queued or being committed.",
+                    [this] { return static_cast<double>(pending_write_bytes_.load()); });
   metrics->AddGauge("edgestate_counters", "Counters stored on this node.",
                     [this] { return static_cast<double>(size()); });
   expired_total_ =
@@ -255,8 +263,37 @@ void Keyspace::PutRecord(std::string key, std::string value, ProbeCallback done)
   Enqueue(std::move(op));
 }
 
+Status Keyspace::Admit(Op& op) {
+  const size_t bytes = op.name.size() + op.write.value.size() + op.write.content_type.size() + 1;
+  const size_t ops = pending_writes_.fetch_add(1, std::memory_order_relaxed) + 1;
+  const size_t held = pending_write_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  const bool over_ops = options_.max_pending_writes > 0 && ops > options_.max_pending_writes;
+  // A write larger than the byte bound on its own is still taken when nothing else waits.
+  const bool over_bytes = options_.max_pending_write_bytes > 0 && held > bytes &&
+                          held > options_.max_pending_write_bytes;
+  if (over_ops || over_bytes) {
+    Release(1, bytes);
+    writes_overloaded_->Inc();
+    return Status::ResourceExhausted(
+        over_ops ? fmt::format("overloaded: {} writes are waiting to commit (the bound is {}); "
+                               "retry later",
+                               ops - 1, options_.max_pending_writes)
+                 : fmt::format("overloaded: {} bytes of writes are waiting to commit (the bound "
+                               "is {}); retry later",
+                               held - bytes, options_.max_pending_write_bytes));
+  }
+  op.admitted_bytes = bytes;
+  return Status::Ok();
+}
+
+void Keyspace::Release(size_t ops, size_t bytes) {
+  pending_writes_.fetch_sub(ops, std::memory_order_relaxed);
+  pending_write_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+}
+
 void Keyspace::Enqueue(Op op) {
   if (queue_.Push(std::move(op))) return;
+  if (op.admitted_bytes > 0) Release(1, op.admitted_bytes);
   Status stopping = Status::Unavailable("node is shutting down");
   if (op.increment_done) op.increment_done(stopping);
   if (op.probe_done) op.probe_done(stopping);
@@ -268,6 +305,10 @@ void Keyspace::Increment(std::string name, int64_t delta, IncrementCallback done
   op.name = std::move(name);
   op.delta = delta;
   op.increment_done = std::move(done);
+  if (Status s = Admit(op); !s.ok()) {
+    increments_rejected_->Inc();
+    return op.increment_done(std::move(s));
+  }
   Enqueue(std::move(op));
 }
 
@@ -405,6 +446,7 @@ void Keyspace::WriteRegister(storage::RecordType type, std::string name, Registe
   op.name = std::move(name);
   op.write = std::move(write);
   op.register_done = std::move(done);
+  if (Status s = Admit(op); !s.ok()) return op.register_done(std::move(s));
   Enqueue(std::move(op));
 }
 
@@ -966,6 +1008,14 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
   const Status unwritable =
       write.ok() ? Status::Ok()
                  : Status::Unavailable("storage is not writable: " + write.message());
+  // Before the answers: a client answered may write again at once.
+  size_t admitted = 0, admitted_bytes = 0;
+  for (const Op& op : ops) {
+    if (op.admitted_bytes == 0) continue;
+    ++admitted;
+    admitted_bytes += op.admitted_bytes;
+  }
+  if (admitted > 0) Release(admitted, admitted_bytes);
   for (size_t i = 0; i < ops.size(); ++i) {
     Op& op = ops[i];
     if (op.kind == Op::Kind::kProbe || op.kind == Op::Kind::kRecord) {

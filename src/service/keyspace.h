@@ -60,6 +60,12 @@ struct KeyspaceOptions {
   // records one run looks at (at most; it runs again soon when it hit the limit).
   std::chrono::milliseconds sweep_interval{1000};
   size_t sweep_batch = 2000;
+  // Admission of client writes (Increment, WriteRegister): at most this many queued or being
+  // committed at once, carrying at most this many bytes of names and values; beyond either, a
+  // write is refused at once with ResourceExhausted instead of queueing. 0: no bound.
+  // Replication, strong consensus records and probes are never refused by it.
+  size_t max_pending_writes = 0;
+  size_t max_pending_write_bytes = 0;
 };
 
 struct CounterValue {
@@ -154,8 +160,10 @@ class Keyspace {
 
   // Adds `delta` to `name` (which must satisfy ValidateCounterName). `done` receives the new
   // value once the write is acknowledged (see Durability), FailedPrecondition when the value
-  // would overflow int64 (nothing changes), or Unavailable when storage failed or the service
-  // is stopping (the write may or may not have reached the disk; it is not in memory).
+  // would overflow int64 (nothing changes), ResourceExhausted at once when the pending-write
+  // bound is reached (nothing changes; see KeyspaceOptions), or Unavailable when storage failed
+  // or the service is stopping (the write may or may not have reached the disk; it is not in
+  // memory).
   void Increment(std::string name, int64_t delta, IncrementCallback done);
 
   // The counter's whole CRDT state (every origin's slot); empty when never written.
@@ -177,8 +185,8 @@ class Keyspace {
   // rules of its type and a valid write). Keys and purges get an own sequence number and
   // replicate; cache entries stay in this region. `done` gets the write once acknowledged (see
   // Durability), FailedPrecondition when a condition failed, NotFound for a touch of a record
-  // that is not live, Aborted for a cache fill a later purge covers, or Unavailable like
-  // Increment.
+  // that is not live, Aborted for a cache fill a later purge covers, or ResourceExhausted and
+  // Unavailable like Increment.
   void WriteRegister(storage::RecordType type, std::string name, RegisterWrite write,
                      RegisterCallback done);
 
@@ -317,6 +325,8 @@ class Keyspace {
     std::vector<SlotUpdate> slots;  // kApply.
     IncrementCallback increment_done;
     ProbeCallback probe_done;  // kProbe, kApply and kRecord.
+    // Bytes this op holds against the pending-write bound; 0 when it is not counted.
+    size_t admitted_bytes = 0;
   };
   struct Shard {
     mutable std::mutex mu;
@@ -337,6 +347,10 @@ class Keyspace {
   // Commits one batch. Returns the number of increments it acknowledged.
   size_t CommitBatch(std::vector<Op>& ops);
   void Enqueue(Op op);
+  // Counts a client write against the pending-write bound; ResourceExhausted (and nothing
+  // counted) when it would exceed it. Release undoes it once the op is answered.
+  Status Admit(Op& op);
+  void Release(size_t ops, size_t bytes);
   Status ValidateRemote(const Op& op) const;
 
   storage::Store* const store_;
@@ -392,6 +406,9 @@ class Keyspace {
   Counter* increments_ok_;
   Counter* increments_rejected_;
   Counter* write_errors_;
+  Counter* writes_overloaded_;
+  std::atomic<size_t> pending_writes_{0};
+  std::atomic<size_t> pending_write_bytes_{0};
 };
 
 }  // namespace edgestate::service

@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <future>
 #include <limits>
+#include <mutex>
 #include <thread>
 
 #include "common/test_dir.h"
@@ -34,6 +36,8 @@ class KeyspaceTest : public ::testing::Test {
     o.clock = &clock_;
     o.has_peers = has_peers;
     o.sweep_interval = sweep;
+    o.max_pending_writes = max_pending_writes_;
+    o.max_pending_write_bytes = max_pending_write_bytes_;
     auto svc = Keyspace::Open(store_.get(), o, metrics_.get());
     ASSERT_TRUE(svc.ok()) << svc.status().ToString();
     svc_ = std::move(svc).value();
@@ -46,6 +50,8 @@ class KeyspaceTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
+  size_t max_pending_writes_ = 0;
+  size_t max_pending_write_bytes_ = 0;
   FakeClock clock_{1'800'000'000'000};
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<storage::Store> store_;
@@ -62,6 +68,99 @@ TEST(ValidateCounterNameTest, Rules) {
   EXPECT_FALSE(ValidateCounterName(std::string("a\0b", 3)).ok());
   EXPECT_FALSE(ValidateCounterName("a\x7f").ok());
   EXPECT_FALSE(ValidateCounterName("\xc3").ok());
+}
+
+// Holds the writer thread inside its first commit until Release(): the writes submitted
+// meanwhile stay pending. (Blocks in the commit listener, which production code must not do.)
+class WriterGate {
+ public:
+  void Attach(Keyspace* ks) {
+    ks->SetCommitListener([this] {
+      std::unique_lock lock(mu_);
+      if (held_) return;
+      held_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [this] { return released_; });
+    });
+  }
+  void WaitHeld() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return held_; });
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_ = false;
+  bool released_ = false;
+};
+
+TEST_F(KeyspaceTest, WritesBeyondThePendingBoundAreRefusedAtOnceAndNothingChanges) {
+  max_pending_writes_ = 3;
+  Open();
+  WriterGate gate;
+  gate.Attach(svc_.get());
+  std::vector<std::future<StatusOr<CounterValue>>> answers;
+  auto submit = [&](int64_t delta) {
+    auto p = std::make_shared<std::promise<StatusOr<CounterValue>>>();
+    answers.push_back(p->get_future());
+    svc_->Increment("c", delta, [p](StatusOr<CounterValue> r) { p->set_value(std::move(r)); });
+  };
+  submit(1);
+  gate.WaitHeld();  // The first write is committed; its answer waits with the writer.
+  submit(10);
+  submit(100);
+  // Three pending: the fourth and fifth are refused before they queue, answered at once.
+  submit(1000);
+  submit(1000);
+  for (size_t i : {3u, 4u}) {
+    ASSERT_EQ(answers[i].wait_for(std::chrono::seconds(0)), std::future_status::ready);
+    StatusOr<CounterValue> r = answers[i].get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_NE(r.status().message().find("overloaded"), std::string::npos);
+  }
+  gate.Release();
+  for (size_t i : {0u, 1u, 2u}) EXPECT_TRUE(answers[i].get().ok());
+  EXPECT_EQ(svc_->Read("c").value, 111);  // The refused ones changed nothing.
+  // Answered writes no longer count: the bound admits again.
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(IncrementSync("c", 1).ok());
+  EXPECT_EQ(svc_->Read("c").value, 116);
+  EXPECT_NE(metrics_->Render().find("edgestate_writes_overloaded_total 2"), std::string::npos);
+  EXPECT_NE(metrics_->Render().find("edgestate_pending_writes 0"), std::string::npos);
+}
+
+TEST_F(KeyspaceTest, ThePendingByteBoundCountsValuesButAdmitsALoneLargeWrite) {
+  max_pending_write_bytes_ = 1000;
+  Open();
+  WriterGate gate;
+  gate.Attach(svc_.get());
+  auto put = [&](const std::string& name, size_t bytes) {
+    auto p = std::make_shared<std::promise<StatusOr<RegisterResult>>>();
+    auto f = p->get_future();
+    RegisterWrite w;
+    w.value = std::string(bytes, 'v');
+    svc_->WriteRegister(storage::RecordType::kKey, name, std::move(w),
+                        [p](StatusOr<RegisterResult> r) { p->set_value(std::move(r)); });
+    return f;
+  };
+  auto big = put("big", 5000);  // Alone: admitted although over the bound.
+  gate.WaitHeld();
+  auto small = put("small", 100);  // 5000 + 100 held: refused.
+  ASSERT_EQ(small.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  StatusOr<RegisterResult> refused = small.get();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  gate.Release();
+  EXPECT_TRUE(big.get().ok());
+  EXPECT_TRUE(put("small", 100).get().ok());
+  auto stored = svc_->GetRegister(storage::RecordType::kKey, "small");
+  ASSERT_TRUE(stored.ok() && stored->has_value());
 }
 
 TEST_F(KeyspaceTest, UnwrittenCounterReadsZero) {

@@ -47,6 +47,8 @@ def test_bad_flags_exit_2_with_clear_message(tmpdir_path):
         (["serve", "--cache-origin", "http://o.example:99999"] + d, "cache origin"),
         (["serve", "--cache-default-ttl-ms", "-1"] + d, "cache default TTL"),
         (["serve", "--origin-timeout-ms", "5"] + d, "origin timeout"),
+        (["serve", "--max-pending-writes", "0"] + d, "max pending writes"),
+        (["serve", "--max-pending-write-mb", "-3"] + d, "max pending write"),
     ]
     for args, needle in cases:
         r = run(args)

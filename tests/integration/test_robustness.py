@@ -1,6 +1,9 @@
-"""Hostile clients: slow and idle sockets, connection floods, random bytes."""
+"""Hostile clients: slow and idle sockets, connection floods, write floods, random bytes."""
+import http.client
+import json
 import random
 import socket
+import threading
 import time
 
 from conftest import parse_raw_response, raw_exchange, wait_until, SLOW
@@ -107,6 +110,73 @@ def test_connection_limit_rejects_then_recovers(nodes):
         keep.close()
         for s in idle:
             s.close()
+
+
+def test_write_flood_beyond_the_pending_bound_gets_503_and_loses_nothing(nodes):
+    n = nodes(args=["--max-pending-writes", "2"])
+    lock = threading.Lock()
+    tally = {"ok": 0, "overloaded": 0, "other": [], "reads": 0, "bad_reads": []}
+    stop = threading.Event()
+    reading = threading.Event()  # Writers start once reads are going on.
+
+    def writer():
+        c = n.conn()
+        reading.wait(timeout=30 * SLOW)
+        deadline = time.monotonic() + 20 * SLOW
+        try:
+            for _ in range(400):
+                if stop.is_set() or time.monotonic() > deadline:
+                    break
+                c.request("POST", "/v1/counters/flood/increment")
+                r = c.getresponse()
+                body = r.read()
+                with lock:
+                    if r.status == 200:
+                        tally["ok"] += 1
+                    elif (r.status == 503 and r.getheader("Retry-After") == "1"
+                          and json.loads(body)["error"]["code"] == "overloaded"):
+                        tally["overloaded"] += 1
+                    else:
+                        tally["other"].append((r.status, body[:200]))
+                    if tally["overloaded"] >= 50 and tally["ok"] >= 100 and tally["reads"] >= 20:
+                        stop.set()
+        finally:
+            c.close()
+
+    def reader():
+        c = n.conn()
+        try:
+            while not stop.is_set():
+                c.request("GET", "/v1/counters/flood")
+                r = c.getresponse()
+                r.read()
+                with lock:
+                    tally["reads"] += 1
+                    if r.status != 200:
+                        tally["bad_reads"].append(r.status)
+                reading.set()
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(48)]
+    threads.append(threading.Thread(target=reader))
+    for t in reversed(threads):
+        t.start()
+    for t in threads[:-1]:
+        t.join(timeout=60 * SLOW)
+    stop.set()
+    threads[-1].join(timeout=30 * SLOW)
+    assert not any(t.is_alive() for t in threads)
+    assert tally["other"] == [], tally["other"][:5]
+    assert tally["overloaded"] > 0, tally  # Beyond two pending writes, refused at once.
+    assert tally["reads"] > 0 and tally["bad_reads"] == [], tally
+    # Every acknowledged increment is in the counter, and no refused one.
+    assert n.value("flood") == tally["ok"]
+    # The flood over, writes are admitted again.
+    st, _, body = n.request("POST", "/v1/counters/flood/increment")
+    assert st == 200 and body["value"] == tally["ok"] + 1, body
+    st, _, metrics = n.request("GET", "/metrics")
+    assert f"edgestate_writes_overloaded_total {tally['overloaded']}" in metrics
 
 
 def test_random_bytes_never_crash_the_node(node):
