@@ -24,6 +24,12 @@ namespace {
 Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return Status::Ok();
   std::string msg = std::string(what) + ": " + s.ToString();
+  if (s.IsCorruption()) {
+    // RocksDB's message names the damaged file; say what to do about it.
+    msg += " -- the data directory is damaged and is not served from; to recover, move it "
+           "away and start this node with an empty one: its peers' anti-entropy rebuilds "
+           "everything they hold (docs/storage.md, Damaged storage)";
+  }
   if (s.IsCorruption() || s.IsInvalidArgument() || s.IsNotSupported()) {
     return Status::InvalidArgument(std::move(msg));
   }

@@ -132,3 +132,33 @@ def test_full_disk_fails_writes_cleanly_and_recovers(nodes, small_fs):
     assert n.wait(timeout=10) == 0
     n.start()
     assert n.value() == acked + 1
+
+
+def test_a_damaged_data_file_is_refused_with_its_name(nodes):
+    n = nodes()
+    for i in range(300):
+        st, _, _ = n.request("POST", f"/v1/counters/c{i}/increment", body='{"delta": 2}')
+        assert st == 200
+    n.signal(signal.SIGTERM)
+    assert n.wait(timeout=10) == 0
+    n.start()  # Recovery moves the WAL into a table file.
+    assert n.value("c7") == 2
+    n.signal(signal.SIGTERM)
+    assert n.wait(timeout=10) == 0
+    tables = sorted(f for f in os.listdir(n.data_dir) if f.endswith(".sst"))
+    assert tables, os.listdir(n.data_dir)
+    victim = os.path.join(n.data_dir, tables[0])
+    size = os.path.getsize(victim)
+    with open(victim, "r+b") as f:  # Flip bytes across the data blocks (the file's first half).
+        for off in range(64, size // 2, 512):
+            f.seek(off)
+            b = f.read(16)
+            f.seek(off)
+            f.write(bytes(x ^ 0xFF for x in b))
+    r = subprocess.run([n.proc.args[0], "serve", "--listen", "127.0.0.1", "--port", "0",
+                        "--data-dir", n.data_dir], capture_output=True, text=True,
+                       timeout=30 * SLOW)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    out = r.stdout + r.stderr
+    assert tables[0] in out and "Corruption" in out, out
+    assert "the data directory is damaged" in out and "docs/storage.md" in out, out
