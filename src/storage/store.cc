@@ -26,9 +26,8 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   std::string msg = std::string(what) + ": " + s.ToString();
   if (s.IsCorruption()) {
     // RocksDB's message names the damaged file; say what to do about it.
-    msg += " -- the data directory is damaged and is not served from; to recover, move it "
-           "away and start this node with an empty one: its peers' anti-entropy rebuilds "
-           "everything they hold (docs/storage.md, Damaged storage)";
+    msg += " -- the data directory is damaged and is not served from (docs/storage.md, "
+           "Damaged storage, says what to do)";
   }
   if (s.IsCorruption() || s.IsInvalidArgument() || s.IsNotSupported()) {
     return Status::InvalidArgument(std::move(msg));
