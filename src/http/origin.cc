@@ -110,6 +110,9 @@ CachePolicy PolicyFor(std::string_view cache_control, int64_t default_ttl_ms) {
 
 std::string PercentEncode(std::string_view s) {
   static constexpr char kHex[] = "0123456789ABCDEF";
+  // "." and ".." would be dot segments, which the origin may resolve: /base/.. is not the key.
+  if (s == ".") return "%2E";
+  if (s == "..") return "%2E%2E";
   std::string out;
   out.reserve(s.size());
   for (unsigned char c : s) {

@@ -67,7 +67,8 @@ struct CachePolicy {
 };
 CachePolicy PolicyFor(std::string_view cache_control, int64_t default_ttl_ms);
 
-// Percent-encodes everything but unreserved characters (RFC 3986).
+// Percent-encodes everything but unreserved characters (RFC 3986), and the dots of "." and
+// "..", so a key is never a dot segment of the origin's path.
 std::string PercentEncode(std::string_view s);
 
 class OriginClient {

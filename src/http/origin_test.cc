@@ -52,6 +52,10 @@ TEST(OriginTest, PercentEncodesAllButUnreserved) {
   EXPECT_EQ(PercentEncode("a-Z_9.~"), "a-Z_9.~");
   EXPECT_EQ(PercentEncode("img/a b?c"), "img%2Fa%20b%3Fc");
   EXPECT_EQ(PercentEncode("\xff"), "%FF");
+  // Never a dot segment of the origin's path.
+  EXPECT_EQ(PercentEncode("."), "%2E");
+  EXPECT_EQ(PercentEncode(".."), "%2E%2E");
+  EXPECT_EQ(PercentEncode("..."), "...");
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 """The HTTP API over a real socket: article endpoints, versioned API, errors, metrics."""
+import json
 import re
 import socket
 import time
@@ -123,6 +124,10 @@ def test_api_key(nodes):
     assert n.request("POST", "/increment", headers=ok)[0] == 200
     assert n.request("GET", "/read", headers=ok)[2]["value"] == 1
     assert n.request("GET", "/health")[0] == 200
+    # The key is never shown nor logged, not even when a wrong one is offered.
+    shown = (json.dumps(n.request("GET", "/v1/cluster", headers=ok)[2])
+             + n.request("GET", "/metrics", headers=ok)[2] + n.read_output())
+    assert "k3y" not in shown and "nope" not in shown
 
 
 def test_metrics(node):

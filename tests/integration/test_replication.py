@@ -243,6 +243,13 @@ def test_a_peer_with_the_wrong_secret_is_refused_and_never_applied(cluster):
                if l.startswith("edgestate_replication_refused_peers_total ")]
     assert refused and float(refused[0].split()[1]) > 0
     assert "failed authentication" in cluster.nodes["iad"].read_output()
+    # Neither secret, right or wrong, is ever shown or logged (docs/security.md).
+    for r in REGIONS:
+        n = cluster.nodes[r]
+        shown = (json.dumps(cluster_info(n)) + n.request("GET", "/metrics")[2]
+                 + n.read_output())
+        for secret in (SECRET, "not-the-cluster-secret"):
+            assert secret not in shown, (r, secret)
 
 
 def test_replication_flags_are_validated(tmpdir_path):
