@@ -26,8 +26,9 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   std::string msg = std::string(what) + ": " + s.ToString();
   if (s.IsCorruption()) {
     // RocksDB's message names the damaged file; say what to do about it.
-    msg += " -- the data directory is damaged and is not served from (docs/storage.md, "
-           "Damaged storage, says what to do)";
+    msg +=
+        " -- the data directory is damaged and is not served from (docs/storage.md, "
+        "Damaged storage, says what to do)";
   }
   if (s.IsCorruption() || s.IsInvalidArgument() || s.IsNotSupported()) {
     return Status::InvalidArgument(std::move(msg));
