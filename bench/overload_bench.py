@@ -15,11 +15,9 @@ Usage: bench/overload_bench.py [--runs 3] [--duration 10] [--flood-conns 2000]
 """
 import argparse
 import os
-import re
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,16 +29,10 @@ import kv_bench as kb  # noqa: E402  (put, rss_mb)
 
 
 def flood(port, conns, duration, out):
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s",
-           "-s", os.path.join(nb.BENCH, "wrk", "kv_put.lua"), f"http://127.0.0.1:{port}/"]
-    text = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
-
-    total = int(re.search(r"(\d+) requests in", text).group(1))
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    refused = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors: (.*)", text)
-    out.update(total=total, refused=refused, socket_errors=m.group(1) if m else "",
-               answered_per_s=total / duration, committed_per_s=(total - refused) / duration)
+    r = nb.wrk(f"http://127.0.0.1:{port}/", conns, duration, "kv_put.lua")
+    refused_per_s = r["non2xx"] / duration
+    out.update(refused=r["non2xx"], socket_errors=r["socket_errors"], answered_per_s=r["rps"],
+               committed_per_s=r["rps"] - refused_per_s)
 
 
 def one_run(node, port, args):

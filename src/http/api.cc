@@ -14,22 +14,18 @@
 namespace edgestate::http {
 namespace {
 
-Response Error(Route route, unsigned status, std::string_view message) {
+// Every 503 tells the client when to try again: overload and unavailability both pass.
+Response Error(Route route, unsigned status, std::string_view message, std::string_view code = {}) {
   Response r;
   r.status = status;
   r.route = route;
-  r.body = ErrorBody(ErrorCodeFor(status), message);
+  r.body = ErrorBody(code.empty() ? ErrorCodeFor(status) : code, message);
+  if (status == 503) r.headers.emplace_back("Retry-After", "1");
   return r;
 }
 
-// Every 503 tells the client when to try again: overload and unavailability both pass.
 Response FromStatus(Route route, const Status& s) {
-  Response r;
-  r.status = HttpStatusFor(s.code());
-  r.route = route;
-  r.body = ErrorBody(ErrorCodeFor(s.code()), s.message());
-  if (r.status == 503) r.headers.emplace_back("Retry-After", "1");
-  return r;
+  return Error(route, HttpStatusFor(s.code()), s.message(), ErrorCodeFor(s.code()));
 }
 
 std::string JsonString(std::string_view s) {
