@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
           "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
           "threads, max_connections, max_pending_writes, max_pending_write_mb, request_timeout_ms, "
           "async_sync_interval_ms, peer_listen, "
-          "peers, cluster_secret, replication_interval_ms, default_consistency, session_wait_ms, "
+          "peers, cluster_secret, peer_tls_cert, peer_tls_key, peer_tls_ca, "
+          "peer_insecure_plaintext, replication_interval_ms, default_consistency, session_wait_ms, "
           "session_cookie, max_clock_error_ms, strong_voters, strong_timeout_ms, cache_mb, "
           "cache_origin, cache_default_ttl_ms, origin_timeout_ms). Precedence: "
           "flag > environment > file > default.");
@@ -79,6 +80,17 @@ int main(int argc, char** argv) {
   str_opt("--cluster-secret", &flags.cluster_secret,
           "Shared secret authenticating peer links (at least 8 bytes); required with --peers. "
           "Env EDGESTATE_CLUSTER_SECRET.");
+  str_opt("--peer-tls-cert", &flags.peer_tls_cert,
+          "PEM certificate chain this node presents on peer links. With --peer-tls-key and "
+          "--peer-tls-ca, links use mutually verified certificates instead of the key derived "
+          "from the cluster secret (docs/security.md).");
+  str_opt("--peer-tls-key", &flags.peer_tls_key, "PEM private key of --peer-tls-cert.");
+  str_opt("--peer-tls-ca", &flags.peer_tls_ca,
+          "PEM CA certificates: a peer is accepted only with a certificate they signed.");
+  serve->add_flag_function(
+      "--peer-insecure-plaintext", [&flags](int64_t n) { flags.peer_insecure_plaintext = n > 0; },
+      "Send peer links unencrypted (every node of the cluster must say so). Only for networks "
+      "where nobody else can read or write.");
   int_opt("--replication-interval", &flags.replication_interval_ms,
           "MS between delta shipments and heartbeats to each peer; 0 ships every commit at "
           "once. Default 100.");

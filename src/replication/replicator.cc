@@ -10,6 +10,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <deque>
 #include <limits>
@@ -25,6 +26,7 @@
 #include "env/clock.h"
 #include "net/net.h"
 #include "replication/auth.h"
+#include "replication/tls.h"
 #include "replication/wire.pb.h"
 #include "storage/store.h"
 
@@ -83,7 +85,8 @@ bool ProofEquals(const std::string& expected, const std::string& got) {
          CRYPTO_memcmp(expected.data(), got.data(), expected.size()) == 0;
 }
 
-// A socket plus the watchdog deadline that bounds every operation on it.
+// A socket, its TLS layer (absent with --peer-insecure-plaintext) and the watchdog deadline
+// that bounds every operation on it.
 struct Conn {
   explicit Conn(asio::io_context& ioc) : socket(ioc), timer(ioc) {}
   void Close() {
@@ -96,6 +99,9 @@ struct Conn {
     timer.cancel();  // The watchdog re-arms with the new deadline.
   }
   tcp::socket socket;
+  // Set by Secure before the first frame; reads and writes then go through it. One read and
+  // one write may be in flight at once (Asio's SSL stream is full duplex on one thread).
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
   asio::steady_timer timer;
   SteadyClock::time_point deadline = SteadyClock::time_point::max();
   std::string remote;
@@ -105,6 +111,42 @@ struct Conn {
   std::deque<std::string> queued;
   size_t queued_bytes = 0;
 };
+
+// Runs the TLS handshake on a connected socket as `type`; does nothing without a context
+// (plaintext). Unauthenticated when the peer does not complete it (no shared key or an
+// untrusted certificate, or it does not speak TLS).
+awaitable<Status> Secure(Conn& c, asio::ssl::context* ctx,
+                         asio::ssl::stream_base::handshake_type type) {
+  if (ctx == nullptr) co_return Status::Ok();
+  c.tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(c.socket, *ctx);
+  error_code ec;
+  co_await c.tls->async_handshake(type, redirect_error(use_awaitable, ec));
+  if (ec) {
+    co_return Status::Unauthenticated(fmt::format(
+        "TLS handshake with {} failed (a different cluster secret or CA, or a peer without "
+        "TLS): {}",
+        c.remote, ec.message()));
+  }
+  co_return Status::Ok();
+}
+
+template <typename Buffer>
+awaitable<void> ReadExactly(Conn& c, Buffer buffer, error_code& ec) {
+  if (c.tls) {
+    co_await asio::async_read(*c.tls, buffer, redirect_error(use_awaitable, ec));
+  } else {
+    co_await asio::async_read(c.socket, buffer, redirect_error(use_awaitable, ec));
+  }
+}
+
+template <typename Buffer>
+awaitable<void> WriteAll(Conn& c, Buffer buffer, error_code& ec) {
+  if (c.tls) {
+    co_await asio::async_write(*c.tls, buffer, redirect_error(use_awaitable, ec));
+  } else {
+    co_await asio::async_write(c.socket, buffer, redirect_error(use_awaitable, ec));
+  }
+}
 
 awaitable<void> Watchdog(std::shared_ptr<Conn> c) {
   while (c->socket.is_open()) {
@@ -213,6 +255,7 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   bool stopping = false;  // Replication thread only.
   Counter* refused = nullptr;
   uint16_t bound_port = 0;
+  std::unique_ptr<PeerTls> tls;  // Set by Start.
 };
 
 namespace {
@@ -278,7 +321,7 @@ awaitable<Status> Replicator::Impl::WriteFrame(Conn& c, const pb::Frame& f, Peer
   Status result = Status::Ok();
   for (;;) {
     error_code ec;
-    co_await asio::async_write(c.socket, asio::buffer(buf), redirect_error(use_awaitable, ec));
+    co_await WriteAll(c, asio::buffer(buf), ec);
     if (ec) {
       result = Status::Unavailable("write to " + c.remote + ": " + ec.message());
       c.Close();
@@ -300,7 +343,7 @@ awaitable<StatusOr<pb::Frame>> Replicator::Impl::ReadFrame(Conn& c, size_t max_b
                                                            PeerState* p) {
   unsigned char header[4];
   error_code ec;
-  co_await asio::async_read(c.socket, asio::buffer(header), redirect_error(use_awaitable, ec));
+  co_await ReadExactly(c, asio::buffer(header), ec);
   if (ec) co_return Status::Unavailable("read from " + c.remote + ": " + ec.message());
   uint32_t n = (uint32_t{header[0]} << 24) | (uint32_t{header[1]} << 16) |
                (uint32_t{header[2]} << 8) | uint32_t{header[3]};
@@ -309,7 +352,7 @@ awaitable<StatusOr<pb::Frame>> Replicator::Impl::ReadFrame(Conn& c, size_t max_b
         fmt::format("frame of {} bytes from {} exceeds the {} byte limit", n, c.remote, max_bytes));
   }
   std::string body(n, '\0');
-  co_await asio::async_read(c.socket, asio::buffer(body), redirect_error(use_awaitable, ec));
+  co_await ReadExactly(c, asio::buffer(body), ec);
   if (ec) co_return Status::Unavailable("read from " + c.remote + ": " + ec.message());
   if (p) p->bytes_received->Inc(n + 4);
   pb::Frame f;
@@ -415,6 +458,10 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
   PeerState* peer = nullptr;
   std::string why;
   do {
+    if (Status t = co_await Secure(*conn, tls->server(), asio::ssl::stream_base::server); !t.ok()) {
+      Refuse(nullptr, conn->remote, t.message());
+      break;
+    }
     auto hello = co_await ReadFrame(*conn, kMaxHandshakeFrameBytes, nullptr);
     if (!hello.ok() || !hello->has_hello()) {
       Refuse(nullptr, conn->remote,
@@ -647,6 +694,10 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
 
   p->outbound.store(static_cast<int>(LinkState::kHandshaking));
   conn->ExpireAfter(options.handshake_timeout);
+  if (Status t = co_await Secure(*conn, tls->client(), asio::ssl::stream_base::client); !t.ok()) {
+    refused->Inc();
+    co_return t;
+  }
   std::string client_nonce = RandomNonce();
   pb::Frame hello;
   hello.mutable_hello()->set_protocol_version(kProtocolVersion);
@@ -937,6 +988,14 @@ Replicator::~Replicator() { Stop(); }
 
 Status Replicator::Start() {
   Impl& s = *impl_;
+  auto tls = PeerTls::Create(s.options.tls, s.options.cluster_secret);
+  if (!tls.ok()) return tls.status();
+  s.tls = std::move(tls).value();
+  if (s.tls->mode() == PeerTlsOptions::Mode::kPlaintext) {
+    spdlog::warn(
+        "--peer-insecure-plaintext: peer links are NOT encrypted; anyone on the path reads "
+        "and can alter every replicated write");
+  }
   s.acceptor.emplace(s.ioc);
   auto port = net::Listen(*s.acceptor, s.options.listen.host, s.options.listen.port, "peers");
   if (!port.ok()) return port.status();
@@ -1023,6 +1082,7 @@ void Replicator::SetProgressListener(std::function<void()> listener) {
 std::string Replicator::ClusterJson() const {
   nlohmann::json j;
   j["region"] = impl_->options.region;
+  j["peer_tls"] = PeerTlsModeName(impl_->options.tls.mode);
   j["replication_interval_ms"] = impl_->options.interval.count();
   j["peer_listen"] = fmt::format("{}:{}", impl_->options.listen.host, impl_->bound_port);
   j["committed_seq"] = impl_->counters->CommittedSeq();

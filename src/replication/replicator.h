@@ -1,6 +1,7 @@
 // Replicator: this node's links to the other regions (docs/replication.md).
 //
-// For every peer there are two TCP connections, each authenticated with the cluster secret:
+// For every peer there are two TCP connections, each encrypted with TLS 1.3 (tls.h; unless
+// --peer-insecure-plaintext) and authenticated with the cluster secret:
 //  - outbound: this node connects to the peer's --peer-listen address and pushes its own
 //    region's slots. After the handshake the peer says up to which sequence number it already
 //    has this region's writes (anti-entropy); the link then ships every change after that, and
@@ -28,6 +29,7 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "replication/peers.h"
+#include "replication/tls.h"
 #include "service/cluster_view.h"
 #include "service/keyspace.h"
 #include "strong/transport.h"
@@ -37,6 +39,7 @@ namespace edgestate::replication {
 struct ReplicatorOptions {
   std::string region;
   std::string cluster_secret;
+  PeerTlsOptions tls;  // Default: TLS 1.3 with a key derived from cluster_secret.
   HostPort listen;  // port 0: pick a free port (see peer_port()).
   std::vector<PeerAddress> peers;
   std::chrono::milliseconds interval{100};  // 0: ship each commit at once.
@@ -55,7 +58,8 @@ class Replicator final : public service::ClusterView, public strong::Transport {
   ~Replicator() override;  // Stop().
 
   // Binds the peer listener and starts the replication thread and every outbound link.
-  // Unavailable when the listener cannot be bound.
+  // Unavailable when the listener cannot be bound; InvalidArgument when the TLS certificate,
+  // key or CA cannot be loaded.
   Status Start();
   uint16_t peer_port() const;
   // Closes every link and joins the thread. Idempotent.

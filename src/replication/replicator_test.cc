@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -167,16 +168,31 @@ TEST_F(ReplicatorTest, AWrongSecretIsRefusedAndNothingIsApplied) {
   EXPECT_FALSE(b_->replicator().StalenessMs().has_value());
 }
 
-// A raw client on a region's peer port, speaking the wire format by hand.
+// A raw client on a region's peer port, speaking the wire format by hand inside TLS with the
+// key of `tls_secret` (empty: in plaintext, which a region never accepts).
 class RawPeer {
  public:
-  explicit RawPeer(uint16_t port) : socket_(ioc_) {
+  explicit RawPeer(uint16_t port, const std::string& tls_secret = "s3cret") : socket_(ioc_) {
     socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    if (tls_secret.empty()) return;
+    auto t = PeerTls::Create(PeerTlsOptions{}, tls_secret);
+    EXPECT_TRUE(t.ok());
+    tls_ctx_ = std::move(t).value();
+    tls_.emplace(socket_, *tls_ctx_->client());
+    boost::system::error_code ec;
+    tls_->handshake(asio::ssl::stream_base::client, ec);
+    handshake_failed_ = static_cast<bool>(ec);
   }
+
+  bool handshake_failed() const { return handshake_failed_; }
 
   void SendBytes(const std::string& bytes) {
     boost::system::error_code ec;
-    asio::write(socket_, asio::buffer(bytes), ec);
+    if (tls_) {
+      asio::write(*tls_, asio::buffer(bytes), ec);
+    } else {
+      asio::write(socket_, asio::buffer(bytes), ec);
+    }
   }
   void Send(const pb::Frame& f) {
     std::string body = f.SerializeAsString();
@@ -189,10 +205,10 @@ class RawPeer {
   std::optional<pb::Frame> Receive() {
     boost::system::error_code ec;
     unsigned char len[4];
-    asio::read(socket_, asio::buffer(len), ec);
+    Read(asio::buffer(len), ec);
     if (ec) return std::nullopt;
     std::string body((len[0] << 24) | (len[1] << 16) | (len[2] << 8) | len[3], '\0');
-    asio::read(socket_, asio::buffer(body), ec);
+    Read(asio::buffer(body), ec);
     pb::Frame f;
     if (ec || !f.ParseFromString(body)) return std::nullopt;
     return f;
@@ -201,7 +217,7 @@ class RawPeer {
   bool Closed() {
     char c;
     boost::system::error_code ec;
-    socket_.read_some(asio::buffer(&c, 1), ec);
+    Read(asio::buffer(&c, 1), ec);
     return static_cast<bool>(ec);
   }
 
@@ -224,8 +240,19 @@ class RawPeer {
   }
 
  private:
+  void Read(asio::mutable_buffer b, boost::system::error_code& ec) {
+    if (tls_) {
+      asio::read(*tls_, b, ec);
+    } else {
+      asio::read(socket_, b, ec);
+    }
+  }
+
   asio::io_context ioc_;
   tcp::socket socket_;
+  std::unique_ptr<PeerTls> tls_ctx_;
+  std::optional<asio::ssl::stream<tcp::socket&>> tls_;
+  bool handshake_failed_ = false;
 };
 
 TEST_F(ReplicatorTest, HostilePeersAreClosedWithoutEffect) {
@@ -233,8 +260,23 @@ TEST_F(ReplicatorTest, HostilePeersAreClosedWithoutEffect) {
   a_->Increment("h", 1);
   ASSERT_TRUE(WaitFor([&] { return b_->Value("h") == 1; }, std::chrono::seconds(30)));
 
-  {  // Random bytes.
+  {  // A plaintext client (even with a well-formed hello) never gets a frame through.
+    RawPeer p(port_b_, /*tls_secret=*/"");
+    pb::Frame hello;
+    hello.mutable_hello()->set_protocol_version(1);
+    hello.mutable_hello()->set_region("iad");
+    hello.mutable_hello()->set_nonce(RandomNonce());
+    p.Send(hello);
+    EXPECT_TRUE(p.Closed());
+  }
+  {  // TLS with a key from another secret: the handshake fails, nothing is read.
+    RawPeer p(port_b_, "not-the-secret");
+    EXPECT_TRUE(p.handshake_failed());
+    EXPECT_TRUE(p.Closed());
+  }
+  {  // Random bytes inside the TLS channel.
     RawPeer p(port_b_);
+    EXPECT_FALSE(p.handshake_failed());
     std::mt19937 rng(1);
     std::string junk(5000, '\0');
     for (char& c : junk) c = static_cast<char>(rng());

@@ -194,13 +194,20 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
         s = want_string(&str);
         if (s.ok()) cfg->strong_voters = SplitList(str);
       }
-    } else if (k == "session_cookie") {
+    } else if (k == "session_cookie" || k == "peer_insecure_plaintext") {
       if (node.is_boolean()) {
-        cfg->session_cookie = *node.value<bool>();
+        (k == "session_cookie" ? cfg->session_cookie : cfg->peer_insecure_plaintext) =
+            *node.value<bool>();
       } else {
         s = Status::InvalidArgument(
-            fmt::format("config file {}: session_cookie must be true or false", path));
+            fmt::format("config file {}: {} must be true or false", path, k));
       }
+    } else if (k == "peer_tls_cert") {
+      s = want_string(&cfg->peer_tls_cert);
+    } else if (k == "peer_tls_key") {
+      s = want_string(&cfg->peer_tls_key);
+    } else if (k == "peer_tls_ca") {
+      s = want_string(&cfg->peer_tls_ca);
     } else {
       s = Status::InvalidArgument(fmt::format("config file {}: unknown key \"{}\"", path, k));
     }
@@ -268,6 +275,10 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.peer_listen) cfg.peer_listen = *flags.peer_listen;
   if (flags.peers) cfg.peers = *flags.peers;
   if (flags.cluster_secret) cfg.cluster_secret = *flags.cluster_secret;
+  if (flags.peer_tls_cert) cfg.peer_tls_cert = *flags.peer_tls_cert;
+  if (flags.peer_tls_key) cfg.peer_tls_key = *flags.peer_tls_key;
+  if (flags.peer_tls_ca) cfg.peer_tls_ca = *flags.peer_tls_ca;
+  if (flags.peer_insecure_plaintext) cfg.peer_insecure_plaintext = *flags.peer_insecure_plaintext;
   if (flags.replication_interval_ms) cfg.replication_interval_ms = *flags.replication_interval_ms;
   if (flags.default_consistency) {
     auto l = ParseDefaultConsistency(*flags.default_consistency);
@@ -354,6 +365,18 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
     if (cfg.cluster_secret.empty()) {
       return Status::InvalidArgument(
           "peers are given but no cluster secret (--cluster-secret or EDGESTATE_CLUSTER_SECRET)");
+    }
+  }
+  {
+    const int tls_files =
+        !cfg.peer_tls_cert.empty() + !cfg.peer_tls_key.empty() + !cfg.peer_tls_ca.empty();
+    if (tls_files != 0 && tls_files != 3) {
+      return Status::InvalidArgument(
+          "--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together (all three or none)");
+    }
+    if (tls_files == 3 && cfg.peer_insecure_plaintext) {
+      return Status::InvalidArgument(
+          "--peer-insecure-plaintext contradicts --peer-tls-cert/--peer-tls-key/--peer-tls-ca");
     }
   }
   {

@@ -34,6 +34,12 @@ struct ServeConfig {
   std::string peer_listen;     // HOST:PORT of the replication listener.
   std::string peers;           // REGION=HOST:PORT,...
   std::string cluster_secret;  // Required when peers are given.
+  // Peer link encryption (docs/security.md): all three files switch from the secret's key to
+  // certificates; plaintext only when asked for by name.
+  std::string peer_tls_cert;
+  std::string peer_tls_key;
+  std::string peer_tls_ca;
+  bool peer_insecure_plaintext = false;
   int64_t replication_interval_ms = 100;
   // Consistency (docs/consistency.md).
   consistency::Level default_consistency = consistency::Level::kLocal;
@@ -69,6 +75,10 @@ struct ServeFlags {
   std::optional<std::string> peer_listen;
   std::optional<std::string> peers;
   std::optional<std::string> cluster_secret;
+  std::optional<std::string> peer_tls_cert;
+  std::optional<std::string> peer_tls_key;
+  std::optional<std::string> peer_tls_ca;
+  std::optional<bool> peer_insecure_plaintext;
   std::optional<int64_t> replication_interval_ms;
   std::optional<std::string> default_consistency;
   std::optional<int64_t> session_wait_ms;

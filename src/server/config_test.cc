@@ -173,6 +173,38 @@ TEST_F(ConfigFileTest, PendingWriteBoundsFromFileAndFlags) {
   }
 }
 
+TEST_F(ConfigFileTest, PeerTlsKeysFromFileAndFlags) {
+  auto c = ResolveServeConfig({}, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->peer_insecure_plaintext);  // Encrypted unless asked otherwise.
+  EXPECT_EQ(c->peer_tls_cert, "");
+  ServeFlags f;
+  f.config_file = WriteFile(
+      "peer_tls_cert = \"/etc/e/peer.pem\"\npeer_tls_key = \"/etc/e/peer.key\"\n"
+      "peer_tls_ca = \"/etc/e/ca.pem\"\n");
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->peer_tls_cert, "/etc/e/peer.pem");
+  EXPECT_EQ(c->peer_tls_key, "/etc/e/peer.key");
+  EXPECT_EQ(c->peer_tls_ca, "/etc/e/ca.pem");
+  f.peer_tls_ca = "/other/ca.pem";  // The flag beats the file.
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->peer_tls_ca, "/other/ca.pem");
+  f.peer_insecure_plaintext = true;  // Certificates and plaintext contradict each other.
+  EXPECT_FALSE(ResolveServeConfig(f, Env({})).ok());
+  ServeFlags p;
+  p.config_file = WriteFile("peer_insecure_plaintext = true\n");
+  c = ResolveServeConfig(p, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->peer_insecure_plaintext);
+  for (const char* bad : {"peer_tls_cert = \"/a.pem\"\n",  // Without key and CA.
+                          "peer_tls_cert = \"/a.pem\"\npeer_tls_key = \"/a.key\"\n",
+                          "peer_insecure_plaintext = \"yes\"\n", "peer_tls_ca = 3\n"}) {
+    ExpectRefused(bad);
+  }
+}
+
 TEST_F(ConfigFileTest, ConsistencyKeysFromFileAndFlags) {
   auto c = ResolveServeConfig({}, Env({}));
   ASSERT_TRUE(c.ok());

@@ -107,6 +107,14 @@ Status RunNode(const ServeConfig& config) {
     replication::ReplicatorOptions ro;
     ro.region = config.region;
     ro.cluster_secret = config.cluster_secret;
+    if (config.peer_insecure_plaintext) {
+      ro.tls.mode = replication::PeerTlsOptions::Mode::kPlaintext;
+    } else if (!config.peer_tls_cert.empty()) {
+      ro.tls.mode = replication::PeerTlsOptions::Mode::kCertificates;
+      ro.tls.cert_file = config.peer_tls_cert;
+      ro.tls.key_file = config.peer_tls_key;
+      ro.tls.ca_file = config.peer_tls_ca;
+    }
     ro.listen = *replication::ParseHostPort(
         config.peer_listen, /*allow_port_zero=*/true);  // Validated with the config.
     ro.peers = std::move(peers);
