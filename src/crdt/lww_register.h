@@ -34,8 +34,8 @@ struct Hlc {
 
 struct LwwRegister {
   Hlc hlc;
-  std::string origin;         // The region that made this write.
-  uint64_t origin_seq = 0;    // That region's write sequence number for it (replication).
+  std::string origin;       // The region that made this write.
+  uint64_t origin_seq = 0;  // That region's write sequence number for it (replication).
   // The life (data-directory epoch) of `origin` that made it: origin_seq counts within a life.
   uint32_t origin_epoch = 0;
   bool deleted = false;       // A tombstone: no value, no content type.

@@ -43,6 +43,15 @@ Slot& PnCounter::SlotFor(std::string_view origin) {
 
 void PnCounter::SetSlot(std::string_view origin, const Slot& slot) { SlotFor(origin) = slot; }
 
+std::optional<Slot> PnCounter::TakeSlot(std::string_view origin) {
+  auto it = std::lower_bound(slots_.begin(), slots_.end(), origin,
+                             [](const auto& p, std::string_view o) { return p.first < o; });
+  if (it == slots_.end() || it->first != origin) return std::nullopt;
+  Slot s = it->second;
+  slots_.erase(it);
+  return s;
+}
+
 StatusOr<int64_t> PnCounter::Add(std::string_view origin, int64_t delta, int64_t now_ms,
                                  uint64_t seq) {
   constexpr __int128 kMax = std::numeric_limits<int64_t>::max();

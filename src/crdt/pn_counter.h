@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -61,6 +62,9 @@ class PnCounter {
   const Slot* Find(std::string_view origin) const;
   // Replaces `origin`'s slot; used when decoding stored or received state.
   void SetSlot(std::string_view origin, const Slot& slot);
+  // Removes `origin`'s slot and returns it; nullopt when there was none. Not a CRDT operation:
+  // the caller keeps the state it stood for elsewhere (a region's retired life, keyspace.h).
+  std::optional<Slot> TakeSlot(std::string_view origin);
 
   const Slots& slots() const { return slots_; }
   bool empty() const { return slots_.empty(); }

@@ -25,6 +25,19 @@ TEST(PnCounterTest, AddsAndSubtracts) {
   EXPECT_EQ(c.Find("sjc"), nullptr);
 }
 
+TEST(PnCounterTest, TakeSlotRemovesOneOriginOnly) {
+  PnCounter c;
+  ASSERT_TRUE(c.Add("iad", 3, 1).ok());
+  ASSERT_TRUE(c.Add("lhr", 4, 1).ok());
+  std::optional<Slot> taken = c.TakeSlot("lhr");
+  ASSERT_TRUE(taken.has_value());
+  EXPECT_EQ(taken->inc, 4u);
+  EXPECT_EQ(c.Value(), 3);
+  EXPECT_EQ(c.Find("lhr"), nullptr);
+  EXPECT_FALSE(c.TakeSlot("lhr").has_value());
+  EXPECT_EQ(c.slots().size(), 1u);
+}
+
 TEST(PnCounterTest, RejectsOverflowWithoutChange) {
   PnCounter c;
   ASSERT_TRUE(c.Add("iad", kMax, 1).ok());

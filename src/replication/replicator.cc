@@ -517,11 +517,23 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
     // sequence again, so what we applied of its previous life says nothing about this one.
     const uint32_t epoch = h.epoch();
     peer->epoch.store(epoch);
+    if (const uint32_t known = counters->AppliedPosition(peer->address.region).epoch;
+        known != 0 && epoch > known) {
+      // A new life of the peer: retire the old one now (Keyspace::ApplyRemote), so that what
+      // this node holds of it starts travelling back to the new life at once.
+      Status s =
+          co_await AsyncApply(counters, ioc, peer->address.region, epoch, 0, {}, {}, use_awaitable);
+      if (!s.ok()) {
+        spdlog::error("recording {}'s new life failed: {}", peer->address.region, s.ToString());
+        break;
+      }
+    }
     pb::Frame welcome;
     welcome.mutable_welcome()->set_applied_seq(counters->AppliedSeq(peer->address.region, epoch));
     welcome.mutable_welcome()->set_accepts_pull(true);
     welcome.mutable_welcome()->set_accepts_calls(static_cast<bool>(call_handler));
     welcome.mutable_welcome()->set_accepts_records(true);
+    welcome.mutable_welcome()->set_accepts_retired_lives(true);
     if (!(co_await WriteFrame(*conn, welcome, peer)).ok()) break;
     spdlog::info("peer {} connected from {}", peer->address.region, conn->remote);
 
@@ -736,6 +748,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   const bool accepts_pull = welcome->welcome().accepts_pull();
   const bool accepts_calls = welcome->welcome().accepts_calls();
   const bool accepts_records = welcome->welcome().accepts_records();
+  const bool accepts_retired = welcome->welcome().accepts_retired_lives();
   if (!accepts_records) {
     spdlog::warn(
         "peer {} runs a version without keys: they do not replicate to it until it is "
@@ -880,7 +893,8 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     const size_t max_counters = accepts_calls ? kMaxSlotsPerDelta / 2 : kMaxSlotsPerDelta;
     const uint64_t committed_before = counters->CommittedSeq();
     uint64_t covers = counters->CollectOwnChanges(
-        state->cursor, max_counters, &slots, accepts_calls, accepts_records ? &registers : nullptr);
+        state->cursor, max_counters, &slots, accepts_calls, accepts_records ? &registers : nullptr,
+        4u << 20, accepts_retired);
     // Stopped short of what was committed when it began (a limit): ship the rest at once.
     bool truncated = covers < committed_before && covers > state->cursor;
     if (covers > state->cursor || !slots.empty() || !registers.empty()) {

@@ -4,7 +4,10 @@
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
+#include <deque>
+#include <set>
 #include <tuple>
 #include <utility>
 
@@ -45,6 +48,28 @@ std::string PrefixEnd(std::string prefix) {
 }
 
 }  // namespace
+
+std::string RetiredOrigin(std::string_view region, uint32_t epoch) {
+  return fmt::format("{}{}{}", region, kLifeSeparator, epoch);
+}
+
+bool ParseRetiredOrigin(std::string_view origin, std::string_view* region, uint32_t* epoch) {
+  const size_t at = origin.find(kLifeSeparator);
+  if (at == std::string_view::npos || at == 0 || at > 32) return false;
+  for (char c : origin.substr(0, at)) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) return false;
+  }
+  const std::string_view digits = origin.substr(at + 1);
+  uint32_t e = 0;
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), e);
+  if (digits.empty() || digits[0] == '0' || ec != std::errc() ||
+      ptr != digits.data() + digits.size()) {
+    return false;
+  }
+  *region = origin.substr(0, at);
+  *epoch = e;
+  return true;
+}
 
 Status ValidateCounterName(std::string_view name) {
   return ValidateName("counter name", name, 1, kMaxCounterNameBytes);
@@ -322,8 +347,10 @@ void Keyspace::ProbeStorage(ProbeCallback done) {
 void Keyspace::ApplyRemote(std::string origin, uint32_t epoch, uint64_t covers_seq,
                            std::vector<SlotUpdate> slots, ProbeCallback done,
                            std::vector<RegisterUpdate> registers) {
-  // A link carries its peer's own writes of its current life.
-  for (RegisterUpdate& u : registers) u.reg.origin_epoch = epoch;
+  // A link carries its peer's own writes of its current life; relayed ones keep theirs.
+  for (RegisterUpdate& u : registers) {
+    if (u.reg.origin == origin) u.reg.origin_epoch = epoch;
+  }
   Op op;
   op.registers = std::move(registers);
   op.kind = Op::Kind::kApply;
@@ -359,7 +386,7 @@ uint64_t Keyspace::AppliedSeq(std::string_view origin, uint32_t epoch) const {
 uint64_t Keyspace::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
                                      std::vector<SlotUpdate>* out, bool include_strong,
                                      std::vector<RegisterUpdate>* registers,
-                                     size_t max_register_bytes) const {
+                                     size_t max_register_bytes, bool include_retired) const {
   // Read before the index: every entry with seq <= covers was written by a batch that
   // completed before committed_seq_ moved past it, so the scan sees it.
   uint64_t covers = committed_seq_.load(std::memory_order_acquire);
@@ -406,9 +433,25 @@ uint64_t Keyspace::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
     std::lock_guard lock(shard.mu);
     auto it = shard.counters.find(name);
     if (it == shard.counters.end()) continue;
+    // A counter's entries stay together: stop before they would pass max_entries in all.
+    size_t entries = 1 + (include_strong && it->second.Find(kStrongOrigin) != nullptr);
+    if (include_retired) {
+      for (const auto& [origin, slot] : it->second.slots()) {
+        entries += origin.find(kLifeSeparator) != std::string::npos;
+      }
+    }
+    const size_t taken = out->size() + (registers != nullptr ? registers->size() : 0);
+    if (taken > 0 && taken + entries > max_entries) return before;
     if (include_strong) {
       if (const crdt::Slot* strong = it->second.Find(kStrongOrigin)) {
         out->push_back(SlotUpdate{name, *strong, std::string(kStrongOrigin)});
+      }
+    }
+    if (include_retired) {
+      for (const auto& [origin, slot] : it->second.slots()) {
+        if (origin.find(kLifeSeparator) != std::string::npos) {
+          out->push_back(SlotUpdate{name, slot, origin});
+        }
       }
     }
     if (const crdt::Slot* own = it->second.Find(options_.region)) {
@@ -687,8 +730,12 @@ Status Keyspace::ValidateRemote(const Op& op) const {
   }
   for (const SlotUpdate& u : op.slots) {
     if (Status s = ValidateCounterName(u.name); !s.ok()) return s;
-    if (!u.origin.empty() && u.origin != kStrongOrigin) {
-      return Status::InvalidArgument("a remote slot may only name the strong origin");
+    std::string_view region;
+    uint32_t epoch = 0;
+    if (!u.origin.empty() && u.origin != kStrongOrigin &&
+        !ParseRetiredOrigin(u.origin, &region, &epoch)) {
+      return Status::InvalidArgument(
+          "a remote slot may only name the strong origin or a retired life REGION@EPOCH");
     }
   }
   for (const RegisterUpdate& u : op.registers) {
@@ -824,6 +871,72 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     return st;
   };
   bool own_writes = false;
+  // A new own sequence number for a staged counter, so replication ships it again.
+  auto bump_own = [&](std::string_view name, std::pair<crdt::PnCounter, bool>& entry) {
+    crdt::PnCounter& c = entry.first;
+    const crdt::Slot* own = c.Find(options_.region);
+    previous_own_seq.try_emplace(name, own ? own->version : 0);
+    crdt::Slot bumped = own ? *own : crdt::Slot{};
+    bumped.version = next_seq_++;
+    c.SetSlot(options_.region, bumped);
+    own_writes = true;
+    entry.second = true;
+  };
+  // Retiring a region's life (keyspace.h, RetiredOrigin): names staged by it live here.
+  std::deque<std::string> retired_names;
+  std::set<std::pair<std::string, uint32_t>, std::less<>> retired_lives;
+  auto retire = [&](std::string_view region, uint32_t old_epoch) {
+    if (!retired_lives.emplace(std::string(region), old_epoch).second) return;
+    const std::string retired = RetiredOrigin(region, old_epoch);
+    std::vector<std::string> names;
+    for (size_t s = 0; s < kShards; ++s) {
+      std::lock_guard lock(shards_[s].mu);
+      for (const auto& [n, c] : shards_[s].counters) {
+        if (c.Find(region) != nullptr) names.push_back(n);
+      }
+    }
+    for (const auto& [n, entry] : staged) {
+      if (entry.first.Find(region) != nullptr) names.emplace_back(n);
+    }
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    size_t counters = 0, records_reshipped = 0;
+    for (std::string& n : names) {
+      std::string_view name = retired_names.emplace_back(std::move(n));
+      auto& entry = stage(name);
+      std::optional<crdt::Slot> old = entry.first.TakeSlot(region);
+      if (!old) continue;
+      entry.first.MergeSlot(retired, *old);
+      bump_own(staged.find(name)->first, entry);
+      ++counters;
+    }
+    // The records that life wrote last: this node ships them on (it may be the only holder).
+    for (storage::RecordType type : {storage::RecordType::kKey, storage::RecordType::kPurge}) {
+      std::vector<std::string> written;
+      Status scan = store_->Scan(
+          type, "", "",
+          [&](std::string_view name, std::string_view bytes) {
+            StatusOr<storage::StoredRegister> r = storage::DecodeRegister(bytes);
+            if (r.ok() && r->reg.origin == region) written.emplace_back(name);
+            return true;
+          },
+          /*fill_cache=*/false);
+      if (!scan.ok())
+        spdlog::error("retiring {}: scanning records failed: {}", retired, scan.ToString());
+      for (const std::string& name : written) {
+        StagedRegister& st = stage_register(type, name);
+        if (!st.load.ok() || !st.cur || st.cur->reg.origin != region) continue;
+        st.cur->local_seq = next_seq_++;
+        st.dirty = true;
+        own_writes = true;
+        ++records_reshipped;
+      }
+    }
+    spdlog::warn(
+        "region {} has a new life (its data directory was recreated): its life {} is retired in "
+        "{} counters, and {} records it wrote last are shipped on from here",
+        region, old_epoch, counters, records_reshipped);
+  };
   std::vector<std::pair<std::string_view, std::string_view>> records;
   for (size_t i = 0; i < ops.size(); ++i) {
     Op& op = ops[i];
@@ -847,16 +960,9 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     if (op.kind == Op::Kind::kStrong) {
       // A new own sequence number for the counter, so replication ships it with its strong slot.
       auto& entry = stage(op.name);
-      crdt::PnCounter& c = entry.first;
-      const crdt::Slot* own = c.Find(options_.region);
-      previous_own_seq.try_emplace(op.name, own ? own->version : 0);
-      c.MergeSlot(kStrongOrigin, op.strong);
-      crdt::Slot bumped = own ? *own : crdt::Slot{};
-      bumped.version = next_seq_++;
-      c.SetSlot(options_.region, bumped);
-      own_writes = true;
-      entry.second = true;
-      results.emplace_back(CounterValue{c.Value(), c.UpdatedAtMs()});
+      entry.first.MergeSlot(kStrongOrigin, op.strong);
+      bump_own(op.name, entry);
+      results.emplace_back(CounterValue{entry.first.Value(), entry.first.UpdatedAtMs()});
       continue;
     }
     if (op.kind == Op::Kind::kApply) {
@@ -871,7 +977,26 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
       }
       results.emplace_back(valid.ok() ? StatusOr<CounterValue>(CounterValue{}) : valid);
       if (!valid.ok()) continue;
+      // A new epoch is a new life of the origin: its sequence starts again, and the slots of
+      // its previous life retire before the new life's merge.
+      auto [a, fresh] = applied_updates.try_emplace(op.name);
+      if (fresh) a->second = AppliedPosition(op.name);
+      if (a->second.epoch != 0 && op.epoch > a->second.epoch) retire(op.name, a->second.epoch);
+      if (a->second.epoch != op.epoch) a->second = {op.epoch, 0};
+      a->second.seq = std::max(a->second.seq, op.covers_seq);
       for (const SlotUpdate& u : op.slots) {
+        std::string_view life_region;
+        uint32_t life_epoch = 0;
+        if (!u.origin.empty() && ParseRetiredOrigin(u.origin, &life_region, &life_epoch)) {
+          if (life_region == options_.region && life_epoch >= epoch_) continue;  // Ours: live.
+          if (life_region != options_.region) {
+            // A peer retired a life this node still takes for current: retire it here first.
+            auto p = applied_updates.find(life_region);
+            consistency::OriginPosition known =
+                p != applied_updates.end() ? p->second : AppliedPosition(life_region);
+            if (known.epoch == life_epoch) retire(life_region, life_epoch);
+          }
+        }
         auto& entry = stage(u.name);
         if (entry.first.MergeSlot(u.origin.empty() ? std::string_view(op.name) : u.origin,
                                   u.slot)) {
@@ -899,11 +1024,6 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
           hlc_.Observe(u.reg.hlc);
         }
       }
-      // A new epoch is a new life of the origin: its sequence starts again.
-      auto [a, fresh] = applied_updates.try_emplace(op.name);
-      if (fresh) a->second = AppliedPosition(op.name);
-      if (a->second.epoch != op.epoch) a->second = {op.epoch, 0};
-      a->second.seq = std::max(a->second.seq, op.covers_seq);
       continue;
     }
     auto& entry = stage(op.name);

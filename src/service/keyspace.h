@@ -77,11 +77,25 @@ struct CounterValue {
 // a value chosen by consensus; region names cannot contain '*', so it never collides with one.
 inline constexpr std::string_view kStrongOrigin = "*strong";
 
+// Retired lives (docs/storage.md, "A region's lives"). A counter's slot named by a bare region
+// holds the writes of that region's current life, as far as this node knows. When a region
+// comes back with a newer data-directory epoch (its directory was recreated), every node moves
+// the region's bare slot to "REGION@EPOCH" (the old life's epoch), a slot nobody writes again,
+// so the new life's slot starts from zero beside it instead of hiding behind it. Retired slots
+// travel with the counter from every node that holds them, so they reach every region, the new
+// life included: nothing the old life's peers received is lost.
+inline constexpr char kLifeSeparator = '@';
+std::string RetiredOrigin(std::string_view region, uint32_t epoch);
+// Splits "REGION@EPOCH"; false when `origin` is not one (no separator, a bad region name, an
+// epoch that is not a positive 32-bit decimal).
+bool ParseRetiredOrigin(std::string_view origin, std::string_view* region, uint32_t* epoch);
+
 // One counter's slot of one origin, as replication ships it.
 struct SlotUpdate {
   std::string name;
   crdt::Slot slot;
-  // Empty: the sending region's own slot. Otherwise kStrongOrigin (nothing else is accepted).
+  // Empty: the sending region's own slot. Otherwise kStrongOrigin or a retired life
+  // (RetiredOrigin); nothing else is accepted.
   std::string origin = {};
 };
 
@@ -217,11 +231,14 @@ class Keyspace {
   uint64_t CommittedSeq() const { return committed_seq_.load(std::memory_order_acquire); }
 
   // Appends to *out the own-origin slots of every counter whose latest local write has a
-  // sequence number above `after_seq`, oldest first, at most `max_entries`. Returns the
+  // sequence number above `after_seq`, oldest first, at most `max_entries` SlotUpdates and
+  // registers in all (one counter's entries are never split; a first counter with more is
+  // taken whole). Returns the
   // sequence number the result covers: after applying *out, a replica has every local write
   // with seq <= the returned value. Returns `after_seq` (and adds nothing) when nothing is new.
   // With `include_strong`, a counter's kStrongOrigin slot travels with its own slot (as a
-  // second SlotUpdate; max_entries counts records). Register records whose latest own write is
+  // second SlotUpdate; max_entries counts records); with `include_retired`, so do its retired
+  // lives' slots. Register records whose latest own write is
   // new go to *registers (their whole current write, whoever made it); with `registers` null
   // they are skipped (a peer that cannot take them). Registers stop (truncating like
   // max_entries) before their values would pass `max_register_bytes`; the first is always
@@ -229,7 +246,8 @@ class Keyspace {
   uint64_t CollectOwnChanges(uint64_t after_seq, size_t max_entries, std::vector<SlotUpdate>* out,
                              bool include_strong = false,
                              std::vector<RegisterUpdate>* registers = nullptr,
-                             size_t max_register_bytes = 4u << 20) const;
+                             size_t max_register_bytes = 4u << 20,
+                             bool include_retired = false) const;
 
   // This data directory's epoch (Store::GetOrCreateEpoch): tells this node's lives apart.
   uint32_t epoch() const { return epoch_; }
@@ -240,7 +258,13 @@ class Keyspace {
   // sequence again from covers_seq. Slots with invalid names are rejected: `done` gets
   // InvalidArgument and nothing is applied. Applying the same slots twice, or older ones after
   // newer ones, changes nothing.
-  // `registers` (keys and purges) merge by their LWW order in the same batch.
+  // `registers` (keys and purges) merge by their LWW order in the same batch; those whose
+  // origin is not `origin` (relayed: written by another region) keep their own origin epoch.
+  // A newer `epoch` than the one recorded (not 0) retires the origin's earlier life first
+  // (RetiredOrigin): its bare slots move to "ORIGIN@OLD", and this node re-ships them and the
+  // registers that life wrote last (new own sequence numbers), so every region, the new life
+  // included, gets them. So does a received slot of a retired life this node still took for
+  // current. Retiring touches every counter and register record of the store in one batch.
   void ApplyRemote(std::string origin, uint32_t epoch, uint64_t covers_seq,
                    std::vector<SlotUpdate> slots, ProbeCallback done,
                    std::vector<RegisterUpdate> registers = {});

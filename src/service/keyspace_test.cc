@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <future>
@@ -362,6 +363,75 @@ TEST_F(KeyspaceTest, ANewEpochOfAnOriginStartsItsSequenceAgain) {
   Open();
   EXPECT_EQ(svc_->AppliedPosition("lhr"), (consistency::OriginPosition{kLhrEpoch + 60, 3}));
   EXPECT_EQ(svc_->epoch(), own);
+}
+
+TEST_F(KeyspaceTest, ANewLifeOfAnOriginRetiresItsSlotsAndShipsThemOn) {
+  Open();
+  // lhr's first life: 10 increments of x, and key k written last by lhr.
+  crdt::LwwRegister k;
+  k.hlc = {clock_.NowUnixMillis(), 0};
+  k.origin = "lhr";
+  k.origin_seq = 11;
+  k.value = "lhr-old-life";
+  std::promise<Status> p;
+  svc_->ApplyRemote("lhr", kLhrEpoch, 11, {Slot("x", 10, 0, 10)}, [&](Status s) { p.set_value(s); },
+                    {RegisterUpdate{storage::RecordType::kKey, "k", k}});
+  ASSERT_TRUE(p.get_future().get().ok());
+  ASSERT_TRUE(IncrementSync("y", 1).ok());  // A counter lhr never wrote.
+  const uint64_t before = svc_->CommittedSeq();
+  // Its directory is recreated: the new life's slot starts from 0 and must add up, not hide
+  // behind the old one (a max merge of 10 and 2 would read 10).
+  ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 2, {Slot("x", 2, 0, 2)}, kLhrEpoch + 60).ok());
+  EXPECT_EQ(svc_->Read("x").value, 12);
+  EXPECT_EQ(svc_->Read("y").value, 1);
+  // The old life's slot and key are re-shipped from here under new own sequence numbers.
+  std::vector<SlotUpdate> slots;
+  std::vector<RegisterUpdate> regs;
+  svc_->CollectOwnChanges(before, 100, &slots, false, &regs, 4u << 20, /*include_retired=*/true);
+  const std::string retired = RetiredOrigin("lhr", kLhrEpoch);
+  auto has = [&](const std::string& origin, uint64_t inc) {
+    return std::any_of(slots.begin(), slots.end(), [&](const SlotUpdate& u) {
+      return u.name == "x" && u.origin == origin && u.slot.inc == inc;
+    });
+  };
+  EXPECT_TRUE(has(retired, 10));
+  EXPECT_FALSE(has("lhr", 2));  // Never relayed: only lhr ships its live slot.
+  ASSERT_EQ(regs.size(), 1u);
+  EXPECT_EQ(regs[0].reg.value, "lhr-old-life");
+  EXPECT_EQ(regs[0].reg.origin_epoch, kLhrEpoch);
+  // Without the flag (a peer that does not take them) no retired slot goes out.
+  slots.clear();
+  svc_->CollectOwnChanges(before, 100, &slots);
+  EXPECT_FALSE(has(retired, 10));
+  // Receiving the retired slot again, or a newer one, is a max merge; durable across restarts.
+  SlotUpdate again = Slot("x", 11, 0, 10);
+  again.origin = retired;
+  ASSERT_TRUE(ApplySync(svc_.get(), "fra", 1, {again}).ok());
+  EXPECT_EQ(svc_->Read("x").value, 13);
+  Open();
+  EXPECT_EQ(svc_->Read("x").value, 13);
+}
+
+TEST_F(KeyspaceTest, ARetiredLifeFromAPeerRetiresTheSameLifeHere) {
+  Open();
+  ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 5, {Slot("x", 5, 0, 5)}).ok());
+  // fra learned of lhr's new life first and relays lhr's old slot under its retired name: this
+  // node still holds the same writes under "lhr" and must not count them twice.
+  SlotUpdate relayed = Slot("x", 5, 0, 5);
+  relayed.origin = RetiredOrigin("lhr", kLhrEpoch);
+  ASSERT_TRUE(ApplySync(svc_.get(), "fra", 1, {relayed}).ok());
+  EXPECT_EQ(svc_->Read("x").value, 5);
+  // A slot naming this node's own live life is ignored: nobody retires it but its own restart.
+  SlotUpdate mine = Slot("x", 100, 0, 1);
+  mine.origin = RetiredOrigin("iad", svc_->epoch());
+  ASSERT_TRUE(ApplySync(svc_.get(), "fra", 2, {mine}).ok());
+  EXPECT_EQ(svc_->Read("x").value, 5);
+  // Malformed lives are refused with the whole delta.
+  for (const char* bad : {"lhr@0", "LHR@1", "lhr@x", "@5", "lhr@", "lhr@99999999999"}) {
+    SlotUpdate u = Slot("x", 1, 0, 1);
+    u.origin = bad;
+    EXPECT_EQ(ApplySync(svc_.get(), "fra", 3, {u}).code(), StatusCode::kInvalidArgument) << bad;
+  }
 }
 
 TEST_F(KeyspaceTest, RemoteSlotsForOwnRegionOrBadNamesAreRejected) {

@@ -179,6 +179,46 @@ def test_a_killed_node_restarts_and_catches_up(cluster):
     assert acked <= value <= sum(l.sent for l in loads.values())
 
 
+def test_a_region_with_a_fresh_data_directory_rebuilds_from_its_peers(cluster):
+    """lhr's disk is lost (kill -9, directory removed) while fra is paused; lhr comes back
+    empty. Its earlier writes come back from its peers, its new increments count on top of
+    them (they do not hide behind its old slot), and fra, resumed, agrees."""
+    import shutil
+    cluster.start_all()
+    writes = {"iad": 3, "lhr": 4, "fra": 5}
+    for r, n in writes.items():
+        for _ in range(n):
+            assert cluster.nodes[r].request("POST", "/v1/counters/w/increment")[0] == 200
+    assert cluster.nodes["lhr"].request("PUT", "/v1/kv/sess-lhr", body=b"old-life")[0] in (200, 201)
+    assert cluster.converge("w") == 12
+    wait_until(lambda: all(cluster.nodes[r].request("GET", "/v1/kv/sess-lhr")[0] == 200
+                           for r in ("iad", "fra")), 10, "lhr's key everywhere")
+
+    lhr = cluster.nodes["lhr"]
+    lhr.kill()
+    shutil.rmtree(lhr.data_dir)
+    # fra misses the rebuild: it learns of lhr's new life only after it resumes.
+    cluster.nodes["fra"].signal(signal.SIGSTOP)
+    time.sleep(1.1)  # A data directory's epoch is its creation second: the new one is later.
+    cluster.start("lhr")
+    for _ in range(6):
+        assert lhr.request("POST", "/v1/counters/w/increment")[0] == 200
+    # iad has lhr's old writes and its new ones; lhr gets its old ones back from iad (fra's
+    # own writes reach it when fra resumes).
+    wait_until(lambda: cluster.nodes["iad"].value("w") == 18, 10, "iad counts both lives of lhr")
+    wait_until(lambda: lhr.value("w") == 13, 10, "lhr rebuilt its old life from iad")
+    st, _, body = lhr.request("GET", "/v1/kv/sess-lhr")
+    assert (st, body) == (200, "old-life"), (st, body)
+
+    cluster.nodes["fra"].signal(signal.SIGCONT)
+    assert cluster.converge("w", timeout=20) == 18
+    # Writes keep counting everywhere afterwards.
+    assert lhr.request("POST", "/v1/counters/w/increment")[0] == 200
+    assert cluster.nodes["fra"].request("POST", "/v1/counters/w/increment")[0] == 200
+    assert cluster.converge("w", timeout=20) == 20
+    assert "has a new life" in cluster.nodes["iad"].read_output()
+
+
 def test_cluster_endpoint_reflects_a_dead_peer(cluster):
     cluster.start_all()
 
