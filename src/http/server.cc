@@ -18,6 +18,7 @@
 #include "common/strings.h"
 #include "env/clock.h"
 #include "http/errors.h"
+#include "http/wire.h"
 #include "net/net.h"
 
 namespace edgestate::http {
@@ -74,41 +75,6 @@ bool ExpectsContinue(const bhttp::request<bhttp::string_body>& req) {
 
 bool IsHttpParseError(const beast::error_code& ec) {
   return ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category();
-}
-
-// Serializes a response into `out` (reused across requests, so steady state allocates
-// nothing). Requests are parsed by Beast; responses are built here in one buffer because
-// Beast's general serializer was a measured hot spot. Header names and values come from the
-// Api (static names, values it generated), never from the client.
-void SerializeResponse(const Response& r, unsigned version, bool keep_alive,
-                       std::string_view date_line, std::string* out) {
-  out->clear();
-  out->append(version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
-  out->append(fmt::format_int(r.status).c_str());
-  out->push_back(' ');
-  out->append(bhttp::obsolete_reason(static_cast<bhttp::status>(r.status)));
-  out->append("\r\n");
-  out->append(date_line);
-  out->append("Content-Type: ");
-  out->append(r.owned_content_type.empty() ? r.content_type
-                                           : std::string_view(r.owned_content_type));
-  out->append("\r\n");
-  for (const auto& [name, value] : r.headers) {
-    out->append(name);
-    out->append(": ");
-    out->append(value);
-    out->append("\r\n");
-  }
-  out->append("Content-Length: ");
-  out->append(fmt::format_int(r.body.size()).c_str());
-  out->append("\r\n");
-  if (!keep_alive) {
-    out->append("Connection: close\r\n");
-  } else if (version == 10) {
-    out->append("Connection: keep-alive\r\n");
-  }
-  out->append("\r\n");
-  out->append(r.body);
 }
 
 }  // namespace
@@ -245,25 +211,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     const auto& req = parser_->get();
     keep_alive_ = req.keep_alive();
     version_ = req.version();
-    auto header = [&req](auto name) {
-      auto it = req.find(name);
-      return it == req.end() ? std::string_view() : it->value();
-    };
-    auto ttl = req.find("Edgestate-TTL-Ms");
-    Request r{req.method_string(),
-              req.target(),
-              req.body(),
-              header(bhttp::field::authorization),
-              header("Edgestate-Consistency"),
-              header("Edgestate-Session"),
-              header(bhttp::field::cookie),
-              header(bhttp::field::content_type),
-              header(bhttp::field::if_match),
-              header(bhttp::field::if_none_match),
-              ttl == req.end() ? std::string_view() : ttl->value(),
-              ttl != req.end(),
-              header(bhttp::field::cache_control)};
-    std::optional<Response> response = server_->handler->Handle(r, defer_);
+    std::optional<Response> response = server_->handler->Handle(RequestFrom(req), defer_);
     if (response) Send(std::move(*response));
   }
 

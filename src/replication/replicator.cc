@@ -26,6 +26,7 @@
 #include "env/clock.h"
 #include "net/net.h"
 #include "replication/auth.h"
+#include "replication/frames.h"
 #include "replication/tls.h"
 #include "replication/wire.pb.h"
 #include "storage/store.h"
@@ -278,22 +279,6 @@ auto AsyncApply(service::Keyspace* svc, asio::io_context& ioc, std::string origi
             std::move(registers));
       },
       token, std::move(origin), covers, std::move(slots), std::move(registers));
-}
-
-// Decodes the register records of a delta. InvalidArgument for an unknown type or an
-// unreadable state (the receiver's Keyspace checks names and fields).
-StatusOr<std::vector<service::RegisterUpdate>> DecodeRecords(const pb::Delta& d) {
-  std::vector<service::RegisterUpdate> out;
-  out.reserve(d.records_size());
-  for (const pb::RecordDelta& r : d.records()) {
-    if (r.type() > 0xff) return Status::InvalidArgument("record type out of range");
-    StatusOr<storage::RecordType> type = storage::ParseRecordType(static_cast<char>(r.type()));
-    if (!type.ok()) return type.status();
-    StatusOr<storage::StoredRegister> state = storage::DecodeRegister(r.state());
-    if (!state.ok()) return state.status();
-    out.push_back(service::RegisterUpdate{*type, r.name(), std::move(state->reg)});
-  }
-  return out;
 }
 
 }  // namespace
@@ -552,31 +537,26 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
                             d.slots_size() + d.records_size());
           break;
         }
-        StatusOr<std::vector<service::RegisterUpdate>> registers = DecodeRecords(d);
-        if (!registers.ok()) {
-          why = "bad record in delta: " + registers.status().message();
+        StatusOr<DecodedDelta> decoded = DecodeDelta(d);
+        if (!decoded.ok()) {
+          why = "bad record in delta: " + decoded.status().message();
           break;
         }
-        std::vector<service::SlotUpdate> slots;
-        slots.reserve(d.slots_size());
         const int64_t now_ms = RealClock()->NowUnixMillis();
-        for (const pb::SlotDelta& s : d.slots()) {
-          slots.push_back(service::SlotUpdate{
-              s.name(), crdt::Slot{s.inc(), s.dec(), s.version(), s.updated_at_ms()}, s.origin()});
-          if (s.updated_at_ms() > 0 && now_ms >= s.updated_at_ms()) {
-            peer->lag->Observe(static_cast<double>(now_ms - s.updated_at_ms()) / 1000.0);
+        for (const service::SlotUpdate& u : decoded->slots) {
+          if (u.slot.updated_at_ms > 0 && now_ms >= u.slot.updated_at_ms) {
+            peer->lag->Observe(static_cast<double>(now_ms - u.slot.updated_at_ms) / 1000.0);
           }
         }
-        const int64_t now_ms_registers = RealClock()->NowUnixMillis();
-        for (const service::RegisterUpdate& u : *registers) {
-          if (u.reg.hlc.wall_ms > 0 && now_ms_registers >= u.reg.hlc.wall_ms) {
-            peer->lag->Observe(static_cast<double>(now_ms_registers - u.reg.hlc.wall_ms) / 1000.0);
+        for (const service::RegisterUpdate& u : decoded->registers) {
+          if (u.reg.hlc.wall_ms > 0 && now_ms >= u.reg.hlc.wall_ms) {
+            peer->lag->Observe(static_cast<double>(now_ms - u.reg.hlc.wall_ms) / 1000.0);
           }
         }
-        size_t n = slots.size() + registers->size();
-        Status applied =
-            co_await AsyncApply(counters, ioc, peer->address.region, epoch, d.covers_seq(),
-                                std::move(slots), std::move(registers).value(), use_awaitable);
+        size_t n = decoded->slots.size() + decoded->registers.size();
+        Status applied = co_await AsyncApply(counters, ioc, peer->address.region, epoch,
+                                             d.covers_seq(), std::move(decoded->slots),
+                                             std::move(decoded->registers), use_awaitable);
         if (!applied.ok()) {
           why = "apply failed: " + applied.message();
           break;

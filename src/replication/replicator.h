@@ -40,7 +40,7 @@ struct ReplicatorOptions {
   std::string region;
   std::string cluster_secret;
   PeerTlsOptions tls;  // Default: TLS 1.3 with a key derived from cluster_secret.
-  HostPort listen;  // port 0: pick a free port (see peer_port()).
+  HostPort listen;     // port 0: pick a free port (see peer_port()).
   std::vector<PeerAddress> peers;
   std::chrono::milliseconds interval{100};  // 0: ship each commit at once.
   std::chrono::milliseconds connect_timeout{3000};
