@@ -351,7 +351,11 @@ void Replicator::Impl::Send(std::shared_ptr<Conn> conn, pb::Frame f, PeerState* 
   asio::co_spawn(
       ioc,
       [self = shared_from_this(), conn = std::move(conn), f = std::move(f),
-       p]() -> awaitable<void> { co_await self->WriteFrame(*conn, f, p); },
+       p]() -> awaitable<void> {
+        // A failed write closes the connection; its reader then ends the link.
+        Status ignored = co_await self->WriteFrame(*conn, f, p);
+        (void)ignored;
+      },
       asio::detached);
 }
 

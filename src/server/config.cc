@@ -80,7 +80,10 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
                                                err.description(), err.source().begin.line,
                                                err.source().begin.column));
   }
-  for (const auto& [key, node] : t) {
+  for (auto&& entry : t) {
+    // Named, not a structured binding: clang 14 (the fuzz build) cannot capture those.
+    const toml::key& key = entry.first;
+    const toml::node& node = entry.second;
     std::string_view k = key.str();
     auto want_string = [&](std::string* out) -> Status {
       if (auto v = node.value<std::string>(); v && node.is_string()) {
