@@ -13,13 +13,6 @@
 #include "fuzz_world.h"
 #include "replication/frames.h"
 
-namespace {
-
-constexpr size_t kMaxFrameBytes = 8u << 20;
-constexpr size_t kMaxEntries = 4096;  // As the replicator refuses larger deltas.
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   edgestate::fuzz::World& w = edgestate::fuzz::GetWorld();
   std::string_view in(reinterpret_cast<const char*>(data), size);
@@ -29,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const auto* p = reinterpret_cast<const unsigned char*>(in.data());
     uint32_t n = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
     in.remove_prefix(4);
-    if (n > kMaxFrameBytes || n > in.size()) return 0;  // The link closes.
+    if (n > edgestate::replication::kMaxFrameBytes || n > in.size()) return 0;  // Link closed.
     edgestate::replication::pb::Frame f;
     if (!f.ParseFromArray(in.data(), static_cast<int>(n))) return 0;
     in.remove_prefix(n);
@@ -39,7 +32,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (f.hello().epoch() != 0) epoch = f.hello().epoch();
     } else if (f.has_delta()) {
       const auto& d = f.delta();
-      if (static_cast<size_t>(d.slots_size() + d.records_size()) > kMaxEntries) return 0;
       auto decoded = edgestate::replication::DecodeDelta(d);
       if (!decoded.ok()) return 0;
       std::vector<std::string> names;

@@ -15,11 +15,14 @@
 #include <string_view>
 
 #include "fuzz_world.h"
+#include "http/server.h"
 #include "http/wire.h"
 
 namespace bhttp = boost::beast::http;
 
 namespace {
+
+const edgestate::http::HttpServerOptions kLimits;  // The server's default limits.
 
 void CheckErrorBody(const edgestate::http::Response& r) {
   if (r.status < 400) return;
@@ -41,8 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int requests = 0; !in.empty() && requests < 16; ++requests) {
     bhttp::request_parser<bhttp::string_body> parser;
     parser.eager(true);
-    parser.header_limit(16 * 1024);  // HttpServerOptions' defaults.
-    parser.body_limit(1 << 20);
+    parser.header_limit(static_cast<std::uint32_t>(kLimits.max_header_bytes));
+    parser.body_limit(kLimits.max_body_bytes);
     boost::beast::error_code ec;
     while (!in.empty() && !parser.is_done()) {
       size_t used = parser.put(boost::asio::buffer(in.data(), in.size()), ec);

@@ -1,10 +1,17 @@
 #include "replication/frames.h"
 
+#include <fmt/format.h>
+
 #include "storage/store.h"
 
 namespace edgestate::replication {
 
 StatusOr<DecodedDelta> DecodeDelta(const pb::Delta& d) {
+  if (static_cast<size_t>(d.slots_size() + d.records_size()) > kMaxDeltaEntries) {
+    return Status::InvalidArgument(fmt::format("delta of {} records exceeds the limit of {}",
+                                               d.slots_size() + d.records_size(),
+                                               kMaxDeltaEntries));
+  }
   DecodedDelta out;
   out.registers.reserve(d.records_size());
   for (const pb::RecordDelta& r : d.records()) {

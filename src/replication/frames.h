@@ -10,9 +10,14 @@
 
 namespace edgestate::replication {
 
-// The slots and register records of a delta. InvalidArgument for an unknown record type or an
-// unreadable register state; names and fields are checked by the receiving Keyspace
-// (ApplyRemote), which refuses the whole delta on any bad one.
+// Frames longer than this close the link (4 KiB while the handshake runs).
+inline constexpr size_t kMaxFrameBytes = 8u << 20;
+// Slots and records in one delta; a larger delta closes the link.
+inline constexpr size_t kMaxDeltaEntries = 4096;
+
+// The slots and register records of a delta. InvalidArgument for more than kMaxDeltaEntries of
+// them, an unknown record type or an unreadable register state; names and fields are checked by the
+// receiving Keyspace (ApplyRemote), which refuses the whole delta on any bad one.
 struct DecodedDelta {
   std::vector<service::SlotUpdate> slots;
   std::vector<service::RegisterUpdate> registers;

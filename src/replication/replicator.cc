@@ -44,9 +44,7 @@ using boost::system::error_code;
 namespace {
 
 constexpr uint32_t kProtocolVersion = 1;
-constexpr size_t kMaxFrameBytes = 8u << 20;
 constexpr size_t kMaxHandshakeFrameBytes = 4096;
-constexpr size_t kMaxSlotsPerDelta = 4096;
 // Frames queued behind a write in progress (calls and their replies); beyond this the peer is
 // not reading and the link is closed.
 constexpr size_t kMaxQueuedBytes = 16u << 20;
@@ -536,14 +534,9 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
       peer->Touch();
       if (f->has_delta()) {
         const pb::Delta& d = f->delta();
-        if (static_cast<size_t>(d.slots_size() + d.records_size()) > kMaxSlotsPerDelta) {
-          why = fmt::format("delta of {} records exceeds the limit",
-                            d.slots_size() + d.records_size());
-          break;
-        }
         StatusOr<DecodedDelta> decoded = DecodeDelta(d);
         if (!decoded.ok()) {
-          why = "bad record in delta: " + decoded.status().message();
+          why = "bad delta: " + decoded.status().message();
           break;
         }
         const int64_t now_ms = RealClock()->NowUnixMillis();
@@ -873,12 +866,11 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     const int64_t snapshot_unix_us = RealClock()->NowUnixMicros();  // Before the sequence.
     std::vector<service::SlotUpdate> slots;
     std::vector<service::RegisterUpdate> registers;
-    // With strong slots a counter may take two entries: half as many counters per delta.
-    const size_t max_counters = accepts_calls ? kMaxSlotsPerDelta / 2 : kMaxSlotsPerDelta;
+    // CollectOwnChanges counts every entry (strong and retired slots too) against the bound.
     const uint64_t committed_before = counters->CommittedSeq();
     uint64_t covers = counters->CollectOwnChanges(
-        state->cursor, max_counters, &slots, accepts_calls, accepts_records ? &registers : nullptr,
-        4u << 20, accepts_retired);
+        state->cursor, kMaxDeltaEntries, &slots, accepts_calls,
+        accepts_records ? &registers : nullptr, 4u << 20, accepts_retired);
     // Stopped short of what was committed when it began (a limit): ship the rest at once.
     bool truncated = covers < committed_before && covers > state->cursor;
     if (covers > state->cursor || !slots.empty() || !registers.empty()) {
