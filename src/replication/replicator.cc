@@ -866,11 +866,12 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     const int64_t snapshot_unix_us = RealClock()->NowUnixMicros();  // Before the sequence.
     std::vector<service::SlotUpdate> slots;
     std::vector<service::RegisterUpdate> registers;
-    // CollectOwnChanges counts every entry (strong and retired slots too) against the bound.
+    // With strong slots a counter may take two entries: half as many counters per delta.
+    const size_t max_counters = accepts_calls ? kMaxDeltaEntries / 2 : kMaxDeltaEntries;
     const uint64_t committed_before = counters->CommittedSeq();
     uint64_t covers = counters->CollectOwnChanges(
-        state->cursor, kMaxDeltaEntries, &slots, accepts_calls,
-        accepts_records ? &registers : nullptr, 4u << 20, accepts_retired);
+        state->cursor, max_counters, &slots, accepts_calls, accepts_records ? &registers : nullptr,
+        4u << 20, accepts_retired);
     // Stopped short of what was committed when it began (a limit): ship the rest at once.
     bool truncated = covers < committed_before && covers > state->cursor;
     if (covers > state->cursor || !slots.empty() || !registers.empty()) {
