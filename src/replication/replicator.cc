@@ -759,7 +759,10 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   p->Touch();
   p->ae_rounds->Inc();
   struct SendState {
+    // The pass (Keyspace::CollectOwnChanges): where it goes on, and what the peer holds once it
+    // applied everything sent.
     uint64_t cursor = 0;
+    uint64_t covered = 0;
     uint64_t catch_up_until = 0;
     uint64_t next_id = 1;
     // id, sent (monotonic ns), seq, sent (wall us).
@@ -774,7 +777,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     std::string error;
   };
   auto state = std::make_shared<SendState>();
-  state->cursor = welcome->welcome().applied_seq();
+  state->cursor = state->covered = welcome->welcome().applied_seq();
   state->catch_up_until = counters->CommittedSeq();
   p->acked_seq.store(state->cursor);
   UpdateStable();
@@ -853,6 +856,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
       spdlog::warn("peer {} is behind what it was sent (has {}, sent {}); resending",
                    p->address.region, *state->rewind_to, state->cursor);
       state->cursor = std::min(state->cursor, *state->rewind_to);
+      state->covered = std::min(state->covered, *state->rewind_to);
       state->catch_up_until = counters->CommittedSeq();
       state->rewind_to.reset();
       p->ae_rounds->Inc();
@@ -866,15 +870,14 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
     const int64_t snapshot_unix_us = RealClock()->NowUnixMicros();  // Before the sequence.
     std::vector<service::SlotUpdate> slots;
     std::vector<service::RegisterUpdate> registers;
-    // With strong slots a counter may take two entries: half as many counters per delta.
-    const size_t max_counters = accepts_calls ? kMaxDeltaEntries / 2 : kMaxDeltaEntries;
-    const uint64_t committed_before = counters->CommittedSeq();
-    uint64_t covers = counters->CollectOwnChanges(
-        state->cursor, max_counters, &slots, accepts_calls, accepts_records ? &registers : nullptr,
-        4u << 20, accepts_retired);
-    // Stopped short of what was committed when it began (a limit): ship the rest at once.
-    bool truncated = covers < committed_before && covers > state->cursor;
-    if (covers > state->cursor || !slots.empty() || !registers.empty()) {
+    const service::Keyspace::CollectedChanges got = counters->CollectOwnChanges(
+        state->cursor, kMaxDeltaEntries, &slots, accepts_calls,
+        accepts_records ? &registers : nullptr, 4u << 20, accepts_retired);
+    using End = service::Keyspace::CollectedChanges::End;
+    // A pass ends with its complete call: only then does what was shipped cover more.
+    const uint64_t covers =
+        got.end == End::kComplete ? std::max(state->covered, got.covers) : state->covered;
+    if (covers > state->covered || !slots.empty() || !registers.empty()) {
       pb::Frame delta;
       delta.mutable_delta()->set_covers_seq(covers);
       for (const auto& u : registers) {
@@ -897,23 +900,28 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
       if (state->cursor < state->catch_up_until) {
         p->ae_repaired->Inc(slots.size() + registers.size());
       }
-      state->cursor = covers;
     }
-    if (truncated) continue;  // More to ship before a heartbeat may vouch for the snapshot.
-    pb::Frame hb;
-    uint64_t id = state->next_id++;
-    hb.mutable_heartbeat()->set_id(id);
-    hb.mutable_heartbeat()->set_committed_seq(covers);
-    int64_t now_ns = RealClock()->MonotonicNanos();
-    hb.mutable_heartbeat()->set_age_us(static_cast<uint64_t>((now_ns - snapshot_ns) / 1000));
-    hb.mutable_heartbeat()->set_rtt_us(static_cast<uint64_t>(p->rtt_us.load()));
-    hb.mutable_heartbeat()->set_snapshot_unix_us(snapshot_unix_us);
-    const int64_t send_unix_us = RealClock()->NowUnixMicros();
-    hb.mutable_heartbeat()->set_send_unix_us(send_unix_us);
-    hb.mutable_heartbeat()->set_stable_seq(counters->StableSeq(options.region));
-    state->pending.emplace_back(id, now_ns, covers, send_unix_us);
-    if (state->pending.size() > 1024) state->pending.pop_front();
-    if (Status s = co_await WriteFrame(*conn, hb, p); !s.ok()) co_return s;
+    state->cursor = got.resume_after;
+    state->covered = covers;
+    // A limit: more to ship at once before a heartbeat may vouch for the snapshot. A failure
+    // (logged by the keyspace): no heartbeat either; the pass goes on after the interval.
+    if (got.end == End::kLimit) continue;
+    if (got.end == End::kComplete) {
+      pb::Frame hb;
+      uint64_t id = state->next_id++;
+      hb.mutable_heartbeat()->set_id(id);
+      hb.mutable_heartbeat()->set_committed_seq(covers);
+      int64_t now_ns = RealClock()->MonotonicNanos();
+      hb.mutable_heartbeat()->set_age_us(static_cast<uint64_t>((now_ns - snapshot_ns) / 1000));
+      hb.mutable_heartbeat()->set_rtt_us(static_cast<uint64_t>(p->rtt_us.load()));
+      hb.mutable_heartbeat()->set_snapshot_unix_us(snapshot_unix_us);
+      const int64_t send_unix_us = RealClock()->NowUnixMicros();
+      hb.mutable_heartbeat()->set_send_unix_us(send_unix_us);
+      hb.mutable_heartbeat()->set_stable_seq(counters->StableSeq(options.region));
+      state->pending.emplace_back(id, now_ns, covers, send_unix_us);
+      if (state->pending.size() > 1024) state->pending.pop_front();
+      if (Status s = co_await WriteFrame(*conn, hb, p); !s.ok()) co_return s;
+    }
 
     auto wait = options.interval.count() > 0 ? options.interval : kStreamingHeartbeat;
     send_timer.expires_after(wait);

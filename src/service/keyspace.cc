@@ -383,82 +383,127 @@ uint64_t Keyspace::AppliedSeq(std::string_view origin, uint32_t epoch) const {
   return p.epoch == epoch ? p.seq : 0;
 }
 
-uint64_t Keyspace::CollectOwnChanges(uint64_t after_seq, size_t max_entries,
-                                     std::vector<SlotUpdate>* out, bool include_strong,
-                                     std::vector<RegisterUpdate>* registers,
-                                     size_t max_register_bytes, bool include_retired) const {
-  // Read before the index: every entry with seq <= covers was written by a batch that
-  // completed before committed_seq_ moved past it, so the scan sees it.
-  uint64_t covers = committed_seq_.load(std::memory_order_acquire);
-  if (covers <= after_seq) return after_seq;
+Keyspace::CollectedChanges Keyspace::CollectOwnChanges(
+    uint64_t after_seq, size_t max_entries, std::vector<SlotUpdate>* out, bool include_strong,
+    std::vector<RegisterUpdate>* registers, size_t max_register_bytes, bool include_retired) const {
+  using End = CollectedChanges::End;
+  // Read before the scan: every write with seq <= committed was in a batch that completed
+  // before, so the scan sees its record's entry, at that seq or (moved by a later write) above.
+  const uint64_t committed = committed_seq_.load(std::memory_order_acquire);
+  if (before_change_scan_) before_change_scan_();
+  const CollectedChanges complete{End::kComplete, std::max(committed, after_seq),
+                                  std::max(committed, after_seq)};
+  auto stopped = [after_seq](End end, uint64_t last_taken) {
+    return CollectedChanges{end, after_seq, std::max(after_seq, last_taken)};
+  };
+  const size_t out_before = out->size();
+  const size_t registers_before = registers != nullptr ? registers->size() : 0;
+  auto taken = [&] {
+    return out->size() - out_before + (registers != nullptr ? registers->size() : 0) -
+           registers_before;
+  };
   std::vector<std::tuple<uint64_t, storage::RecordType, std::string>> picked;
+  bool more = false;
   Status scan = store_->ForEachChange(
       after_seq, [&](uint64_t seq, storage::RecordType type, std::string_view name) {
-        if (seq > covers) return false;
+        // One over the bound tells a full result from a truncated one.
         if (picked.size() == max_entries) {
-          covers = std::get<0>(picked.back());  // Truncated: complete only up to the last one.
+          more = true;
           return false;
         }
         picked.emplace_back(seq, type, std::string(name));
         return true;
       });
-  if (!scan.ok()) {
-    spdlog::error("reading the change index failed: {}", scan.ToString());
-    covers = picked.empty() ? after_seq : std::get<0>(picked.back());
-  }
-  size_t register_bytes = 0;
-  uint64_t previous_seq = after_seq;
-  for (auto& [seq, type, name] : picked) {
-    const uint64_t before = std::exchange(previous_seq, seq);
-    if (type != storage::RecordType::kCounter) {
-      if (registers == nullptr) continue;
-      StatusOr<std::string> bytes = store_->Get(storage::RecordKey(type, name));
-      if (!bytes.ok()) {
-        if (bytes.status().code() == StatusCode::kNotFound) continue;  // Collected since.
-        spdlog::error("reading record {:?} for replication failed: {}", name,
-                      bytes.status().ToString());
-        return seq - 1;  // Covers only what came before it; the next round retries.
-      }
-      StatusOr<storage::StoredRegister> r = storage::DecodeRegister(*bytes);
-      if (!r.ok()) {
-        spdlog::error("stored record {:?} is unreadable: {}", name, r.status().ToString());
-        return seq - 1;
-      }
-      register_bytes += r->reg.value.size() + name.size();
-      if (register_bytes > max_register_bytes && !registers->empty()) return before;
-      registers->push_back(RegisterUpdate{type, std::move(name), std::move(r->reg)});
-      continue;
-    }
-    Shard& shard = ShardFor(name);
-    std::lock_guard lock(shard.mu);
-    auto it = shard.counters.find(name);
-    if (it == shard.counters.end()) continue;
-    // A counter's entries stay together: stop before they would pass max_entries in all.
-    size_t entries = 1 + (include_strong && it->second.Find(kStrongOrigin) != nullptr);
+  if (!scan.ok()) spdlog::error("reading the change index failed: {}", scan.ToString());
+  // Appends a counter's entries, which stay together; false when they would pass max_entries.
+  auto take_counter = [&](const std::string& name, const crdt::PnCounter& c) {
+    size_t entries = 1 + (include_strong && c.Find(kStrongOrigin) != nullptr);
     if (include_retired) {
-      for (const auto& [origin, slot] : it->second.slots()) {
+      for (const auto& [origin, slot] : c.slots()) {
         entries += origin.find(kLifeSeparator) != std::string::npos;
       }
     }
-    const size_t taken = out->size() + (registers != nullptr ? registers->size() : 0);
-    if (taken > 0 && taken + entries > max_entries) return before;
+    if (taken() > 0 && taken() + entries > max_entries) return false;
     if (include_strong) {
-      if (const crdt::Slot* strong = it->second.Find(kStrongOrigin)) {
+      if (const crdt::Slot* strong = c.Find(kStrongOrigin)) {
         out->push_back(SlotUpdate{name, *strong, std::string(kStrongOrigin)});
       }
     }
     if (include_retired) {
-      for (const auto& [origin, slot] : it->second.slots()) {
+      for (const auto& [origin, slot] : c.slots()) {
         if (origin.find(kLifeSeparator) != std::string::npos) {
           out->push_back(SlotUpdate{name, slot, origin});
         }
       }
     }
-    if (const crdt::Slot* own = it->second.Find(options_.region)) {
-      out->push_back(SlotUpdate{std::move(name), *own, {}});
+    if (const crdt::Slot* own = c.Find(options_.region)) {
+      out->push_back(SlotUpdate{name, *own, {}});
     }
+    return true;
+  };
+  size_t register_bytes = 0;
+  uint64_t last_taken = after_seq;
+  for (auto& [seq, type, name] : picked) {
+    if (type != storage::RecordType::kCounter) {
+      if (registers == nullptr) {
+        last_taken = seq;
+        continue;
+      }
+      StatusOr<std::string> bytes = store_->Get(storage::RecordKey(type, name));
+      if (!bytes.ok()) {
+        if (bytes.status().code() == StatusCode::kNotFound) {  // Collected since.
+          last_taken = seq;
+          continue;
+        }
+        spdlog::error("reading record {:?} for replication failed: {}", name,
+                      bytes.status().ToString());
+        return stopped(End::kFailed, last_taken);
+      }
+      StatusOr<storage::StoredRegister> r = storage::DecodeRegister(*bytes);
+      if (!r.ok()) {
+        spdlog::error("stored record {:?} is unreadable: {}", name, r.status().ToString());
+        return stopped(End::kFailed, last_taken);
+      }
+      register_bytes += r->reg.value.size() + name.size();
+      if (register_bytes > max_register_bytes && taken() > 0) {
+        return stopped(End::kLimit, last_taken);
+      }
+      registers->push_back(RegisterUpdate{type, std::move(name), std::move(r->reg)});
+      last_taken = seq;
+      continue;
+    }
+    // The published state, unless the writer has not published the batch that wrote this
+    // entry yet (entries above `committed` may be that fresh): then the stored one.
+    {
+      Shard& shard = ShardFor(name);
+      std::lock_guard lock(shard.mu);
+      auto it = shard.counters.find(name);
+      if (it != shard.counters.end()) {
+        const crdt::Slot* own = it->second.Find(options_.region);
+        if (own != nullptr && own->version >= seq) {
+          if (!take_counter(name, it->second)) return stopped(End::kLimit, last_taken);
+          last_taken = seq;
+          continue;
+        }
+      }
+    }
+    StatusOr<std::string> bytes = store_->Get(storage::CounterKey(name));
+    if (!bytes.ok()) {
+      spdlog::error("reading counter {:?} for replication failed: {}", name,
+                    bytes.status().ToString());
+      return stopped(End::kFailed, last_taken);
+    }
+    StatusOr<crdt::PnCounter> c = storage::DecodeCounter(*bytes);
+    if (!c.ok()) {
+      spdlog::error("stored counter {:?} is unreadable: {}", name, c.status().ToString());
+      return stopped(End::kFailed, last_taken);
+    }
+    if (!take_counter(name, *c)) return stopped(End::kLimit, last_taken);
+    last_taken = seq;
   }
-  return covers;
+  if (!scan.ok()) return stopped(End::kFailed, last_taken);
+  if (more) return stopped(End::kLimit, last_taken);
+  return complete;
 }
 
 crdt::Hlc Keyspace::ClockNow() {

@@ -230,24 +230,43 @@ class Keyspace {
   // This node's own write sequence: every acknowledged local write has seq <= CommittedSeq().
   uint64_t CommittedSeq() const { return committed_seq_.load(std::memory_order_acquire); }
 
-  // Appends to *out the own-origin slots of every counter whose latest local write has a
-  // sequence number above `after_seq`, oldest first, at most `max_entries` SlotUpdates and
-  // registers in all (one counter's entries are never split; a first counter with more is
-  // taken whole). Returns the
-  // sequence number the result covers: after applying *out, a replica has every local write
-  // with seq <= the returned value. Returns `after_seq` (and adds nothing) when nothing is new.
-  // With `include_strong`, a counter's kStrongOrigin slot travels with its own slot (as a
-  // second SlotUpdate; max_entries counts records); with `include_retired`, so do its retired
-  // lives' slots. Register records whose latest own write is
-  // new go to *registers (their whole current write, whoever made it); with `registers` null
-  // they are skipped (a peer that cannot take them). Registers stop (truncating like
-  // max_entries) before their values would pass `max_register_bytes`; the first is always
-  // taken. Unreadable storage ends the result early (covering only what came before).
-  uint64_t CollectOwnChanges(uint64_t after_seq, size_t max_entries, std::vector<SlotUpdate>* out,
-                             bool include_strong = false,
-                             std::vector<RegisterUpdate>* registers = nullptr,
-                             size_t max_register_bytes = 4u << 20,
-                             bool include_retired = false) const;
+  // Collects the own-origin state of every record whose change-index entry lies above
+  // `after_seq`, oldest entry first: counters' own slots to *out, and register records (keys,
+  // purges: their whole current write, whoever made it) to *registers. Entries above
+  // CommittedSeq() are taken too: a write committing during the scan may have moved a record's
+  // entry there from below. One counter's entries stay together: with `include_strong` its
+  // kStrongOrigin slot travels as a second SlotUpdate, with `include_retired` so do its retired
+  // lives' slots. With `registers` null, register records are skipped (a peer that cannot take
+  // them).
+  //
+  // Limits: at most `max_entries` SlotUpdates and registers in all, and register values up to
+  // `max_register_bytes`; the first record is always taken whole. Hitting one ends the result
+  // with kLimit; unreadable storage ends it with kFailed. Both leave `covers` at `after_seq`:
+  // a record not taken may hold a write below the last one taken (its entry moved past it).
+  //
+  // A *pass* is a run of calls, each continuing at the previous `resume_after`, starting from a
+  // position a replica covers. Once a replica applied everything a pass collected, it holds
+  // every local write with seq <= the `covers` of the pass's kComplete call. REQUIRES:
+  // max_entries > 0. Thread-safe; the scan runs on the caller's thread.
+  struct CollectedChanges {
+    enum class End { kComplete, kLimit, kFailed };
+    End end = End::kComplete;
+    // With kComplete: CommittedSeq() as read before the scan (never below after_seq).
+    // Otherwise after_seq.
+    uint64_t covers = 0;
+    // Where the pass goes on: after the last entry taken (kLimit, kFailed) or `covers`.
+    uint64_t resume_after = 0;
+  };
+  CollectedChanges CollectOwnChanges(uint64_t after_seq, size_t max_entries,
+                                     std::vector<SlotUpdate>* out, bool include_strong = false,
+                                     std::vector<RegisterUpdate>* registers = nullptr,
+                                     size_t max_register_bytes = 4u << 20,
+                                     bool include_retired = false) const;
+  // Test seam: called by CollectOwnChanges between reading CommittedSeq() and starting its
+  // scan. Set before any collection; production code leaves it empty.
+  void TEST_SetBeforeChangeScan(std::function<void()> hook) {
+    before_change_scan_ = std::move(hook);
+  }
 
   // This data directory's epoch (Store::GetOrCreateEpoch): tells this node's lives apart.
   uint32_t epoch() const { return epoch_; }
@@ -417,6 +436,7 @@ class Keyspace {
   std::map<std::string, consistency::OriginPosition, std::less<>>
       applied_;  // GUARDED_BY(applied_mu_)
   std::function<void()> commit_listener_;
+  std::function<void()> before_change_scan_;
   std::function<void()> progress_listener_;
   std::function<void(std::string_view)> purge_listener_;
   uint32_t epoch_ = 0;

@@ -7,8 +7,11 @@
 #include <filesystem>
 #include <future>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 #include "common/test_dir.h"
 
@@ -290,6 +293,13 @@ SlotUpdate Slot(const std::string& name, uint64_t inc, uint64_t dec, uint64_t ve
   return SlotUpdate{name, crdt::Slot{inc, dec, version, 1'700'000'000'000 + int64_t(version)}};
 }
 
+using End = Keyspace::CollectedChanges::End;
+
+// The end, covers and resume position of one collection, for comparisons.
+std::tuple<End, uint64_t, uint64_t> Got(const Keyspace::CollectedChanges& c) {
+  return {c.end, c.covers, c.resume_after};
+}
+
 TEST_F(KeyspaceTest, OwnChangesAreCollectedOncePerCounterInSeqOrder) {
   Open();
   ASSERT_TRUE(IncrementSync("a", 1).ok());  // seq 1
@@ -297,29 +307,126 @@ TEST_F(KeyspaceTest, OwnChangesAreCollectedOncePerCounterInSeqOrder) {
   ASSERT_TRUE(IncrementSync("a", 3).ok());  // seq 3: a's entry moves from 1 to 3
   EXPECT_EQ(svc_->CommittedSeq(), 3u);
   std::vector<SlotUpdate> out;
-  EXPECT_EQ(svc_->CollectOwnChanges(0, 100, &out), 3u);
+  EXPECT_EQ(Got(svc_->CollectOwnChanges(0, 100, &out)), std::tuple(End::kComplete, 3u, 3u));
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0].name, "b");
   EXPECT_EQ(out[1].name, "a");
   EXPECT_EQ(out[1].slot.inc, 4u);
   EXPECT_EQ(out[1].slot.version, 3u);
   out.clear();
-  EXPECT_EQ(svc_->CollectOwnChanges(2, 100, &out), 3u);
+  EXPECT_EQ(Got(svc_->CollectOwnChanges(2, 100, &out)), std::tuple(End::kComplete, 3u, 3u));
   ASSERT_EQ(out.size(), 1u);
   out.clear();
-  EXPECT_EQ(svc_->CollectOwnChanges(3, 100, &out), 3u);
+  EXPECT_EQ(Got(svc_->CollectOwnChanges(3, 100, &out)), std::tuple(End::kComplete, 3u, 3u));
   EXPECT_TRUE(out.empty());
-  out.clear();
-  EXPECT_EQ(svc_->CollectOwnChanges(0, 1, &out), 2u);  // Truncated: covers only what it took.
-  ASSERT_EQ(out.size(), 1u);
   // The sequence and the change log survive a restart.
   Open();
   EXPECT_EQ(svc_->CommittedSeq(), 3u);
   out.clear();
-  EXPECT_EQ(svc_->CollectOwnChanges(0, 100, &out), 3u);
+  EXPECT_EQ(Got(svc_->CollectOwnChanges(0, 100, &out)), std::tuple(End::kComplete, 3u, 3u));
   EXPECT_EQ(out.size(), 2u);
   ASSERT_TRUE(IncrementSync("c", 1).ok());
   EXPECT_EQ(svc_->CommittedSeq(), 4u);
+}
+
+// A limit ends a collection without covering more: "b" (seq 2) alone does not hold a's write
+// of seq 1, whose entry moved to 3. The pass goes on from 2 and its complete call covers all.
+TEST_F(KeyspaceTest, ALimitedCollectionCoversNothingNewUntilThePassCompletes) {
+  Open();
+  ASSERT_TRUE(IncrementSync("a", 1).ok());  // seq 1
+  ASSERT_TRUE(IncrementSync("b", 2).ok());  // seq 2
+  ASSERT_TRUE(IncrementSync("a", 3).ok());  // seq 3
+  std::vector<SlotUpdate> out;
+  EXPECT_EQ(Got(svc_->CollectOwnChanges(0, 1, &out)), std::tuple(End::kLimit, 0u, 2u));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].name, "b");
+  out.clear();
+  EXPECT_EQ(Got(svc_->CollectOwnChanges(2, 1, &out)), std::tuple(End::kComplete, 3u, 3u));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].name, "a");
+  EXPECT_EQ(out[0].slot.inc, 4u);
+}
+
+// The sequence is read before the scan. A write committing in between moves a's entry from
+// seq 2 (covered) to 3 (not yet): the collection still takes a, or a replica told it holds
+// seq 2 would lack a's acknowledged write of seq 2 (a staleness bound broken).
+TEST_F(KeyspaceTest, AnEntryMovedPastTheCoveredSequenceDuringTheScanIsTaken) {
+  Open();
+  ASSERT_TRUE(IncrementSync("a", 1).ok());  // seq 1
+  std::vector<SlotUpdate> out;
+  EXPECT_EQ(Got(svc_->CollectOwnChanges(0, 100, &out)), std::tuple(End::kComplete, 1u, 1u));
+  ASSERT_TRUE(IncrementSync("a", 1).ok());  // seq 2, acknowledged
+  bool moved = false;
+  svc_->TEST_SetBeforeChangeScan([&] {
+    if (!std::exchange(moved, true)) ASSERT_TRUE(IncrementSync("a", 1).ok());  // seq 3
+  });
+  out.clear();
+  EXPECT_EQ(Got(svc_->CollectOwnChanges(1, 100, &out)), std::tuple(End::kComplete, 2u, 2u));
+  ASSERT_TRUE(moved);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].name, "a");
+  EXPECT_GE(out[0].slot.inc, 2u);
+}
+
+// Replication's contract under concurrent writes, through the replicator's loop: a replica
+// that applied a pass holds every write acknowledged before the pass's complete call began.
+// Three hot counters move their entries on every commit; a limit of 2 splits every pass.
+TEST_F(KeyspaceTest, PassesCoverEveryWriteAcknowledgedBeforeThemUnderConcurrentWrites) {
+  Open(Durability::kAsync);
+  constexpr int kCounters = 3;
+  constexpr int kWrites = 60'000;
+  constexpr size_t kInFlight = 64;
+  const std::string names[kCounters] = {"hot-a", "hot-b", "hot-c"};
+  std::atomic<int64_t> acked[kCounters] = {};
+  std::atomic<bool> writing{true};
+  std::thread writer([&] {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t in_flight = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (int i = 0; i < kWrites && std::chrono::steady_clock::now() < deadline; ++i) {
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return in_flight < kInFlight; });
+        in_flight++;
+      }
+      const int k = i % kCounters;
+      svc_->Increment(names[k], 1, [&, k](StatusOr<CounterValue> r) {
+        if (r.ok()) acked[k].fetch_add(1);
+        std::lock_guard lock(mu);
+        in_flight--;
+        cv.notify_one();
+      });
+    }
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return in_flight == 0; });
+    writing.store(false);
+  });
+  uint64_t cursor = 0;
+  std::map<std::string, uint64_t> replica;
+  int passes = 0, misses = 0;
+  int64_t before[kCounters] = {};
+  bool pass_begun = false;
+  while (writing.load() || passes == 0) {
+    if (!pass_begun) {
+      for (int k = 0; k < kCounters; ++k) before[k] = acked[k].load();
+      pass_begun = true;
+    }
+    std::vector<SlotUpdate> out;
+    const Keyspace::CollectedChanges got = svc_->CollectOwnChanges(cursor, 2, &out);
+    ASSERT_NE(got.end, End::kFailed);
+    for (const SlotUpdate& u : out) replica[u.name] = std::max(replica[u.name], u.slot.inc);
+    cursor = got.resume_after;
+    if (got.end == End::kLimit) continue;
+    // Acknowledged before the complete call began, hence before the pass's sequence read.
+    passes++;
+    pass_begun = false;
+    for (int k = 0; k < kCounters; ++k) {
+      if (static_cast<int64_t>(replica[names[k]]) < before[k]) misses++;
+    }
+  }
+  writer.join();
+  EXPECT_EQ(misses, 0) << "over " << passes << " passes";
 }
 
 TEST_F(KeyspaceTest, RemoteSlotsMergeIdempotentlyInAnyOrder) {
@@ -556,7 +663,7 @@ TEST_F(KeyspaceTest, KeysReplicateThroughTheOneStream) {
   EXPECT_EQ(svc_->CommittedSeq(), 4u);
   std::vector<SlotUpdate> slots;
   std::vector<RegisterUpdate> regs;
-  EXPECT_EQ(svc_->CollectOwnChanges(0, 100, &slots, false, &regs), 4u);
+  EXPECT_EQ(svc_->CollectOwnChanges(0, 100, &slots, false, &regs).covers, 4u);
   ASSERT_EQ(slots.size(), 1u);
   ASSERT_EQ(regs.size(), 2u);
   EXPECT_EQ(regs[0].name, "k2");
@@ -564,11 +671,12 @@ TEST_F(KeyspaceTest, KeysReplicateThroughTheOneStream) {
   EXPECT_EQ(regs[1].reg.value, "a2");
   regs.clear();
   slots.clear();
-  EXPECT_EQ(svc_->CollectOwnChanges(2, 1, &slots, false, &regs), 3u);  // Truncated.
+  EXPECT_EQ(Got(svc_->CollectOwnChanges(2, 1, &slots, false, &regs)),
+            std::tuple(End::kLimit, 2u, 3u));
   ASSERT_EQ(regs.size(), 1u);
   // A peer without registers still gets the counters and the sequence.
   slots.clear();
-  EXPECT_EQ(svc_->CollectOwnChanges(0, 100, &slots), 4u);
+  EXPECT_EQ(svc_->CollectOwnChanges(0, 100, &slots).covers, 4u);
   EXPECT_EQ(slots.size(), 1u);
 
   // Remote writes merge by clock; an older one changes nothing.
