@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   str_opt("--config", &flags.config_file,
           "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
           "threads, max_connections, max_pending_writes, max_pending_write_mb, request_timeout_ms, "
-          "async_sync_interval_ms, peer_listen, "
+          "async_sync_interval_ms, tls_cert, tls_key, peer_listen, "
           "peers, cluster_secret, peer_tls_cert, peer_tls_key, peer_tls_ca, "
           "peer_insecure_plaintext, replication_interval_ms, default_consistency, session_wait_ms, "
           "session_cookie, max_clock_error_ms, strong_voters, strong_timeout_ms, cache_mb, "
@@ -73,6 +73,10 @@ int main(int argc, char** argv) {
           "A whole request (and keep-alive idle time) must arrive within this. Default 15000.");
   int_opt("--async-sync-interval-ms", &flags.async_sync_interval_ms,
           "With --durability async: how often the WAL is synced. Default 100.");
+  str_opt("--tls-cert", &flags.tls_cert,
+          "PEM certificate chain (leaf first): serve the client port over TLS 1.2/1.3. With "
+          "--tls-key; both files are read again on SIGHUP (docs/security.md).");
+  str_opt("--tls-key", &flags.tls_key, "PEM private key of --tls-cert.");
   str_opt("--peer-listen", &flags.peer_listen,
           "HOST:PORT of the replication listener (private network), separate from --port.");
   str_opt("--peers", &flags.peers,

@@ -7,8 +7,10 @@
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_set>
@@ -26,6 +28,7 @@ namespace edgestate::http {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 
 namespace {
@@ -84,7 +87,7 @@ struct HttpServer::Impl {
       : options(std::move(o)), handler(h), metrics(m) {}
 
   void DoAccept();
-  void RejectOverloaded(Socket& socket);
+  void RejectOverloaded(Socket& socket, bool tls);
   void ScheduleSweep(Worker* w);
 
   const HttpServerOptions options;
@@ -92,6 +95,8 @@ struct HttpServer::Impl {
   HttpMetrics* const metrics;
   std::atomic<size_t> active{0};
   std::atomic<bool> shut_down{false};
+  std::mutex tls_mu;
+  std::shared_ptr<ssl::context> tls;  // GUARDED_BY(tls_mu); for connections accepted next.
   std::vector<std::unique_ptr<Worker>> workers;
   std::optional<tcp::acceptor> acceptor;  // Lives on workers[0].
   std::optional<Socket> pending;          // The socket the current async_accept fills.
@@ -104,11 +109,14 @@ namespace {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Socket&& socket, Worker* worker, HttpServer::Impl* server)
+  Connection(Socket&& socket, std::shared_ptr<ssl::context> tls, Worker* worker,
+             HttpServer::Impl* server)
       : socket_(std::move(socket)),
+        tls_context_(std::move(tls)),
         worker_(worker),
         server_(server),
         buffer_(server->options.max_header_bytes + server->options.max_body_bytes + 8192) {
+    if (tls_context_) tls_.emplace(socket_, *tls_context_);
     defer_ = [this] {
       auto self = shared_from_this();
       return Responder([self](Response r) {
@@ -127,12 +135,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Start() {
     worker_->connections.insert(this);
     if (worker_->draining) return Close();
-    DoRead();
+    if (!tls_) return DoRead();
+    state_ = State::kHandshaking;
+    deadline_ms_ = worker_->now_ms + server_->options.request_timeout.count();
+    tls_->async_handshake(ssl::stream_base::server,
+                          [self = shared_from_this()](beast::error_code ec) {
+                            if (ec || self->state_ == State::kClosing) return self->Close();
+                            self->DoRead();
+                          });
   }
 
   // Shutdown: close the connection if it waits for a request that has not started arriving;
   // otherwise the response in progress goes out with "Connection: close".
   void BeginDrain() {
+    if (state_ == State::kHandshaking) return Close();
     if (state_ == State::kReading && parser_ && !parser_->got_some() && buffer_.size() == 0) {
       Close();
     }
@@ -145,7 +161,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
  private:
-  enum class State { kReading, kHandling, kWriting, kClosing };
+  enum class State { kHandshaking, kReading, kHandling, kWriting, kClosing };
+
+  // Reads and writes go through TLS when the connection has it.
+  template <class Buffers, class Handler>
+  void AsyncReadSome(const Buffers& buffers, Handler&& handler) {
+    if (tls_) return tls_->async_read_some(buffers, std::forward<Handler>(handler));
+    socket_.async_read_some(buffers, std::forward<Handler>(handler));
+  }
+  template <class Buffers, class Handler>
+  void AsyncWrite(const Buffers& buffers, Handler&& handler) {
+    if (tls_) return asio::async_write(*tls_, buffers, std::forward<Handler>(handler));
+    asio::async_write(socket_, buffers, std::forward<Handler>(handler));
+  }
 
   // Starts reading the next request. Bytes of it may already be buffered (pipelining).
   void DoRead() {
@@ -176,11 +204,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       // limit was already refused by the parser, with 413.
       continue_sent_ = true;
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
-      asio::async_write(socket_, asio::buffer(k100.data(), k100.size()),
-                        [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                          if (ec || self->state_ == State::kClosing) return self->Close();
-                          self->ParseBuffered();
-                        });
+      AsyncWrite(asio::buffer(k100.data(), k100.size()),
+                 [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                   if (ec || self->state_ == State::kClosing) return self->Close();
+                   self->ParseBuffered();
+                 });
       return;
     }
     if (buffer_.size() == buffer_.max_size()) {
@@ -188,13 +216,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     // Reads into the spare capacity (at least 512 bytes), so an idle connection holds a small
     // buffer and only a large request grows it, up to the header and body limits.
-    socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 64 * 1024)),
-                            beast::bind_front_handler(&Connection::OnRead, shared_from_this()));
+    AsyncReadSome(buffer_.prepare(beast::read_size(buffer_, 64 * 1024)),
+                  beast::bind_front_handler(&Connection::OnRead, shared_from_this()));
   }
 
   void OnRead(beast::error_code ec, std::size_t n) {
     if (state_ == State::kClosing) return;
-    if (ec == asio::error::eof) {
+    if (ec == asio::error::eof || ec == ssl::error::stream_truncated) {
       // A client may half-close after its request; anything else is a truncated request or a
       // clean end between requests.
       return OnReadError(parser_->got_some() ? bhttp::error::partial_message
@@ -250,8 +278,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     SerializeResponse(r, version_, response_keep_alive_, worker_->date, &out_);
     state_ = State::kWriting;
     deadline_ms_ = worker_->now_ms + server_->options.write_timeout.count();
-    asio::async_write(socket_, asio::buffer(out_),
-                      beast::bind_front_handler(&Connection::OnWrite, shared_from_this()));
+    AsyncWrite(asio::buffer(out_),
+               beast::bind_front_handler(&Connection::OnWrite, shared_from_this()));
   }
 
   void OnWrite(beast::error_code ec, std::size_t) {
@@ -262,12 +290,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Half-closes, then discards what the client still sends (bounded in bytes and time) so the
   // response is not destroyed by a reset when unread request bytes remain.
+  // With TLS: sends close_notify and reads (dropping them) the client's records until its own
+  // close_notify or an error; the linger time bounds the wait.
   void LingeringClose() {
     state_ = State::kClosing;
+    deadline_ms_ = worker_->now_ms + kLingerMs;
+    if (tls_) {
+      return tls_->async_shutdown(
+          [self = shared_from_this()](beast::error_code) { self->Close(); });
+    }
     beast::error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_send, ignored);
     drain_ = std::make_unique<std::array<char, 4096>>();
-    deadline_ms_ = worker_->now_ms + kLingerMs;
     DrainSome();
   }
 
@@ -289,6 +323,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   static constexpr int64_t kLingerMs = 2000;
 
   Socket socket_;
+  const std::shared_ptr<ssl::context> tls_context_;  // Null: plain HTTP.
+  std::optional<ssl::stream<Socket&>> tls_;          // Over socket_, with tls_context_.
   Worker* const worker_;
   HttpServer::Impl* const server_;
   beast::flat_buffer buffer_;
@@ -308,7 +344,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 }  // namespace
 
-void HttpServer::Impl::RejectOverloaded(Socket& socket) {
+void HttpServer::Impl::RejectOverloaded(Socket& socket, bool tls) {
   static const std::string kResponse = [] {
     std::string body = ErrorBody("unavailable", "too many connections");
     return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -317,7 +353,9 @@ void HttpServer::Impl::RejectOverloaded(Socket& socket) {
   }();
   beast::error_code ec;
   socket.non_blocking(true, ec);
-  socket.write_some(asio::buffer(kResponse), ec);  // Best effort; never blocks.
+  // A TLS client could not read a plain answer, and a handshake would cost what the limit
+  // protects: it just sees the connection close.
+  if (!tls) socket.write_some(asio::buffer(kResponse), ec);  // Best effort; never blocks.
   socket.shutdown(tcp::socket::shutdown_both, ec);
   socket.close(ec);
   metrics->Record(Route::kNone, 503, 0);
@@ -351,14 +389,19 @@ void HttpServer::Impl::DoAccept() {
       });
       return;
     }
+    std::shared_ptr<ssl::context> context;
+    {
+      std::lock_guard lock(tls_mu);
+      context = tls;
+    }
     if (active.load(std::memory_order_relaxed) >= options.max_connections) {
-      RejectOverloaded(socket);
+      RejectOverloaded(socket, context != nullptr);
     } else {
       active.fetch_add(1, std::memory_order_relaxed);
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
-      asio::post(w->ioc, [this, w, s = std::move(socket)]() mutable {
-        std::make_shared<Connection>(std::move(s), w, this)->Start();
+      asio::post(w->ioc, [this, w, s = std::move(socket), c = std::move(context)]() mutable {
+        std::make_shared<Connection>(std::move(s), std::move(c), w, this)->Start();
       });
     }
     DoAccept();
@@ -366,7 +409,9 @@ void HttpServer::Impl::DoAccept() {
 }
 
 HttpServer::HttpServer(HttpServerOptions options, Handler* handler, HttpMetrics* metrics)
-    : impl_(std::make_unique<Impl>(std::move(options), handler, metrics)) {}
+    : impl_(std::make_unique<Impl>(std::move(options), handler, metrics)) {
+  impl_->tls = impl_->options.tls;
+}
 
 HttpServer::~HttpServer() {
   Shutdown();
@@ -400,6 +445,11 @@ Status HttpServer::Start() {
 uint16_t HttpServer::port() const { return impl_->bound_port; }
 
 size_t HttpServer::active_connections() const { return impl_->active.load(); }
+
+void HttpServer::ReplaceTls(std::shared_ptr<ssl::context> tls) {
+  std::lock_guard lock(impl_->tls_mu);
+  impl_->tls = std::move(tls);
+}
 
 void HttpServer::Shutdown() {
   Impl& s = *impl_;

@@ -13,6 +13,10 @@
 // limited to `max_header_bytes` (431), bodies to `max_body_bytes` (413); malformed HTTP gets a
 // 400 and the connection is closed; at `max_connections` new connections get a 503 and are
 // closed at once, so a flood cannot grow memory or starve the established clients.
+//
+// TLS (`tls` set): every connection first completes a TLS handshake within `request_timeout`;
+// a client that never starts one is closed by the same sweep. ReplaceTls swaps the context for
+// the connections accepted afterwards; established ones keep theirs until they close.
 #pragma once
 
 #include <chrono>
@@ -23,6 +27,10 @@
 #include "common/status.h"
 #include "http/handler.h"
 #include "http/http_metrics.h"
+
+namespace boost::asio::ssl {
+class context;
+}  // namespace boost::asio::ssl
 
 namespace edgestate::http {
 
@@ -36,6 +44,8 @@ struct HttpServerOptions {
   std::chrono::milliseconds drain_timeout{5000};
   size_t max_header_bytes = 16 * 1024;
   size_t max_body_bytes = 1 << 20;  // The largest value of a key or cache entry.
+  // Serve TLS with this context (http/tls.h, LoadServerTls); null: plain HTTP.
+  std::shared_ptr<boost::asio::ssl::context> tls;
 };
 
 class HttpServer {
@@ -51,6 +61,9 @@ class HttpServer {
   // The bound port (useful with port 0). REQUIRES: Start() succeeded.
   uint16_t port() const;
   size_t active_connections() const;
+  // The context for connections accepted from now on (a reloaded certificate). Thread-safe.
+  // REQUIRES: the server was started with a TLS context, and `tls` is not null.
+  void ReplaceTls(std::shared_ptr<boost::asio::ssl::context> tls);
 
   // Stops accepting, closes idle connections, lets in-flight requests finish and sends their
   // responses with "Connection: close", then stops the I/O threads. Returns within about

@@ -8,6 +8,8 @@
 
 #include <cstring>
 
+#include "net/tls.h"
+
 namespace edgestate::replication {
 
 namespace asio = boost::asio;
@@ -76,15 +78,6 @@ int FindPsk(SSL* ssl, const unsigned char* identity, size_t identity_len, SSL_SE
   return *sess != nullptr ? 1 : 0;
 }
 
-std::string OpenSslError() {
-  unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "unknown OpenSSL error";
-  char buf[256];
-  ERR_error_string_n(e, buf, sizeof(buf));
-  return buf;
-}
-
 // TLS 1.3 only, one suite, no tickets nor session cache (every link is a full handshake).
 Status Restrict(ssl::context* ctx) {
   SSL_CTX* c = ctx->native_handle();
@@ -92,28 +85,15 @@ Status Restrict(ssl::context* ctx) {
       SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION) != 1 ||
       SSL_CTX_set_ciphersuites(c, "TLS_AES_128_GCM_SHA256") != 1 ||
       SSL_CTX_set_num_tickets(c, 0) != 1) {
-    return Status::Internal("cannot configure TLS 1.3: " + OpenSslError());
+    return Status::Internal("cannot configure TLS 1.3: " + net::OpenSslError());
   }
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
   return Status::Ok();
 }
 
 Status LoadCertificates(ssl::context* ctx, const PeerTlsOptions& o) {
+  if (Status s = net::UseCertificate(ctx, o.cert_file, o.key_file, "peer TLS"); !s.ok()) return s;
   boost::system::error_code ec;
-  ctx->use_certificate_chain_file(o.cert_file, ec);
-  if (ec) {
-    return Status::InvalidArgument(
-        fmt::format("peer TLS certificate {}: {}", o.cert_file, ec.message()));
-  }
-  ctx->use_private_key_file(o.key_file, ssl::context::pem, ec);
-  if (ec) {
-    return Status::InvalidArgument(fmt::format("peer TLS key {}: {}", o.key_file, ec.message()));
-  }
-  if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
-    ERR_clear_error();
-    return Status::InvalidArgument(
-        fmt::format("peer TLS key {} does not match certificate {}", o.key_file, o.cert_file));
-  }
   ctx->load_verify_file(o.ca_file, ec);
   if (ec) {
     return Status::InvalidArgument(fmt::format("peer TLS CA {}: {}", o.ca_file, ec.message()));
@@ -165,7 +145,7 @@ StatusOr<std::unique_ptr<PeerTls>> PeerTls::Create(const PeerTlsOptions& options
     t->psk_ = DerivePeerPsk(cluster_secret);
     for (ssl::context* ctx : {t->client_.get(), t->server_.get()}) {
       if (PskIndex() < 0 || SSL_CTX_set_ex_data(ctx->native_handle(), PskIndex(), &t->psk_) != 1) {
-        return Status::Internal("cannot attach the peer PSK: " + OpenSslError());
+        return Status::Internal("cannot attach the peer PSK: " + net::OpenSslError());
       }
     }
     SSL_CTX_set_psk_use_session_callback(t->client_->native_handle(), UsePsk);

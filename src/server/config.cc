@@ -205,6 +205,10 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
         s = Status::InvalidArgument(
             fmt::format("config file {}: {} must be true or false", path, k));
       }
+    } else if (k == "tls_cert") {
+      s = want_string(&cfg->tls_cert);
+    } else if (k == "tls_key") {
+      s = want_string(&cfg->tls_key);
     } else if (k == "peer_tls_cert") {
       s = want_string(&cfg->peer_tls_cert);
     } else if (k == "peer_tls_key") {
@@ -275,6 +279,8 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.max_pending_write_mb) cfg.max_pending_write_mb = *flags.max_pending_write_mb;
   if (flags.request_timeout_ms) cfg.request_timeout_ms = *flags.request_timeout_ms;
   if (flags.async_sync_interval_ms) cfg.async_sync_interval_ms = *flags.async_sync_interval_ms;
+  if (flags.tls_cert) cfg.tls_cert = *flags.tls_cert;
+  if (flags.tls_key) cfg.tls_key = *flags.tls_key;
   if (flags.peer_listen) cfg.peer_listen = *flags.peer_listen;
   if (flags.peers) cfg.peers = *flags.peers;
   if (flags.cluster_secret) cfg.cluster_secret = *flags.cluster_secret;
@@ -369,6 +375,9 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
       return Status::InvalidArgument(
           "peers are given but no cluster secret (--cluster-secret or EDGESTATE_CLUSTER_SECRET)");
     }
+  }
+  if (cfg.tls_cert.empty() != cfg.tls_key.empty()) {
+    return Status::InvalidArgument("--tls-cert and --tls-key go together (both or neither)");
   }
   {
     const int tls_files =

@@ -30,6 +30,9 @@ struct ServeConfig {
   int64_t max_pending_write_mb = 64;
   int64_t request_timeout_ms = 15000;
   int64_t async_sync_interval_ms = 100;
+  // TLS on the client port (both or neither; reloaded on SIGHUP).
+  std::string tls_cert;
+  std::string tls_key;
   // Replication (all empty: a single node).
   std::string peer_listen;     // HOST:PORT of the replication listener.
   std::string peers;           // REGION=HOST:PORT,...
@@ -72,6 +75,8 @@ struct ServeFlags {
   std::optional<int64_t> max_pending_write_mb;
   std::optional<int64_t> request_timeout_ms;
   std::optional<int64_t> async_sync_interval_ms;
+  std::optional<std::string> tls_cert;
+  std::optional<std::string> tls_key;
   std::optional<std::string> peer_listen;
   std::optional<std::string> peers;
   std::optional<std::string> cluster_secret;

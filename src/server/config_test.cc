@@ -205,6 +205,28 @@ TEST_F(ConfigFileTest, PeerTlsKeysFromFileAndFlags) {
   }
 }
 
+TEST_F(ConfigFileTest, ClientTlsKeysFromFileAndFlags) {
+  auto c = ResolveServeConfig({}, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->tls_cert, "");  // Plain HTTP unless asked.
+  ServeFlags f;
+  f.config_file = WriteFile("tls_cert = \"/etc/e/site.pem\"\ntls_key = \"/etc/e/site.key\"\n");
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->tls_cert, "/etc/e/site.pem");
+  EXPECT_EQ(c->tls_key, "/etc/e/site.key");
+  f.tls_key = "/other/site.key";  // The flag beats the file.
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->tls_key, "/other/site.key");
+  ServeFlags lone;
+  lone.tls_cert = "/etc/e/site.pem";  // A certificate without its key.
+  c = ResolveServeConfig(lone, Env({}));
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("--tls-key"), std::string::npos) << c.status().message();
+  for (const char* bad : {"tls_key = \"/a.key\"\n", "tls_cert = 3\n"}) ExpectRefused(bad);
+}
+
 TEST_F(ConfigFileTest, ConsistencyKeysFromFileAndFlags) {
   auto c = ResolveServeConfig({}, Env({}));
   ASSERT_TRUE(c.ok());

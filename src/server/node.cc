@@ -13,6 +13,7 @@
 #include "env/signals.h"
 #include "http/api.h"
 #include "http/server.h"
+#include "http/tls.h"
 #include "replication/auth.h"
 #include "replication/replicator.h"
 #include "service/consistency_gate.h"
@@ -40,8 +41,17 @@ std::string HexSecret() {
 }  // namespace
 
 Status RunNode(const ServeConfig& config) {
-  // Termination signals are taken synchronously by this thread (sigwait below).
-  sigset_t signals = BlockTerminationSignals();
+  // Termination signals, and SIGHUP (reload the client certificate), are taken synchronously
+  // by this thread (sigwait below).
+  sigset_t signals = BlockTerminationSignals(/*with_sigchld=*/false, /*with_sighup=*/true);
+
+  // Before anything else: a bad certificate stops the node at once, naming the file.
+  std::shared_ptr<boost::asio::ssl::context> client_tls;
+  if (!config.tls_cert.empty()) {
+    auto tls = http::LoadServerTls(config.tls_cert, config.tls_key);
+    if (!tls.ok()) return tls.status();
+    client_tls = std::move(tls).value();
+  }
 
   MetricsRegistry metrics;
   storage::StoreMetrics store_metrics;
@@ -176,23 +186,42 @@ Status RunNode(const ServeConfig& config) {
   http_options.threads = config.threads > 0 ? config.threads : AvailableCpus();
   http_options.max_connections = static_cast<size_t>(config.max_connections);
   http_options.request_timeout = std::chrono::milliseconds(config.request_timeout_ms);
+  http_options.tls = client_tls;
   http::HttpServer server(http_options, &api, &http_metrics);
   metrics.AddGauge("edgestate_http_connections", "Open client connections.",
                    [&server] { return static_cast<double>(server.active_connections()); });
   if (Status s = server.Start(); !s.ok()) return s;
 
-  std::printf("edgestate listening on http://%s:%u region=%s data=%s durability=%s peer_port=%u\n",
-              config.listen.c_str(), server.port(), config.region.c_str(), config.data_dir.c_str(),
+  std::printf("edgestate listening on %s://%s:%u region=%s data=%s durability=%s peer_port=%u\n",
+              client_tls ? "https" : "http", config.listen.c_str(), server.port(),
+              config.region.c_str(), config.data_dir.c_str(),
               config.durability == service::Durability::kFsync ? "fsync" : "async",
               replicator ? replicator->peer_port() : 0u);
   std::fflush(stdout);
   spdlog::info("serving region {} on {}:{} with {} I/O threads", config.region, config.listen,
                server.port(), http_options.threads);
 
-  int sig = 0;
-  while (sigwait(&signals, &sig) != 0) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig != SIGHUP) {
+      spdlog::info("received {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      break;
+    }
+    if (!client_tls) {
+      spdlog::info("SIGHUP: nothing to reload (no --tls-cert)");
+      continue;
+    }
+    // A failed reload keeps the certificate in service: a typo must not take the port down.
+    auto tls = http::LoadServerTls(config.tls_cert, config.tls_key);
+    if (!tls.ok()) {
+      spdlog::error("SIGHUP: keeping the current certificate: {}", tls.status().message());
+      continue;
+    }
+    server.ReplaceTls(std::move(tls).value());
+    spdlog::info("SIGHUP: reloaded {} and {}; new connections use them", config.tls_cert,
+                 config.tls_key);
   }
-  spdlog::info("received {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   server.Shutdown();                   // No new requests; in-flight ones finish.
   if (strong) strong->Stop();          // What still waits for consensus fails with 503.
   if (replicator) replicator->Stop();  // Links closed; peers catch up from us on reconnect.

@@ -47,7 +47,7 @@ def wait_until(condition, timeout, what, interval=0.05):
         time.sleep(interval)
 
 
-READY = re.compile(rb"edgestate listening on http://[^:]+:(\d+) ")
+READY = re.compile(rb"edgestate listening on https?://[^:]+:(\d+) ")
 
 
 class Node:
@@ -60,6 +60,7 @@ class Node:
         self.proc = None
         self.port = None
         self.output = b""
+        self.tls_context = None  # An ssl.SSLContext: conn() speaks HTTPS with it.
 
     def start(self, timeout=10.0):
         env = dict(os.environ)
@@ -119,6 +120,9 @@ class Node:
         return self.proc.poll() is None
 
     def conn(self, timeout=10.0):
+        if self.tls_context is not None:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout * SLOW,
+                                               context=self.tls_context)
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout * SLOW)
 
     def request(self, method, path, body=None, headers=None, timeout=10.0):
