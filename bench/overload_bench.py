@@ -70,6 +70,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--flood-conns", type=int, default=2000)
     ap.add_argument("--max-pending-writes", type=int, help="passed to the node (default: its own)")
+    ap.add_argument("--max-batch-writes", type=int, help="passed to the node (default: its own)")
     args = ap.parse_args()
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
@@ -95,7 +96,9 @@ def main():
                            [nb.EDGESTATE, "serve", "--port", str(port), "--region", "bench",
                             "--listen", "127.0.0.1", "--data-dir", os.path.join(work, "es")]
                            + (["--max-pending-writes", str(args.max_pending_writes)]
-                              if args.max_pending_writes else []), port)
+                              if args.max_pending_writes else [])
+                           + (["--max-batch-writes", str(args.max_batch_writes)]
+                              if args.max_batch_writes is not None else []), port)
             kb.put(port, "k1", b"v" * 1024)
             runs.append(one_run(node, port, args))
         finally:
@@ -115,7 +118,8 @@ def main():
         return statistics.median(r[k] for r in runs)
 
     print(f"\nmedians of {len(runs)} runs, flood of {args.flood_conns} connections, "
-          f"--max-pending-writes {args.max_pending_writes or 'default'}:")
+          f"--max-pending-writes {args.max_pending_writes or 'default'}, --max-batch-writes "
+          f"{'default' if args.max_batch_writes is None else args.max_batch_writes}:")
     print("| measure | median | per run |\n|---|---|---|")
     for k, label, fmt in (
             ("answered_per_s", "PUT answers/s during the flood", "{:.0f}"),

@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
           "Env EDGESTATE_API_KEY.");
   str_opt("--config", &flags.config_file,
           "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
-          "threads, max_connections, max_pending_writes, max_pending_write_mb, request_timeout_ms, "
+          "threads, max_connections, max_pending_writes, max_pending_write_mb, max_batch_writes, "
+          "request_timeout_ms, "
           "async_sync_interval_ms, tls_cert, tls_key, peer_listen, "
           "peers, cluster_secret, peer_tls_cert, peer_tls_key, peer_tls_ca, "
           "peer_insecure_plaintext, replication_interval_ms, default_consistency, session_wait_ms, "
@@ -69,6 +70,10 @@ int main(int argc, char** argv) {
           "Retry-After at once instead of queueing. Default 4096.");
   int_opt("--max-pending-write-mb", &flags.max_pending_write_mb,
           "The same bound on the bytes those writes carry (names and values). Default 64.");
+  int_opt("--max-batch-writes", &flags.max_batch_writes,
+          "The most writes one group commit takes; the rest wait for the next. Smaller batches "
+          "answer fewer writes at once, so reads wait less behind a write flood. 0: no bound. "
+          "Default 64.");
   int_opt("--request-timeout-ms", &flags.request_timeout_ms,
           "A whole request (and keep-alive idle time) must arrive within this. Default 15000.");
   int_opt("--async-sync-interval-ms", &flags.async_sync_interval_ms,

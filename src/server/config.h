@@ -28,6 +28,8 @@ struct ServeConfig {
   // Client writes queued or committing at once, and their bytes; beyond either, 503.
   int64_t max_pending_writes = 4096;
   int64_t max_pending_write_mb = 64;
+  // The most writes one group commit answers (0: all that queued); see KeyspaceOptions.
+  int64_t max_batch_writes = 64;
   int64_t request_timeout_ms = 15000;
   int64_t async_sync_interval_ms = 100;
   // TLS on the client port (both or neither; reloaded on SIGHUP).
@@ -73,6 +75,7 @@ struct ServeFlags {
   std::optional<int64_t> max_connections;
   std::optional<int64_t> max_pending_writes;
   std::optional<int64_t> max_pending_write_mb;
+  std::optional<int64_t> max_batch_writes;
   std::optional<int64_t> request_timeout_ms;
   std::optional<int64_t> async_sync_interval_ms;
   std::optional<std::string> tls_cert;

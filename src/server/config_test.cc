@@ -157,18 +157,22 @@ TEST_F(ConfigFileTest, PendingWriteBoundsFromFileAndFlags) {
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->max_pending_writes, 4096);
   EXPECT_EQ(c->max_pending_write_mb, 64);
+  EXPECT_EQ(c->max_batch_writes, 64);
   ServeFlags f;
-  f.config_file = WriteFile("max_pending_writes = 100\nmax_pending_write_mb = 8\n");
+  f.config_file =
+      WriteFile("max_pending_writes = 100\nmax_pending_write_mb = 8\nmax_batch_writes = 0\n");
   c = ResolveServeConfig(f, Env({}));
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->max_pending_writes, 100);
   EXPECT_EQ(c->max_pending_write_mb, 8);
-  f.max_pending_writes = 7;  // The flag beats the file.
+  EXPECT_EQ(c->max_batch_writes, 0);  // No bound.
+  f.max_pending_writes = 7;           // The flag beats the file.
   c = ResolveServeConfig(f, Env({}));
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->max_pending_writes, 7);
-  for (const char* bad : {"max_pending_writes = 0\n", "max_pending_writes = \"many\"\n",
-                          "max_pending_write_mb = 0\n", "max_pending_write_mb = 1048577\n"}) {
+  for (const char* bad :
+       {"max_pending_writes = 0\n", "max_pending_writes = \"many\"\n", "max_pending_write_mb = 0\n",
+        "max_pending_write_mb = 1048577\n", "max_batch_writes = -1\n"}) {
     ExpectRefused(bad);
   }
 }

@@ -620,7 +620,8 @@ void Keyspace::WriterLoop() {
     // Under load (the previous batch was large) wait briefly for as many writers to queue up
     // again; a lone writer never waits.
     size_t gather = last_batch >= kGatherThreshold ? last_batch : 1;
-    bool open = queue_.PopAll(&ops, std::min(next_sync, next_sweep), gather, options_.commit_delay);
+    bool open = queue_.PopAll(&ops, std::min(next_sync, next_sweep), gather, options_.commit_delay,
+                              options_.max_batch);
     last_batch = ops.size();
     if (!ops.empty()) {
       size_t acked = CommitBatch(ops);

@@ -52,6 +52,10 @@ struct KeyspaceOptions {
   // Commit delay: when the previous batch held at least kGatherThreshold operations, the
   // writer waits up to this long for about as many to queue before committing.
   std::chrono::microseconds commit_delay{200};
+  // The most operations one batch takes (0: every queued one). Each batch's answers reach the
+  // I/O threads together; a bound keeps that burst short, so reads between batches wait less
+  // behind a write flood. The rest stay queued for the next batch.
+  size_t max_batch = 0;
   const Clock* clock = RealClock();
   // Other regions replicate with this node. Alone, every own write is applied everywhere at
   // once (stable, see SetStableSeq); with peers, only what they all acknowledged.

@@ -358,7 +358,9 @@ TEST_F(KeyspaceTest, AnEntryMovedPastTheCoveredSequenceDuringTheScanIsTaken) {
   ASSERT_TRUE(IncrementSync("a", 1).ok());  // seq 2, acknowledged
   bool moved = false;
   svc_->TEST_SetBeforeChangeScan([&] {
-    if (!std::exchange(moved, true)) ASSERT_TRUE(IncrementSync("a", 1).ok());  // seq 3
+    if (!std::exchange(moved, true)) {
+      ASSERT_TRUE(IncrementSync("a", 1).ok());  // seq 3
+    }
   });
   out.clear();
   EXPECT_EQ(Got(svc_->CollectOwnChanges(1, 100, &out)), std::tuple(End::kComplete, 2u, 2u));

@@ -1,12 +1,16 @@
 // WriteQueue<Op>: the hand-off from request threads to the single writer thread that makes
-// group commit possible. Producers append; the writer takes everything queued since its last
-// batch in one swap, so every write that arrived during an fdatasync shares the next one.
+// group commit possible. Producers append; the writer takes what queued since its last batch
+// (the oldest first, up to a bound), so every write that arrived during an fdatasync shares
+// the next one.
 //
 // Thread-safety: Push and Close from any thread; PopAll from exactly one consumer thread.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
+#include <iterator>
 #include <mutex>
 #include <vector>
 
@@ -31,11 +35,11 @@ class WriteQueue {
   // Waits until ops are queued, `deadline` passes, or the queue is closed; then, when
   // `gather` > 1, keeps waiting up to `linger` for the queue to reach `gather` ops (a commit
   // delay, as PostgreSQL's commit_delay: under load a short wait fills the batch, and one
-  // fdatasync then serves more writes); then moves every queued op into *out (which must be
-  // empty). Returns false only when the queue is closed and nothing is left, true otherwise
-  // (*out may be empty after a timeout).
+  // fdatasync then serves more writes); then moves the queued ops into *out (which must be
+  // empty), the oldest first, at most `max` of them (0: all). Returns false only when the
+  // queue is closed and nothing is left, true otherwise (*out may be empty after a timeout).
   bool PopAll(std::vector<Op>* out, std::chrono::steady_clock::time_point deadline,
-              size_t gather = 1, std::chrono::microseconds linger = {}) {
+              size_t gather = 1, std::chrono::microseconds linger = {}, size_t max = 0) {
     std::unique_lock lock(mu_);
     while (queue_.empty() && !closed_) {
       if (!Wait(lock, deadline, 1)) break;
@@ -47,7 +51,14 @@ class WriteQueue {
       }
     }
     if (queue_.empty()) return !closed_;
-    out->swap(queue_);
+    if (max == 0 || queue_.size() <= max) {
+      out->swap(queue_);
+      return true;
+    }
+    out->reserve(max);
+    auto end = queue_.begin() + static_cast<std::ptrdiff_t>(max);
+    std::move(queue_.begin(), end, std::back_inserter(*out));
+    queue_.erase(queue_.begin(), end);
     return true;
   }
 

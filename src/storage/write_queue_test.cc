@@ -20,6 +20,28 @@ TEST(WriteQueueTest, PopAllTakesEverythingQueued) {
   EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3, 4}));
 }
 
+TEST(WriteQueueTest, ABoundedPopTakesTheOldestAndLeavesTheRestInOrder) {
+  WriteQueue<int> q;
+  for (int i = 0; i < 10; ++i) {
+    int v = i;
+    ASSERT_TRUE(q.Push(std::move(v)));
+  }
+  std::vector<int> out;
+  ASSERT_TRUE(q.PopAll(&out, Clock::now(), 1, {}, 4));
+  EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3}));
+  int late = 10;
+  ASSERT_TRUE(q.Push(std::move(late)));  // Behind what was already waiting.
+  out.clear();
+  ASSERT_TRUE(q.PopAll(&out, Clock::now(), 1, {}, 4));
+  EXPECT_EQ(out, (std::vector<int>{4, 5, 6, 7}));
+  out.clear();
+  ASSERT_TRUE(q.PopAll(&out, Clock::now(), 1, {}, 4));
+  EXPECT_EQ(out, (std::vector<int>{8, 9, 10}));
+  q.Close();
+  out.clear();
+  EXPECT_FALSE(q.PopAll(&out, Clock::now(), 1, {}, 4));
+}
+
 TEST(WriteQueueTest, TimesOutEmpty) {
   WriteQueue<int> q;
   std::vector<int> out;
