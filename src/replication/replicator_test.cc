@@ -297,6 +297,12 @@ TEST_F(ReplicatorTest, HostilePeersAreClosedWithoutEffect) {
     auto w = p.Handshake("iad", "lhr", "guess");
     EXPECT_FALSE(w.has_value() && w->has_welcome());
   }
+  {  // A TCP client that never starts TLS is closed at the handshake timeout.
+    RawPeer p(port_b_, /*tls_secret=*/"");
+    auto start = Clock::now();
+    EXPECT_TRUE(p.Closed());
+    EXPECT_LT(Clock::now() - start, std::chrono::seconds(20));  // The timeout is 1 s.
+  }
   {  // A silent connection is closed at the handshake timeout.
     RawPeer p(port_b_);
     auto start = Clock::now();

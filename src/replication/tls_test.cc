@@ -7,8 +7,12 @@
 // clang-format on
 #include <boost/asio.hpp>
 #include <boost/asio/ssl/stream.hpp>
+#include <filesystem>
 #include <optional>
 #include <string>
+
+#include "common/test_dir.h"
+#include "net/test_certs.h"
 
 namespace edgestate::replication {
 namespace {
@@ -130,6 +134,28 @@ TEST(PeerTlsTest, AMissingCertificateIsNamed) {
   EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(t.status().message().find("/nonexistent/peer.pem"), std::string::npos)
       << t.status().message();
+}
+
+TEST(PeerTlsTest, AKeyOfAnotherCertificateOrAMissingCaIsNamed) {
+  const std::filesystem::path dir = FreshTestDir();
+  MakeSelfSignedCertificate(dir, "a", "node-a");
+  MakeSelfSignedCertificate(dir, "b", "node-b");
+  PeerTlsOptions opts;
+  opts.mode = PeerTlsOptions::Mode::kCertificates;
+  opts.cert_file = (dir / "a.pem").string();
+  opts.key_file = (dir / "b.key").string();
+  opts.ca_file = (dir / "a.pem").string();
+  auto t = PeerTls::Create(opts, "ignored-secret");
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find(opts.key_file), std::string::npos) << t.status().message();
+  opts.key_file = (dir / "a.key").string();
+  opts.ca_file = (dir / "no-ca.pem").string();
+  t = PeerTls::Create(opts, "ignored-secret");
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find(opts.ca_file), std::string::npos) << t.status().message();
+  opts.ca_file = (dir / "a.pem").string();
+  EXPECT_TRUE(PeerTls::Create(opts, "ignored-secret").ok());
+  std::filesystem::remove_all(dir);
 }
 
 TEST(PeerTlsTest, TheKeyIsDerivedNotTheSecretItself) {
