@@ -5,20 +5,9 @@
 #include <charconv>
 #include <set>
 
-namespace edgestate::replication {
+#include "common/region.h"
 
-Status ValidateRegionName(std::string_view r) {
-  if (r.empty() || r.size() > 32) {
-    return Status::InvalidArgument(fmt::format("region \"{}\" must be 1 to 32 characters", r));
-  }
-  for (char c : r) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
-      return Status::InvalidArgument(
-          fmt::format("region \"{}\" may contain only a-z, 0-9, '-' and '_'", r));
-    }
-  }
-  return Status::Ok();
-}
+namespace edgestate::replication {
 
 StatusOr<HostPort> ParseHostPort(std::string_view s, bool allow_port_zero) {
   HostPort hp;

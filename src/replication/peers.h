@@ -28,7 +28,4 @@ StatusOr<HostPort> ParseHostPort(std::string_view s, bool allow_port_zero = fals
 // that breaks the region rules, a region listed twice, or `self` listed as a peer.
 StatusOr<std::vector<PeerAddress>> ParsePeers(std::string_view s, std::string_view self);
 
-// The region rules: 1..32 of a-z, 0-9, '-', '_'.
-Status ValidateRegionName(std::string_view region);
-
 }  // namespace edgestate::replication

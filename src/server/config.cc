@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdlib>
 
+#include "common/region.h"
 #include "common/strings.h"
 #include "http/origin.h"
 #include "replication/peers.h"
@@ -44,18 +45,6 @@ Status CheckRange(int64_t v, int64_t lo, int64_t hi, std::string_view what) {
   if (v < lo || v > hi) {
     return Status::InvalidArgument(
         fmt::format("{} must be between {} and {}, not {}", what, lo, hi, v));
-  }
-  return Status::Ok();
-}
-
-Status ValidateRegion(std::string_view r) {
-  if (r.empty() || r.size() > 32)
-    return Status::InvalidArgument("region must be 1 to 32 characters");
-  for (char c : r) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
-      return Status::InvalidArgument(
-          fmt::format("region \"{}\" may contain only a-z, 0-9, '-' and '_'", r));
-    }
   }
   return Status::Ok();
 }
@@ -308,7 +297,7 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.origin_timeout_ms) cfg.origin_timeout_ms = *flags.origin_timeout_ms;
 
   // Validation of the merged result.
-  if (Status s = ValidateRegion(cfg.region); !s.ok()) return s;
+  if (Status s = ValidateRegionName(cfg.region); !s.ok()) return s;
   if (Status s = ValidateApiKey(cfg.api_key); !s.ok()) return s;
   if (cfg.data_dir.empty()) return Status::InvalidArgument("data dir must not be empty");
   {

@@ -11,6 +11,7 @@
 #include <tuple>
 #include <utility>
 
+#include "common/region.h"
 #include "common/strings.h"
 
 namespace edgestate::service {
@@ -55,10 +56,7 @@ std::string RetiredOrigin(std::string_view region, uint32_t epoch) {
 
 bool ParseRetiredOrigin(std::string_view origin, std::string_view* region, uint32_t* epoch) {
   const size_t at = origin.find(kLifeSeparator);
-  if (at == std::string_view::npos || at == 0 || at > 32) return false;
-  for (char c : origin.substr(0, at)) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) return false;
-  }
+  if (at == std::string_view::npos || !IsRegionName(origin.substr(0, at))) return false;
   const std::string_view digits = origin.substr(at + 1);
   uint32_t e = 0;
   auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), e);

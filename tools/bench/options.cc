@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "common/region.h"
 #include "replication/peers.h"
 
 namespace edgestate::bench {
@@ -18,7 +19,7 @@ StatusOr<Target> ParseTarget(std::string_view s) {
   }
   Target t;
   t.region = std::string(s.substr(0, eq));
-  if (Status st = replication::ValidateRegionName(t.region); !st.ok()) return st;
+  if (Status st = ValidateRegionName(t.region); !st.ok()) return st;
   std::string_view url = s.substr(eq + 1);
   constexpr std::string_view kScheme = "http://";
   if (!url.starts_with(kScheme)) {

@@ -7,7 +7,7 @@
 #include <set>
 #include <sstream>
 
-#include "replication/peers.h"
+#include "common/region.h"
 
 namespace edgestate::netem {
 
@@ -58,7 +58,7 @@ StatusOr<RttModel> RttModel::Parse(std::string_view csv) {
   if (header.size() < 2) return Status::InvalidArgument("RTT model header names no region");
   std::set<std::string> seen;
   for (size_t i = 1; i < header.size(); ++i) {
-    if (Status s = replication::ValidateRegionName(header[i]); !s.ok()) {
+    if (Status s = ValidateRegionName(header[i]); !s.ok()) {
       return Status::InvalidArgument(
           fmt::format("RTT model line {}: {}", line_numbers[0], s.message()));
     }
