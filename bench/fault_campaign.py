@@ -59,6 +59,20 @@ def free_ports(n):
     return ports
 
 
+def fill(path):
+    """Writes zeros to `path` until its filesystem is full (unbuffered: nothing is pending)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
 class Campaign:
     """The cluster, its emulator, the writers and the fault injector of one campaign."""
 
@@ -213,16 +227,7 @@ class Campaign:
 
     def fill(self, r):
         path = os.path.join(os.path.dirname(self.data[r]), "filler")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            for size in (1 << 20, 4096, 1):
-                try:
-                    while True:
-                        os.write(fd, b"\0" * size)
-                except OSError:
-                    pass
-        finally:
-            os.close(fd)
+        fill(path)
         return path
 
     def inject(self, fault, r, hold):

@@ -2,11 +2,15 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 from conftest import Load, Node, SLOW
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+from fault_campaign import fill  # noqa: E402  (one way to fill a filesystem)
 
 
 @pytest.mark.parametrize("durability", ["fsync", "async"])
@@ -83,20 +87,6 @@ def small_fs(tmpdir_path):
     assert r.returncode == 0, f"cannot mount a tmpfs for the full-disk test: {r.stderr}"
     yield mnt
     subprocess.run(["umount", "-l", mnt], check=False)
-
-
-def fill(path):
-    """Writes zeros to `path` until the filesystem is full (unbuffered, so nothing is pending)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for size in (1 << 20, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
 
 
 def test_full_disk_fails_writes_cleanly_and_recovers(nodes, small_fs):
