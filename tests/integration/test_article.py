@@ -22,6 +22,13 @@ def test_all_three_designs_run_and_render(tmpdir_path):
                     "errors"):
             assert key in s, (s["name"], key)
         assert s["requests"] > 0, s
+        # What its servers cost: every design ran processes that used CPU and memory, and one
+        # fresh server of each answered after its cold start.
+        assert s["cpu_seconds"] > 0 and s["peak_rss_mb"] > 0 and s["processes"] >= 1, s
+        assert s["cpu_seconds_per_million"] > 0 and s["cost_per_million_usd"] > 0, s
+        assert s["cold_start_ms"] is not None and 0 < s["cold_start_ms"] < 60000, s
+    # The nodes of the eight-region designs are counted, not the demo or the emulator.
+    assert systems["edgestate"]["processes"] == 8 and systems["vm"]["processes"] == 8
     # Real requests crossed the emulated WAN: clients far from iad wait for the round trip.
     assert systems["isolate"]["regions"]["syd"]["p50_ms"] >= 230
     for name in ("edgestate", "edgestate-session", "edgestate-bounded", "edgestate-strong",
@@ -43,7 +50,8 @@ def test_all_three_designs_run_and_render(tmpdir_path):
     # edgestate serves locally. Tail figures are the benchmark's (docs/benchmarks.md).
     assert systems["edgestate"]["p50_ms"] < systems["isolate"]["p50_ms"]
     for name in ("edgestate-session", "edgestate-bounded", "edgestate-strong", "isolate", "vm",
-                 "p99 per region", "session v.", "checked for linearizability"):
+                 "p99 per region", "session v.", "checked for linearizability", "cold start ms",
+                 "$/1M req"):
         assert name in r.stdout
     doc = xml.dom.minidom.parse(chart)
     assert len(doc.getElementsByTagName("polyline")) == 6

@@ -1,16 +1,21 @@
 #include "bench/article.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
 
+#include "bench/procstat.h"
 #include "demo/process.h"
 #include "net/net.h"
 #include "netem/rtt_model.h"
@@ -25,12 +30,40 @@ using demo::ChildProcess;
 const std::vector<std::string> kRegions = {"iad", "sjc", "lhr", "fra", "nrt", "syd", "gru", "jnb"};
 constexpr const char* kHome = "iad";  // Where the isolate design's Durable Object lives.
 
+// What a design's server processes cost during its run (the article's other rows).
+struct Resources {
+  double cpu_seconds = 0;  // User + system time of its servers from the load's start to its end.
+  double peak_rss_mb = 0;  // The sum of each server process's peak resident set.
+  int processes = 0;
+  double cold_start_ms = -1;  // Exec to the first 200 of one fresh server; -1: not measured.
+  std::string cold_start_error;
+};
+
 struct Design {
   std::string name;
   std::string description;
   RunSummary summary;
+  Resources resources;
   std::string error;
 };
+
+// A run's summary and what its servers used meanwhile.
+struct Measured {
+  RunSummary summary;
+  Resources resources;
+};
+
+// Runs the load, reading the servers' CPU time before and after with `measure`.
+Measured RunMeasured(const Config& c, const std::function<Usage()>& measure) {
+  Measured m;
+  const Usage before = measure();
+  m.summary = RunLoad(c);
+  const Usage after = measure();
+  m.resources.cpu_seconds = std::max(0.0, after.cpu_seconds - before.cpu_seconds);
+  m.resources.peak_rss_mb = static_cast<double>(after.peak_rss_bytes) / (1 << 20);
+  m.resources.processes = after.processes;
+  return m;
+}
 
 // Stops every process of a design on every way out of its run.
 struct StopOnExit {
@@ -72,11 +105,80 @@ Status CheckNodeModules(const ArticleOptions& o, const std::string& baseline,
   return Status::Ok();
 }
 
+// GET `path` on 127.0.0.1:port; true on a 200 status line. Never blocks beyond a second.
+bool AnswersOk(uint16_t port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  timeval tv{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = false;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string req =
+        "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    char head[12];
+    size_t got = 0;
+    if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      while (got < sizeof(head)) {
+        ssize_t n = recv(fd, head + got, sizeof(head) - got, 0);
+        if (n <= 0) break;
+        got += static_cast<size_t>(n);
+      }
+    }
+    ok = got == sizeof(head) && std::string_view(head + 8, 4) == " 200";
+  }
+  close(fd);
+  return ok;
+}
+
+// Cold start, as the article compares them: exec of one fresh server of `design` (an empty
+// data directory) to its first successful answer to the article's read, polled every
+// millisecond.
+StatusOr<double> ColdStartMs(const ArticleOptions& o, const std::string& design, uint16_t port) {
+  const std::string dir = (fs::path(o.work_dir) / ("cold-" + design)).string();
+  fs::create_directories(dir);
+  std::vector<std::string> argv;
+  std::vector<std::pair<std::string, std::string>> env;
+  if (design == "isolate") {
+    argv = {"node", (fs::path(o.baselines_dir) / "isolate-counter" / "server.mjs").string(),
+            std::to_string(port), dir};
+  } else if (design == "vm") {
+    argv = {"node", (fs::path(o.baselines_dir) / "express-counter" / "server.js").string()};
+    env = {{"PORT", std::to_string(port)},
+           {"FLY_REGION", kHome},
+           {"DATA_DIR", dir},
+           {"PEERS", ""},
+           {"REPLICATION_INTERVAL_MS", "100"}};
+  } else {
+    argv = {o.edgestate_binary,   "serve",      "--listen", "127.0.0.1", "--port",
+            std::to_string(port), "--data-dir", dir,        "--region",  kHome};
+  }
+  std::vector<ChildProcess> procs;
+  StopOnExit stop{procs};
+  const auto start = std::chrono::steady_clock::now();
+  auto p = demo::SpawnProcess(design + " (cold start)", argv, LogPath(o, "cold-" + design), env);
+  if (!p.ok()) return p.status();
+  procs.push_back(*p);
+  const auto deadline = start + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (AnswersOk(port, "/read")) {
+      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+          .count();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return Status::Unavailable(design + " did not answer within 60 s of exec");
+}
+
 // edgestate: the demo, with every region's clients on their own node. `variant` is one of the
 // edgestate rows of kArticleDesigns: local reads, session tokens with roaming clients, bounded
 // reads, or strong reads and increments (voters lhr,fra,iad, every operation checked for
 // linearizability).
-StatusOr<RunSummary> RunEdgestate(const ArticleOptions& o, const std::string& variant) {
+StatusOr<Measured> RunEdgestate(const ArticleOptions& o, const std::string& variant) {
   std::vector<ChildProcess> procs;
   StopOnExit stop{procs};
   auto demo =
@@ -107,11 +209,14 @@ StatusOr<RunSummary> RunEdgestate(const ArticleOptions& o, const std::string& va
   // Replication links up (on loopback they take milliseconds; the strong row also needs every
   // node's links to the voters).
   std::this_thread::sleep_for(std::chrono::seconds(variant == "edgestate-strong" ? 3 : 1));
-  return RunLoad(c);
+  // The nodes only: the demo process itself hosts the WAN emulator, which the other designs
+  // get from this process.
+  const pid_t demo_pid = procs[0].pid;
+  return RunMeasured(c, [demo_pid] { return MeasureProcesses({demo_pid}, false); });
 }
 
 // isolate: one Worker + Durable Object in iad; other regions cross the WAN to reach it.
-StatusOr<RunSummary> RunIsolate(const ArticleOptions& o) {
+StatusOr<Measured> RunIsolate(const ArticleOptions& o) {
   if (Status s = CheckNodeModules(o, "isolate-counter", "miniflare"); !s.ok()) return s;
   const uint16_t port = static_cast<uint16_t>(o.base_port + 200);
   std::vector<ChildProcess> procs;
@@ -142,13 +247,14 @@ StatusOr<RunSummary> RunIsolate(const ArticleOptions& o) {
     c.targets.push_back(MakeTarget(r, wan.LinkPort(r, kHome)));
   }
   if (Status s = wan.Start(); !s.ok()) return s;
-  RunSummary s = RunLoad(c);
+  const pid_t worker_pid = procs[0].pid;  // node, and workerd under it.
+  Measured m = RunMeasured(c, [worker_pid] { return MeasureProcesses({worker_pid}); });
   wan.Stop();
-  return s;
+  return m;
 }
 
 // vm: an Express counter per region, replicating whole values over the WAN every 100 ms.
-StatusOr<RunSummary> RunVm(const ArticleOptions& o) {
+StatusOr<Measured> RunVm(const ArticleOptions& o) {
   if (Status s = CheckNodeModules(o, "express-counter", "express"); !s.ok()) return s;
   const netem::RttModel& model = netem::RttModel::Default();
   netem::WanEmulator wan;
@@ -187,9 +293,11 @@ StatusOr<RunSummary> RunVm(const ArticleOptions& o) {
   }
   if (Status s = wan.Start(); !s.ok()) return s;
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  RunSummary s = RunLoad(c);
+  std::vector<pid_t> pids;
+  for (const auto& p : procs) pids.push_back(p.pid);
+  Measured m = RunMeasured(c, [&pids] { return MeasureProcesses(pids); });
   wan.Stop();
-  return s;
+  return m;
 }
 
 double Ms(uint64_t us) { return static_cast<double>(us) / 1000.0; }
@@ -267,15 +375,22 @@ int RunArticle(const ArticleOptions& options) {
     d.name = name;
     std::fprintf(stderr, "edgebench article: running %s for %.0f s...\n", name.c_str(),
                  static_cast<double>(o.duration.count()) / 1000);
-    StatusOr<RunSummary> r = name == "isolate" ? RunIsolate(o)
-                             : name == "vm"    ? RunVm(o)
-                                               : RunEdgestate(o, name);
+    StatusOr<Measured> r = name == "isolate" ? RunIsolate(o)
+                           : name == "vm"    ? RunVm(o)
+                                             : RunEdgestate(o, name);
     if (!r.ok()) {
       d.error = r.status().message();
-    } else if (!r->ok) {
-      d.error = r->error;
+    } else if (!r->summary.ok) {
+      d.error = r->summary.error;
     } else {
-      d.summary = std::move(r).value();
+      d.summary = std::move(r->summary);
+      d.resources = r->resources;
+      StatusOr<double> cold = ColdStartMs(o, name, static_cast<uint16_t>(o.base_port + 250));
+      if (cold.ok()) {
+        d.resources.cold_start_ms = *cold;
+      } else {
+        d.resources.cold_start_error = cold.status().message();
+      }
     }
     if (!d.error.empty()) {
       failed = true;
@@ -346,6 +461,38 @@ int RunArticle(const ArticleOptions& options) {
                          {"unknown", s.lin_unknown}}},
                        {"regions", regions}});
   }
+  std::printf(
+      "\nWhat each design's servers cost during its run (CPU time from the load's start to its "
+      "end, settling included; peak resident memory summed over its processes; price at $%.3g "
+      "per CPU second, --price-per-cpu-second); cold start: exec of one fresh server to its "
+      "first 200:\n",
+      o.price_per_cpu_second);
+  std::printf("%-18s %10s %9s %9s %14s %14s %14s\n", "design", "peak MB", "procs", "CPU s",
+              "CPU s/1M req", "$/1M req", "cold start ms");
+  for (size_t i = 0; i < designs.size(); ++i) {
+    const Design& d = designs[i];
+    if (!d.error.empty()) continue;
+    const Resources& r = d.resources;
+    const double per_million =
+        d.summary.requests > 0 ? r.cpu_seconds * 1e6 / static_cast<double>(d.summary.requests) : 0;
+    const double cost = per_million * o.price_per_cpu_second;
+    std::string cold = r.cold_start_ms >= 0 ? fmt::format("{:.1f}", r.cold_start_ms) : "failed";
+    std::printf("%-18s %10.1f %9d %9.2f %14.1f %14.6f %14s\n", d.name.c_str(), r.peak_rss_mb,
+                r.processes, r.cpu_seconds, per_million, cost, cold.c_str());
+    if (!r.cold_start_error.empty()) {
+      std::printf("  cold start of %s: %s\n", d.name.c_str(), r.cold_start_error.c_str());
+    }
+    for (auto& sys : systems) {
+      if (sys["name"] != d.name) continue;
+      sys["peak_rss_mb"] = r.peak_rss_mb;
+      sys["processes"] = r.processes;
+      sys["cpu_seconds"] = r.cpu_seconds;
+      sys["cpu_seconds_per_million"] = per_million;
+      sys["cost_per_million_usd"] = cost;
+      sys["cold_start_ms"] =
+          r.cold_start_ms >= 0 ? nlohmann::json(r.cold_start_ms) : nlohmann::json(nullptr);
+    }
+  }
   for (const auto& d : designs) {
     if (!d.error.empty() || d.summary.lin_ops == 0) continue;
     std::printf(
@@ -388,6 +535,7 @@ int RunArticle(const ArticleOptions& options) {
                    {"timeout_s", o.timeout.count() / 1000.0},
                    {"regions", kRegions},
                    {"isolate_home", kHome},
+                   {"price_per_cpu_second", o.price_per_cpu_second},
                    {"last_mile_ms", o.last_mile_ms}};
     std::ofstream(o.json_file) << j.dump(2) << "\n";
   }

@@ -6,7 +6,9 @@
 //   - vm:        an Express counter per region posting its whole value to the others every
 //                100 ms across the emulated WAN (last writer wins).
 // Prints the article's table (p50/p95/p99 global and per region, stale reads, lost updates,
-// requests/s, errors), writes JSON and an SVG chart of the latency distributions.
+// requests/s, errors), then what each design's servers cost (peak resident memory, CPU seconds
+// per million requests and their price, cold start), writes JSON and an SVG chart of the
+// latency distributions.
 #pragma once
 
 #include <string>
@@ -22,6 +24,12 @@ namespace edgestate::bench {
 inline const std::vector<std::string> kArticleDesigns = {
     "edgestate", "edgestate-session", "edgestate-bounded", "edgestate-strong", "isolate", "vm"};
 
+// The default price of a CPU second: Fly.io's published price of a shared-cpu-1x machine with
+// 256 MB, $1.94 per 30-day month (fly.io/docs/about/pricing, as listed in 2024), over the
+// seconds of that month. A design's cost per million requests is its CPU seconds per million
+// requests times this.
+inline constexpr double kDefaultPricePerCpuSecond = 1.94 / (30 * 86400.0);
+
 struct ArticleOptions {
   std::string edgestate_binary;  // The `edgestate` executable (for `edgestate demo`).
   std::string baselines_dir;     // bench/baselines (node_modules installed by scripts/setup.sh).
@@ -36,6 +44,7 @@ struct ArticleOptions {
   uint16_t base_port = 0;  // 0: find free ports (the run needs base .. base + 307).
   std::string json_file;
   std::string chart_file = "article-latency.svg";
+  double price_per_cpu_second = kDefaultPricePerCpuSecond;  // US dollars.
 };
 
 // Runs every design in turn. Returns 0 when all ran, 1 when a design failed to start or run
