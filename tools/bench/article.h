@@ -24,11 +24,11 @@ namespace edgestate::bench {
 inline const std::vector<std::string> kArticleDesigns = {
     "edgestate", "edgestate-session", "edgestate-bounded", "edgestate-strong", "isolate", "vm"};
 
-// The default price of a CPU second: Fly.io's published price of a shared-cpu-1x machine with
-// 256 MB, $1.94 per 30-day month (fly.io/docs/about/pricing, as listed in 2024), over the
-// seconds of that month. A design's cost per million requests is its CPU seconds per million
-// requests times this.
-inline constexpr double kDefaultPricePerCpuSecond = 1.94 / (30 * 86400.0);
+// The default price of a CPU second: Fly.io's shared-cpu-1x machine with 256 MB, about $2.02
+// per 30-day month as checked against fly.io/docs/about/pricing on 2026-06-07 (Fly's own
+// announcement of these machines listed $1.94), over the seconds of that month. A design's
+// cost per million requests is its CPU seconds per million requests times this.
+inline constexpr double kDefaultPricePerCpuSecond = 2.02 / (30 * 86400.0);
 
 struct ArticleOptions {
   std::string edgestate_binary;  // The `edgestate` executable (for `edgestate demo`).

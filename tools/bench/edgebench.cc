@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
   art->add_option("--chart", article.chart_file, "SVG chart (default article-latency.svg)");
   art->add_option("--price-per-cpu-second", article.price_per_cpu_second,
                   "US dollars per CPU second for the cost column (default: Fly.io's shared-cpu-1x "
-                  "256 MB, $1.94 per 30-day month, as listed in 2024)")
+                  "256 MB, about $2.02 per 30-day month as of 2026-06)")
       ->check(CLI::PositiveNumber);
   art->add_option("--designs", designs,
                   "Subset of edgestate, edgestate-session, edgestate-bounded, edgestate-strong, "
