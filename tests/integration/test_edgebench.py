@@ -101,3 +101,8 @@ def test_bad_flags_exit_2(tmpdir_path):
                  ["--target", "x=http://h:1", "--duration", "5parsecs"], []):
         r = subprocess.run([EDGEBENCH] + args, capture_output=True, text=True, timeout=10)
         assert r.returncode == 2, (args, r.stderr)
+    for price in ("-1", "0", "cheap", "5"):
+        r = subprocess.run([EDGEBENCH, "article", "--price-per-cpu-second", price],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2, (price, r.stderr)
+        assert "--price-per-cpu-second" in r.stderr, r.stderr

@@ -139,7 +139,19 @@ int main(int argc, char** argv) {
   art->add_option("--price-per-cpu-second", article.price_per_cpu_second,
                   "US dollars per CPU second for the cost column (default: Fly.io's shared-cpu-1x "
                   "256 MB, about $2.02 per 30-day month as of 2026-06)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            double d = 0;
+            try {
+              size_t used = 0;
+              d = std::stod(v, &used);
+              if (used != v.size()) d = 0;
+            } catch (const std::exception&) {
+              d = 0;
+            }
+            return d > 0 && d < 1 ? std::string() : "must be a price above 0 and below 1 (dollars)";
+          },
+          "DOLLARS"));
   art->add_option("--designs", designs,
                   "Subset of edgestate, edgestate-session, edgestate-bounded, edgestate-strong, "
                   "isolate, vm "
