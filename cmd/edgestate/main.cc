@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   str_opt("--config", &flags.config_file,
           "TOML file with the same keys (port, listen, region, data_dir, durability, api_key, "
           "threads, max_connections, max_pending_writes, max_pending_write_mb, max_batch_writes, "
+          "writer_nice, "
           "request_timeout_ms, "
           "async_sync_interval_ms, tls_cert, tls_key, peer_listen, "
           "peers, cluster_secret, peer_tls_cert, peer_tls_key, peer_tls_ca, "
@@ -74,6 +75,10 @@ int main(int argc, char** argv) {
           "The most writes one group commit takes; the rest wait for the next. Smaller batches "
           "answer fewer writes at once, so reads wait less behind a write flood. 0: no bound. "
           "Default 64.");
+  int_opt("--writer-nice", &flags.writer_nice,
+          "Nice value of the thread that commits writes (0-19): when the CPU is saturated, "
+          "reads go before commits, so a write flood slows writes rather than reads. 0: the "
+          "process's own. Default 10.");
   int_opt("--request-timeout-ms", &flags.request_timeout_ms,
           "A whole request (and keep-alive idle time) must arrive within this. Default 15000.");
   int_opt("--async-sync-interval-ms", &flags.async_sync_interval_ms,

@@ -123,6 +123,8 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
       s = want_int(&cfg->max_pending_write_mb);
     } else if (k == "max_batch_writes") {
       s = want_int(&cfg->max_batch_writes);
+    } else if (k == "writer_nice") {
+      s = want_int(&cfg->writer_nice);
     } else if (k == "request_timeout_ms") {
       s = want_int(&cfg->request_timeout_ms);
     } else if (k == "async_sync_interval_ms") {
@@ -269,6 +271,7 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.max_pending_writes) cfg.max_pending_writes = *flags.max_pending_writes;
   if (flags.max_pending_write_mb) cfg.max_pending_write_mb = *flags.max_pending_write_mb;
   if (flags.max_batch_writes) cfg.max_batch_writes = *flags.max_batch_writes;
+  if (flags.writer_nice) cfg.writer_nice = *flags.writer_nice;
   if (flags.request_timeout_ms) cfg.request_timeout_ms = *flags.request_timeout_ms;
   if (flags.async_sync_interval_ms) cfg.async_sync_interval_ms = *flags.async_sync_interval_ms;
   if (flags.tls_cert) cfg.tls_cert = *flags.tls_cert;
@@ -321,6 +324,7 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (Status s = CheckRange(cfg.max_batch_writes, 0, 1'000'000, "max batch writes"); !s.ok()) {
     return s;
   }
+  if (Status s = CheckRange(cfg.writer_nice, 0, 19, "writer nice"); !s.ok()) return s;
   if (Status s = CheckRange(cfg.request_timeout_ms, 10, 3'600'000, "request timeout (ms)");
       !s.ok()) {
     return s;

@@ -30,6 +30,8 @@ struct ServeConfig {
   int64_t max_pending_write_mb = 64;
   // The most writes one group commit answers (0: all that queued); see KeyspaceOptions.
   int64_t max_batch_writes = 64;
+  // The writer thread's nice value; see KeyspaceOptions::writer_nice.
+  int64_t writer_nice = 10;
   int64_t request_timeout_ms = 15000;
   int64_t async_sync_interval_ms = 100;
   // TLS on the client port (both or neither; reloaded on SIGHUP).
@@ -76,6 +78,7 @@ struct ServeFlags {
   std::optional<int64_t> max_pending_writes;
   std::optional<int64_t> max_pending_write_mb;
   std::optional<int64_t> max_batch_writes;
+  std::optional<int64_t> writer_nice;
   std::optional<int64_t> request_timeout_ms;
   std::optional<int64_t> async_sync_interval_ms;
   std::optional<std::string> tls_cert;

@@ -158,6 +158,7 @@ TEST_F(ConfigFileTest, PendingWriteBoundsFromFileAndFlags) {
   EXPECT_EQ(c->max_pending_writes, 4096);
   EXPECT_EQ(c->max_pending_write_mb, 64);
   EXPECT_EQ(c->max_batch_writes, 64);
+  EXPECT_EQ(c->writer_nice, 10);
   ServeFlags f;
   f.config_file =
       WriteFile("max_pending_writes = 100\nmax_pending_write_mb = 8\nmax_batch_writes = 0\n");
@@ -170,9 +171,9 @@ TEST_F(ConfigFileTest, PendingWriteBoundsFromFileAndFlags) {
   c = ResolveServeConfig(f, Env({}));
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->max_pending_writes, 7);
-  for (const char* bad :
-       {"max_pending_writes = 0\n", "max_pending_writes = \"many\"\n", "max_pending_write_mb = 0\n",
-        "max_pending_write_mb = 1048577\n", "max_batch_writes = -1\n"}) {
+  for (const char* bad : {"max_pending_writes = 0\n", "max_pending_writes = \"many\"\n",
+                          "max_pending_write_mb = 0\n", "max_pending_write_mb = 1048577\n",
+                          "max_batch_writes = -1\n", "writer_nice = 20\n", "writer_nice = -5\n"}) {
     ExpectRefused(bad);
   }
 }

@@ -74,6 +74,7 @@ Status RunNode(const ServeConfig& config) {
   svc_options.max_pending_writes = static_cast<size_t>(config.max_pending_writes);
   svc_options.max_pending_write_bytes = static_cast<size_t>(config.max_pending_write_mb) << 20;
   svc_options.max_batch = static_cast<size_t>(config.max_batch_writes);
+  svc_options.writer_nice = static_cast<int>(config.writer_nice);
   auto counters = service::Keyspace::Open(store->get(), svc_options, &metrics);
   if (!counters.ok()) return counters.status();
   spdlog::info("loaded {} counters from {} in {} ms", (*counters)->size(), config.data_dir,

@@ -3,9 +3,14 @@
 #include <fmt/format.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <deque>
 #include <set>
 #include <tuple>
@@ -106,7 +111,17 @@ StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, Keyspa
                                                    MetricsRegistry* metrics) {
   std::unique_ptr<Keyspace> svc(new Keyspace(store, std::move(options), metrics));
   if (Status s = svc->Load(); !s.ok()) return s;
-  svc->writer_ = std::thread([p = svc.get()] { p->WriterLoop(); });
+  svc->writer_ = std::thread([p = svc.get()] {
+    if (p->options_.writer_nice > 0) {
+      // This thread only (Linux: a thread id names the thread). Lowering a priority never
+      // needs a privilege; a failure leaves the default and is logged.
+      const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+      if (setpriority(PRIO_PROCESS, tid, p->options_.writer_nice) != 0) {
+        spdlog::warn("cannot lower the writer thread's priority: {}", std::strerror(errno));
+      }
+    }
+    p->WriterLoop();
+  });
   return svc;
 }
 

@@ -56,6 +56,10 @@ struct KeyspaceOptions {
   // I/O threads together; a bound keeps that burst short, so reads between batches wait less
   // behind a write flood. The rest stay queued for the next batch.
   size_t max_batch = 0;
+  // The writer thread's nice value (0..19; 0: the process's own). Above 0, when the CPU is
+  // saturated the I/O threads (reads, parsing, answers) run before commits: a write flood
+  // slows writes rather than reads. Durability and order are unchanged.
+  int writer_nice = 0;
   const Clock* clock = RealClock();
   // Other regions replicate with this node. Alone, every own write is applied everywhere at
   // once (stable, see SetStableSeq); with peers, only what they all acknowledged.
