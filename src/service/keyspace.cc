@@ -462,26 +462,21 @@ Keyspace::CollectedChanges Keyspace::CollectOwnChanges(
         last_taken = seq;
         continue;
       }
-      StatusOr<std::string> bytes = store_->Get(storage::RecordKey(type, name));
-      if (!bytes.ok()) {
-        if (bytes.status().code() == StatusCode::kNotFound) {  // Collected since.
-          last_taken = seq;
-          continue;
-        }
-        spdlog::error("reading record {:?} for replication failed: {}", name,
-                      bytes.status().ToString());
-        return stopped(End::kFailed, last_taken);
-      }
-      StatusOr<storage::StoredRegister> r = storage::DecodeRegister(*bytes);
+      StatusOr<std::optional<crdt::LwwRegister>> r = GetRegister(type, name);
       if (!r.ok()) {
-        spdlog::error("stored record {:?} is unreadable: {}", name, r.status().ToString());
+        spdlog::error("reading record {:?} for replication failed: {}", name,
+                      r.status().ToString());
         return stopped(End::kFailed, last_taken);
       }
-      register_bytes += r->reg.value.size() + name.size();
+      if (!r->has_value()) {  // Collected since.
+        last_taken = seq;
+        continue;
+      }
+      register_bytes += (*r)->value.size() + name.size();
       if (register_bytes > max_register_bytes && taken() > 0) {
         return stopped(End::kLimit, last_taken);
       }
-      registers->push_back(RegisterUpdate{type, std::move(name), std::move(r->reg)});
+      registers->push_back(RegisterUpdate{type, std::move(name), std::move(**r)});
       last_taken = seq;
       continue;
     }
