@@ -384,7 +384,11 @@ Response Api::Read(const StateOp& op) const {
   const std::string_view name = op.name;
   std::optional<int64_t> staleness;
   if (std::optional<Response> refused = CheckBound(op, &staleness)) return std::move(*refused);
-  service::CounterValue v = counters_->Read(name);
+  StatusOr<service::CounterValue> read = counters_->Read(name);
+  if (!read.ok()) {  // The store could not be read (a counter not in memory yet): never a 0.
+    return FromStatus(route, Status::Unavailable(read.status().message()));
+  }
+  const service::CounterValue& v = *read;
   Response r;
   r.route = route;
   // After the value: the token covers at least what the value reflects.

@@ -74,7 +74,7 @@ class Region {
     return r.ok() ? r->value : 0;
   }
 
-  int64_t Value(const std::string& counter) const { return svc_->Read(counter).value; }
+  int64_t Value(const std::string& counter) const { return svc_->Read(counter)->value; }
   Replicator& replicator() { return *rep_; }
   nlohmann::json Cluster() const { return nlohmann::json::parse(rep_->ClusterJson()); }
   const std::string& name() const { return name_; }

@@ -5,9 +5,12 @@
 #include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 
 #include "common/metrics.h"
 #include "env/signals.h"
@@ -66,7 +69,21 @@ Status RunNode(const ServeConfig& config) {
                                     static_cast<size_t>(config.cache_mb) << 20);
   if (!store.ok()) return store.status();
 
+  // A damaged store found by the background load of the counters ends the node with its error
+  // (exit 1), as one found at start-up does: it is never served from.
+  std::mutex load_mu;
+  Status load_error = Status::Ok();  // GUARDED_BY(load_mu)
+  std::atomic<bool> load_failed{false};
   service::KeyspaceOptions svc_options;
+  svc_options.on_loaded = [&](const Status& s) {
+    if (s.ok()) return;
+    {
+      std::lock_guard lock(load_mu);
+      load_error = s;
+    }
+    load_failed.store(true);
+    kill(getpid(), SIGTERM);  // Taken by the sigwait below.
+  };
   svc_options.region = config.region;
   svc_options.durability = config.durability;
   svc_options.async_sync_interval = std::chrono::milliseconds(config.async_sync_interval_ms);
@@ -77,8 +94,12 @@ Status RunNode(const ServeConfig& config) {
   svc_options.writer_nice = static_cast<int>(config.writer_nice);
   auto counters = service::Keyspace::Open(store->get(), svc_options, &metrics);
   if (!counters.ok()) return counters.status();
-  spdlog::info("loaded {} counters from {} in {} ms", (*counters)->size(), config.data_dir,
-               (*counters)->load_time().count());
+  if ((*counters)->loaded()) {
+    spdlog::info("loaded {} counters from {} in {} ms", (*counters)->size(), config.data_dir,
+                 (*counters)->load_time().count());
+  } else {
+    spdlog::info("opened {}; its counters load in the background", config.data_dir);
+  }
 
   // Session tokens are authenticated with the cluster secret; a node without one keeps a random
   // secret of its own in its data directory, so its tokens survive restarts.
@@ -206,6 +227,10 @@ Status RunNode(const ServeConfig& config) {
   for (;;) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
+    if (load_failed.load()) {
+      spdlog::error("stopping: the data directory cannot be served from");
+      break;
+    }
     if (sig != SIGHUP) {
       spdlog::info("received {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       break;
@@ -231,6 +256,10 @@ Status RunNode(const ServeConfig& config) {
   // After the writer: a stored fill releases its origin flight (Api::FillFromOrigin). Fetches
   // still in flight answer 503.
   origin.reset();
+  if (load_failed.load()) {
+    std::lock_guard lock(load_mu);
+    return load_error;
+  }
   spdlog::info("shut down cleanly");
   return Status::Ok();
 }

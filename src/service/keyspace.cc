@@ -110,7 +110,8 @@ std::string ETagOf(const crdt::LwwRegister& reg) {
 StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, KeyspaceOptions options,
                                                    MetricsRegistry* metrics) {
   std::unique_ptr<Keyspace> svc(new Keyspace(store, std::move(options), metrics));
-  if (Status s = svc->Load(); !s.ok()) return s;
+  bool eager = false;
+  if (Status s = svc->Load(&eager); !s.ok()) return s;
   svc->writer_ = std::thread([p = svc.get()] {
     if (p->options_.writer_nice > 0) {
       // This thread only (Linux: a thread id names the thread). Lowering a priority never
@@ -122,11 +123,15 @@ StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, Keyspa
     }
     p->WriterLoop();
   });
+  if (!eager) svc->loader_ = std::thread([p = svc.get()] { p->LoaderLoop(); });
   return svc;
 }
 
 Keyspace::Keyspace(storage::Store* store, KeyspaceOptions options, MetricsRegistry* metrics)
-    : store_(store), options_(std::move(options)), shards_(new Shard[kShards]) {
+    : store_(store),
+      options_(std::move(options)),
+      shards_(new Shard[kShards]),
+      open_time_(std::chrono::steady_clock::now()) {
   batch_size_ = &metrics->AddHistogram(
       "edgestate_commit_batch_size",
       "Operations committed together in one storage batch (one fdatasync in fsync mode).",
@@ -185,11 +190,7 @@ Keyspace::Shard& Keyspace::ShardFor(std::string_view name) const {
   return shards_[std::hash<std::string_view>{}(name) % kShards];
 }
 
-Status Keyspace::Load() {
-  auto start = std::chrono::steady_clock::now();
-  uint64_t estimate = store_->EstimateNumKeys();
-  for (size_t i = 0; i < kShards; ++i) shards_[i].counters.reserve(estimate / kShards + 16);
-  size_t n = 0;
+Status Keyspace::Load(bool* eager) {
   StatusOr<uint64_t> last_change = store_->LastChangeSeq();
   if (!last_change.ok()) return last_change.status();
   uint64_t max_seq = *last_change;
@@ -206,34 +207,30 @@ Status Keyspace::Load() {
   } else if (high.status().code() != StatusCode::kNotFound) {
     return high.status();
   }
-  // Counters written before the change index existed: index their own writes now.
-  rocksdb::WriteBatch migrate;
-  Status s = store_->ForEachCounter([&](std::string_view name, std::string_view bytes) {
-    StatusOr<crdt::PnCounter> c = storage::DecodeCounter(bytes);
-    if (!c.ok()) {
-      return Status::InvalidArgument(fmt::format("stored counter {:?} is unreadable: {}",
-                                                 std::string(name), c.status().message()));
+  // Without an index entry the store is empty of own writes, or it predates the change index:
+  // then its counters' own writes are indexed now, which needs every counter read first.
+  *eager = *last_change == 0;
+  if (*eager) {
+    rocksdb::WriteBatch migrate;
+    if (Status s = LoadCounters(&migrate, &max_seq); !s.ok()) return s;
+    if (migrate.Count() > 0) {
+      spdlog::info(
+          "indexing the own writes of {} counters (data directory from before the change "
+          "index)",
+          migrate.Count());
+      if (Status w = store_->Write(&migrate, /*sync=*/true); !w.ok()) return w;
     }
-    if (const crdt::Slot* own = c->Find(options_.region);
-        own && own->version > 0 && *last_change == 0) {
-      migrate.Put(storage::ChangeKey(own->version),
-                  storage::EncodeChange(storage::RecordType::kCounter, name));
-      max_seq = std::max(max_seq, own->version);
+    load_ms_.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - open_time_)
+                       .count());
+    {
+      std::lock_guard lock(load_mu_);
+      load_done_ = true;
     }
-    ShardFor(name).counters.insert_or_assign(std::string(name), std::move(c).value());
-    ++n;
-    return Status::Ok();
-  });
-  if (!s.ok()) return s;
-  if (migrate.Count() > 0) {
-    spdlog::info(
-        "indexing the own writes of {} counters (data directory from before the change "
-        "index)",
-        migrate.Count());
-    if (Status w = store_->Write(&migrate, /*sync=*/true); !w.ok()) return w;
+    loaded_.store(true, std::memory_order_release);
   }
   Status purge_scan = Status::Ok();
-  s = store_->Scan(
+  Status s = store_->Scan(
       storage::RecordType::kPurge, "", "", [&](std::string_view pattern, std::string_view bytes) {
         StatusOr<storage::StoredRegister> r = storage::DecodeRegister(bytes);
         if (!r.ok()) {
@@ -262,21 +259,117 @@ Status Keyspace::Load() {
   }
   next_seq_ = max_seq + 1;
   committed_seq_.store(max_seq);
-  size_.store(n);
-  load_time_ = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - start);
   return Status::Ok();
 }
 
-CounterValue Keyspace::Read(std::string_view name) const {
+Status Keyspace::LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq) {
+  return store_->ForEachCounter([&](std::string_view name, std::string_view bytes) {
+    if (stop_loading_.load(std::memory_order_relaxed)) return Status::Aborted("stopping");
+    StatusOr<crdt::PnCounter> c = storage::DecodeCounter(bytes);
+    if (!c.ok()) {
+      return Status::InvalidArgument(fmt::format("stored counter {:?} is unreadable: {}",
+                                                 std::string(name), c.status().message()));
+    }
+    if (const crdt::Slot* own = c->Find(options_.region);
+        migrate != nullptr && own != nullptr && own->version > 0) {
+      migrate->Put(storage::ChangeKey(own->version),
+                   storage::EncodeChange(storage::RecordType::kCounter, name));
+      *max_seq = std::max(*max_seq, own->version);
+    }
+    Shard& shard = ShardFor(name);
+    std::lock_guard lock(shard.mu);
+    // A state in memory is the writer's (or a read's fault-in) and never older than this one.
+    if (shard.counters.try_emplace(std::string(name), std::move(c).value()).second) {
+      size_.fetch_add(1, std::memory_order_relaxed);
+    }
+    return Status::Ok();
+  });
+}
+
+void Keyspace::LoaderLoop() {
+  // Below everything else: serving goes first on a busy core (reads of counters not loaded yet
+  // go to the store meanwhile).
+  const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+  if (setpriority(PRIO_PROCESS, tid, 19) != 0) {
+    spdlog::warn("cannot lower the loader thread's priority: {}", std::strerror(errno));
+  }
+  if (options_.before_load) options_.before_load();
+  Status s = LoadCounters(nullptr, nullptr);
+  if (s.code() == StatusCode::kAborted && stop_loading_.load()) {
+    std::lock_guard lock(load_mu_);
+    load_done_ = true;
+    load_status_ = s;
+    load_cv_.notify_all();
+    return;
+  }
+  load_ms_.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - open_time_)
+                     .count());
+  if (s.ok()) {
+    loaded_.store(true, std::memory_order_release);
+    spdlog::info("loaded {} counters in {} ms (reads before that went to the store)", size(),
+                 load_ms_.load());
+  } else {
+    spdlog::error("loading the stored counters failed: {}", s.ToString());
+  }
+  {
+    std::lock_guard lock(load_mu_);
+    load_done_ = true;
+    load_status_ = s;
+    load_cv_.notify_all();
+  }
+  if (options_.on_loaded) options_.on_loaded(s);
+}
+
+Status Keyspace::WaitLoaded() const {
+  std::unique_lock lock(load_mu_);
+  load_cv_.wait(lock, [this] { return load_done_; });
+  return load_status_;
+}
+
+Status Keyspace::FaultIn(std::string_view name) const {
+  if (loaded()) return Status::Ok();
   Shard& shard = ShardFor(name);
+  {
+    std::lock_guard lock(shard.mu);
+    if (shard.counters.find(name) != shard.counters.end()) return Status::Ok();
+  }
+  StatusOr<std::string> bytes = store_->Get(storage::CounterKey(name));
+  if (!bytes.ok()) {
+    if (bytes.status().code() == StatusCode::kNotFound) return Status::Ok();
+    return bytes.status();
+  }
+  StatusOr<crdt::PnCounter> c = storage::DecodeCounter(*bytes);
+  if (!c.ok()) {
+    return Status::InvalidArgument(fmt::format("stored counter {:?} is unreadable: {}",
+                                               std::string(name), c.status().message()));
+  }
+  std::lock_guard lock(shard.mu);
+  // The writer may have published a newer state since the read: it stays.
+  if (shard.counters.try_emplace(std::string(name), std::move(c).value()).second) {
+    size_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return Status::Ok();
+}
+
+StatusOr<CounterValue> Keyspace::Read(std::string_view name) const {
+  Shard& shard = ShardFor(name);
+  {
+    std::lock_guard lock(shard.mu);
+    auto it = shard.counters.find(name);
+    if (it != shard.counters.end())
+      return CounterValue{it->second.Value(), it->second.UpdatedAtMs()};
+    if (loaded()) return CounterValue{};
+  }
+  if (Status s = FaultIn(name); !s.ok()) return s;
   std::lock_guard lock(shard.mu);
   auto it = shard.counters.find(name);
   if (it == shard.counters.end()) return CounterValue{};
   return CounterValue{it->second.Value(), it->second.UpdatedAtMs()};
 }
 
-crdt::PnCounter Keyspace::State(std::string_view name) const {
+StatusOr<crdt::PnCounter> Keyspace::State(std::string_view name) const {
+  if (Status s = FaultIn(name); !s.ok()) return s;
   Shard& shard = ShardFor(name);
   std::lock_guard lock(shard.mu);
   auto it = shard.counters.find(name);
@@ -599,8 +692,13 @@ Status Keyspace::ListRegisters(storage::RecordType type, std::string_view prefix
 
 void Keyspace::Stop() {
   std::call_once(stop_once_, [this] {
+    stop_loading_.store(true);
+    if (loader_.joinable()) loader_.join();
     queue_.Close();
     if (writer_.joinable()) writer_.join();
+    std::lock_guard lock(load_mu_);
+    load_done_ = true;
+    load_cv_.notify_all();
   });
 }
 
@@ -943,10 +1041,22 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     if (!retired_lives.emplace(std::string(region), old_epoch).second) return;
     const std::string retired = RetiredOrigin(region, old_epoch);
     std::vector<std::string> names;
-    for (size_t s = 0; s < kShards; ++s) {
-      std::lock_guard lock(shards_[s].mu);
-      for (const auto& [n, c] : shards_[s].counters) {
-        if (c.Find(region) != nullptr) names.push_back(n);
+    if (loaded()) {
+      for (size_t s = 0; s < kShards; ++s) {
+        std::lock_guard lock(shards_[s].mu);
+        for (const auto& [n, c] : shards_[s].counters) {
+          if (c.Find(region) != nullptr) names.push_back(n);
+        }
+      }
+    } else {
+      // Not all in memory yet: the store has every committed state (this batch's are staged).
+      Status scan = store_->ForEachCounter([&](std::string_view n, std::string_view bytes) {
+        StatusOr<crdt::PnCounter> c = storage::DecodeCounter(bytes);
+        if (c.ok() && c->Find(region) != nullptr) names.emplace_back(n);
+        return Status::Ok();
+      });
+      if (!scan.ok()) {
+        spdlog::error("retiring {}: scanning counters failed: {}", retired, scan.ToString());
       }
     }
     for (const auto& [n, entry] : staged) {
@@ -957,6 +1067,10 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     size_t counters = 0, records_reshipped = 0;
     for (std::string& n : names) {
       std::string_view name = retired_names.emplace_back(std::move(n));
+      if (Status f = FaultIn(name); !f.ok()) {
+        spdlog::error("retiring {} in counter {:?}: {}", retired, name, f.ToString());
+        continue;
+      }
       auto& entry = stage(name);
       std::optional<crdt::Slot> old = entry.first.TakeSlot(region);
       if (!old) continue;
@@ -1012,6 +1126,10 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
       continue;
     }
     if (op.kind == Op::Kind::kStrong) {
+      if (Status f = FaultIn(op.name); !f.ok()) {
+        results.emplace_back(f);
+        continue;
+      }
       // A new own sequence number for the counter, so replication ships it with its strong slot.
       auto& entry = stage(op.name);
       entry.first.MergeSlot(kStrongOrigin, op.strong);
@@ -1021,6 +1139,7 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     }
     if (op.kind == Op::Kind::kApply) {
       Status valid = ValidateRemote(op);
+      for (size_t k = 0; valid.ok() && k < op.slots.size(); ++k) valid = FaultIn(op.slots[k].name);
       if (valid.ok()) {
         for (const RegisterUpdate& u : op.registers) {
           if (Status l = stage_register(u.type, u.name).load; !l.ok()) {
@@ -1078,6 +1197,10 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
           hlc_.Observe(u.reg.hlc);
         }
       }
+      continue;
+    }
+    if (Status f = FaultIn(op.name); !f.ok()) {
+      results.emplace_back(Status::Unavailable("cannot read the counter: " + f.message()));
       continue;
     }
     auto& entry = stage(op.name);

@@ -1,13 +1,15 @@
 // Keyspace: the node's records (docs/storage.md) over their CRDTs, in memory and in the store.
 //
 // Records of every type share one group-commit writer, one own sequence (replication's stream)
-// and one change index (docs/storage.md). Counters live in memory too and their reads never
-// touch the disk; register records (keys, cache entries, purges) are read from the store, whose
-// block cache holds the hot ones. Writes are queued to the single writer thread, which takes
-// every operation queued since its last batch, applies them to staged copies of the affected
-// records, writes all of them in one RocksDB batch (one fdatasync in fsync mode: group commit),
-// then publishes the new states and completes each operation. A reader therefore never sees a
-// value that is not yet durable (fsync mode) and an acknowledged write is never lost. See
+// and one change index (docs/storage.md). Counters live in memory too: a background loader
+// brings the stored ones in after Open, and until it is done a counter not in memory yet is read
+// from the store when first asked for (so a node answers at once, whatever it holds); after
+// that their reads never touch the disk. Register records (keys, cache entries, purges) are read
+// from the store, whose block cache holds the hot ones. Writes are queued to the single writer
+// thread, which takes every operation queued since its last batch, applies them to staged copies of
+// the affected records, writes all of them in one RocksDB batch (one fdatasync in fsync mode: group
+// commit), then publishes the new states and completes each operation. A reader therefore never
+// sees a value that is not yet durable (fsync mode) and an acknowledged write is never lost. See
 // docs/threading.md.
 //
 // Thread-safety: every public method may be called from any thread. Callbacks run on the
@@ -18,6 +20,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -74,6 +77,13 @@ struct KeyspaceOptions {
   // Replication, strong consensus records and probes are never refused by it.
   size_t max_pending_writes = 0;
   size_t max_pending_write_bytes = 0;
+  // Called once on the loader thread when the background load of the counters ends: OK, or the
+  // store's error (a damaged data directory: the caller must stop serving). Not called when
+  // Stop interrupts the load. Must not block and must not call Stop.
+  std::function<void(const Status&)> on_loaded;
+  // Test seam: runs on the loader thread before it loads anything (a test holds the load back
+  // to exercise reads and writes of counters not in memory yet).
+  std::function<void()> before_load;
 };
 
 struct CounterValue {
@@ -170,15 +180,19 @@ class Keyspace {
   using IncrementCallback = std::function<void(StatusOr<CounterValue>)>;
   using ProbeCallback = std::function<void(Status)>;
 
-  // Loads every stored counter into memory and starts the writer thread. `store` and
-  // `metrics` must outlive the service. Returns the store's error when a record cannot be read
-  // or decoded (a corrupt store is never served silently).
+  // Reads the keyspace's metadata (sequence, positions, purges, epoch), starts the writer
+  // thread and the background loader of the stored counters (see loaded()). `store` and
+  // `metrics` must outlive the service. Returns the store's error when metadata cannot be read
+  // or decoded. A data directory from before the change index is migrated here, loading every
+  // counter before Open returns.
   static StatusOr<std::unique_ptr<Keyspace>> Open(storage::Store* store, KeyspaceOptions options,
                                                   MetricsRegistry* metrics);
   ~Keyspace();  // Calls Stop().
 
-  // The counter's current value; a counter never written reads as 0.
-  CounterValue Read(std::string_view name) const;
+  // The counter's current value; a counter never written reads as 0. Before loaded(), a counter
+  // not in memory yet is read from the store: Unavailable or InvalidArgument when that read
+  // fails (a damaged store never reads as 0).
+  StatusOr<CounterValue> Read(std::string_view name) const;
 
   // Adds `delta` to `name` (which must satisfy ValidateCounterName). `done` receives the new
   // value once the write is acknowledged (see Durability), FailedPrecondition when the value
@@ -188,8 +202,9 @@ class Keyspace {
   // memory).
   void Increment(std::string name, int64_t delta, IncrementCallback done);
 
-  // The counter's whole CRDT state (every origin's slot); empty when never written.
-  crdt::PnCounter State(std::string_view name) const;
+  // The counter's whole CRDT state (every origin's slot); empty when never written. Errors as
+  // for Read.
+  StatusOr<crdt::PnCounter> State(std::string_view name) const;
 
   // Merges `strong` into `name`'s kStrongOrigin slot as a local write: the counter gets a new
   // own sequence number, so replication ships the slot to every region and session tokens and
@@ -342,13 +357,20 @@ class Keyspace {
   // "purges":{...},"sweep":{"passes","expired","collected"}}.
   std::string StatusJson() const;
 
-  // Number of counters in memory.
+  // Number of counters in memory: every stored one once loaded().
   size_t size() const { return size_.load(std::memory_order_relaxed); }
-  // How long Open took to load the stored counters.
-  std::chrono::milliseconds load_time() const { return load_time_; }
+  // Whether every stored counter is in memory. Until then reads of counters not in memory go
+  // to the store (Read); afterwards a counter missing from memory was never written.
+  bool loaded() const { return loaded_.load(std::memory_order_acquire); }
+  // Blocks until the background load ended (or Stop); returns how it ended.
+  Status WaitLoaded() const;
+  // How long loading the stored counters took (from Open); valid once loaded().
+  std::chrono::milliseconds load_time() const {
+    return std::chrono::milliseconds(load_ms_.load(std::memory_order_relaxed));
+  }
 
-  // Stops accepting work, commits everything already queued, syncs, and joins the writer.
-  // Idempotent.
+  // Stops accepting work, commits everything already queued, syncs, and joins the writer and
+  // the loader. Idempotent.
   void Stop();
 
  private:
@@ -392,7 +414,20 @@ class Keyspace {
   static constexpr size_t kGatherThreshold = 4;
 
   Keyspace(storage::Store* store, KeyspaceOptions options, MetricsRegistry* metrics);
-  Status Load();
+  // Reads the metadata; with `*eager` (a data directory from before the change index) it also
+  // loads and indexes every counter.
+  Status Load(bool* eager);
+  // Puts every stored counter not in memory yet into memory (the background loader, or Load).
+  // With `migrate` (a data directory from before the change index) it also adds index entries
+  // for their own writes to *migrate and raises *max_seq to the newest. Aborted when Stop
+  // interrupts it; the store's error, or InvalidArgument naming an unreadable counter.
+  Status LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq);
+  void LoaderLoop();
+  // Before loaded(): brings counter `name` into memory from the store unless it is there
+  // already (a state in memory is never older than the stored one: only the writer changes
+  // either, memory after the store). OK when the counter is in memory afterwards or is not
+  // stored. Errors of the store read or the decoding otherwise.
+  Status FaultIn(std::string_view name) const;
   Shard& ShardFor(std::string_view name) const;
   void WriterLoop();
   // Commits one batch. Returns the number of increments it acknowledged.
@@ -407,8 +442,17 @@ class Keyspace {
   storage::Store* const store_;
   const KeyspaceOptions options_;
   std::unique_ptr<Shard[]> shards_;
-  std::atomic<size_t> size_{0};
-  std::chrono::milliseconds load_time_{0};
+  mutable std::atomic<size_t> size_{0};
+  // The background load (LoaderLoop): loaded_ once every stored counter is in memory.
+  std::chrono::steady_clock::time_point open_time_;
+  std::atomic<bool> loaded_{false};
+  std::atomic<bool> stop_loading_{false};
+  std::atomic<int64_t> load_ms_{0};
+  mutable std::mutex load_mu_;
+  mutable std::condition_variable load_cv_;
+  bool load_done_ = false;             // GUARDED_BY(load_mu_)
+  Status load_status_ = Status::Ok();  // GUARDED_BY(load_mu_)
+  std::thread loader_;
 
   // Own-origin sequence numbers. next_seq_ is writer-thread state.
   uint64_t next_seq_ = 1;

@@ -42,6 +42,8 @@ class KeyspaceTest : public ::testing::Test {
     o.sweep_interval = sweep;
     o.max_pending_writes = max_pending_writes_;
     o.max_pending_write_bytes = max_pending_write_bytes_;
+    o.before_load = before_load_;
+    o.on_loaded = on_loaded_;
     auto svc = Keyspace::Open(store_.get(), o, metrics_.get());
     ASSERT_TRUE(svc.ok()) << svc.status().ToString();
     svc_ = std::move(svc).value();
@@ -56,6 +58,8 @@ class KeyspaceTest : public ::testing::Test {
   std::filesystem::path dir_;
   size_t max_pending_writes_ = 0;
   size_t max_pending_write_bytes_ = 0;
+  std::function<void()> before_load_;
+  std::function<void(const Status&)> on_loaded_;
   FakeClock clock_{1'800'000'000'000};
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<storage::Store> store_;
@@ -131,10 +135,10 @@ TEST_F(KeyspaceTest, WritesBeyondThePendingBoundAreRefusedAtOnceAndNothingChange
   }
   gate.Release();
   for (size_t i : {0u, 1u, 2u}) EXPECT_TRUE(answers[i].get().ok());
-  EXPECT_EQ(svc_->Read("c").value, 111);  // The refused ones changed nothing.
+  EXPECT_EQ(svc_->Read("c")->value, 111);  // The refused ones changed nothing.
   // Answered writes no longer count: the bound admits again.
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(IncrementSync("c", 1).ok());
-  EXPECT_EQ(svc_->Read("c").value, 116);
+  EXPECT_EQ(svc_->Read("c")->value, 116);
   EXPECT_NE(metrics_->Render().find("edgestate_writes_overloaded_total 2"), std::string::npos);
   EXPECT_NE(metrics_->Render().find("edgestate_pending_writes 0"), std::string::npos);
 }
@@ -169,7 +173,7 @@ TEST_F(KeyspaceTest, ThePendingByteBoundCountsValuesButAdmitsALoneLargeWrite) {
 
 TEST_F(KeyspaceTest, UnwrittenCounterReadsZero) {
   Open();
-  CounterValue v = svc_->Read("nope");
+  CounterValue v = *svc_->Read("nope");
   EXPECT_EQ(v.value, 0);
   EXPECT_EQ(v.updated_at_ms, 0);
   EXPECT_EQ(svc_->size(), 0u);
@@ -184,7 +188,7 @@ TEST_F(KeyspaceTest, IncrementReturnsNewValueAndIsReadable) {
   r = IncrementSync("a", -8);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->value, -3);
-  EXPECT_EQ(svc_->Read("a").value, -3);
+  EXPECT_EQ(svc_->Read("a")->value, -3);
   EXPECT_EQ(svc_->size(), 1u);
 }
 
@@ -194,9 +198,9 @@ TEST_F(KeyspaceTest, OverflowIsRejectedAndChangesNothing) {
   auto r = IncrementSync("a", 1);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_EQ(svc_->Read("a").value, std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(svc_->Read("a")->value, std::numeric_limits<int64_t>::max());
   Open();  // And nothing of the rejected write reached the disk.
-  EXPECT_EQ(svc_->Read("a").value, std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(svc_->Read("a")->value, std::numeric_limits<int64_t>::max());
 }
 
 TEST_F(KeyspaceTest, AcknowledgedIncrementsSurviveReopen) {
@@ -204,8 +208,8 @@ TEST_F(KeyspaceTest, AcknowledgedIncrementsSurviveReopen) {
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(IncrementSync("x", 2).ok());
   ASSERT_TRUE(IncrementSync("y", -1).ok());
   Open();
-  EXPECT_EQ(svc_->Read("x").value, 20);
-  EXPECT_EQ(svc_->Read("y").value, -1);
+  EXPECT_EQ(svc_->Read("x")->value, 20);
+  EXPECT_EQ(svc_->Read("y")->value, -1);
   EXPECT_EQ(svc_->size(), 2u);
 }
 
@@ -228,19 +232,19 @@ TEST_F(KeyspaceTest, ConcurrentIncrementsAllCountAndShareBatches) {
   }
   for (auto& t : ts) t.join();
   EXPECT_EQ(acked.load(), kThreads * kEach);
-  EXPECT_EQ(svc_->Read("odd").value + svc_->Read("even").value, kThreads * kEach);
+  EXPECT_EQ(svc_->Read("odd")->value + svc_->Read("even")->value, kThreads * kEach);
   std::string m = metrics_->Render();
   // With 8 concurrent writers some batches must carry more than one write.
   EXPECT_NE(m.find("edgestate_commit_batch_size_count"), std::string::npos);
   Open();
-  EXPECT_EQ(svc_->Read("odd").value + svc_->Read("even").value, kThreads * kEach);
+  EXPECT_EQ(svc_->Read("odd")->value + svc_->Read("even")->value, kThreads * kEach);
 }
 
 TEST_F(KeyspaceTest, AsyncModeAcknowledgesAndSyncs) {
   Open(Durability::kAsync);
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(IncrementSync("a", 1).ok());
   Open(Durability::kAsync);
-  EXPECT_EQ(svc_->Read("a").value, 50);
+  EXPECT_EQ(svc_->Read("a")->value, 50);
   EXPECT_NE(metrics_->Render().find("edgestate_async_unsynced_writes_count"), std::string::npos);
 }
 
@@ -258,7 +262,7 @@ TEST_F(KeyspaceTest, AfterStopWritesFailFastAndReadsStillWork) {
   auto r = IncrementSync("a", 1);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
-  EXPECT_EQ(svc_->Read("a").value, 1);
+  EXPECT_EQ(svc_->Read("a")->value, 1);
 }
 
 TEST_F(KeyspaceTest, CorruptRecordFailsOpenLoudly) {
@@ -272,6 +276,129 @@ TEST_F(KeyspaceTest, CorruptRecordFailsOpenLoudly) {
   auto svc = Keyspace::Open(store_.get(), o, metrics_.get());
   ASSERT_FALSE(svc.ok());
   EXPECT_NE(svc.status().message().find("bad"), std::string::npos);
+}
+
+// Holds the background load back until Release(), so that reads and writes meet counters that
+// are only in the store.
+class LoadGate {
+ public:
+  std::function<void()> Hook() {
+    return [this] {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return released_; });
+    };
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool released_ = false;
+};
+
+TEST_F(KeyspaceTest, CountersNotLoadedYetAreServedFromTheStoreAndNeverGoBack) {
+  Open();
+  ASSERT_TRUE(IncrementSync("x", 5).ok());
+  ASSERT_TRUE(IncrementSync("y", 3).ok());
+  ASSERT_TRUE(IncrementSync("z", -2).ok());
+  LoadGate gate;
+  before_load_ = gate.Hook();
+  Open();
+  EXPECT_FALSE(svc_->loaded());
+  EXPECT_EQ(svc_->size(), 0u);
+  // A read brings the stored state in; a counter never written reads as 0 and stays out.
+  EXPECT_EQ(svc_->Read("x")->value, 5);
+  EXPECT_EQ(svc_->Read("nope")->value, 0);
+  EXPECT_EQ(svc_->size(), 1u);
+  // A write to a counter not in memory starts from its stored state, not from zero.
+  auto y = IncrementSync("y", 4);
+  ASSERT_TRUE(y.ok()) << y.status().ToString();
+  EXPECT_EQ(y->value, 7);
+  EXPECT_EQ(svc_->State("z")->Value(), -2);
+  // The load, arriving later with what it read from the store, never replaces a newer state.
+  ASSERT_TRUE(IncrementSync("x", 1).ok());
+  gate.Release();
+  ASSERT_TRUE(svc_->WaitLoaded().ok());
+  EXPECT_TRUE(svc_->loaded());
+  EXPECT_EQ(svc_->size(), 3u);
+  EXPECT_EQ(svc_->Read("x")->value, 6);
+  EXPECT_EQ(svc_->Read("y")->value, 7);
+  EXPECT_EQ(svc_->Read("z")->value, -2);
+  // Only the writes since the restart are new own changes: the sequence went on from the store.
+  std::vector<SlotUpdate> out;
+  auto c = svc_->CollectOwnChanges(3, 100, &out);
+  EXPECT_EQ(c.covers, 5u);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].name, "y");
+  EXPECT_EQ(out[1].name, "x");
+}
+
+TEST_F(KeyspaceTest, RemoteSlotsMergeIntoCountersNotLoadedYet) {
+  Open();
+  ASSERT_TRUE(IncrementSync("x", 5).ok());
+  LoadGate gate;
+  before_load_ = gate.Hook();
+  Open();
+  std::promise<Status> p;
+  svc_->ApplyRemote("lhr", 1'760'000'000, 2,
+                    {SlotUpdate{"x", crdt::Slot{10, 1, 2, 1'700'000'000'000}}},
+                    [&](Status s) { p.set_value(s); });
+  ASSERT_TRUE(p.get_future().get().ok());
+  EXPECT_EQ(svc_->Read("x")->value, 14);
+  gate.Release();
+  ASSERT_TRUE(svc_->WaitLoaded().ok());
+  EXPECT_EQ(svc_->Read("x")->value, 14);
+  Open();
+  ASSERT_TRUE(svc_->WaitLoaded().ok());
+  EXPECT_EQ(svc_->Read("x")->value, 14);
+}
+
+TEST_F(KeyspaceTest, ADamagedCounterFoundByTheLoadIsReportedAndNeverReadAsZero) {
+  Open();
+  ASSERT_TRUE(IncrementSync("x", 5).ok());  // An indexed store: the load runs in the background.
+  svc_.reset();
+  rocksdb::WriteBatch wb;
+  wb.Put(storage::CounterKey("bad"), "\xff\xff\xff");
+  ASSERT_TRUE(store_->Write(&wb, true).ok());
+  LoadGate gate;
+  before_load_ = gate.Hook();
+  std::promise<Status> reported;
+  on_loaded_ = [&](const Status& s) { reported.set_value(s); };
+  Open();
+  StatusOr<CounterValue> bad = svc_->Read("bad");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("bad"), std::string::npos) << bad.status().ToString();
+  auto inc = IncrementSync("bad", 1);
+  EXPECT_EQ(inc.status().code(), StatusCode::kUnavailable) << inc.status().ToString();
+  EXPECT_EQ(svc_->Read("x")->value, 5);
+  gate.Release();
+  Status s = reported.get_future().get();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("bad"), std::string::npos) << s.ToString();
+  EXPECT_EQ(svc_->WaitLoaded().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(svc_->loaded());
+}
+
+TEST_F(KeyspaceTest, StopEndsALoadInProgress) {
+  Open();
+  ASSERT_TRUE(IncrementSync("x", 5).ok());
+  bool called = false;
+  on_loaded_ = [&](const Status&) { called = true; };
+  LoadGate gate;
+  before_load_ = gate.Hook();
+  Open();
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    gate.Release();
+  });
+  svc_->Stop();
+  releaser.join();
+  EXPECT_TRUE(svc_->WaitLoaded().code() == StatusCode::kAborted || svc_->loaded());
+  EXPECT_TRUE(!called || svc_->loaded());
 }
 
 }  // namespace
@@ -435,15 +562,15 @@ TEST_F(KeyspaceTest, RemoteSlotsMergeIdempotentlyInAnyOrder) {
   Open();
   ASSERT_TRUE(IncrementSync("x", 5).ok());
   ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 7, {Slot("x", 10, 1, 7), Slot("y", 3, 0, 6)}).ok());
-  EXPECT_EQ(svc_->Read("x").value, 14);
-  EXPECT_EQ(svc_->Read("y").value, 3);
+  EXPECT_EQ(svc_->Read("x")->value, 14);
+  EXPECT_EQ(svc_->Read("y")->value, 3);
   EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 7u);
   // Duplicate delivery.
   ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 7, {Slot("x", 10, 1, 7), Slot("y", 3, 0, 6)}).ok());
-  EXPECT_EQ(svc_->Read("x").value, 14);
+  EXPECT_EQ(svc_->Read("x")->value, 14);
   // An older state arriving late changes nothing, and never lowers the applied position.
   ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 3, {Slot("x", 4, 0, 3)}).ok());
-  EXPECT_EQ(svc_->Read("x").value, 14);
+  EXPECT_EQ(svc_->Read("x")->value, 14);
   EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 7u);
   // Remote writes never enter this node's own change log.
   std::vector<SlotUpdate> out;
@@ -452,8 +579,8 @@ TEST_F(KeyspaceTest, RemoteSlotsMergeIdempotentlyInAnyOrder) {
   EXPECT_EQ(out[0].slot.inc, 5u);
   // All of it is durable.
   Open();
-  EXPECT_EQ(svc_->Read("x").value, 14);
-  EXPECT_EQ(svc_->Read("y").value, 3);
+  EXPECT_EQ(svc_->Read("x")->value, 14);
+  EXPECT_EQ(svc_->Read("y")->value, 3);
   EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 7u);
 }
 
@@ -491,8 +618,8 @@ TEST_F(KeyspaceTest, ANewLifeOfAnOriginRetiresItsSlotsAndShipsThemOn) {
   // Its directory is recreated: the new life's slot starts from 0 and must add up, not hide
   // behind the old one (a max merge of 10 and 2 would read 10).
   ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 2, {Slot("x", 2, 0, 2)}, kLhrEpoch + 60).ok());
-  EXPECT_EQ(svc_->Read("x").value, 12);
-  EXPECT_EQ(svc_->Read("y").value, 1);
+  EXPECT_EQ(svc_->Read("x")->value, 12);
+  EXPECT_EQ(svc_->Read("y")->value, 1);
   // The old life's slot and key are re-shipped from here under new own sequence numbers.
   std::vector<SlotUpdate> slots;
   std::vector<RegisterUpdate> regs;
@@ -516,9 +643,9 @@ TEST_F(KeyspaceTest, ANewLifeOfAnOriginRetiresItsSlotsAndShipsThemOn) {
   SlotUpdate again = Slot("x", 11, 0, 10);
   again.origin = retired;
   ASSERT_TRUE(ApplySync(svc_.get(), "fra", 1, {again}).ok());
-  EXPECT_EQ(svc_->Read("x").value, 13);
+  EXPECT_EQ(svc_->Read("x")->value, 13);
   Open();
-  EXPECT_EQ(svc_->Read("x").value, 13);
+  EXPECT_EQ(svc_->Read("x")->value, 13);
 }
 
 TEST_F(KeyspaceTest, ARetiredLifeFromAPeerRetiresTheSameLifeHere) {
@@ -529,12 +656,12 @@ TEST_F(KeyspaceTest, ARetiredLifeFromAPeerRetiresTheSameLifeHere) {
   SlotUpdate relayed = Slot("x", 5, 0, 5);
   relayed.origin = RetiredOrigin("lhr", kLhrEpoch);
   ASSERT_TRUE(ApplySync(svc_.get(), "fra", 1, {relayed}).ok());
-  EXPECT_EQ(svc_->Read("x").value, 5);
+  EXPECT_EQ(svc_->Read("x")->value, 5);
   // A slot naming this node's own live life is ignored: nobody retires it but its own restart.
   SlotUpdate mine = Slot("x", 100, 0, 1);
   mine.origin = RetiredOrigin("iad", svc_->epoch());
   ASSERT_TRUE(ApplySync(svc_.get(), "fra", 2, {mine}).ok());
-  EXPECT_EQ(svc_->Read("x").value, 5);
+  EXPECT_EQ(svc_->Read("x")->value, 5);
   // Malformed lives are refused with the whole delta.
   for (const char* bad : {"lhr@0", "LHR@1", "lhr@x", "@5", "lhr@", "lhr@99999999999"}) {
     SlotUpdate u = Slot("x", 1, 0, 1);
@@ -549,7 +676,7 @@ TEST_F(KeyspaceTest, RemoteSlotsForOwnRegionOrBadNamesAreRejected) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ(ApplySync(svc_.get(), "lhr", 1, {Slot("ok", 1, 0, 1), Slot("bad\n", 1, 0, 1)}).code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(svc_->Read("ok").value, 0);  // Nothing of a rejected delta is applied.
+  EXPECT_EQ(svc_->Read("ok")->value, 0);  // Nothing of a rejected delta is applied.
   EXPECT_EQ(svc_->AppliedSeq("lhr", kLhrEpoch), 0u);
 }
 

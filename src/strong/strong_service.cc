@@ -268,8 +268,13 @@ void StrongService::Impl::CheckWatch() {
       continue;
     }
     crdt::Slot local;
-    const crdt::PnCounter replica = counters->State(it->first);
-    if (const crdt::Slot* l = replica.Find(service::kStrongOrigin)) local = *l;
+    const StatusOr<crdt::PnCounter> replica = counters->State(it->first);
+    if (!replica.ok()) {  // Unreadable here now: looked at again on the next round.
+      spdlog::warn("strong: reading {:?} failed: {}", it->first, replica.status().message());
+      ++it;
+      continue;
+    }
+    if (const crdt::Slot* l = replica->Find(service::kStrongOrigin)) local = *l;
     if (local.inc < it->second.inc || local.dec < it->second.dec) {
       redecided->Inc();
       ++behind;
@@ -305,8 +310,9 @@ void StrongService::Impl::Start(std::string name, Pending op) {
   }
   if (options.fault_local_reads && op.read) {
     // Deliberately wrong (test builds only): a local read is not linearizable.
-    service::CounterValue v = counters->Read(name);
-    return Reply(op, StrongResult{v.value, v.updated_at_ms, options.region});
+    StatusOr<service::CounterValue> v = counters->Read(name);
+    if (!v.ok()) return Reply(op, v.status());
+    return Reply(op, StrongResult{v->value, v->updated_at_ms, options.region});
   }
   if (my_index >= 0) return Enqueue(name, std::move(op));
   Forward(std::move(name), std::move(op), {});
@@ -465,8 +471,13 @@ void StrongService::Impl::AcceptPhase(const std::string& name, uint64_t attempt,
     where.emplace_back(s, segments[s].ops.size());
     segments[s].ops.push_back(StrongOp{p.read, p.delta});
   }
-  BatchResult round =
-      ApplyRound(current, counters->State(name), segments, RealClock()->NowUnixMillis());
+  StatusOr<crdt::PnCounter> replica = counters->State(name);
+  if (!replica.ok()) {
+    // Nothing was sent for this ballot yet: the whole batch fails cleanly.
+    return FinishBatch(
+        name, Status::Unavailable("reading the counter failed: " + replica.status().message()));
+  }
+  BatchResult round = ApplyRound(current, *replica, segments, RealClock()->NowUnixMillis());
   // Back to the batch's order.
   std::vector<size_t> first(segments.size(), 0);
   for (size_t s = 1; s < segments.size(); ++s) first[s] = first[s - 1] + segments[s - 1].ops.size();

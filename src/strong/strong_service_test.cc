@@ -359,8 +359,8 @@ TEST_F(StrongServiceTest, IncrementsReturnExactValuesEverywhere) {
   StatusOr<StrongResult> read = Run("d", "k", true);
   ASSERT_TRUE(read.ok());
   EXPECT_EQ(read->value, expect);
-  EXPECT_EQ(nodes_["a"].counters->Read("k").value + nodes_["b"].counters->Read("k").value +
-                    nodes_["c"].counters->Read("k").value >=
+  EXPECT_EQ(nodes_["a"].counters->Read("k")->value + nodes_["b"].counters->Read("k")->value +
+                    nodes_["c"].counters->Read("k")->value >=
                 expect,
             true);
 }
@@ -460,10 +460,10 @@ TEST_F(StrongServiceTest, AVoterRedecidesWhatItAcceptedButNeverApplied) {
   }
   Open(nodes_["b"]);
   auto deadline = SteadyClock::now() + std::chrono::seconds(10);
-  while (nodes_["b"].counters->Read("k").value != 5 && SteadyClock::now() < deadline) {
+  while (nodes_["b"].counters->Read("k")->value != 5 && SteadyClock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  EXPECT_EQ(nodes_["b"].counters->Read("k").value, 5);
+  EXPECT_EQ(nodes_["b"].counters->Read("k")->value, 5);
   ASSERT_EQ(Run("a", "k", false)->value, 6);
 }
 
@@ -492,7 +492,7 @@ TEST_F(StrongServiceTest, AChosenValueWhoseProposerVanishedIsStoredByTheOthers) 
   }
   auto stored = [this] {
     for (const std::string r : {"a", "b", "c"}) {
-      if (nodes_[r].counters->Read("w").value == 7) return true;
+      if (nodes_[r].counters->Read("w")->value == 7) return true;
     }
     return false;
   };
