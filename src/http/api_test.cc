@@ -112,6 +112,7 @@ class ApiTest : public ::testing::Test {
     service::KeyspaceOptions o;
     o.region = "iad";
     svc_ = std::move(service::Keyspace::Open(store_.get(), o, &metrics_)).value();
+    svc_->StartLoading();
     service::ConsistencyGateOptions g;
     g.region = "iad";
     g.session_wait = wait;

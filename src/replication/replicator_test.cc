@@ -45,6 +45,7 @@ class Region {
     auto svc = service::Keyspace::Open(store_.get(), o, &metrics_);
     ASSERT_TRUE(svc.ok()) << svc.status().ToString();
     svc_ = std::move(svc).value();
+    svc_->StartLoading();
     ReplicatorOptions r;
     r.region = name_;
     r.cluster_secret = secret;

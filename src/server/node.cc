@@ -108,7 +108,11 @@ Status RunNode(const ServeConfig& config) {
   for (const auto& p : peers) regions.push_back(p.region);
   std::string token_secret = config.cluster_secret;
   if (token_secret.empty()) {
-    auto secret = (*store)->GetOrCreateMeta("session-secret", HexSecret());
+    // Read first: making a secret needs the random generator, whose start-up costs ms.
+    auto secret = (*store)->Get(storage::MetaKey("session-secret"));
+    if (!secret.ok() && secret.status().code() == StatusCode::kNotFound) {
+      secret = (*store)->GetOrCreateMeta("session-secret", HexSecret());
+    }
     if (!secret.ok()) return secret.status();
     token_secret = *secret;
   }
@@ -214,6 +218,9 @@ Status RunNode(const ServeConfig& config) {
   metrics.AddGauge("edgestate_http_connections", "Open client connections.",
                    [&server] { return static_cast<double>(server.active_connections()); });
   if (Status s = server.Start(); !s.ok()) return s;
+
+  // Serving first, loading after: the load does not delay the first answers.
+  (*counters)->StartLoading();
 
   std::printf("edgestate listening on %s://%s:%u region=%s data=%s durability=%s peer_port=%u\n",
               client_tls ? "https" : "http", config.listen.c_str(), server.port(),

@@ -123,7 +123,7 @@ StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, Keyspa
     }
     p->WriterLoop();
   });
-  if (!eager) svc->loader_ = std::thread([p = svc.get()] { p->LoaderLoop(); });
+  (void)eager;  // Loaded already, or by StartLoading.
   return svc;
 }
 
@@ -263,6 +263,13 @@ Status Keyspace::Load(bool* eager) {
 }
 
 Status Keyspace::LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq) {
+  // Room for every counter at once instead of rehashing all along: a counter with own writes
+  // has an index entry beside its record, so about half the store's keys at most are counters.
+  const uint64_t estimate = store_->EstimateNumKeys() / 2;
+  for (size_t i = 0; i < kShards; ++i) {
+    std::lock_guard lock(shards_[i].mu);
+    shards_[i].counters.reserve(estimate / kShards + 16);
+  }
   return store_->ForEachCounter([&](std::string_view name, std::string_view bytes) {
     if (stop_loading_.load(std::memory_order_relaxed)) return Status::Aborted("stopping");
     StatusOr<crdt::PnCounter> c = storage::DecodeCounter(bytes);
@@ -286,14 +293,14 @@ Status Keyspace::LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq) {
   });
 }
 
+void Keyspace::StartLoading() {
+  std::call_once(load_once_, [this] {
+    if (loaded() || stop_loading_.load()) return;
+    loader_ = std::thread([this] { LoaderLoop(); });
+  });
+}
+
 void Keyspace::LoaderLoop() {
-  // Below everything else: serving goes first on a busy core (reads of counters not loaded yet
-  // go to the store meanwhile).
-  const auto tid = static_cast<id_t>(syscall(SYS_gettid));
-  if (setpriority(PRIO_PROCESS, tid, 19) != 0) {
-    spdlog::warn("cannot lower the loader thread's priority: {}", std::strerror(errno));
-  }
-  if (options_.before_load) options_.before_load();
   Status s = LoadCounters(nullptr, nullptr);
   if (s.code() == StatusCode::kAborted && stop_loading_.load()) {
     std::lock_guard lock(load_mu_);
@@ -693,11 +700,15 @@ Status Keyspace::ListRegisters(storage::RecordType type, std::string_view prefix
 void Keyspace::Stop() {
   std::call_once(stop_once_, [this] {
     stop_loading_.store(true);
+    std::call_once(load_once_, [] {});  // A StartLoading after this starts nothing.
     if (loader_.joinable()) loader_.join();
     queue_.Close();
     if (writer_.joinable()) writer_.join();
     std::lock_guard lock(load_mu_);
-    load_done_ = true;
+    if (!load_done_) {
+      load_done_ = true;
+      load_status_ = Status::Aborted("stopped before the counters were loaded");
+    }
     load_cv_.notify_all();
   });
 }

@@ -81,9 +81,6 @@ struct KeyspaceOptions {
   // store's error (a damaged data directory: the caller must stop serving). Not called when
   // Stop interrupts the load. Must not block and must not call Stop.
   std::function<void(const Status&)> on_loaded;
-  // Test seam: runs on the loader thread before it loads anything (a test holds the load back
-  // to exercise reads and writes of counters not in memory yet).
-  std::function<void()> before_load;
 };
 
 struct CounterValue {
@@ -180,10 +177,10 @@ class Keyspace {
   using IncrementCallback = std::function<void(StatusOr<CounterValue>)>;
   using ProbeCallback = std::function<void(Status)>;
 
-  // Reads the keyspace's metadata (sequence, positions, purges, epoch), starts the writer
-  // thread and the background loader of the stored counters (see loaded()). `store` and
-  // `metrics` must outlive the service. Returns the store's error when metadata cannot be read
-  // or decoded. A data directory from before the change index is migrated here, loading every
+  // Reads the keyspace's metadata (sequence, positions, purges, epoch) and starts the writer
+  // thread; the stored counters are loaded into memory by StartLoading. `store` and `metrics`
+  // must outlive the service. Returns the store's error when metadata cannot be read or
+  // decoded. A data directory from before the change index is migrated here, loading every
   // counter before Open returns.
   static StatusOr<std::unique_ptr<Keyspace>> Open(storage::Store* store, KeyspaceOptions options,
                                                   MetricsRegistry* metrics);
@@ -359,10 +356,15 @@ class Keyspace {
 
   // Number of counters in memory: every stored one once loaded().
   size_t size() const { return size_.load(std::memory_order_relaxed); }
+  // Starts loading the stored counters into memory on a thread of their own (once; later calls
+  // and calls after Stop do nothing). A node calls it once it serves, so that the load does
+  // not delay its first answers; until it is done, reads go to the store as described above.
+  void StartLoading();
   // Whether every stored counter is in memory. Until then reads of counters not in memory go
   // to the store (Read); afterwards a counter missing from memory was never written.
   bool loaded() const { return loaded_.load(std::memory_order_acquire); }
-  // Blocks until the background load ended (or Stop); returns how it ended.
+  // Blocks until the background load ended (or Stop); returns how it ended. REQUIRES:
+  // StartLoading or Stop was called, or Open loaded every counter.
   Status WaitLoaded() const;
   // How long loading the stored counters took (from Open); valid once loaded().
   std::chrono::milliseconds load_time() const {
@@ -453,6 +455,7 @@ class Keyspace {
   bool load_done_ = false;             // GUARDED_BY(load_mu_)
   Status load_status_ = Status::Ok();  // GUARDED_BY(load_mu_)
   std::thread loader_;
+  std::once_flag load_once_;
 
   // Own-origin sequence numbers. next_seq_ is writer-thread state.
   uint64_t next_seq_ = 1;

@@ -42,11 +42,11 @@ class KeyspaceTest : public ::testing::Test {
     o.sweep_interval = sweep;
     o.max_pending_writes = max_pending_writes_;
     o.max_pending_write_bytes = max_pending_write_bytes_;
-    o.before_load = before_load_;
     o.on_loaded = on_loaded_;
     auto svc = Keyspace::Open(store_.get(), o, metrics_.get());
     ASSERT_TRUE(svc.ok()) << svc.status().ToString();
     svc_ = std::move(svc).value();
+    if (load_) svc_->StartLoading();
   }
 
   StatusOr<CounterValue> IncrementSync(const std::string& name, int64_t delta) {
@@ -58,7 +58,7 @@ class KeyspaceTest : public ::testing::Test {
   std::filesystem::path dir_;
   size_t max_pending_writes_ = 0;
   size_t max_pending_write_bytes_ = 0;
-  std::function<void()> before_load_;
+  bool load_ = true;  // Open starts the background load.
   std::function<void(const Status&)> on_loaded_;
   FakeClock clock_{1'800'000'000'000};
   std::unique_ptr<MetricsRegistry> metrics_;
@@ -278,35 +278,12 @@ TEST_F(KeyspaceTest, CorruptRecordFailsOpenLoudly) {
   EXPECT_NE(svc.status().message().find("bad"), std::string::npos);
 }
 
-// Holds the background load back until Release(), so that reads and writes meet counters that
-// are only in the store.
-class LoadGate {
- public:
-  std::function<void()> Hook() {
-    return [this] {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] { return released_; });
-    };
-  }
-  void Release() {
-    std::lock_guard lock(mu_);
-    released_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool released_ = false;
-};
-
 TEST_F(KeyspaceTest, CountersNotLoadedYetAreServedFromTheStoreAndNeverGoBack) {
   Open();
   ASSERT_TRUE(IncrementSync("x", 5).ok());
   ASSERT_TRUE(IncrementSync("y", 3).ok());
   ASSERT_TRUE(IncrementSync("z", -2).ok());
-  LoadGate gate;
-  before_load_ = gate.Hook();
+  load_ = false;
   Open();
   EXPECT_FALSE(svc_->loaded());
   EXPECT_EQ(svc_->size(), 0u);
@@ -321,7 +298,7 @@ TEST_F(KeyspaceTest, CountersNotLoadedYetAreServedFromTheStoreAndNeverGoBack) {
   EXPECT_EQ(svc_->State("z")->Value(), -2);
   // The load, arriving later with what it read from the store, never replaces a newer state.
   ASSERT_TRUE(IncrementSync("x", 1).ok());
-  gate.Release();
+  svc_->StartLoading();
   ASSERT_TRUE(svc_->WaitLoaded().ok());
   EXPECT_TRUE(svc_->loaded());
   EXPECT_EQ(svc_->size(), 3u);
@@ -340,8 +317,7 @@ TEST_F(KeyspaceTest, CountersNotLoadedYetAreServedFromTheStoreAndNeverGoBack) {
 TEST_F(KeyspaceTest, RemoteSlotsMergeIntoCountersNotLoadedYet) {
   Open();
   ASSERT_TRUE(IncrementSync("x", 5).ok());
-  LoadGate gate;
-  before_load_ = gate.Hook();
+  load_ = false;
   Open();
   std::promise<Status> p;
   svc_->ApplyRemote("lhr", 1'760'000'000, 2,
@@ -349,9 +325,10 @@ TEST_F(KeyspaceTest, RemoteSlotsMergeIntoCountersNotLoadedYet) {
                     [&](Status s) { p.set_value(s); });
   ASSERT_TRUE(p.get_future().get().ok());
   EXPECT_EQ(svc_->Read("x")->value, 14);
-  gate.Release();
+  svc_->StartLoading();
   ASSERT_TRUE(svc_->WaitLoaded().ok());
   EXPECT_EQ(svc_->Read("x")->value, 14);
+  load_ = true;
   Open();
   ASSERT_TRUE(svc_->WaitLoaded().ok());
   EXPECT_EQ(svc_->Read("x")->value, 14);
@@ -364,8 +341,7 @@ TEST_F(KeyspaceTest, ADamagedCounterFoundByTheLoadIsReportedAndNeverReadAsZero) 
   rocksdb::WriteBatch wb;
   wb.Put(storage::CounterKey("bad"), "\xff\xff\xff");
   ASSERT_TRUE(store_->Write(&wb, true).ok());
-  LoadGate gate;
-  before_load_ = gate.Hook();
+  load_ = false;
   std::promise<Status> reported;
   on_loaded_ = [&](const Status& s) { reported.set_value(s); };
   Open();
@@ -375,7 +351,7 @@ TEST_F(KeyspaceTest, ADamagedCounterFoundByTheLoadIsReportedAndNeverReadAsZero) 
   auto inc = IncrementSync("bad", 1);
   EXPECT_EQ(inc.status().code(), StatusCode::kUnavailable) << inc.status().ToString();
   EXPECT_EQ(svc_->Read("x")->value, 5);
-  gate.Release();
+  svc_->StartLoading();
   Status s = reported.get_future().get();
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("bad"), std::string::npos) << s.ToString();
@@ -383,22 +359,19 @@ TEST_F(KeyspaceTest, ADamagedCounterFoundByTheLoadIsReportedAndNeverReadAsZero) 
   EXPECT_FALSE(svc_->loaded());
 }
 
-TEST_F(KeyspaceTest, StopEndsALoadInProgress) {
+TEST_F(KeyspaceTest, AfterStopNothingLoadsAndWaitingEnds) {
   Open();
   ASSERT_TRUE(IncrementSync("x", 5).ok());
   bool called = false;
   on_loaded_ = [&](const Status&) { called = true; };
-  LoadGate gate;
-  before_load_ = gate.Hook();
+  load_ = false;
   Open();
-  std::thread releaser([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    gate.Release();
-  });
   svc_->Stop();
-  releaser.join();
-  EXPECT_TRUE(svc_->WaitLoaded().code() == StatusCode::kAborted || svc_->loaded());
-  EXPECT_TRUE(!called || svc_->loaded());
+  svc_->StartLoading();
+  EXPECT_EQ(svc_->WaitLoaded().code(), StatusCode::kAborted);
+  EXPECT_FALSE(svc_->loaded());
+  EXPECT_FALSE(called);
+  EXPECT_EQ(svc_->Read("x")->value, 5);  // Reads still work after Stop, from the store.
 }
 
 }  // namespace

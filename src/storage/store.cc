@@ -488,4 +488,13 @@ uint64_t Store::EstimateNumKeys() {
   return n;
 }
 
+Status Store::CompactAll() {
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  if (rocksdb::Status s = db_->Flush(fo); !s.ok()) return FromRocks(s, "flush failed");
+  rocksdb::CompactRangeOptions co;
+  co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
+  return FromRocks(db_->CompactRange(co, nullptr, nullptr), "compaction failed");
+}
+
 }  // namespace edgestate::storage

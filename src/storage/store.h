@@ -150,6 +150,10 @@ class Store {
   // RocksDB's estimate of the number of keys (for reserving memory at start-up).
   uint64_t EstimateNumKeys();
 
+  // Flushes the memtables and compacts every table file into the last level, waiting for it
+  // (tools: a filled data directory as a node that has run a while leaves it).
+  Status CompactAll();
+
  private:
   Store(std::unique_ptr<rocksdb::DB> db, std::string dir, StoreMetrics metrics,
         std::shared_ptr<rocksdb::Cache> cache);

@@ -229,6 +229,7 @@ class StrongServiceTest : public ::testing::Test {
     auto counters = service::Keyspace::Open(n.store.get(), co, n.metrics.get());
     ASSERT_TRUE(counters.ok());
     n.counters = std::move(counters).value();
+    n.counters->StartLoading();
     n.endpoint = std::make_unique<FakeNet::Endpoint>(net_.get(), n.region);
     StrongOptions so;
     so.region = n.region;

@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
       wb.Clear();
     }
   }
+  if (auto s = (*store)->CompactAll(); !s.ok()) return Fail(s);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("wrote %lld counters and %lld keys to %s in %.2f s\n", static_cast<long long>(count),
               static_cast<long long>(keys), dir.c_str(), secs);
