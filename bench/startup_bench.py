@@ -177,7 +177,7 @@ def main():
         finally:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\nmedians of {args.runs} starts (node on CPU 0, clients on CPU 1)")
-    print("| counters + keys | on disk | exec to first 200 (min-max) | exec to loaded | "
+    print("| counters + keys | on disk | spawn to first 200 (min-max) | spawn to loaded | "
           "first second / steady | RSS loaded (peak) |")
     print("|---|---|---|---|---|---|")
     for size, du, m in rows:

@@ -9,7 +9,8 @@ PACKAGES=(
   libboost-dev libboost-system-dev librocksdb-dev libssl-dev protobuf-compiler libprotobuf-dev
   nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
-  python3 python3-pytest curl wrk procps util-linux openssl
+  libsnappy-dev zlib1g-dev libbz2-dev liblz4-dev libzstd-dev
+  python3 python3-pytest python3-yaml curl wrk procps util-linux openssl
 )
 
 SUDO_CMD=""

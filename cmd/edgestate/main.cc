@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <cstdio>
 #include <string_view>
 
@@ -138,6 +139,18 @@ int main(int argc, char** argv) {
   serve->add_flag_function(
       "--session-cookie", [&flags](int64_t n) { flags.session_cookie = n > 0; },
       "Also keep the session token in the cookie edgestate_session (HttpOnly, SameSite=Lax).");
+  // Every serve flag can come from the environment too, --max-connections from
+  // EDGESTATE_MAX_CONNECTIONS (how containers are configured; deploy/). A flag beats its
+  // variable; both beat the --config file. A bad value is refused like the flag's (exit 2).
+  for (CLI::Option* opt : serve->get_options()) {
+    if (opt == serve->get_help_ptr() || opt->get_lnames().empty()) continue;
+    std::string env = "EDGESTATE_";
+    for (char c : opt->get_lnames().front()) {
+      env.push_back(c == '-' ? '_'
+                             : static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+    }
+    opt->envname(env);
+  }
 
   edgestate::demo::DemoOptions demo_options;
   std::string demo_regions;

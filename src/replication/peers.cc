@@ -56,16 +56,13 @@ StatusOr<std::vector<PeerAddress>> ParsePeers(std::string_view s, std::string_vi
     PeerAddress p;
     p.region = std::string(item.substr(0, eq));
     if (Status st = ValidateRegionName(p.region); !st.ok()) return st;
-    if (p.region == self) {
-      return Status::InvalidArgument(
-          fmt::format("peer list names this node's own region {}", self));
-    }
     if (!seen.insert(p.region).second) {
       return Status::InvalidArgument(fmt::format("peer region {} is listed twice", p.region));
     }
     auto hp = ParseHostPort(item.substr(eq + 1));
     if (!hp.ok()) return hp.status();
     p.address = std::move(hp).value();
+    if (p.region == self) continue;  // This node: every node can be given the same list.
     out.push_back(std::move(p));
   }
   return out;

@@ -24,8 +24,9 @@ struct PeerAddress {
 // (pick a free one) only when `allow_port_zero`, as for a listener.
 StatusOr<HostPort> ParseHostPort(std::string_view s, bool allow_port_zero = false);
 
-// "region=host:port,..." (empty string: no peers). InvalidArgument on a bad entry, a region
-// that breaks the region rules, a region listed twice, or `self` listed as a peer.
+// "region=host:port,..." (empty string: no peers). The entry of `self` (this node's region) is
+// checked and left out, so every node of a cluster can be given the same list. InvalidArgument
+// on a bad entry, a region that breaks the region rules, or a region listed twice.
 StatusOr<std::vector<PeerAddress>> ParsePeers(std::string_view s, std::string_view self);
 
 }  // namespace edgestate::replication

@@ -87,7 +87,8 @@ Status RunNode(const ServeConfig& config) {
   svc_options.region = config.region;
   svc_options.durability = config.durability;
   svc_options.async_sync_interval = std::chrono::milliseconds(config.async_sync_interval_ms);
-  svc_options.has_peers = !config.peers.empty();
+  svc_options.has_peers =
+      !replication::ParsePeers(config.peers, config.region)->empty();  // Validated already.
   svc_options.max_pending_writes = static_cast<size_t>(config.max_pending_writes);
   svc_options.max_pending_write_bytes = static_cast<size_t>(config.max_pending_write_mb) << 20;
   svc_options.max_batch = static_cast<size_t>(config.max_batch_writes);

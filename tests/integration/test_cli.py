@@ -1,5 +1,6 @@
 """`edgestate` command line: help, flags, environment, config file, exit codes."""
 import os
+import re
 import socket
 import subprocess
 
@@ -60,6 +61,29 @@ def test_bad_environment_value_exits_2(tmpdir_path):
     r = run(["serve", "--data-dir", tmpdir_path], env={"PORT": "eighty"})
     assert r.returncode == 2
     assert "PORT" in r.stderr
+
+
+def test_every_serve_flag_has_a_variable_and_a_flag_beats_it(tmpdir_path, nodes):
+    help_text = run(["serve", "--help"]).stdout
+    flags = set(re.findall(r"^\s+(--[a-z][a-z0-9-]+)", help_text, re.M)) - {"--help"}
+    for flag in flags:
+        env = "EDGESTATE_" + flag[2:].upper().replace("-", "_")
+        assert f"Env:{env}" in help_text, (flag, env)
+    # Variables beat the config file and flags beat variables.
+    conf = os.path.join(tmpdir_path, "c.toml")
+    with open(conf, "w") as f:
+        f.write('durability = "fsync"\nregion = "syd"\n')
+    n = nodes(args=["--config", conf], env={"EDGESTATE_DURABILITY": "async"})
+    assert b"durability=async" in n.output and b"region=syd" in n.output, n.output
+    n.kill()
+    n = nodes(args=["--config", conf, "--durability", "fsync"],
+              env={"EDGESTATE_DURABILITY": "async"})
+    assert b"durability=fsync" in n.output, n.output
+    # A bad value from a variable is refused like the flag's.
+    r = run(["serve", "--data-dir", tmpdir_path], env={"EDGESTATE_MAX_CONNECTIONS": "many"})
+    assert r.returncode == 2 and "--max-connections" in r.stderr, r.stderr
+    r = run(["serve", "--data-dir", tmpdir_path], env={"EDGESTATE_DURABILITY": "sometimes"})
+    assert r.returncode == 2 and "fsync or async" in r.stderr, r.stderr
 
 
 def test_bad_config_values_exit_2(tmpdir_path):
