@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
           "threads, max_connections, max_pending_writes, max_pending_write_mb, max_batch_writes, "
           "writer_nice, "
           "request_timeout_ms, "
-          "async_sync_interval_ms, tls_cert, tls_key, peer_listen, "
+          "async_sync_interval_ms, tls_cert, tls_key, metrics_listen, peer_listen, "
           "peers, cluster_secret, peer_tls_cert, peer_tls_key, peer_tls_ca, "
           "peer_insecure_plaintext, replication_interval_ms, default_consistency, session_wait_ms, "
           "session_cookie, max_clock_error_ms, strong_voters, strong_timeout_ms, cache_mb, "
@@ -88,6 +88,9 @@ int main(int argc, char** argv) {
           "PEM certificate chain (leaf first): serve the client port over TLS 1.2/1.3. With "
           "--tls-key; both files are read again on SIGHUP (docs/security.md).");
   str_opt("--tls-key", &flags.tls_key, "PEM private key of --tls-cert.");
+  str_opt("--metrics-listen", &flags.metrics_listen,
+          "HOST:PORT of a listener that serves only GET /metrics, without the API key: for a "
+          "scraper on the private network. Port 0 picks a free one. Default none.");
   str_opt("--peer-listen", &flags.peer_listen,
           "HOST:PORT of the replication listener (private network), separate from --port.");
   str_opt("--peers", &flags.peers,

@@ -122,6 +122,26 @@ Api::Api(ApiOptions options, service::Keyspace* counters, const service::Cluster
                                        "result=\"miss\"");
 }
 
+std::optional<Response> MetricsEndpoint::Handle(const Request& req,
+                                                const std::function<Responder()>&) {
+  RouteMatch m = MatchRoute(req.target);
+  if (m.route != Route::kMetrics) {
+    return Error(m.route, 404, "this listener serves only GET /metrics");
+  }
+  if (!MethodAllowed(m.route, req.method)) {
+    Response r = Error(
+        m.route, 405,
+        fmt::format("/metrics does not allow {}; use {}", req.method, AllowedMethods(m.route)));
+    r.headers.emplace_back("Allow", std::string(AllowedMethods(m.route)));
+    return r;
+  }
+  Response r;
+  r.route = m.route;
+  r.content_type = "text/plain; version=0.0.4";
+  r.body = metrics_->Render();
+  return r;
+}
+
 std::optional<Response> Api::Handle(const Request& req, const std::function<Responder()>& defer) {
   RouteMatch m = MatchRoute(req.target);
   if (m.route == Route::kNone) return Error(Route::kNone, 404, "no such endpoint");

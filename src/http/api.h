@@ -54,6 +54,19 @@ struct ApiOptions {
   int64_t cache_default_ttl_ms = 60'000;
 };
 
+// The private metrics listener's handler (--metrics-listen): GET /metrics without the API key,
+// for a scraper on the private network; every other path is 404, other methods 405. `metrics`
+// must outlive it. Thread-safety: Handle may be called concurrently.
+class MetricsEndpoint final : public Handler {
+ public:
+  explicit MetricsEndpoint(MetricsRegistry* metrics) : metrics_(metrics) {}
+  std::optional<Response> Handle(const Request& req,
+                                 const std::function<Responder()>& defer) override;
+
+ private:
+  MetricsRegistry* const metrics_;
+};
+
 // Parses an increment body: empty (or only whitespace) means delta 1; otherwise a JSON object
 // whose only allowed member is "delta", an integer in int64 range. InvalidArgument otherwise.
 StatusOr<int64_t> ParseIncrementBody(std::string_view body);

@@ -265,6 +265,28 @@ TEST_F(ApiTest, ApiKey) {
   EXPECT_EQ(Call("GET", "/health").status, 200u);  // Open without a key.
 }
 
+TEST_F(ApiTest, TheMetricsEndpointServesOnlyMetricsWithoutTheKey) {
+  TearDown();
+  Open("s3cret");
+  MetricsEndpoint endpoint(&metrics_);
+  auto call = [&](std::string_view method, std::string_view target) {
+    Request req;
+    req.method = method;
+    req.target = target;
+    std::optional<Response> r = endpoint.Handle(req, [] { return Responder(); });
+    EXPECT_TRUE(r.has_value());
+    return r.value_or(Response{});
+  };
+  Response r = call("GET", "/metrics");
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_NE(r.body.find("edgestate_"), std::string::npos);
+  for (std::string_view path : {"/read", "/v1/counters/a", "/health", "/v1/cluster", "/nope"}) {
+    ExpectError(call("GET", path), 404, "not_found");
+  }
+  ExpectError(call("POST", "/increment"), 404, "not_found");
+  ExpectError(call("POST", "/metrics"), 405, "method_not_allowed");
+}
+
 TEST_F(ApiTest, HealthAndMetrics) {
   Response r = Call("GET", "/health");
   EXPECT_EQ(r.status, 200u);

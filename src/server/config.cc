@@ -129,6 +129,8 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
       s = want_int(&cfg->request_timeout_ms);
     } else if (k == "async_sync_interval_ms") {
       s = want_int(&cfg->async_sync_interval_ms);
+    } else if (k == "metrics_listen") {
+      s = want_string(&cfg->metrics_listen);
     } else if (k == "peer_listen") {
       s = want_string(&cfg->peer_listen);
     } else if (k == "peers") {
@@ -277,6 +279,7 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.tls_cert) cfg.tls_cert = *flags.tls_cert;
   if (flags.tls_key) cfg.tls_key = *flags.tls_key;
   if (flags.peer_listen) cfg.peer_listen = *flags.peer_listen;
+  if (flags.metrics_listen) cfg.metrics_listen = *flags.metrics_listen;
   if (flags.peers) cfg.peers = *flags.peers;
   if (flags.cluster_secret) cfg.cluster_secret = *flags.cluster_secret;
   if (flags.peer_tls_cert) cfg.peer_tls_cert = *flags.peer_tls_cert;
@@ -358,6 +361,12 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (!cfg.cache_origin.empty()) {
     if (auto u = http::ParseOriginUrl(cfg.cache_origin); !u.ok()) {
       return Status::InvalidArgument("cache origin: " + u.status().message());
+    }
+  }
+  if (!cfg.metrics_listen.empty()) {
+    auto hp = replication::ParseHostPort(cfg.metrics_listen, /*allow_port_zero=*/true);
+    if (!hp.ok()) {
+      return Status::InvalidArgument("metrics listen address: " + hp.status().message());
     }
   }
   if (!cfg.peer_listen.empty()) {

@@ -37,6 +37,9 @@ struct ServeConfig {
   // TLS on the client port (both or neither; reloaded on SIGHUP).
   std::string tls_cert;
   std::string tls_key;
+  // HOST:PORT of the private metrics listener: GET /metrics without the API key, for a scraper
+  // on the private network (Fly's, Prometheus in the cluster). Empty: none.
+  std::string metrics_listen;
   // Replication (all empty: a single node).
   std::string peer_listen;     // HOST:PORT of the replication listener.
   std::string peers;           // REGION=HOST:PORT,...
@@ -83,6 +86,7 @@ struct ServeFlags {
   std::optional<int64_t> async_sync_interval_ms;
   std::optional<std::string> tls_cert;
   std::optional<std::string> tls_key;
+  std::optional<std::string> metrics_listen;
   std::optional<std::string> peer_listen;
   std::optional<std::string> peers;
   std::optional<std::string> cluster_secret;

@@ -111,6 +111,9 @@ TEST_F(ConfigFileTest, BadValuesAreClearErrors) {
   f.listen = "not-an-ip";
   expect_bad(f, {}, "listen address");
   f = {};
+  f.metrics_listen = "127.0.0.1";
+  expect_bad(f, {}, "metrics listen address");
+  f = {};
   f.api_key = "has space";
   expect_bad(f, {}, "api key");
   f = {};

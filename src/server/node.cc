@@ -220,14 +220,35 @@ Status RunNode(const ServeConfig& config) {
                    [&server] { return static_cast<double>(server.active_connections()); });
   if (Status s = server.Start(); !s.ok()) return s;
 
+  // The private metrics listener: plain HTTP, one thread, few connections.
+  http::MetricsEndpoint metrics_endpoint(&metrics);
+  std::unique_ptr<http::HttpServer> metrics_server;
+  if (!config.metrics_listen.empty()) {
+    auto hp = *replication::ParseHostPort(config.metrics_listen,
+                                          /*allow_port_zero=*/true);  // Validated with the config.
+    http::HttpServerOptions mo;
+    mo.listen_address = hp.host;
+    mo.port = hp.port;
+    mo.threads = 1;
+    mo.max_connections = 64;
+    mo.request_timeout = std::chrono::milliseconds(config.request_timeout_ms);
+    metrics_server = std::make_unique<http::HttpServer>(mo, &metrics_endpoint, &http_metrics);
+    if (Status s = metrics_server->Start(); !s.ok()) {
+      server.Shutdown();
+      return s;
+    }
+    spdlog::info("metrics on {}:{} (GET /metrics, no API key)", hp.host, metrics_server->port());
+  }
+
   // Serving first, loading after: the load does not delay the first answers.
   (*counters)->StartLoading();
 
-  std::printf("edgestate listening on %s://%s:%u region=%s data=%s durability=%s peer_port=%u\n",
-              client_tls ? "https" : "http", config.listen.c_str(), server.port(),
-              config.region.c_str(), config.data_dir.c_str(),
-              config.durability == service::Durability::kFsync ? "fsync" : "async",
-              replicator ? replicator->peer_port() : 0u);
+  std::printf(
+      "edgestate listening on %s://%s:%u region=%s data=%s durability=%s peer_port=%u "
+      "metrics_port=%u\n",
+      client_tls ? "https" : "http", config.listen.c_str(), server.port(), config.region.c_str(),
+      config.data_dir.c_str(), config.durability == service::Durability::kFsync ? "fsync" : "async",
+      replicator ? replicator->peer_port() : 0u, metrics_server ? metrics_server->port() : 0u);
   std::fflush(stdout);
   spdlog::info("serving region {} on {}:{} with {} I/O threads", config.region, config.listen,
                server.port(), http_options.threads);
@@ -257,6 +278,7 @@ Status RunNode(const ServeConfig& config) {
     spdlog::info("SIGHUP: reloaded {} and {}; new connections use them", config.tls_cert,
                  config.tls_key);
   }
+  if (metrics_server) metrics_server->Shutdown();
   server.Shutdown();                   // No new requests; in-flight ones finish.
   if (strong) strong->Stop();          // What still waits for consensus fails with 503.
   if (replicator) replicator->Stop();  // Links closed; peers catch up from us on reconnect.

@@ -162,3 +162,25 @@ def test_second_node_on_same_data_dir_is_refused(node):
         raise AssertionError("a second node opened a locked data directory")
     except AssertionError as e:
         assert "did not start" in str(e) and "lock" in str(e).lower(), str(e)
+
+
+def test_metrics_listener_serves_only_metrics_without_the_key(nodes):
+    n = nodes(args=["--api-key", "k8s-scrape-test", "--metrics-listen", "127.0.0.1:0"])
+    m = re.search(rb"metrics_port=(\d+)", n.output)
+    assert m and int(m.group(1)) > 0, n.output
+    scrape = Node(n.data_dir)
+    scrape.port = int(m.group(1))
+    st, hdrs, body = scrape.request("GET", "/metrics")
+    assert st == 200 and "# TYPE edgestate_http_connections gauge" in body, (st, body[:200])
+    assert hdrs["content-type"].startswith("text/plain")
+    for path in ("/read", "/v1/counters/a", "/health"):
+        assert scrape.request("GET", path)[0] == 404, path
+    assert scrape.request("POST", "/increment")[0] == 404
+    # The client port still wants the key for /metrics.
+    assert n.request("GET", "/metrics")[0] == 401
+    assert n.request("GET", "/metrics",
+                     headers={"Authorization": "Bearer k8s-scrape-test"})[0] == 200
+    # Without the flag there is no metrics listener.
+    n.kill()
+    plain = nodes()
+    assert b"metrics_port=0" in plain.output, plain.output
