@@ -10,6 +10,7 @@ PACKAGES=(
   nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
   libsnappy-dev zlib1g-dev libbz2-dev liblz4-dev libzstd-dev
+  podman buildah runc mmdebstrap uidmap
   python3 python3-pytest python3-yaml curl wrk procps util-linux openssl
 )
 
