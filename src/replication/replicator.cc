@@ -101,6 +101,8 @@ struct Conn {
   // Set by Secure before the first frame; reads and writes then go through it. One read and
   // one write may be in flight at once (Asio's SSL stream is full duplex on one thread).
   std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
+  // The contexts `tls` was made from, kept while it lives (ReloadTls may replace the current).
+  std::shared_ptr<PeerTls> contexts;
   asio::steady_timer timer;
   SteadyClock::time_point deadline = SteadyClock::time_point::max();
   std::string remote;
@@ -254,7 +256,8 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   bool stopping = false;  // Replication thread only.
   Counter* refused = nullptr;
   uint16_t bound_port = 0;
-  std::unique_ptr<PeerTls> tls;  // Set by Start.
+  // Set by Start; replaced by ReloadTls. Replication thread only after Start.
+  std::shared_ptr<PeerTls> tls;
 };
 
 namespace {
@@ -445,6 +448,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
   PeerState* peer = nullptr;
   std::string why;
   do {
+    conn->contexts = tls;
     if (Status t = co_await Secure(*conn, tls->server(), asio::ssl::stream_base::server); !t.ok()) {
       Refuse(nullptr, conn->remote, t.message());
       break;
@@ -683,6 +687,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
 
   p->outbound.store(static_cast<int>(LinkState::kHandshaking));
   conn->ExpireAfter(options.handshake_timeout);
+  conn->contexts = tls;
   if (Status t = co_await Secure(*conn, tls->client(), asio::ssl::stream_base::client); !t.ok()) {
     refused->Inc();
     co_return t;
@@ -984,6 +989,20 @@ Replicator::Replicator(ReplicatorOptions options, service::Keyspace* counters,
 }
 
 Replicator::~Replicator() { Stop(); }
+
+Status Replicator::ReloadTls() {
+  if (impl_->options.tls.mode != PeerTlsOptions::Mode::kCertificates) {
+    return Status::FailedPrecondition("peer links use no certificate files");
+  }
+  auto fresh = PeerTls::Create(impl_->options.tls, impl_->options.cluster_secret);
+  if (!fresh.ok()) return fresh.status();
+  std::shared_ptr<PeerTls> next = std::move(fresh).value();
+  // Weak: a handler that never runs (the loop stopped) must not keep the replicator alive.
+  asio::post(impl_->ioc, [w = std::weak_ptr<Impl>(impl_), next = std::move(next)]() mutable {
+    if (auto self = w.lock()) self->tls = std::move(next);
+  });
+  return Status::Ok();
+}
 
 Status Replicator::Start() {
   Impl& s = *impl_;

@@ -62,6 +62,11 @@ class Replicator final : public service::ClusterView, public strong::Transport {
   // key or CA cannot be loaded.
   Status Start();
   uint16_t peer_port() const;
+  // Reads the certificate, key and CA files again (certificate mode): connections made after
+  // it use them, established links keep theirs. On an error (InvalidArgument naming the file)
+  // the current ones stay; FailedPrecondition when peer links use no certificates. Safe from
+  // any thread after Start.
+  Status ReloadTls();
   // Closes every link and joins the thread. Idempotent.
   void Stop();
 

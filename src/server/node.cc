@@ -264,8 +264,18 @@ Status RunNode(const ServeConfig& config) {
       spdlog::info("received {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       break;
     }
+    // Peer certificates first: they do not depend on the client port's.
+    if (replicator && config.peer_insecure_plaintext == false && !config.peer_tls_cert.empty()) {
+      if (Status s = replicator->ReloadTls(); s.ok()) {
+        spdlog::info(
+            "SIGHUP: reloaded the peer certificate {}, key and CA; new peer links use them",
+            config.peer_tls_cert);
+      } else {
+        spdlog::error("SIGHUP: keeping the current peer certificate: {}", s.message());
+      }
+    }
     if (!client_tls) {
-      spdlog::info("SIGHUP: nothing to reload (no --tls-cert)");
+      spdlog::info("SIGHUP: no client certificate to reload (no --tls-cert)");
       continue;
     }
     // A failed reload keeps the certificate in service: a typo must not take the port down.

@@ -1,6 +1,8 @@
 """Peer links are encrypted (docs/security.md): what an observer of the wire sees, certificates,
 and plaintext only when every node asks for it."""
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -213,3 +215,62 @@ def test_peer_tls_flags_are_validated(tmpdir_path):
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert needle in r.stderr, (args, r.stderr)
+
+
+def test_peer_certificates_are_reloaded_on_sighup(pair_factory, tmpdir_path):
+    """Files rotated in place + SIGHUP: new links use them, established ones go on; a broken
+    file keeps the current certificate."""
+    ca1 = make_ca(os.path.join(tmpdir_path, "ca1"), "cluster")
+    ca2 = make_ca(os.path.join(tmpdir_path, "ca2"), "rotated")
+    files = {}
+    for r in ("iad", "lhr"):
+        d = os.path.join(tmpdir_path, f"{r}-files")
+        os.makedirs(d)
+        files[r] = [os.path.join(d, os.path.basename(p)) for p in ca1]
+        for src, dst in zip(ca1, files[r]):
+            shutil.copy(src, dst)
+
+    def rotate(region, to):
+        for src, dst in zip(to, files[region]):
+            shutil.copy(src, dst + ".tmp")
+            os.replace(dst + ".tmp", dst)
+
+    pair = pair_factory()
+    for r in ("iad", "lhr"):
+        pair.extra[r] = cert_flags(files[r])
+    pair.start_all()
+    lhr, iad = pair.nodes["lhr"], pair.nodes["iad"]
+
+    def write_and_see(n):
+        assert lhr.request("POST", f"/v1/counters/{COUNTER}/increment")[0] == 200
+        wait_until(lambda: iad.value(COUNTER) == n, 10, f"increment {n} reaches iad")
+
+    write_and_see(1)
+    # iad moves to the new CA: its established link from lhr goes on.
+    rotate("iad", ca2)
+    iad.signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP: reloaded the peer certificate" in iad.read_output(), 10,
+               "iad reloads its peer certificate")
+    write_and_see(2)
+    # A new link from lhr, still on the old CA, is refused by iad's new contexts.
+    lhr.signal(signal.SIGTERM)
+    assert lhr.wait(timeout=10) == 0
+    lhr.start()
+    assert lhr.request("POST", f"/v1/counters/{COUNTER}/increment")[0] == 200
+    wait_until(lambda: "refused peer connection" in iad.read_output(), 10,
+               "iad refuses a certificate of the old CA")
+    assert iad.value(COUNTER) == 2
+    # lhr rotates too: its next attempt uses the new files and its writes flow again.
+    rotate("lhr", ca2)
+    lhr.signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP: reloaded the peer certificate" in lhr.read_output(), 10,
+               "lhr reloads its peer certificate")
+    wait_until(lambda: iad.value(COUNTER) == 3, 20, "lhr's write reaches iad over the new CA")
+    # A broken key on the next SIGHUP keeps the current files in service.
+    with open(files["iad"][1], "w") as f:
+        f.write("not a key\n")
+    iad.signal(signal.SIGHUP)
+    wait_until(lambda: "keeping the current peer certificate" in iad.read_output(), 10,
+               "a broken key is refused")
+    assert files["iad"][1] in iad.read_output()
+    write_and_see(4)
