@@ -3,7 +3,7 @@
 #
 #   scripts/image.sh [--prebuilt] [TAG]     (default TAG localhost/edgestate:0.1.0)
 #
-# Default: the multi-stage build compiles edgestate inside Debian 12 (about 10 minutes on two
+# Default: the multi-stage build compiles edgestate inside Debian 12 (about 8 minutes on two
 # cores). --prebuilt: the image takes build/edgestate (scripts/setup.sh) instead; the tests use
 # it. Container registries cannot be reached from these machines, so the Debian 12 base is made
 # here from Debian's packages (mmdebstrap) and imported as localhost/debian:bookworm-slim, once.

@@ -94,6 +94,8 @@ def test_three_containers_replicate(image, tmpdir_path):
         assert st == 200 and body["region"] == "iad", body
         for r in ("lhr", "fra"):
             wait_until(lambda r=r: nodes[r].value("image") == 7, 30, f"the increment reaches {r}")
+        # The image's health check passes on a serving node.
+        assert podman("healthcheck", "run", names[0], check=False).returncode == 0
         # The store is on the volume, written by the container's user.
         assert os.stat(os.path.join(tmpdir_path, "iad", "CURRENT")).st_uid == 10001
     finally:
