@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import BIN, wait_until
+from conftest import BIN, Node, wait_until
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 K8S = os.path.join(ROOT, "deploy", "k8s")
@@ -86,6 +86,11 @@ def test_manifests_parse_and_name_only_what_the_binary_has():
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["http"] == int(env.get("EDGESTATE_PORT", "8080"))
         assert ports["peer"] == int(env["EDGESTATE_PEER_LISTEN"].rsplit(":", 1)[1])
+        # Prometheus scrapes the private metrics listener, which needs no API key.
+        assert ports["metrics"] == int(env["EDGESTATE_METRICS_LISTEN"].rsplit(":", 1)[1])
+        annotations = spec["template"]["metadata"]["annotations"]
+        assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+        assert annotations["prometheus.io/path"] == "/metrics"
         for probe in ("readinessProbe", "livenessProbe"):
             assert c[probe]["httpGet"]["port"] in ("http", ports["http"])
             assert c[probe]["httpGet"]["path"] == "/health"
@@ -136,12 +141,17 @@ def test_three_nodes_configured_by_the_manifests_replicate(nodes, tmpdir_path):
         env["EDGESTATE_CLUSTER_SECRET"] = "k8s-test-secret"
         env["EDGESTATE_DATA_DIR"] = os.path.join(tmpdir_path, region)
         env["EDGESTATE_PEER_LISTEN"] = f"127.0.0.1:{peer_ports[region]}"
+        env["EDGESTATE_METRICS_LISTEN"] = "127.0.0.1:0"
         # The same list for every node, as in the ConfigMap, its names moved to loopback.
         env["EDGESTATE_PEERS"] = ",".join(
             f"{r}=127.0.0.1:{p}" for r, p in sorted(peer_ports.items()))
         n = nodes(env=env, data_dir=env["EDGESTATE_DATA_DIR"])
         started[region] = n
         assert n.request("GET", "/health")[0] == 200  # The probes' path.
+        m = re.search(rb"metrics_port=(\d+)", n.output)
+        scrape = Node(n.data_dir)
+        scrape.port = int(m.group(1))
+        assert scrape.request("GET", "/metrics")[0] == 200  # Prometheus' scrape.
     first, *others = sorted(started)
     st, _, _ = started[first].request("POST", "/v1/counters/k8s/increment", body='{"delta": 3}')
     assert st == 200
