@@ -253,6 +253,16 @@ class Campaign:
 
     # --- the end ---
 
+    def check_alive(self):
+        """Raises, with the end of its log, when a node's process has exited (a node must
+        survive every fault the campaign injects)."""
+        for r, p in self.procs.items():
+            if p.poll() is not None:
+                path = os.path.join(self.work, f"{r}.log")
+                with open(path, "rb") as f:
+                    tail = f.read()[-4000:].decode(errors="replace")
+                raise RuntimeError(f"{r} exited with {p.returncode}; the end of {path}:\n{tail}")
+
     def caught_up(self):
         """True when every node has applied every other node's writes up to its committed
         sequence (GET /v1/cluster): the regions hold the same writes."""
@@ -340,6 +350,7 @@ def run_campaign(rounds, seed, work, binary=EDGESTATE, writers=4, faults=FAULTS,
         while not c.caught_up() and time.monotonic() < deadline:
             time.sleep(0.05)
         converged = time.monotonic()
+        c.check_alive()
         while True:
             snapshot, keys = c.read_all()
             lost, phantom, equal = c.verdict(snapshot, keys)
