@@ -260,7 +260,7 @@ class Campaign:
             if p.poll() is not None:
                 path = os.path.join(self.work, f"{r}.log")
                 with open(path, "rb") as f:
-                    tail = f.read()[-4000:].decode(errors="replace")
+                    tail = f.read()[-20000:].decode(errors="replace")
                 raise RuntimeError(f"{r} exited with {p.returncode}; the end of {path}:\n{tail}")
 
     def caught_up(self):
