@@ -28,6 +28,24 @@ Response FromStatus(Route route, const Status& s) {
   return Error(route, HttpStatusFor(s.code()), s.message(), ErrorCodeFor(s.code()));
 }
 
+// 405 for a method `route` does not take, naming the ones it does.
+Response MethodNotAllowed(Route route, std::string_view method) {
+  Response r = Error(route, 405,
+                     fmt::format("{} does not allow {}; use {}", RouteLabel(route), method,
+                                 AllowedMethods(route)));
+  r.headers.emplace_back("Allow", std::string(AllowedMethods(route)));
+  return r;
+}
+
+// GET /metrics, on the client port and on the metrics listener.
+Response MetricsResponse(const MetricsRegistry& metrics) {
+  Response r;
+  r.route = Route::kMetrics;
+  r.content_type = "text/plain; version=0.0.4";
+  r.body = metrics.Render();
+  return r;
+}
+
 std::string JsonString(std::string_view s) {
   return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -128,30 +146,14 @@ std::optional<Response> MetricsEndpoint::Handle(const Request& req,
   if (m.route != Route::kMetrics) {
     return Error(m.route, 404, "this listener serves only GET /metrics");
   }
-  if (!MethodAllowed(m.route, req.method)) {
-    Response r = Error(
-        m.route, 405,
-        fmt::format("/metrics does not allow {}; use {}", req.method, AllowedMethods(m.route)));
-    r.headers.emplace_back("Allow", std::string(AllowedMethods(m.route)));
-    return r;
-  }
-  Response r;
-  r.route = m.route;
-  r.content_type = "text/plain; version=0.0.4";
-  r.body = metrics_->Render();
-  return r;
+  if (!MethodAllowed(m.route, req.method)) return MethodNotAllowed(m.route, req.method);
+  return MetricsResponse(*metrics_);
 }
 
 std::optional<Response> Api::Handle(const Request& req, const std::function<Responder()>& defer) {
   RouteMatch m = MatchRoute(req.target);
   if (m.route == Route::kNone) return Error(Route::kNone, 404, "no such endpoint");
-  if (!MethodAllowed(m.route, req.method)) {
-    Response r = Error(m.route, 405,
-                       fmt::format("{} does not allow {}; use {}", RouteLabel(m.route), req.method,
-                                   AllowedMethods(m.route)));
-    r.headers.emplace_back("Allow", std::string(AllowedMethods(m.route)));
-    return r;
-  }
+  if (!MethodAllowed(m.route, req.method)) return MethodNotAllowed(m.route, req.method);
   if (!options_.api_key.empty() && m.route != Route::kHealth) {
     constexpr std::string_view kBearer = "Bearer ";
     std::string_view auth = req.authorization;
@@ -217,13 +219,8 @@ std::optional<Response> Api::Handle(const Request& req, const std::function<Resp
       }
       return r;
     }
-    case Route::kMetrics: {
-      Response r;
-      r.route = m.route;
-      r.content_type = "text/plain; version=0.0.4";
-      r.body = metrics_->Render();
-      return r;
-    }
+    case Route::kMetrics:
+      return MetricsResponse(*metrics_);
     case Route::kNone:
     case Route::kCount:
       break;

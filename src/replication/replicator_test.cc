@@ -17,6 +17,7 @@
 
 #include "common/test_dir.h"
 #include "net/net.h"
+#include "net/test_certs.h"
 #include "replication/auth.h"
 #include "replication/wire.pb.h"
 #include "storage/store.h"
@@ -123,6 +124,41 @@ class ReplicatorTest : public ::testing::Test {
   uint16_t port_a_ = 0, port_b_ = 0;
   std::unique_ptr<Region> a_, b_;
 };
+
+TEST(ReplicatorReloadTlsTest, TakesOnlyCertificateFilesAndKeepsTheCurrentOnesOnAnError) {
+  const std::filesystem::path dir = FreshTestDir();
+  MakeSelfSignedCertificate(dir, "node", "node");
+  auto store = storage::Store::Open((dir / "data").string());
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  MetricsRegistry metrics;
+  service::KeyspaceOptions o;
+  o.region = "iad";
+  auto ks = service::Keyspace::Open(store->get(), o, &metrics);
+  ASSERT_TRUE(ks.ok()) << ks.status().ToString();
+  ReplicatorOptions r;
+  r.region = "iad";
+  r.cluster_secret = "reload-test-secret";
+  r.listen = {"127.0.0.1", 0};
+  {
+    MetricsRegistry m;
+    Replicator psk(r, ks->get(), &m);
+    EXPECT_EQ(psk.ReloadTls().code(), StatusCode::kFailedPrecondition);  // Nothing to read.
+  }
+  r.tls.mode = PeerTlsOptions::Mode::kCertificates;
+  r.tls.cert_file = (dir / "node.pem").string();
+  r.tls.key_file = (dir / "node.key").string();
+  r.tls.ca_file = (dir / "node.pem").string();
+  MetricsRegistry m;
+  Replicator certs(r, ks->get(), &m);
+  EXPECT_TRUE(certs.ReloadTls().ok());
+  std::filesystem::remove(dir / "node.key");
+  Status broken = certs.ReloadTls();
+  EXPECT_EQ(broken.code(), StatusCode::kInvalidArgument) << broken.ToString();
+  EXPECT_NE(broken.message().find("node.key"), std::string::npos) << broken.ToString();
+  certs.Stop();
+  (*ks)->Stop();
+  std::filesystem::remove_all(dir);
+}
 
 TEST_F(ReplicatorTest, ConcurrentIncrementsConvergeAndReadsGetABound) {
   StartPair();

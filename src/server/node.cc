@@ -7,10 +7,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 
 #include "common/metrics.h"
 #include "env/signals.h"
@@ -69,26 +67,17 @@ Status RunNode(const ServeConfig& config) {
                                     static_cast<size_t>(config.cache_mb) << 20);
   if (!store.ok()) return store.status();
 
-  // A damaged store found by the background load of the counters ends the node with its error
-  // (exit 1), as one found at start-up does: it is never served from.
-  std::mutex load_mu;
-  Status load_error = Status::Ok();  // GUARDED_BY(load_mu)
-  std::atomic<bool> load_failed{false};
+  auto peers = *replication::ParsePeers(config.peers, config.region);  // Validated with the config.
   service::KeyspaceOptions svc_options;
-  svc_options.on_loaded = [&](const Status& s) {
-    if (s.ok()) return;
-    {
-      std::lock_guard lock(load_mu);
-      load_error = s;
-    }
-    load_failed.store(true);
-    kill(getpid(), SIGTERM);  // Taken by the sigwait below.
+  // A damaged store found by the background load of the counters ends the node with its error
+  // (exit 1, below), as one found at start-up does: it is never served from.
+  svc_options.on_loaded = [](const Status& s) {
+    if (!s.ok()) kill(getpid(), SIGTERM);  // Taken by the sigwait below.
   };
   svc_options.region = config.region;
   svc_options.durability = config.durability;
   svc_options.async_sync_interval = std::chrono::milliseconds(config.async_sync_interval_ms);
-  svc_options.has_peers =
-      !replication::ParsePeers(config.peers, config.region)->empty();  // Validated already.
+  svc_options.has_peers = !peers.empty();
   svc_options.max_pending_writes = static_cast<size_t>(config.max_pending_writes);
   svc_options.max_pending_write_bytes = static_cast<size_t>(config.max_pending_write_mb) << 20;
   svc_options.max_batch = static_cast<size_t>(config.max_batch_writes);
@@ -105,15 +94,11 @@ Status RunNode(const ServeConfig& config) {
   // Session tokens are authenticated with the cluster secret; a node without one keeps a random
   // secret of its own in its data directory, so its tokens survive restarts.
   std::vector<std::string> regions = {config.region};
-  auto peers = *replication::ParsePeers(config.peers, config.region);  // Validated with the config.
   for (const auto& p : peers) regions.push_back(p.region);
   std::string token_secret = config.cluster_secret;
   if (token_secret.empty()) {
-    // Read first: making a secret needs the random generator, whose start-up costs ms.
-    auto secret = (*store)->Get(storage::MetaKey("session-secret"));
-    if (!secret.ok() && secret.status().code() == StatusCode::kNotFound) {
-      secret = (*store)->GetOrCreateMeta("session-secret", HexSecret());
-    }
+    // Made only when absent: starting the random generator costs milliseconds.
+    auto secret = (*store)->GetOrCreateMeta("session-secret", HexSecret);
     if (!secret.ok()) return secret.status();
     token_secret = *secret;
   }
@@ -256,7 +241,7 @@ Status RunNode(const ServeConfig& config) {
   for (;;) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
-    if (load_failed.load()) {
+    if (std::optional<Status> loaded = (*counters)->LoadResult(); loaded && !loaded->ok()) {
       spdlog::error("stopping: the data directory cannot be served from");
       break;
     }
@@ -265,12 +250,12 @@ Status RunNode(const ServeConfig& config) {
       break;
     }
     // Peer certificates first: they do not depend on the client port's.
-    if (replicator && config.peer_insecure_plaintext == false && !config.peer_tls_cert.empty()) {
+    if (replicator) {
       if (Status s = replicator->ReloadTls(); s.ok()) {
         spdlog::info(
             "SIGHUP: reloaded the peer certificate {}, key and CA; new peer links use them",
             config.peer_tls_cert);
-      } else {
+      } else if (s.code() != StatusCode::kFailedPrecondition) {  // Not without certificates.
         spdlog::error("SIGHUP: keeping the current peer certificate: {}", s.message());
       }
     }
@@ -296,9 +281,9 @@ Status RunNode(const ServeConfig& config) {
   // After the writer: a stored fill releases its origin flight (Api::FillFromOrigin). Fetches
   // still in flight answer 503.
   origin.reset();
-  if (load_failed.load()) {
-    std::lock_guard lock(load_mu);
-    return load_error;
+  if (std::optional<Status> loaded = (*counters)->LoadResult();
+      loaded && !loaded->ok() && loaded->code() != StatusCode::kAborted) {
+    return *loaded;
   }
   spdlog::info("shut down cleanly");
   return Status::Ok();

@@ -110,8 +110,7 @@ std::string ETagOf(const crdt::LwwRegister& reg) {
 StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, KeyspaceOptions options,
                                                    MetricsRegistry* metrics) {
   std::unique_ptr<Keyspace> svc(new Keyspace(store, std::move(options), metrics));
-  bool eager = false;
-  if (Status s = svc->Load(&eager); !s.ok()) return s;
+  if (Status s = svc->Load(); !s.ok()) return s;
   svc->writer_ = std::thread([p = svc.get()] {
     if (p->options_.writer_nice > 0) {
       // This thread only (Linux: a thread id names the thread). Lowering a priority never
@@ -123,7 +122,6 @@ StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, Keyspa
     }
     p->WriterLoop();
   });
-  (void)eager;  // Loaded already, or by StartLoading.
   return svc;
 }
 
@@ -190,7 +188,7 @@ Keyspace::Shard& Keyspace::ShardFor(std::string_view name) const {
   return shards_[std::hash<std::string_view>{}(name) % kShards];
 }
 
-Status Keyspace::Load(bool* eager) {
+Status Keyspace::Load() {
   StatusOr<uint64_t> last_change = store_->LastChangeSeq();
   if (!last_change.ok()) return last_change.status();
   uint64_t max_seq = *last_change;
@@ -209,10 +207,9 @@ Status Keyspace::Load(bool* eager) {
   }
   // Without an index entry the store is empty of own writes, or it predates the change index:
   // then its counters' own writes are indexed now, which needs every counter read first.
-  *eager = *last_change == 0;
-  if (*eager) {
+  if (*last_change == 0) {
     rocksdb::WriteBatch migrate;
-    if (Status s = LoadCounters(&migrate, &max_seq); !s.ok()) return s;
+    if (Status s = LoadCounters(&migrate, &max_seq, nullptr); !s.ok()) return s;
     if (migrate.Count() > 0) {
       spdlog::info(
           "indexing the own writes of {} counters (data directory from before the change "
@@ -220,14 +217,7 @@ Status Keyspace::Load(bool* eager) {
           migrate.Count());
       if (Status w = store_->Write(&migrate, /*sync=*/true); !w.ok()) return w;
     }
-    load_ms_.store(std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::steady_clock::now() - open_time_)
-                       .count());
-    {
-      std::lock_guard lock(load_mu_);
-      load_done_ = true;
-    }
-    loaded_.store(true, std::memory_order_release);
+    FinishLoad(Status::Ok());
   }
   Status purge_scan = Status::Ok();
   Status s = store_->Scan(
@@ -262,7 +252,8 @@ Status Keyspace::Load(bool* eager) {
   return Status::Ok();
 }
 
-Status Keyspace::LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq) {
+Status Keyspace::LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq,
+                              const std::atomic<bool>* stop) {
   // Room for every counter at once instead of rehashing all along: a counter with own writes
   // has an index entry beside its record, so about half the store's keys at most are counters.
   const uint64_t estimate = store_->EstimateNumKeys() / 2;
@@ -271,7 +262,9 @@ Status Keyspace::LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq) {
     shards_[i].counters.reserve(estimate / kShards + 16);
   }
   return store_->ForEachCounter([&](std::string_view name, std::string_view bytes) {
-    if (stop_loading_.load(std::memory_order_relaxed)) return Status::Aborted("stopping");
+    if (stop != nullptr && stop->load(std::memory_order_relaxed)) {
+      return Status::Aborted("stopping");
+    }
     StatusOr<crdt::PnCounter> c = storage::DecodeCounter(bytes);
     if (!c.ok()) {
       return Status::InvalidArgument(fmt::format("stored counter {:?} is unreadable: {}",
@@ -300,30 +293,29 @@ void Keyspace::StartLoading() {
   });
 }
 
-void Keyspace::LoaderLoop() {
-  Status s = LoadCounters(nullptr, nullptr);
-  if (s.code() == StatusCode::kAborted && stop_loading_.load()) {
-    std::lock_guard lock(load_mu_);
-    load_done_ = true;
-    load_status_ = s;
-    load_cv_.notify_all();
-    return;
-  }
-  load_ms_.store(std::chrono::duration_cast<std::chrono::milliseconds>(
-                     std::chrono::steady_clock::now() - open_time_)
-                     .count());
+void Keyspace::FinishLoad(const Status& s) {
   if (s.ok()) {
+    load_ms_.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - open_time_)
+                       .count());
     loaded_.store(true, std::memory_order_release);
+  }
+  std::lock_guard lock(load_mu_);
+  if (load_done_) return;  // Stop came first.
+  load_done_ = true;
+  load_status_ = s;
+  load_cv_.notify_all();
+}
+
+void Keyspace::LoaderLoop() {
+  Status s = LoadCounters(nullptr, nullptr, &stop_loading_);
+  FinishLoad(s);
+  if (s.code() == StatusCode::kAborted && stop_loading_.load()) return;
+  if (s.ok()) {
     spdlog::info("loaded {} counters in {} ms (reads before that went to the store)", size(),
-                 load_ms_.load());
+                 load_time().count());
   } else {
     spdlog::error("loading the stored counters failed: {}", s.ToString());
-  }
-  {
-    std::lock_guard lock(load_mu_);
-    load_done_ = true;
-    load_status_ = s;
-    load_cv_.notify_all();
   }
   if (options_.on_loaded) options_.on_loaded(s);
 }
@@ -331,6 +323,12 @@ void Keyspace::LoaderLoop() {
 Status Keyspace::WaitLoaded() const {
   std::unique_lock lock(load_mu_);
   load_cv_.wait(lock, [this] { return load_done_; });
+  return load_status_;
+}
+
+std::optional<Status> Keyspace::LoadResult() const {
+  std::lock_guard lock(load_mu_);
+  if (!load_done_) return std::nullopt;
   return load_status_;
 }
 
@@ -360,15 +358,8 @@ Status Keyspace::FaultIn(std::string_view name) const {
 }
 
 StatusOr<CounterValue> Keyspace::Read(std::string_view name) const {
+  if (Status s = FaultIn(name); !s.ok()) return s;  // Once loaded(), only an atomic load.
   Shard& shard = ShardFor(name);
-  {
-    std::lock_guard lock(shard.mu);
-    auto it = shard.counters.find(name);
-    if (it != shard.counters.end())
-      return CounterValue{it->second.Value(), it->second.UpdatedAtMs()};
-    if (loaded()) return CounterValue{};
-  }
-  if (Status s = FaultIn(name); !s.ok()) return s;
   std::lock_guard lock(shard.mu);
   auto it = shard.counters.find(name);
   if (it == shard.counters.end()) return CounterValue{};
@@ -704,12 +695,7 @@ void Keyspace::Stop() {
     if (loader_.joinable()) loader_.join();
     queue_.Close();
     if (writer_.joinable()) writer_.join();
-    std::lock_guard lock(load_mu_);
-    if (!load_done_) {
-      load_done_ = true;
-      load_status_ = Status::Aborted("stopped before the counters were loaded");
-    }
-    load_cv_.notify_all();
+    FinishLoad(Status::Aborted("stopped before the counters were loaded"));
   });
 }
 
@@ -1051,23 +1037,17 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
   auto retire = [&](std::string_view region, uint32_t old_epoch) {
     if (!retired_lives.emplace(std::string(region), old_epoch).second) return;
     const std::string retired = RetiredOrigin(region, old_epoch);
-    std::vector<std::string> names;
-    if (loaded()) {
-      for (size_t s = 0; s < kShards; ++s) {
-        std::lock_guard lock(shards_[s].mu);
-        for (const auto& [n, c] : shards_[s].counters) {
-          if (c.Find(region) != nullptr) names.push_back(n);
-        }
+    // Every counter must be in memory to be found; the loader may not be done yet.
+    if (!loaded()) {
+      if (Status l = LoadCounters(nullptr, nullptr, nullptr); !l.ok()) {
+        spdlog::error("retiring {}: loading the counters failed: {}", retired, l.ToString());
       }
-    } else {
-      // Not all in memory yet: the store has every committed state (this batch's are staged).
-      Status scan = store_->ForEachCounter([&](std::string_view n, std::string_view bytes) {
-        StatusOr<crdt::PnCounter> c = storage::DecodeCounter(bytes);
-        if (c.ok() && c->Find(region) != nullptr) names.emplace_back(n);
-        return Status::Ok();
-      });
-      if (!scan.ok()) {
-        spdlog::error("retiring {}: scanning counters failed: {}", retired, scan.ToString());
+    }
+    std::vector<std::string> names;
+    for (size_t s = 0; s < kShards; ++s) {
+      std::lock_guard lock(shards_[s].mu);
+      for (const auto& [n, c] : shards_[s].counters) {
+        if (c.Find(region) != nullptr) names.push_back(n);
       }
     }
     for (const auto& [n, entry] : staged) {
@@ -1078,10 +1058,6 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     size_t counters = 0, records_reshipped = 0;
     for (std::string& n : names) {
       std::string_view name = retired_names.emplace_back(std::move(n));
-      if (Status f = FaultIn(name); !f.ok()) {
-        spdlog::error("retiring {} in counter {:?}: {}", retired, name, f.ToString());
-        continue;
-      }
       auto& entry = stage(name);
       std::optional<crdt::Slot> old = entry.first.TakeSlot(region);
       if (!old) continue;

@@ -366,6 +366,8 @@ class Keyspace {
   // Blocks until the background load ended (or Stop); returns how it ended. REQUIRES:
   // StartLoading or Stop was called, or Open loaded every counter.
   Status WaitLoaded() const;
+  // How the load ended, without waiting; nullopt while it runs (or before StartLoading).
+  std::optional<Status> LoadResult() const;
   // How long loading the stored counters took (from Open); valid once loaded().
   std::chrono::milliseconds load_time() const {
     return std::chrono::milliseconds(load_ms_.load(std::memory_order_relaxed));
@@ -416,15 +418,20 @@ class Keyspace {
   static constexpr size_t kGatherThreshold = 4;
 
   Keyspace(storage::Store* store, KeyspaceOptions options, MetricsRegistry* metrics);
-  // Reads the metadata; with `*eager` (a data directory from before the change index) it also
-  // loads and indexes every counter.
-  Status Load(bool* eager);
-  // Puts every stored counter not in memory yet into memory (the background loader, or Load).
-  // With `migrate` (a data directory from before the change index) it also adds index entries
-  // for their own writes to *migrate and raises *max_seq to the newest. Aborted when Stop
-  // interrupts it; the store's error, or InvalidArgument naming an unreadable counter.
-  Status LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq);
+  // Reads the metadata; a data directory from before the change index (no index entry) also has
+  // every counter loaded and indexed.
+  Status Load();
+  // Puts every stored counter not in memory yet into memory (the loader, Load, or a retirement
+  // before the loader is done). With `migrate` (a data directory from before the change index)
+  // it also adds index entries for their own writes to *migrate and raises *max_seq to the
+  // newest. Aborted once *stop is set (when given); the store's error, or InvalidArgument naming
+  // an unreadable counter.
+  Status LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq,
+                      const std::atomic<bool>* stop);
   void LoaderLoop();
+  // Records how the load ended (the first call counts) and wakes WaitLoaded; with OK, also
+  // loaded() and load_time().
+  void FinishLoad(const Status& s);
   // Before loaded(): brings counter `name` into memory from the store unless it is there
   // already (a state in memory is never older than the stored one: only the writer changes
   // either, memory after the store). OK when the counter is in memory afterwards or is not

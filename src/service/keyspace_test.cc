@@ -621,6 +621,26 @@ TEST_F(KeyspaceTest, ANewLifeOfAnOriginRetiresItsSlotsAndShipsThemOn) {
   EXPECT_EQ(svc_->Read("x")->value, 13);
 }
 
+TEST_F(KeyspaceTest, ARetirementBeforeTheLoadIsDoneRetiresCountersOnlyInTheStore) {
+  Open();
+  ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 11, {Slot("x", 10, 0, 10), Slot("z", 4, 0, 11)}).ok());
+  load_ = false;
+  Open();  // Nothing in memory: the background load never starts.
+  const uint64_t before = svc_->CommittedSeq();
+  ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 2, {Slot("x", 2, 0, 2)}, kLhrEpoch + 60).ok());
+  EXPECT_EQ(svc_->Read("x")->value, 12);
+  EXPECT_EQ(svc_->Read("z")->value, 4);
+  std::vector<SlotUpdate> slots;
+  svc_->CollectOwnChanges(before, 100, &slots, false, nullptr, 4u << 20, /*include_retired=*/true);
+  const std::string retired = RetiredOrigin("lhr", kLhrEpoch);
+  for (const char* name : {"x", "z"}) {
+    EXPECT_TRUE(
+        std::any_of(slots.begin(), slots.end(),
+                    [&](const SlotUpdate& u) { return u.name == name && u.origin == retired; }))
+        << name << " was not retired";
+  }
+}
+
 TEST_F(KeyspaceTest, ARetiredLifeFromAPeerRetiresTheSameLifeHere) {
   Open();
   ASSERT_TRUE(ApplySync(svc_.get(), "lhr", 5, {Slot("x", 5, 0, 5)}).ok());

@@ -267,9 +267,7 @@ Store::~Store() {
     rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
     if (!s.ok()) spdlog::warn("final WAL sync failed: {}", s.ToString());
     // The memtables go to table files now, so the next start has no WAL to replay.
-    rocksdb::FlushOptions fo;
-    fo.wait = true;
-    s = db_->Flush(fo);
+    s = FlushMemtables();
     if (!s.ok()) spdlog::warn("final flush failed: {}", s.ToString());
     s = db_->Close();
     if (!s.ok()) spdlog::warn("closing the store failed: {}", s.ToString());
@@ -472,14 +470,20 @@ StatusOr<uint64_t> Store::LastChangeSeq() {
 }
 
 StatusOr<std::string> Store::GetOrCreateMeta(std::string_view name, std::string_view initial) {
+  return GetOrCreateMeta(name, [initial] { return std::string(initial); });
+}
+
+StatusOr<std::string> Store::GetOrCreateMeta(std::string_view name,
+                                             const std::function<std::string()>& make_initial) {
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), MetaKey(name), &value);
   if (s.ok()) return value;
   if (!s.IsNotFound()) return FromRocks(s, "get failed");
+  value = make_initial();
   rocksdb::WriteBatch wb;
-  wb.Put(MetaKey(name), rocksdb::Slice(initial.data(), initial.size()));
+  wb.Put(MetaKey(name), value);
   if (Status w = Write(&wb, /*sync=*/true); !w.ok()) return w;
-  return std::string(initial);
+  return value;
 }
 
 uint64_t Store::EstimateNumKeys() {
@@ -488,10 +492,14 @@ uint64_t Store::EstimateNumKeys() {
   return n;
 }
 
-Status Store::CompactAll() {
+rocksdb::Status Store::FlushMemtables() {
   rocksdb::FlushOptions fo;
   fo.wait = true;
-  if (rocksdb::Status s = db_->Flush(fo); !s.ok()) return FromRocks(s, "flush failed");
+  return db_->Flush(fo);
+}
+
+Status Store::CompactAll() {
+  if (rocksdb::Status s = FlushMemtables(); !s.ok()) return FromRocks(s, "flush failed");
   rocksdb::CompactRangeOptions co;
   co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
   return FromRocks(db_->CompactRange(co, nullptr, nullptr), "compaction failed");

@@ -121,6 +121,9 @@ class Store {
   // values fixed at a data directory's creation: its epoch (docs/consistency.md) and the
   // secret of a node without a cluster secret. Unavailable on I/O errors.
   StatusOr<std::string> GetOrCreateMeta(std::string_view name, std::string_view initial);
+  // The same, calling `make_initial` only when the record is absent (an expensive value).
+  StatusOr<std::string> GetOrCreateMeta(std::string_view name,
+                                        const std::function<std::string()>& make_initial);
   // Returns the stored bytes of one counter; NotFound when absent.
   StatusOr<std::string> GetCounter(std::string_view name);
   // Returns the stored bytes under `key` (a whole key, prefix byte included); NotFound when
@@ -155,6 +158,8 @@ class Store {
   Status CompactAll();
 
  private:
+  // Writes the memtables to table files and waits for it.
+  rocksdb::Status FlushMemtables();
   Store(std::unique_ptr<rocksdb::DB> db, std::string dir, StoreMetrics metrics,
         std::shared_ptr<rocksdb::Cache> cache);
   // After a failed write: closes and reopens the database. REQUIRES: writer thread.

@@ -184,3 +184,14 @@ def test_metrics_listener_serves_only_metrics_without_the_key(nodes):
     n.kill()
     plain = nodes()
     assert b"metrics_port=0" in plain.output, plain.output
+
+
+def test_a_metrics_port_in_use_stops_the_node_naming_it(tmpdir_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run(["serve", "--listen", "127.0.0.1", "--port", "0", "--data-dir", tmpdir_path,
+                 "--metrics-listen", f"127.0.0.1:{port}"], timeout=30)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert str(port) in r.stdout + r.stderr, r.stdout + r.stderr
