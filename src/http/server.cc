@@ -118,8 +118,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
         buffer_(server->options.max_header_bytes + server->options.max_body_bytes + 8192) {
     if (tls_context_) tls_.emplace(socket_, *tls_context_);
     defer_ = [this] {
-      auto self = shared_from_this();
-      return Responder([self](Response r) {
+      auto ref = std::make_shared<Ref>(shared_from_this());
+      return Responder([ref](Response r) {
+        const std::shared_ptr<Connection>& self = ref->conn;
         asio::post(self->socket_.get_executor(),
                    [self, r = std::move(r)]() mutable { self->Send(std::move(r)); });
       });
@@ -162,6 +163,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   enum class State { kHandshaking, kReading, kHandling, kWriting, kClosing };
+
+  // A Responder's reference to its connection. Responders are copied and destroyed on any
+  // thread (the writer, the consistency gate, the strong layer); the last reference to a
+  // connection must be dropped on its worker's thread, where ~Connection leaves the worker's
+  // set that the sweep walks. So a Ref released elsewhere hands its reference back there.
+  struct Ref {
+    explicit Ref(std::shared_ptr<Connection> c) : conn(std::move(c)) {}
+    Ref(const Ref&) = delete;
+    Ref& operator=(const Ref&) = delete;
+    ~Ref() {
+      auto ex = conn->socket_.get_executor();
+      if (!ex.running_in_this_thread()) asio::post(ex, [c = std::move(conn)] {});
+    }
+    std::shared_ptr<Connection> conn;
+  };
 
   // Reads and writes go through TLS when the connection has it.
   template <class Buffers, class Handler>
