@@ -586,6 +586,38 @@ bool OnlyIfCached(std::string_view cache_control) {
   return false;
 }
 
+// Fills *r with a live write: its value, content type, ETag and expiry.
+void SetRegisterBody(crdt::LwwRegister reg, Response* r) {
+  r->headers.emplace_back("ETag", service::ETagOf(reg));
+  if (reg.expires_at_ms != 0) {
+    r->headers.emplace_back("Edgestate-Expires-At", FormatIso8601Millis(reg.expires_at_ms));
+  }
+  r->owned_content_type =
+      reg.content_type.empty() ? std::string("application/octet-stream") : reg.content_type;
+  r->body = std::move(reg.value);
+}
+
+// The answer to a write of a key or cache entry, or to a purge, that was made.
+Response WrittenResponse(Route route, bool purge, service::RegisterWrite::Kind kind,
+                         std::string_view display, const crdt::LwwRegister& written, bool existed,
+                         size_t size) {
+  Response r;
+  r.route = route;
+  r.headers.emplace_back("ETag", service::ETagOf(written));
+  if (purge) {
+    r.body = fmt::format(R"({{"purged":{},"{}":true,"etag":{}}})", JsonString(display),
+                         route == Route::kCachePurge ? "prefix" : "key",
+                         JsonString(service::ETagOf(written)));
+  } else if (kind == service::RegisterWrite::Kind::kDelete) {
+    r.body =
+        fmt::format(R"({{"key":{},"deleted":true,"existed":{}}})", JsonString(display), existed);
+  } else {
+    if (kind == service::RegisterWrite::Kind::kPut && !existed) r.status = 201;
+    r.body = RegisterJson(display, written, size);
+  }
+  return r;
+}
+
 }  // namespace
 
 std::optional<Response> Api::HandleRegister(const Request& req, RouteMatch m,
@@ -666,9 +698,15 @@ std::optional<Response> Api::HandleRegister(const Request& req, RouteMatch m,
   }
   if (std::optional<Response> bad = ParseRequirement(req, m.route, &op.requirement)) return bad;
   if (op.requirement.level == consistency::Level::kStrong) {
-    return fail(Status::InvalidArgument(
-        "consistency=strong is not available for keys and the cache yet (docs/keys.md); use "
-        "session or bounded"));
+    if (m.route != Route::kKey && m.route != Route::kKeyTouch) {
+      return fail(Status::InvalidArgument(
+          "consistency=strong applies to counters and keys, not to listings or the cache "
+          "(docs/keys.md); use session or bounded"));
+    }
+    if (strong_ != nullptr) {
+      StrongRegister(std::move(op), defer());
+      return std::nullopt;
+    }
   }
   return Admit(std::move(op), defer);
 }
@@ -698,18 +736,11 @@ Response Api::ReadRegister(const StateOp& op) const {
     }
     return miss;
   }
-  crdt::LwwRegister& reg = **got;
   if (op.route == Route::kCacheEntry) {
     cache_hits_->Inc();
     r.headers.emplace_back("Edgestate-Cache", "hit");
   }
-  r.headers.emplace_back("ETag", service::ETagOf(reg));
-  if (reg.expires_at_ms != 0) {
-    r.headers.emplace_back("Edgestate-Expires-At", FormatIso8601Millis(reg.expires_at_ms));
-  }
-  r.owned_content_type =
-      reg.content_type.empty() ? std::string("application/octet-stream") : reg.content_type;
-  r.body = std::move(reg.value);
+  SetRegisterBody(std::move(**got), &r);
   return r;
 }
 
@@ -755,21 +786,51 @@ void Api::WriteRegister(StateOp op, Responder respond) {
           }
           return respond(FromStatus(route, result.status()));
         }
-        Response r;
-        r.route = route;
+        Response r = WrittenResponse(route, purge, kind, display, result->written, result->existed,
+                                     result->size);
         AddSessionToken(token, &r);
-        r.headers.emplace_back("ETag", service::ETagOf(result->written));
-        if (purge) {
-          r.body = fmt::format(R"({{"purged":{},"{}":true,"etag":{}}})", JsonString(display),
-                               route == Route::kCachePurge ? "prefix" : "key",
-                               JsonString(service::ETagOf(result->written)));
-        } else if (kind == service::RegisterWrite::Kind::kDelete) {
-          r.body = fmt::format(R"({{"key":{},"deleted":true,"existed":{}}})", JsonString(display),
-                               result->existed);
-        } else {
-          if (kind == service::RegisterWrite::Kind::kPut && !result->existed) r.status = 201;
-          r.body = RegisterJson(display, result->written, result->size);
+        respond(std::move(r));
+      });
+}
+
+void Api::StrongRegister(StateOp op, Responder respond) {
+  const Route route = op.route;
+  const bool read = !op.write;
+  const auto kind = op.register_write.kind;
+  std::string key = op.name;
+  strong_->SubmitKey(
+      std::move(op.name), read, std::move(op.register_write),
+      [this, respond = std::move(respond), route, read, kind, key = std::move(key),
+       token = std::move(op.requirement.token)](StatusOr<strong::StrongResult> result) {
+        if (!result.ok()) {
+          switch (result.status().code()) {
+            case StatusCode::kFailedPrecondition:
+              return respond(Error(route, 412, result.status().message()));
+            case StatusCode::kNotFound:
+              return respond(Error(route, 404, result.status().message()));
+            case StatusCode::kUnavailable: {
+              service::Verdict v;
+              v.kind = service::Verdict::Kind::kStrongUnavailable;
+              v.message = result.status().message();
+              return respond(Refusal(route, v));
+            }
+            default:
+              return respond(FromStatus(route, result.status()));
+          }
         }
+        if (!result->reg)
+          return respond(Error(route, 500, "a strong key operation lost its write"));
+        Response r;
+        if (read) {
+          r.route = route;
+          r.headers.emplace_back(kStalenessHeader, "0");  // Linearizable: nothing missed.
+          SetRegisterBody(std::move(*result->reg), &r);
+        } else {
+          r = WrittenResponse(route, /*purge=*/false, kind, key, *result->reg, result->existed,
+                              result->size);
+        }
+        AddSessionToken(token, &r);
+        r.headers.emplace_back("Edgestate-Voter", result->voter);
         respond(std::move(r));
       });
 }

@@ -122,6 +122,8 @@ class Api : public Handler {
   Response Read(const StateOp& op) const;
   // A strong read or increment (docs/strong.md), answered through `respond`.
   void Strong(StateOp op, Responder respond);
+  // A key's read or write with consistency=strong, through the voters (docs/keys.md).
+  void StrongRegister(StateOp op, Responder respond);
   // Runs `op` now (reads return their response; increments answer through `respond`).
   std::optional<Response> Run(StateOp op, const std::function<Responder()>& defer);
   // The response for a verdict that refuses.

@@ -107,6 +107,38 @@ std::string ETagOf(const crdt::LwwRegister& reg) {
   return fmt::format("\"{}.{}.{}\"", reg.hlc.wall_ms, reg.hlc.logical, reg.origin);
 }
 
+StatusOr<crdt::LwwRegister> MakeRegisterWrite(const crdt::LwwRegister* current, RegisterWrite& w,
+                                              crdt::Hlc hlc, std::string origin, int64_t now_ms) {
+  const bool live = current != nullptr && crdt::IsLive(*current, now_ms);
+  if (w.if_none_match && live) return Status::FailedPrecondition("the key exists");
+  if (w.if_match && (!live || ETagOf(*current) != *w.if_match)) {
+    return Status::FailedPrecondition(live ? "the key's ETag is " + ETagOf(*current)
+                                           : std::string("the key does not exist"));
+  }
+  if (w.kind == RegisterWrite::Kind::kTouch && !live) {
+    return Status::NotFound("no such key (or it expired)");
+  }
+  crdt::LwwRegister next;
+  next.hlc = hlc;
+  next.origin = std::move(origin);
+  switch (w.kind) {
+    case RegisterWrite::Kind::kPut:
+      next.value = std::move(w.value);
+      next.content_type = std::move(w.content_type);
+      if (w.ttl_ms > 0) next.expires_at_ms = now_ms + w.ttl_ms;
+      break;
+    case RegisterWrite::Kind::kDelete:
+      next.deleted = true;
+      break;
+    case RegisterWrite::Kind::kTouch:
+      next.value = current->value;
+      next.content_type = current->content_type;
+      next.expires_at_ms = now_ms + w.ttl_ms;
+      break;
+  }
+  return next;
+}
+
 StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, KeyspaceOptions options,
                                                    MetricsRegistry* metrics) {
   std::unique_ptr<Keyspace> svc(new Keyspace(store, std::move(options), metrics));
@@ -380,6 +412,17 @@ void Keyspace::ApplyStrong(std::string name, crdt::Slot strong, IncrementCallbac
   op.name = std::move(name);
   op.strong = strong;
   op.increment_done = std::move(done);
+  Enqueue(std::move(op));
+}
+
+void Keyspace::ApplyChosenRegister(std::string name, crdt::LwwRegister chosen,
+                                   RegisterCallback done) {
+  Op op;
+  op.kind = Op::Kind::kRegister;
+  op.type = storage::RecordType::kKey;
+  op.name = std::move(name);
+  op.chosen = std::move(chosen);
+  op.register_done = std::move(done);
   Enqueue(std::move(op));
 }
 
@@ -919,43 +962,23 @@ struct Keyspace::StagedRegister {
 };
 
 StatusOr<RegisterResult> Keyspace::StageLocalWrite(Op& op, StagedRegister& st, int64_t now_ms) {
-  const RegisterWrite& w = op.write;
   if (!st.load.ok()) return st.load;
-  const bool live = st.cur && crdt::IsLive(st.cur->reg, now_ms);
-  if (w.if_none_match && live) return Status::FailedPrecondition("the key exists");
-  if (w.if_match && (!live || ETagOf(st.cur->reg) != *w.if_match)) {
-    return Status::FailedPrecondition(live ? "the key's ETag is " + ETagOf(st.cur->reg)
-                                           : std::string("the key does not exist"));
-  }
-  if (w.kind == RegisterWrite::Kind::kTouch && !live) {
-    return Status::NotFound("no such key (or it expired)");
-  }
-  if (op.type == storage::RecordType::kCacheEntry && PurgedAfter(op.name, w.fill_started)) {
+  if (op.type == storage::RecordType::kCacheEntry && PurgedAfter(op.name, op.write.fill_started)) {
     return Status::Aborted("a purge made after this fill began covers the key");
   }
-  crdt::LwwRegister next;
+  if (op.chosen) return StageChosenWrite(op, st);
+  const crdt::LwwRegister* cur = st.cur ? &st.cur->reg : nullptr;
+  crdt::Hlc hlc;
   {
     std::lock_guard lock(hlc_mu_);
-    next.hlc = hlc_.Next(now_ms, st.cur ? st.cur->reg.hlc : crdt::Hlc{});
+    hlc = hlc_.Next(now_ms, cur ? cur->hlc : crdt::Hlc{});
   }
-  next.origin = options_.region;
-  switch (w.kind) {
-    case RegisterWrite::Kind::kPut:
-      next.value = std::move(op.write.value);
-      next.content_type = std::move(op.write.content_type);
-      if (w.ttl_ms > 0) next.expires_at_ms = now_ms + w.ttl_ms;
-      // A purge stays in force for its retention, then the sweep collects it.
-      if (op.type == storage::RecordType::kPurge) next.expires_at_ms = now_ms + kPurgeRetentionMs;
-      break;
-    case RegisterWrite::Kind::kDelete:
-      next.deleted = true;
-      break;
-    case RegisterWrite::Kind::kTouch:
-      next.value = st.cur->reg.value;
-      next.content_type = st.cur->reg.content_type;
-      next.expires_at_ms = now_ms + w.ttl_ms;
-      break;
-  }
+  const bool live = cur && crdt::IsLive(*cur, now_ms);
+  StatusOr<crdt::LwwRegister> made = MakeRegisterWrite(cur, op.write, hlc, options_.region, now_ms);
+  if (!made.ok()) return made.status();
+  crdt::LwwRegister next = std::move(made).value();
+  // A purge stays in force for its retention, then the sweep collects it.
+  if (op.type == storage::RecordType::kPurge) next.expires_at_ms = now_ms + kPurgeRetentionMs;
   uint64_t local_seq = st.cur ? st.cur->local_seq : 0;
   if (storage::IsReplicated(op.type)) {
     next.origin_seq = local_seq = next_seq_++;
@@ -969,6 +992,34 @@ StatusOr<RegisterResult> Keyspace::StageLocalWrite(Op& op, StagedRegister& st, i
   st.cur = storage::StoredRegister{std::move(next), local_seq};
   st.dirty = true;
   if (op.type == storage::RecordType::kPurge) st.purge_changed = true;
+  return result;
+}
+
+RegisterResult Keyspace::StageChosenWrite(Op& op, StagedRegister& st) {
+  crdt::LwwRegister next = std::move(*op.chosen);
+  {
+    std::lock_guard lock(hlc_mu_);
+    hlc_.Observe(next.hlc);
+  }
+  RegisterResult result;
+  if (st.cur && crdt::Compare(next, st.cur->reg) != std::strong_ordering::greater) {
+    // This replica has it already (applied, or relayed from another voter), or a later write.
+    result.written = st.cur->reg;
+  } else {
+    // A new own sequence number, so replication ships it. The write's identity in the origin's
+    // sequence is given only by its origin: a voter storing another proposer's choice (a
+    // re-decision) relays it with origin_seq 0.
+    const uint64_t local_seq = next_seq_++;
+    if (next.origin == options_.region) {
+      next.origin_seq = local_seq;
+      next.origin_epoch = epoch_;
+    }
+    result.written = next;
+    st.cur = storage::StoredRegister{std::move(next), local_seq};
+    st.dirty = true;
+  }
+  result.size = result.written.value.size();
+  result.written.value.clear();
   return result;
 }
 

@@ -172,10 +172,19 @@ struct ListedKey {
 // The ETag of a write: its clock and origin, quoted ("W.L.ORIGIN").
 std::string ETagOf(const crdt::LwwRegister& reg);
 
+// The write `w` makes over `current` (the key's write as the caller has it, live or dead; null
+// when none) at `now_ms`, stamped `hlc` by `origin` (origin_seq and origin_epoch left 0). Moves
+// w's value. FailedPrecondition when a condition fails (see RegisterWrite), NotFound for a touch
+// of a record that is not live. Pure: local writes (WriteRegister) and the strong change
+// function (strong/caspaxos.h) both make their writes with it.
+StatusOr<crdt::LwwRegister> MakeRegisterWrite(const crdt::LwwRegister* current, RegisterWrite& w,
+                                              crdt::Hlc hlc, std::string origin, int64_t now_ms);
+
 class Keyspace {
  public:
   using IncrementCallback = std::function<void(StatusOr<CounterValue>)>;
   using ProbeCallback = std::function<void(Status)>;
+  using RegisterCallback = std::function<void(StatusOr<RegisterResult>)>;
 
   // Reads the keyspace's metadata (sequence, positions, purges, epoch) and starts the writer
   // thread; the stored counters are loaded into memory by StartLoading. `store` and `metrics`
@@ -209,12 +218,18 @@ class Keyspace {
   // like Increment. REQUIRES: ValidateCounterName(name).
   void ApplyStrong(std::string name, crdt::Slot strong, IncrementCallback done);
 
+  // Stores `chosen`, a write of key `name` chosen by strong consensus (strong/strong_service.h),
+  // as a local write: when it is greater (crdt::Compare) than this replica's write it replaces
+  // it with a new own sequence number, so it replicates to every region; otherwise nothing
+  // changes. Never refused by the pending-write bound. `done` gets the replica's write after
+  // it (value left empty), or Unavailable like Increment. REQUIRES: ValidateKeyName(name).
+  void ApplyChosenRegister(std::string name, crdt::LwwRegister chosen, RegisterCallback done);
+
   // Writes the raw record key -> value through the group commit; `done` gets OK once it is
   // synced (in either durability mode: the batch holding it is fdatasync'ed). Used by the strong
   // acceptor, whose replies must wait for its state to be on disk.
   void PutRecord(std::string key, std::string value, ProbeCallback done);
 
-  using RegisterCallback = std::function<void(StatusOr<RegisterResult>)>;
   // Writes register record `name` of `type` (kKey, kCacheEntry or kPurge; REQUIRES the name
   // rules of its type and a valid write). Keys and purges get an own sequence number and
   // replicate; cache entries stay in this region. `done` gets the write once acknowledged (see
@@ -392,10 +407,11 @@ class Keyspace {
     std::string name;
     storage::RecordType type = storage::RecordType::kCounter;  // kRegister.
     RegisterWrite write;                                       // kRegister.
-    std::vector<RegisterUpdate> registers;                     // kApply.
-    RegisterCallback register_done;                            // kRegister.
-    std::string value;                                         // kRecord.
-    crdt::Slot strong;                                         // kStrong.
+    std::optional<crdt::LwwRegister> chosen;  // kRegister: ApplyChosenRegister, not `write`.
+    std::vector<RegisterUpdate> registers;    // kApply.
+    RegisterCallback register_done;           // kRegister.
+    std::string value;                        // kRecord.
+    crdt::Slot strong;                        // kStrong.
     int64_t delta = 0;
     uint64_t covers_seq = 0;        // kApply.
     uint32_t epoch = 0;             // kApply.
@@ -471,6 +487,7 @@ class Keyspace {
   struct StagedRegister;
   // Applies a register write (local: `op`) or merge (remote) to a staged record; see .cc.
   StatusOr<RegisterResult> StageLocalWrite(Op& op, StagedRegister& st, int64_t now_ms);
+  RegisterResult StageChosenWrite(Op& op, StagedRegister& st);
   // One run of the sweep on the writer thread: looks at up to options_.sweep_batch register
   // records from where the previous run stopped. Returns true when it stopped at the limit.
   bool Sweep();

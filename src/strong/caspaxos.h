@@ -1,16 +1,20 @@
-// CASPaxos (Rystsov, 2018) for counters: the pure parts. An acceptor's transitions, and the
-// change function a proposer applies to the register (docs/strong.md has the protocol and its
+// CASPaxos (Rystsov, 2018) for counters and keys: the pure parts. An acceptor's transitions, and
+// the change function a proposer applies to the register (docs/strong.md has the protocol and its
 // safety argument). No I/O, no clocks read, no threads: StrongService drives these.
 //
 // Thread-safety: free functions over values; callers synchronize.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/status.h"
+#include "crdt/lww_register.h"
 #include "crdt/pn_counter.h"
+#include "service/keyspace.h"
 #include "strong/strong.pb.h"
 
 namespace edgestate::strong {
@@ -28,16 +32,37 @@ pb::Reply OnPrepare(pb::AcceptorRecord* rec, const pb::Ballot& b, bool* changed)
 pb::Reply OnAccept(pb::AcceptorRecord* rec, const pb::Ballot& b, const pb::Register& value,
                    const pb::Ballot& next, bool* changed);
 
+// One CASPaxos instance per counter (named by the counter's name) and per key (kKeyInstanceTag
+// + the key's name; counter names never hold a control character, so the two never meet).
+inline constexpr char kKeyInstanceTag = '\x1f';
+std::string KeyInstance(std::string_view key);
+// The key a key instance names; std::nullopt for a counter's instance.
+std::optional<std::string_view> KeyOfInstance(std::string_view instance);
+// An instance named by a peer: a valid counter name, or the tag and a valid key name.
+Status ValidateInstance(std::string_view instance);
+
 // The register's counter state, and back.
 crdt::PnCounter RegisterCounter(const pb::Register& r);
 void SetRegisterCounter(const crdt::PnCounter& c, pb::Register* r);
 
+// The register's write of a key: std::nullopt when never written; InvalidArgument when the
+// bytes are malformed.
+StatusOr<std::optional<crdt::LwwRegister>> RegisterKey(const pb::Register& r);
+
 struct StrongOp {
   bool read = false;
-  int64_t delta = 0;  // Increments.
+  int64_t delta = 0;                  // Increments.
+  service::RegisterWrite write = {};  // Writes of a key (read false).
 };
 struct OpResult {
   bool failed = false;  // The increment would overflow; nothing of it was applied.
+  // Keys: the operation's outcome (OK, FailedPrecondition for a failed condition, NotFound for
+  // a read or touch of a key that is not live), and the write read (with its value) or made
+  // (without). `existed`: the write replaced a live one.
+  Status status = Status::Ok();
+  std::optional<crdt::LwwRegister> reg;
+  bool existed = false;
+  size_t size = 0;  // A write: its value's bytes.
   // The register's record of this operation's batch does not match the batch (another number
   // of operations): its outcome is unknown here, and must be reported as indeterminate.
   bool unknown = false;
@@ -77,5 +102,17 @@ BatchResult ApplyBatch(const pb::Register& current, const crdt::PnCounter& weak,
 // segments' identities are distinct.
 BatchResult ApplyRound(const pb::Register& current, const crdt::PnCounter& weak,
                        const std::vector<Segment>& segments, int64_t now_ms);
+
+// The change function of a round on a key: as ApplyRound, with the register a key's write.
+// `weak` (the proposer's replica of the key) is joined in by the LWW order; then reads return
+// the live write (NotFound when none), and writes are checked and made as local writes are
+// (service::MakeRegisterWrite) by `origin`, each stamped above `clock` and above the write it
+// replaces. A read answered from a record answers only when the register still holds the write
+// it read (its value is not recorded); otherwise its result is unknown. InvalidArgument when
+// `current` holds a malformed write.
+StatusOr<BatchResult> ApplyKeyRound(const pb::Register& current,
+                                    const std::optional<crdt::LwwRegister>& weak,
+                                    const std::vector<Segment>& segments, int64_t now_ms,
+                                    crdt::Hlc clock, const std::string& origin);
 
 }  // namespace edgestate::strong

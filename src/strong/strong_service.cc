@@ -61,12 +61,53 @@ constexpr std::chrono::seconds kSharedWindow{3};
 // How long an accepted value may take to reach this voter's replica before it re-decides the
 // counter (CheckWatch).
 constexpr std::chrono::seconds kWatchDelay{2};
+// Operations per round on one key (see MaxBatch).
+constexpr size_t kMaxKeyBatch = 4;
+// What a failed write says when it may have been chosen.
+constexpr std::string_view kMaybeApplied = "the write may or may not have been applied";
 
 pb::Reply Failure(const Status& s) {
   pb::Reply r;
   r.set_code(static_cast<uint32_t>(s.code()));
   r.set_message(s.message());
   return r;
+}
+
+void EncodeKeyWrite(const service::RegisterWrite& w, pb::KeyWrite* out) {
+  out->set_kind(static_cast<uint32_t>(w.kind));
+  out->set_value(w.value);
+  out->set_content_type(w.content_type);
+  out->set_ttl_ms(w.ttl_ms);
+  out->set_has_if_match(w.if_match.has_value());
+  if (w.if_match) out->set_if_match(*w.if_match);
+  out->set_if_none_match(w.if_none_match);
+}
+
+// A key write from a peer, checked as the API checks a client's.
+StatusOr<service::RegisterWrite> DecodeKeyWrite(const pb::KeyWrite& in) {
+  using Kind = service::RegisterWrite::Kind;
+  service::RegisterWrite w;
+  if (in.kind() > static_cast<uint32_t>(Kind::kTouch)) {
+    return Status::InvalidArgument("unknown key write kind");
+  }
+  w.kind = static_cast<Kind>(in.kind());
+  if (in.value().size() > service::kMaxValueBytes) {
+    return Status::InvalidArgument("a key write exceeds the value limit");
+  }
+  if (Status s = service::ValidateContentType(in.content_type()); !s.ok()) return s;
+  if (in.ttl_ms() != 0 && (in.ttl_ms() < crdt::kMinTtlMs || in.ttl_ms() > crdt::kMaxTtlMs)) {
+    return Status::InvalidArgument("a key write has a bad TTL");
+  }
+  if (w.kind == Kind::kTouch && in.ttl_ms() == 0) {
+    return Status::InvalidArgument("a touch needs a TTL");
+  }
+  if (in.if_match().size() > 1024) return Status::InvalidArgument("an If-Match is too long");
+  w.value = in.value();
+  w.content_type = in.content_type();
+  w.ttl_ms = in.ttl_ms();
+  if (in.has_if_match()) w.if_match = in.if_match();
+  w.if_none_match = in.if_none_match();
+  return w;
 }
 
 Status FromReply(const pb::Reply& r) {
@@ -83,6 +124,7 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   struct Pending {
     bool read = false;
     int64_t delta = 0;
+    service::RegisterWrite write;  // A write of a key (read false).
     SteadyClock::time_point start;
     SteadyClock::time_point deadline;
     Callback done;
@@ -139,6 +181,10 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   Impl(StrongOptions o, storage::Store* s, service::Keyspace* c, Transport* t)
       : options(std::move(o)), store(s), counters(c), transport(t), rng(std::random_device{}()) {}
 
+  // Any thread: starts `op` on instance `instance` on the strong thread (Unavailable once
+  // stopped).
+  void Submit(std::string instance, Pending op);
+
   // --- Strong thread ---
   void Start(std::string name, Pending op);
   // Queues `op` for a round here. With `may_lead_elsewhere`, queued operations on a shared
@@ -169,7 +215,16 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   // later makes sure the replica here got at least its strong slot.
   void Watch(const std::string& key, const pb::Register& value, SteadyClock::time_point since);
   void CheckWatch();
+  struct Watched;
+  // Whether this replica still lacks the value `w` watches for. Errors of the replica's reads.
+  StatusOr<bool> Lacks(const std::string& instance, const Watched& w) const;
   void NoteBallot(KeyState& ks, const pb::Ballot& b) { ks.max_n = std::max(ks.max_n, b.n()); }
+  // Operations per round on one instance: a key's carry values of up to 1 MiB, and a forward's
+  // reply carries what its reads read, so both stay well under a frame (kMaxFrameBytes).
+  size_t MaxBatch(std::string_view instance) const {
+    return KeyOfInstance(instance) ? std::min<size_t>(options.max_batch, kMaxKeyBatch)
+                                   : options.max_batch;
+  }
   // Unique per proposer life: (15 - voter index) in the top bits, so at equal n the leader's
   // ballot is the highest and it wins the first race for a new counter; the incarnation below.
   uint64_t BallotId() const {
@@ -208,9 +263,11 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
            std::vector<std::shared_ptr<ForwardCall>>>
       outbox;                 // Strong thread only.
   bool flush_posted = false;  // Strong thread only.
-  // Counters whose accepted strong slot (inc, dec) this replica must reach, since when.
+  // Instances whose accepted value this replica must reach, since when: a counter's strong slot
+  // (inc, dec), a key's write (its clock).
   struct Watched {
     uint64_t inc = 0, dec = 0;
+    crdt::Hlc hlc;
     SteadyClock::time_point since;
   };
   std::unordered_map<std::string, Watched> watched;  // Strong thread only.
@@ -249,10 +306,29 @@ void StrongService::Impl::Reply(Pending& op, StatusOr<StrongResult> r) {
 void StrongService::Impl::Watch(const std::string& key, const pb::Register& value,
                                 SteadyClock::time_point since) {
   if (watched.count(key)) return;  // The first one still to check covers the later ones.
+  if (KeyOfInstance(key)) {
+    StatusOr<std::optional<crdt::LwwRegister>> reg = RegisterKey(value);
+    if (reg.ok() && *reg) watched.emplace(key, Watched{0, 0, (*reg)->hlc, since});
+    return;
+  }
   for (const pb::Slot& s : value.slots()) {
     if (s.origin() == service::kStrongOrigin)
-      watched.emplace(key, Watched{s.inc(), s.dec(), since});
+      watched.emplace(key, Watched{s.inc(), s.dec(), {}, since});
   }
+}
+
+StatusOr<bool> StrongService::Impl::Lacks(const std::string& instance, const Watched& w) const {
+  if (std::optional<std::string_view> key = KeyOfInstance(instance)) {
+    StatusOr<std::optional<crdt::LwwRegister>> replica =
+        counters->GetRegister(storage::RecordType::kKey, *key);
+    if (!replica.ok()) return replica.status();
+    return !*replica || (*replica)->hlc < w.hlc;
+  }
+  const StatusOr<crdt::PnCounter> replica = counters->State(instance);
+  if (!replica.ok()) return replica.status();
+  crdt::Slot local;
+  if (const crdt::Slot* l = replica->Find(service::kStrongOrigin)) local = *l;
+  return local.inc < w.inc || local.dec < w.dec;
 }
 
 void StrongService::Impl::CheckWatch() {
@@ -267,15 +343,13 @@ void StrongService::Impl::CheckWatch() {
       ++it;
       continue;
     }
-    crdt::Slot local;
-    const StatusOr<crdt::PnCounter> replica = counters->State(it->first);
-    if (!replica.ok()) {  // Unreadable here now: looked at again on the next round.
-      spdlog::warn("strong: reading {:?} failed: {}", it->first, replica.status().message());
+    StatusOr<bool> lacking = Lacks(it->first, it->second);
+    if (!lacking.ok()) {  // Unreadable here now: looked at again on the next round.
+      spdlog::warn("strong: reading {:?} failed: {}", it->first, lacking.status().message());
       ++it;
       continue;
     }
-    if (const crdt::Slot* l = replica->Find(service::kStrongOrigin)) local = *l;
-    if (local.inc < it->second.inc || local.dec < it->second.dec) {
+    if (*lacking) {
       redecided->Inc();
       ++behind;
       Pending op;
@@ -291,8 +365,9 @@ void StrongService::Impl::CheckWatch() {
     it = watched.erase(it);
   }
   if (behind > 0) {
-    spdlog::info("strong: re-deciding {} counter(s) whose accepted value is not applied here",
-                 behind);
+    spdlog::info(
+        "strong: re-deciding {} counter(s) or key(s) whose accepted value is not applied here",
+        behind);
   }
   watch_timer->expires_after(kWatchDelay);
   watch_timer->async_wait([w = weak_from_this()](boost::system::error_code ec) {
@@ -308,7 +383,7 @@ void StrongService::Impl::Start(std::string name, Pending op) {
                          "strong consistency needs a voter set: start every node with the same "
                          "--strong-voters REGION,REGION,REGION"));
   }
-  if (options.fault_local_reads && op.read) {
+  if (options.fault_local_reads && op.read && !KeyOfInstance(name)) {
     // Deliberately wrong (test builds only): a local read is not linearizable.
     StatusOr<service::CounterValue> v = counters->Read(name);
     if (!v.ok()) return Reply(op, v.status());
@@ -342,7 +417,8 @@ void StrongService::Impl::MaybeStart(const std::string& name, bool may_lead_else
            ks.queue.front().seg_proposer == ks.batch.back().seg_proposer &&
            ks.queue.front().seg_batch == ks.batch.back().seg_batch;
   };
-  while (!ks.queue.empty() && (ks.batch.size() < options.max_batch || same_segment())) {
+  const size_t max_batch = MaxBatch(name);
+  while (!ks.queue.empty() && (ks.batch.size() < max_batch || same_segment())) {
     Pending op = std::move(ks.queue.front());
     ks.queue.pop_front();
     // Another voter's batch is applied whole or not at all (its record answers it by position),
@@ -469,15 +545,34 @@ void StrongService::Impl::AcceptPhase(const std::string& name, uint64_t attempt,
     while (s < segments.size() && !(segments[s].proposer == id && segments[s].batch == num)) ++s;
     if (s == segments.size()) segments.push_back(Segment{std::move(id), num, {}});
     where.emplace_back(s, segments[s].ops.size());
-    segments[s].ops.push_back(StrongOp{p.read, p.delta});
+    segments[s].ops.push_back(StrongOp{p.read, p.delta, p.write});
   }
-  StatusOr<crdt::PnCounter> replica = counters->State(name);
-  if (!replica.ok()) {
-    // Nothing was sent for this ballot yet: the whole batch fails cleanly.
-    return FinishBatch(
-        name, Status::Unavailable("reading the counter failed: " + replica.status().message()));
+  // Nothing was sent for this ballot yet: when the replica cannot be read, or the register is
+  // malformed, the whole batch fails cleanly.
+  StatusOr<BatchResult> computed = Status::Internal("no round");
+  const int64_t now_ms = RealClock()->NowUnixMillis();
+  if (std::optional<std::string_view> key = KeyOfInstance(name)) {
+    StatusOr<std::optional<crdt::LwwRegister>> replica =
+        counters->GetRegister(storage::RecordType::kKey, *key);
+    if (!replica.ok()) {
+      return FinishBatch(
+          name, Status::Unavailable("reading the key failed: " + replica.status().message()));
+    }
+    computed =
+        ApplyKeyRound(current, *replica, segments, now_ms, counters->ClockNow(), options.region);
+  } else {
+    StatusOr<crdt::PnCounter> replica = counters->State(name);
+    if (!replica.ok()) {
+      return FinishBatch(
+          name, Status::Unavailable("reading the counter failed: " + replica.status().message()));
+    }
+    computed = ApplyRound(current, *replica, segments, now_ms);
   }
-  BatchResult round = ApplyRound(current, *replica, segments, RealClock()->NowUnixMillis());
+  if (!computed.ok()) {
+    return FinishBatch(name, Status::Unavailable("the register agreed on is malformed: " +
+                                                 computed.status().message()));
+  }
+  BatchResult round = std::move(computed).value();
   // Back to the batch's order.
   std::vector<size_t> first(segments.size(), 0);
   for (size_t s = 1; s < segments.size(); ++s) first[s] = first[s - 1] + segments[s - 1].ops.size();
@@ -537,19 +632,37 @@ void StrongService::Impl::Chosen(const std::string& name, const pb::Ballot& next
       missing.unknown = true;
       const OpResult& r = i < result.results.size() ? result.results[i] : missing;
       if (r.unknown) {
-        Reply(op, Status::Unavailable(
-                      op.read ? std::string("the outcome of this read is unknown")
-                              : std::string("the increment may or may not have been applied")));
+        Reply(op, Status::Unavailable(op.read ? std::string("the outcome of this read is unknown")
+                                              : std::string(kMaybeApplied)));
       } else if (r.failed) {
         Reply(op, Status::FailedPrecondition("increment would overflow the counter's int64 range"));
+      } else if (!r.status.ok()) {
+        Reply(op, r.status);
       } else {
-        Reply(op, StrongResult{r.value, r.updated_at_ms, options.region});
+        Reply(op, StrongResult{r.value, r.updated_at_ms, options.region, r.reg, r.existed, r.size});
       }
     }
   };
   // The chosen value becomes a local write, so it replicates everywhere; answer once it is
   // stored. (A failed store changes no answer: the value is chosen, and the next round or
   // anti-entropy from another voter's round carries it.)
+  if (std::optional<std::string_view> key = KeyOfInstance(name)) {
+    StatusOr<std::optional<crdt::LwwRegister>> chosen = RegisterKey(ks.prepared_value);
+    MaybeStart(name);
+    if (!chosen.ok() || !*chosen) return finish();  // Reads of a key never written.
+    counters->ApplyChosenRegister(
+        std::string(*key), std::move(**chosen),
+        [w = weak_from_this(),
+         finish = std::move(finish)](StatusOr<service::RegisterResult> applied) mutable {
+          if (!applied.ok()) {
+            spdlog::warn("storing a chosen strong write failed: {}", applied.status().message());
+          }
+          if (auto self = w.lock()) {
+            self->Post([finish = std::move(finish)](Impl&) mutable { finish(); });
+          }
+        });
+    return;
+  }
   std::optional<crdt::Slot> strong;
   for (const pb::Slot& s : ks.prepared_value.slots()) {
     if (s.origin() == service::kStrongOrigin) {
@@ -636,8 +749,7 @@ void StrongService::Impl::FinishBatch(const std::string& name, const Status& s) 
   for (Pending& op : batch) {
     // Another voter's batch may have been chosen by its own accept before it was handed over.
     if ((indeterminate || !op.seg_proposer.empty()) && !op.read) {
-      Reply(op,
-            Status(s.code(), s.message() + " (the increment may or may not have been applied)"));
+      Reply(op, Status(s.code(), s.message() + fmt::format(" ({})", kMaybeApplied)));
     } else {
       Reply(op, s);
     }
@@ -656,11 +768,9 @@ void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::st
       led->Inc();
     } else if (!op.seg_proposer.empty()) {
       forwards_failed->Inc();
-      return Reply(op,
-                   Status::Unavailable("lost the link to the leading voter " + options.voters[0] +
-                                       (op.read ? std::string()
-                                                : "; the increment may or may not have been "
-                                                  "applied")));
+      return Reply(
+          op, Status::Unavailable("lost the link to the leading voter " + options.voters[0] +
+                                  (op.read ? std::string() : "; " + std::string(kMaybeApplied))));
     } else {
       return Enqueue(name, std::move(op), /*may_lead_elsewhere=*/false);
     }
@@ -703,10 +813,9 @@ void StrongService::Impl::Forward(std::string name, Pending op, std::set<std::st
     if (ec || !self || call->settled) return;
     call->settled = true;
     self->forwards_failed->Inc();
-    self->Reply(call->op,
-                Status::Unavailable(fmt::format(
-                    "voter {} did not answer in time{}", call->voter,
-                    call->op.read ? "" : "; the increment may or may not have been applied")));
+    self->Reply(call->op, Status::Unavailable(
+                              fmt::format("voter {} did not answer in time{}", call->voter,
+                                          call->op.read ? "" : "; " + std::string(kMaybeApplied))));
   });
   // Operations on one counter for one voter that arrive before the flush runs (everything
   // already queued on this thread) travel in one message.
@@ -723,77 +832,98 @@ void StrongService::Impl::FlushForwards() {
   auto groups = std::move(outbox);
   outbox.clear();
   const auto now = SteadyClock::now();
-  for (auto& [where, calls] : groups) {
-    pb::Request req;
-    pb::Forward* f = req.mutable_forward();
+  for (auto& [where, group] : groups) {
     const auto& [voter, key, seg_proposer, seg_batch] = where;
-    f->set_key(key);
-    if (!seg_proposer.empty()) {
-      f->set_proposer(seg_proposer);
-      f->set_batch(seg_batch);
-    }
-    auto remaining = std::chrono::milliseconds::max();
-    for (const auto& call : calls) {
-      pb::ForwardOp* op = f->add_ops();
-      op->set_read(call->op.read);
-      op->set_delta(call->op.delta);
-      remaining =
-          std::min(remaining,
-                   std::chrono::duration_cast<std::chrono::milliseconds>(call->op.deadline - now));
-    }
-    f->set_timeout_ms(static_cast<uint32_t>(std::max<int64_t>(1, remaining.count())));
-    forward_batch->Observe(static_cast<double>(calls.size()));
-    // The transport may keep this callback past the service's io_context, so it holds the
-    // calls weakly: each call's own timer handler owns it until it is settled.
-    std::vector<std::weak_ptr<ForwardCall>> weak_calls(calls.begin(), calls.end());
-    calls.clear();
-    transport->Call(
-        voter, req.SerializeAsString(),
-        [w = weak_from_this(), calls = std::move(weak_calls)](StatusOr<std::string> r,
-                                                              bool sent) mutable {
-          auto self = w.lock();
-          if (!self) return;
-          self->Post([calls = std::move(calls), r = std::move(r), sent](Impl& s) mutable {
-            std::optional<pb::Reply> reply;
-            if (r.ok()) {
-              pb::Reply parsed;
-              if (parsed.ParseFromString(*r)) reply = std::move(parsed);
-            }
-            for (size_t i = 0; i < calls.size(); ++i) {
-              std::shared_ptr<ForwardCall> owned = calls[i].lock();
-              if (!owned || owned->settled) continue;  // Answered by its timer already.
-              ForwardCall& call = *owned;
-              call.settled = true;
-              call.timer.cancel();
-              if (!r.ok()) {
-                // Never sent, or a read: trying the next voter cannot apply anything twice.
-                if ((!sent || call.op.read) && call.op.seg_proposer.empty()) {
-                  s.Forward(call.key, std::move(call.op), std::move(call.tried), call.to_leader);
+    // A handed-over batch travels whole (it is at most one round's worth); other operations go
+    // at most one round's worth per message.
+    const size_t chunk = seg_proposer.empty() ? MaxBatch(key) : group.size();
+    for (size_t from = 0; from < group.size(); from += chunk) {
+      std::vector<std::shared_ptr<ForwardCall>> calls(
+          group.begin() + static_cast<std::ptrdiff_t>(from),
+          group.begin() + static_cast<std::ptrdiff_t>(std::min(group.size(), from + chunk)));
+      pb::Request req;
+      pb::Forward* f = req.mutable_forward();
+      f->set_key(key);
+      if (!seg_proposer.empty()) {
+        f->set_proposer(seg_proposer);
+        f->set_batch(seg_batch);
+      }
+      auto remaining = std::chrono::milliseconds::max();
+      for (const auto& call : calls) {
+        pb::ForwardOp* op = f->add_ops();
+        op->set_read(call->op.read);
+        op->set_delta(call->op.delta);
+        if (KeyOfInstance(key) && !call->op.read)
+          EncodeKeyWrite(call->op.write, op->mutable_write());
+        remaining = std::min(remaining, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            call->op.deadline - now));
+      }
+      f->set_timeout_ms(static_cast<uint32_t>(std::max<int64_t>(1, remaining.count())));
+      forward_batch->Observe(static_cast<double>(calls.size()));
+      // The transport may keep this callback past the service's io_context, so it holds the
+      // calls weakly: each call's own timer handler owns it until it is settled.
+      std::vector<std::weak_ptr<ForwardCall>> weak_calls(calls.begin(), calls.end());
+      calls.clear();
+      transport->Call(
+          voter, req.SerializeAsString(),
+          [w = weak_from_this(), calls = std::move(weak_calls)](StatusOr<std::string> r,
+                                                                bool sent) mutable {
+            auto self = w.lock();
+            if (!self) return;
+            self->Post([calls = std::move(calls), r = std::move(r), sent](Impl& s) mutable {
+              std::optional<pb::Reply> reply;
+              if (r.ok()) {
+                pb::Reply parsed;
+                if (parsed.ParseFromString(*r)) reply = std::move(parsed);
+              }
+              for (size_t i = 0; i < calls.size(); ++i) {
+                std::shared_ptr<ForwardCall> owned = calls[i].lock();
+                if (!owned || owned->settled) continue;  // Answered by its timer already.
+                ForwardCall& call = *owned;
+                call.settled = true;
+                call.timer.cancel();
+                if (!r.ok()) {
+                  // Never sent, or a read: trying the next voter cannot apply anything twice.
+                  if ((!sent || call.op.read) && call.op.seg_proposer.empty()) {
+                    s.Forward(call.key, std::move(call.op), std::move(call.tried), call.to_leader);
+                    continue;
+                  }
+                  s.forwards_failed->Inc();
+                  s.Reply(call.op, Status::Unavailable(fmt::format("lost the link to voter {}; {}",
+                                                                   call.voter, kMaybeApplied)));
                   continue;
                 }
-                s.forwards_failed->Inc();
-                s.Reply(call.op, Status::Unavailable(fmt::format(
-                                     "lost the link to voter {}; the increment may or may not "
-                                     "have been applied",
-                                     call.voter)));
-                continue;
+                if (!reply || i >= static_cast<size_t>(reply->results_size())) {
+                  s.forwards_failed->Inc();
+                  s.Reply(call.op,
+                          Status::Unavailable("malformed answer from voter " + call.voter));
+                  continue;
+                }
+                const pb::Reply& one = reply->results(static_cast<int>(i));
+                if (!one.ok()) {
+                  s.forwards_failed->Inc();
+                  s.Reply(call.op, FromReply(one));
+                  continue;
+                }
+                StrongResult result{one.result(), one.updated_at_ms(), call.voter};
+                if (!one.key().empty()) {
+                  StatusOr<storage::StoredRegister> reg = storage::DecodeRegister(one.key());
+                  if (!reg.ok()) {
+                    s.forwards_failed->Inc();
+                    s.Reply(call.op,
+                            Status::Unavailable("malformed answer from voter " + call.voter));
+                    continue;
+                  }
+                  result.reg = std::move(reg->reg);
+                  result.existed = one.existed();
+                  result.size = static_cast<size_t>(std::max<int64_t>(0, one.result()));
+                }
+                s.forwards_ok->Inc();
+                s.Reply(call.op, std::move(result));
               }
-              if (!reply || i >= static_cast<size_t>(reply->results_size())) {
-                s.forwards_failed->Inc();
-                s.Reply(call.op, Status::Unavailable("malformed answer from voter " + call.voter));
-                continue;
-              }
-              const pb::Reply& one = reply->results(static_cast<int>(i));
-              if (!one.ok()) {
-                s.forwards_failed->Inc();
-                s.Reply(call.op, FromReply(one));
-                continue;
-              }
-              s.forwards_ok->Inc();
-              s.Reply(call.op, StrongResult{one.result(), one.updated_at_ms(), call.voter});
-            }
+            });
           });
-        });
+    }
   }
 }
 
@@ -826,8 +956,11 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
     case pb::Request::kPrepare:
     case pb::Request::kAccept: {
       const std::string& key = req.has_prepare() ? req.prepare().key() : req.accept().key();
-      if (!from_voter || !service::ValidateCounterName(key).ok()) {
+      if (!from_voter || !ValidateInstance(key).ok()) {
         return reply(Failure(Status::InvalidArgument("refused: not a voter, or a bad key")));
+      }
+      if (req.has_accept() && KeyOfInstance(key) && !RegisterKey(req.accept().value()).ok()) {
+        return reply(Failure(Status::InvalidArgument("refused: a malformed key register")));
       }
       pb::AcceptorRecord& rec = acceptors[key];
       if (req.has_accept() && from != options.region) {
@@ -845,9 +978,18 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
     }
     case pb::Request::kForward: {
       const pb::Forward& f = req.forward();
-      if (Status s = service::ValidateCounterName(f.key()); !s.ok()) return reply(Failure(s));
+      if (Status s = ValidateInstance(f.key()); !s.ok()) return reply(Failure(s));
+      const bool is_key = KeyOfInstance(f.key()).has_value();
       if (f.ops_size() == 0 || static_cast<size_t>(f.ops_size()) > 4 * options.max_batch) {
         return reply(Failure(Status::InvalidArgument("a forward carries 1 to 1024 operations")));
+      }
+      // Every key write is checked before any operation is queued: the message is refused whole.
+      std::vector<service::RegisterWrite> writes(is_key ? static_cast<size_t>(f.ops_size()) : 0);
+      for (int i = 0; is_key && i < f.ops_size(); ++i) {
+        if (f.ops(i).read()) continue;
+        StatusOr<service::RegisterWrite> w = DecodeKeyWrite(f.ops(i).write());
+        if (!w.ok()) return reply(Failure(w.status()));
+        writes[static_cast<size_t>(i)] = std::move(w).value();
       }
       // One answer for the whole message, once every operation in it is decided.
       struct Collect {
@@ -865,6 +1007,7 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
         Pending op;
         op.read = f.ops(i).read();
         op.delta = f.ops(i).delta();
+        if (is_key && !op.read) op.write = std::move(writes[static_cast<size_t>(i)]);
         op.start = now;
         op.deadline = now + std::min<std::chrono::milliseconds>(
                                 options.timeout, std::chrono::milliseconds(f.timeout_ms()));
@@ -876,8 +1019,12 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
           pb::Reply& one = *collect->out.mutable_results(i);
           if (r.ok()) {
             one.set_ok(true);
-            one.set_result(r->value);
+            one.set_result(r->reg ? static_cast<int64_t>(r->size) : r->value);
             one.set_updated_at_ms(r->updated_at_ms);
+            if (r->reg) {
+              one.set_key(storage::EncodeRegister(*r->reg));
+              one.set_existed(r->existed);
+            }
           } else {
             one = Failure(r.status());
           }
@@ -1037,19 +1184,29 @@ void StrongService::Submit(std::string name, bool read, int64_t delta, Callback 
   Impl::Pending op;
   op.read = read;
   op.delta = delta;
-  op.start = SteadyClock::now();
-  op.deadline = op.start + impl_->options.timeout;
   op.done = std::move(done);
+  impl_->Submit(std::move(name), std::move(op));
+}
+
+void StrongService::SubmitKey(std::string key, bool read, service::RegisterWrite write,
+                              Callback done) {
+  Impl::Pending op;
+  op.read = read;
+  op.write = std::move(write);
+  op.done = std::move(done);
+  impl_->Submit(KeyInstance(key), std::move(op));
+}
+
+void StrongService::Impl::Submit(std::string instance, Pending op) {
+  op.start = SteadyClock::now();
+  op.deadline = op.start + options.timeout;
   {
-    std::lock_guard lock(impl_->mu);
-    if (!impl_->stopped) {
-      asio::post(impl_->ioc,
-                 [impl = impl_.get(), name = std::move(name), op = std::move(op)]() mutable {
-                   if (impl->stopping) {
-                     return op.done(Status::Unavailable("node is shutting down"));
-                   }
-                   impl->Start(std::move(name), std::move(op));
-                 });
+    std::lock_guard lock(mu);
+    if (!stopped) {
+      asio::post(ioc, [this, instance = std::move(instance), op = std::move(op)]() mutable {
+        if (stopping) return op.done(Status::Unavailable("node is shutting down"));
+        Start(std::move(instance), std::move(op));
+      });
       return;
     }
   }

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,11 @@ struct StrongResult {
   int64_t value = 0;
   int64_t updated_at_ms = 0;
   std::string voter;  // The voter that proposed it.
+  // Keys: the write read (with its value) or made (without); `existed`: a write replaced a live
+  // one; `size`: a write's value bytes.
+  std::optional<crdt::LwwRegister> reg = {};
+  bool existed = false;
+  size_t size = 0;
 };
 
 class StrongService {
@@ -71,6 +77,11 @@ class StrongService {
   // the linearizable value, Unavailable (no quorum within the timeout, no voter set, stopping),
   // or FailedPrecondition (the increment would overflow).
   void Submit(std::string name, bool read, int64_t delta, Callback done);
+  // A strong read (`read`) or write (`write`: a put, delete or touch, with its conditions) of key
+  // `key` (valid name, valid write). Linearizable per key, as counters are. `done` gets the
+  // write read (NotFound when the key is not live) or made (FailedPrecondition when a condition
+  // failed, NotFound for a touch of a key that is not live), or Unavailable as Submit.
+  void SubmitKey(std::string key, bool read, service::RegisterWrite write, Callback done);
 
   // The "strong" member of GET /v1/cluster (a JSON object).
   std::string StatusJson() const;

@@ -124,7 +124,9 @@ def test_one_mib_values_and_the_limit(node):
     ("PUT", "/v1/kv/a", {"Edgestate-TTL-Ms": ""}, 400),
     ("PUT", "/v1/kv/a", {"If-Match": "no-quotes"}, 400),
     ("PUT", "/v1/kv/a", {"If-None-Match": "\"x\""}, 400),
-    ("PUT", "/v1/kv/a?consistency=strong", {}, 400),
+    ("PUT", "/v1/kv/a?consistency=strong", {}, 503),            # No voter set here.
+    ("GET", "/v1/kv?consistency=strong", {}, 400),              # Listings: no strong level.
+    ("GET", "/v1/cache/a?consistency=strong", {}, 400),         # Nor the cache.
     ("PUT", "/v1/kv/a?consistency=nope", {}, 400),
     ("PUT", "/v1/kv/a", {"Edgestate-Session": "garbage"}, 400),
     ("POST", "/v1/kv/a", {}, 405),
