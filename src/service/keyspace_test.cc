@@ -832,6 +832,55 @@ TEST_F(KeyspaceTest, KeysReplicateThroughTheOneStream) {
   EXPECT_EQ(regs[0].reg.value, "mine");
 }
 
+TEST_F(KeyspaceTest, AChosenStrongWriteIsStoredOnceAndReplicates) {
+  Open();
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "k", Put("old")).ok());  // seq 1
+  auto apply = [&](const crdt::LwwRegister& chosen) {
+    std::promise<StatusOr<RegisterResult>> p;
+    svc_->ApplyChosenRegister("k", chosen,
+                              [&](StatusOr<RegisterResult> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  crdt::LwwRegister chosen;
+  chosen.hlc = {clock_.NowUnixMillis() + 50, 3};
+  chosen.origin = "iad";  // Proposed here: it takes its place in this region's sequence.
+  chosen.value = "strong";
+  auto stored = apply(chosen);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  EXPECT_EQ(stored->written.origin_seq, 2u);
+  EXPECT_EQ(ETagOf(stored->written), ETagOf(chosen));
+  EXPECT_EQ(Get(svc_.get(), RecordType::kKey, "k")->value, "strong");
+  // Applied again (a retry, or relayed back), nothing changes and no sequence is used.
+  ASSERT_TRUE(apply(chosen).ok());
+  EXPECT_EQ(svc_->CommittedSeq(), 2u);
+  // Another voter's choice that an older write would lose to is not stored.
+  crdt::LwwRegister stale = chosen;
+  stale.hlc = {1, 0};
+  stale.origin = "lhr";
+  stale.value = "stale";
+  ASSERT_TRUE(apply(stale).ok());
+  EXPECT_EQ(Get(svc_.get(), RecordType::kKey, "k")->value, "strong");
+  // The stored write ships to the peers, and a local write after it wins over it.
+  std::vector<SlotUpdate> slots;
+  std::vector<RegisterUpdate> regs;
+  svc_->CollectOwnChanges(1, 100, &slots, false, &regs);
+  ASSERT_EQ(regs.size(), 1u);
+  EXPECT_EQ(regs[0].reg.value, "strong");
+  auto mine = WriteSync(svc_.get(), RecordType::kKey, "k", Put("after"));
+  ASSERT_TRUE(mine.ok());
+  EXPECT_GT(mine->written.hlc, chosen.hlc);
+  // A re-decided choice of another region is relayed under its origin, with no sequence of it.
+  crdt::LwwRegister relayed;
+  relayed.hlc = {clock_.NowUnixMillis() + 500, 0};
+  relayed.origin = "lhr";
+  relayed.value = "from-lhr";
+  auto r = apply(relayed);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->written.origin, "lhr");
+  EXPECT_EQ(r->written.origin_seq, 0u);
+  EXPECT_EQ(svc_->CommittedSeq(), 4u);
+}
+
 TEST_F(KeyspaceTest, RemoteRegistersAreValidated) {
   Open();
   crdt::LwwRegister ok;

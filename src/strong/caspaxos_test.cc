@@ -190,5 +190,129 @@ TEST(ApplyBatchTest, AnOverflowingIncrementFailsAlone) {
   EXPECT_EQ(r.results[2].value, std::numeric_limits<int64_t>::max());
 }
 
+// --- Keys ---
+
+StrongOp KeyRead() { return StrongOp{true, 0, {}}; }
+
+StrongOp KeyPut(std::string value, std::optional<std::string> if_match = std::nullopt,
+                bool if_none_match = false, int64_t ttl_ms = 0) {
+  StrongOp op;
+  op.write.kind = service::RegisterWrite::Kind::kPut;
+  op.write.value = std::move(value);
+  op.write.content_type = "text/plain";
+  op.write.if_match = std::move(if_match);
+  op.write.if_none_match = if_none_match;
+  op.write.ttl_ms = ttl_ms;
+  return op;
+}
+
+StrongOp KeyDelete(std::optional<std::string> if_match = std::nullopt) {
+  StrongOp op;
+  op.write.kind = service::RegisterWrite::Kind::kDelete;
+  op.write.if_match = std::move(if_match);
+  return op;
+}
+
+BatchResult KeyRound(const pb::Register& current, std::vector<StrongOp> ops, int64_t now_ms,
+                     const std::optional<crdt::LwwRegister>& weak = std::nullopt,
+                     std::string proposer = "lhr/1", uint64_t batch = 1) {
+  StatusOr<BatchResult> r =
+      ApplyKeyRound(current, weak, {{std::move(proposer), batch, ops}}, now_ms, crdt::Hlc{}, "lhr");
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return r.ok() ? std::move(r).value() : BatchResult{};
+}
+
+TEST(KeyInstanceTest, KeysAndCountersNeverShareAnInstance) {
+  EXPECT_EQ(KeyOfInstance(KeyInstance("a")), std::optional<std::string_view>("a"));
+  EXPECT_FALSE(KeyOfInstance("a").has_value());
+  EXPECT_TRUE(ValidateInstance("a").ok());
+  EXPECT_TRUE(ValidateInstance(KeyInstance("any key/with spaces")).ok());
+  EXPECT_FALSE(ValidateInstance(KeyInstance("")).ok());
+  EXPECT_FALSE(ValidateInstance(KeyInstance("a\x01")).ok());
+  EXPECT_FALSE(ValidateInstance("").ok());
+}
+
+TEST(ApplyKeyRoundTest, ConditionsAreCheckedInOrderWithinTheRound) {
+  // Create, a second create (refused), a read, a write conditional on the first write's ETag,
+  // and one conditional on a stale ETag (refused).
+  BatchResult first = KeyRound(pb::Register{}, {KeyPut("a", std::nullopt, true)}, 1000);
+  ASSERT_TRUE(first.results[0].status.ok());
+  const std::string etag1 = service::ETagOf(*first.results[0].reg);
+  EXPECT_FALSE(first.results[0].existed);
+  EXPECT_EQ(first.results[0].size, 1u);
+  BatchResult r = KeyRound(first.next,
+                           {KeyPut("x", std::nullopt, true), KeyRead(), KeyPut("b", etag1),
+                            KeyPut("c", etag1), KeyRead()},
+                           1001, std::nullopt, "lhr/1", 2);
+  ASSERT_EQ(r.results.size(), 5u);
+  EXPECT_EQ(r.results[0].status.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(r.results[1].reg->value, "a");
+  EXPECT_TRUE(r.results[2].status.ok());
+  EXPECT_TRUE(r.results[2].existed);
+  EXPECT_EQ(r.results[3].status.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(r.results[4].reg->value, "b");
+  EXPECT_EQ(service::ETagOf(*r.results[4].reg), service::ETagOf(*r.results[2].reg));
+  // Every write is stamped above the one it replaced.
+  EXPECT_LT(first.results[0].reg->hlc, r.results[2].reg->hlc);
+  StatusOr<std::optional<crdt::LwwRegister>> stored = RegisterKey(r.next);
+  ASSERT_TRUE(stored.ok() && *stored);
+  EXPECT_EQ((*stored)->value, "b");
+  EXPECT_EQ((*stored)->origin, "lhr");
+}
+
+TEST(ApplyKeyRoundTest, DeletedAndExpiredKeysAreNotFoundAndCanBeCreatedAgain) {
+  BatchResult put = KeyRound(pb::Register{}, {KeyPut("a", std::nullopt, false, 100)}, 1000);
+  // Expired at 1100: a read is NotFound, If-None-Match succeeds, If-Match fails.
+  BatchResult later = KeyRound(put.next, {KeyRead(), KeyPut("x", "\"1000.0.lhr\"")}, 1100,
+                               std::nullopt, "lhr/1", 2);
+  EXPECT_EQ(later.results[0].status.code(), StatusCode::kNotFound);
+  EXPECT_EQ(later.results[1].status.code(), StatusCode::kFailedPrecondition);
+  BatchResult again = KeyRound(put.next, {KeyPut("b", std::nullopt, true), KeyDelete(), KeyRead()},
+                               1100, std::nullopt, "lhr/1", 3);
+  EXPECT_TRUE(again.results[0].status.ok());
+  EXPECT_TRUE(again.results[1].status.ok());
+  EXPECT_TRUE(again.results[1].existed);
+  EXPECT_EQ(again.results[2].status.code(), StatusCode::kNotFound);
+}
+
+TEST(ApplyKeyRoundTest, TheProposersReplicaIsJoinedInByTheLwwOrder) {
+  BatchResult put = KeyRound(pb::Register{}, {KeyPut("strong")}, 1000);
+  crdt::LwwRegister weak;
+  weak.hlc = crdt::Hlc{5000, 0};
+  weak.origin = "fra";
+  weak.value = "weak";
+  // A later weak write wins; an older one does not.
+  BatchResult r = KeyRound(put.next, {KeyRead()}, 2000, weak, "lhr/1", 2);
+  EXPECT_EQ(r.results[0].reg->value, "weak");
+  weak.hlc = crdt::Hlc{10, 0};
+  r = KeyRound(put.next, {KeyRead(), KeyPut("next")}, 2000, weak, "lhr/1", 3);
+  EXPECT_EQ(r.results[0].reg->value, "strong");
+  EXPECT_LT(put.results[0].reg->hlc, r.results[1].reg->hlc);
+}
+
+TEST(ApplyKeyRoundTest, ARetriedBatchIsAnsweredFromTheRecordNotAppliedTwice) {
+  BatchResult first = KeyRound(pb::Register{}, {KeyPut("a", std::nullopt, true), KeyRead()}, 1000);
+  BatchResult retry = KeyRound(first.next, {KeyPut("a", std::nullopt, true), KeyRead()}, 2000);
+  EXPECT_TRUE(retry.replayed);
+  ASSERT_EQ(retry.results.size(), 2u);
+  // Applied again, the create would fail: the record answers with the write it made.
+  EXPECT_TRUE(retry.results[0].status.ok());
+  EXPECT_EQ(service::ETagOf(*retry.results[0].reg), service::ETagOf(*first.results[0].reg));
+  EXPECT_EQ(retry.results[1].reg->value, "a");
+  // Once the key moved on, a replayed read cannot say what it read: unknown, never a guess.
+  BatchResult moved = KeyRound(first.next, {KeyPut("b")}, 3000, std::nullopt, "fra/1", 1);
+  BatchResult late = KeyRound(moved.next, {KeyPut("a", std::nullopt, true), KeyRead()}, 4000);
+  EXPECT_TRUE(late.results[0].status.ok());
+  EXPECT_TRUE(late.results[1].unknown);
+}
+
+TEST(ApplyKeyRoundTest, AMalformedRegisterIsRefused) {
+  pb::Register bad;
+  bad.set_key("\xff\xff not a record");
+  StatusOr<BatchResult> r =
+      ApplyKeyRound(bad, std::nullopt, {{"lhr/1", 1, {KeyRead()}}}, 1000, crdt::Hlc{}, "lhr");
+  EXPECT_FALSE(r.ok());
+}
+
 }  // namespace
 }  // namespace edgestate::strong

@@ -262,6 +262,55 @@ class StrongServiceTest : public ::testing::Test {
     return p.get_future().get();
   }
 
+  StatusOr<StrongResult> RunKey(const std::string& region, const std::string& key, bool read,
+                                service::RegisterWrite write = {}) {
+    std::promise<StatusOr<StrongResult>> p;
+    nodes_[region].strong->SubmitKey(key, read, std::move(write),
+                                     [&p](StatusOr<StrongResult> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  }
+
+  // Read-modify-write loops on key "acct" (a decimal number) from `clients` threads per region,
+  // each write conditional on the ETag it read. Returns the values the acknowledged writes
+  // replaced and the number of writes whose outcome is unknown.
+  std::pair<std::vector<int64_t>, size_t> CasLoad(int clients, int writes_per_client) {
+    std::vector<std::thread> threads;
+    std::mutex mu;
+    std::vector<int64_t> replaced;
+    size_t unknown = 0;
+    for (auto& [region, node] : nodes_) {
+      for (int i = 0; i < clients; ++i) {
+        threads.emplace_back([&, region = region] {
+          const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+          for (int done = 0; done < writes_per_client && SteadyClock::now() < deadline;) {
+            StatusOr<StrongResult> got = RunKey(region, "acct", true);
+            if (!got.ok()) {
+              EXPECT_EQ(got.status().code(), StatusCode::kUnavailable) << got.status().ToString();
+              continue;
+            }
+            const int64_t n = std::stoll(got->reg->value);
+            service::RegisterWrite w;
+            w.value = std::to_string(n + 1);
+            w.if_match = service::ETagOf(*got->reg);
+            StatusOr<StrongResult> put = RunKey(region, "acct", false, std::move(w));
+            std::lock_guard lock(mu);
+            if (put.ok()) {
+              replaced.push_back(n);
+              ++done;
+            } else if (put.status().code() == StatusCode::kUnavailable) {
+              ++unknown;  // It may have been chosen.
+            } else {
+              EXPECT_EQ(put.status().code(), StatusCode::kFailedPrecondition)
+                  << put.status().ToString();
+            }
+          }
+        });
+      }
+    }
+    for (auto& t : threads) t.join();
+    return {replaced, unknown};
+  }
+
   // Runs `per_client` operations from each of `clients` threads per region, on `keys` keys,
   // and records the history of every key.
   struct Tally {
@@ -596,6 +645,58 @@ TEST_F(StrongServiceTest, HostilePeerMessagesAreRefusedWithoutEffect) {
     EXPECT_NE(nodes_[v].strong->StatusJson().find("\"conflicts\":0"), std::string::npos)
         << nodes_[v].strong->StatusJson();
   }
+}
+
+TEST_F(StrongServiceTest, KeysConditionalWritesLoseNothingFromAnyRegion) {
+  Start(21, {"a", "b", "c", "d"}, {"a", "b", "c"});
+  service::RegisterWrite create;
+  create.value = "0";
+  create.if_none_match = true;
+  StatusOr<StrongResult> made = RunKey("d", "acct", false, create);  // Through a forward.
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  EXPECT_FALSE(made->existed);
+  StatusOr<StrongResult> again = RunKey("a", "acct", false, create);
+  EXPECT_EQ(again.status().code(), StatusCode::kFailedPrecondition);
+  StatusOr<StrongResult> missing = RunKey("b", "none", true);
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+
+  auto [replaced, unknown] = CasLoad(/*clients=*/2, /*writes_per_client=*/8);
+  EXPECT_EQ(unknown, 0u);
+  ASSERT_EQ(replaced.size(), 64u);
+  std::sort(replaced.begin(), replaced.end());
+  for (size_t i = 0; i < replaced.size(); ++i) EXPECT_EQ(replaced[i], static_cast<int64_t>(i));
+  StatusOr<StrongResult> final_read = RunKey("d", "acct", true);
+  ASSERT_TRUE(final_read.ok());
+  EXPECT_EQ(final_read->reg->value, "64");
+  // The chosen write is an ordinary write of the proposing voters' replicas too.
+  bool stored = false;
+  for (const std::string r : {"a", "b", "c"}) {
+    auto reg = nodes_[r].counters->GetRegister(storage::RecordType::kKey, "acct");
+    ASSERT_TRUE(reg.ok());
+    stored |= *reg && (*reg)->value == "64";
+  }
+  EXPECT_TRUE(stored);
+}
+
+TEST_F(StrongServiceTest, KeysOverALossyNetworkLoseNoAcknowledgedWrite) {
+  Start(22, {"a", "b", "c", "d"}, {"a", "b", "c"}, std::chrono::milliseconds(400));
+  service::RegisterWrite create;
+  create.value = "0";
+  ASSERT_TRUE(RunKey("a", "acct", false, create).ok());
+  net_->SetLoss(0.05);
+  net_->SetMaxDelayUs(2000);
+  auto [replaced, unknown] = CasLoad(/*clients=*/2, /*writes_per_client=*/5);
+  net_->SetLoss(0);
+  // Each acknowledged write replaced a value no other write replaced; the final value counts
+  // every acknowledged write, and at most the unknown ones besides.
+  std::sort(replaced.begin(), replaced.end());
+  EXPECT_EQ(std::adjacent_find(replaced.begin(), replaced.end()), replaced.end());
+  StatusOr<StrongResult> final_read = RunKey("a", "acct", true);
+  ASSERT_TRUE(final_read.ok()) << final_read.status().ToString();
+  const int64_t v = std::stoll(final_read->reg->value);
+  EXPECT_GE(v, static_cast<int64_t>(replaced.size()));
+  EXPECT_LE(v, static_cast<int64_t>(replaced.size() + unknown));
+  EXPECT_GT(replaced.size(), 0u);
 }
 
 }  // namespace
