@@ -699,6 +699,13 @@ std::optional<Response> Api::HandleRegister(const Request& req, RouteMatch m,
   if (std::optional<Response> bad = ParseRequirement(req, m.route, &op.requirement)) return bad;
   if (op.requirement.level == consistency::Level::kStrong) {
     if (m.route != Route::kKey && m.route != Route::kKeyTouch) {
+      auto named = QueryParam(req.target, "consistency");
+      if (req.consistency.empty() && named.ok() && !*named) {
+        // Only the default says strong: listings and the cache are served as local (a session
+        // token still makes them session reads).
+        op.requirement.level = consistency::Level::kLocal;
+        return Admit(std::move(op), defer);
+      }
       return fail(Status::InvalidArgument(
           "consistency=strong applies to counters and keys, not to listings or the cache "
           "(docs/keys.md); use session or bounded"));

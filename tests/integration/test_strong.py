@@ -197,6 +197,15 @@ def test_default_consistency_strong(tmpdir_path):
         # local still answers locally when named.
         st, h, body = c.nodes["fra"].request("GET", "/read?consistency=local")
         assert st == 200 and "edgestate-voter" not in h
+        # Keys default to strong too; listings and the cache, which have none, to local.
+        st, h, body = c.nodes["syd"].request("PUT", "/v1/kv/k", body="v")
+        assert st == 201 and h["edgestate-voter"] in VOTERS, body
+        st, h, body = c.nodes["iad"].request("GET", "/v1/kv/k")
+        assert st == 200 and body == "v" and "edgestate-voter" in h
+        st, _, body = c.nodes["fra"].request("GET", "/v1/kv?prefix=k")
+        assert st == 200, body
+        st, _, body = c.nodes["fra"].request("GET", "/v1/kv?prefix=k&consistency=strong")
+        assert st == 400, body
     finally:
         c.kill_all()
 
