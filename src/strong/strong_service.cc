@@ -63,6 +63,8 @@ constexpr std::chrono::seconds kSharedWindow{3};
 constexpr std::chrono::seconds kWatchDelay{2};
 // Operations per round on one key (see MaxBatch).
 constexpr size_t kMaxKeyBatch = 4;
+// Bytes of keys' writes a proposer keeps for its next rounds (see TrimKeyStates).
+constexpr size_t kPreparedKeyBudget = 64u << 20;
 // What a failed write says when it may have been chosen.
 constexpr std::string_view kMaybeApplied = "the write may or may not have been applied";
 
@@ -145,7 +147,8 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     bool have_prepared = false;
     pb::Ballot prepared_ballot;  // Promised by a majority, which accepted prepared_value.
     pb::Register prepared_value;
-    uint64_t attempt = 0;  // Replies of earlier attempts are ignored.
+    size_t prepared_bytes = 0;  // A key's: its write's bytes (counted in prepared_key_bytes).
+    uint64_t attempt = 0;       // Replies of earlier attempts are ignored.
     int conflicts = 0;
     bool accept_sent = false;
     // Operations of a batch handed to the leader still unanswered; no batch starts here until
@@ -219,6 +222,21 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   // Whether this replica still lacks the value `w` watches for. Errors of the replica's reads.
   StatusOr<bool> Lacks(const std::string& instance, const Watched& w) const;
   void NoteBallot(KeyState& ks, const pb::Ballot& b) { ks.max_n = std::max(ks.max_n, b.n()); }
+  // Forgets the register a majority promised for the next round (that round runs phase 1).
+  void DropPrepared(KeyState& ks) {
+    ks.have_prepared = false;
+    prepared_key_bytes -= ks.prepared_bytes;
+    ks.prepared_bytes = 0;
+    ks.prepared_value.Clear();
+  }
+  // Keys' values stay in RocksDB, not in memory: past kPreparedKeyBudget of prepared writes,
+  // idle keys' proposer states are dropped (their next round runs phase 1).
+  void TrimKeyStates();
+  // The acceptor record of `instance`: a counter's is kept in memory; a key's is read from the
+  // store and kept only while a change to it is being stored (ReleaseAcceptor). Unavailable or
+  // InvalidArgument when the stored record cannot be read.
+  StatusOr<pb::AcceptorRecord*> Acceptor(const std::string& instance);
+  void ReleaseAcceptor(const std::string& instance);
   // Operations per round on one instance: a key's carry values of up to 1 MiB, and a forward's
   // reply carries what its reads read, so both stay well under a frame (kMaxFrameBytes).
   size_t MaxBatch(std::string_view instance) const {
@@ -255,8 +273,11 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
   bool stopped = false;   // GUARDED_BY(mu): no more posts.
   bool stopping = false;  // Strong thread: handlers do nothing.
   std::unordered_map<std::string, pb::AcceptorRecord> acceptors;  // Strong thread only.
-  std::unordered_map<std::string, KeyState> keys;                 // Strong thread only.
-  std::vector<std::weak_ptr<ForwardCall>> forwards;               // Strong thread only.
+  // Keys' acceptor records: changes being stored, per instance. Strong thread only.
+  std::unordered_map<std::string, int> acceptor_writes;
+  size_t prepared_key_bytes = 0;                     // Strong thread only.
+  std::unordered_map<std::string, KeyState> keys;    // Strong thread only.
+  std::vector<std::weak_ptr<ForwardCall>> forwards;  // Strong thread only.
   // Forwards not sent yet, by (voter, counter); sent together by FlushForwards.
   // Key: (voter, counter, segment proposer, segment batch); a handed-over batch travels alone.
   std::map<std::tuple<std::string, std::string, std::string, uint64_t>,
@@ -609,7 +630,7 @@ void StrongService::Impl::AcceptPhase(const std::string& name, uint64_t attempt,
         Chosen(name, next, std::move(*result));
       } else if (tally->failed > options.voters.size() - majority) {
         tally->settled = true;
-        k.have_prepared = false;
+        DropPrepared(k);
         Conflict(name);
       }
     });
@@ -624,6 +645,12 @@ void StrongService::Impl::Chosen(const std::string& name, const pb::Ballot& next
   ks.have_prepared = true;
   ks.prepared_ballot = next;
   ks.prepared_value = result.next;
+  if (KeyOfInstance(name)) {
+    prepared_key_bytes -= ks.prepared_bytes;
+    ks.prepared_bytes = ks.prepared_value.key().size();
+    prepared_key_bytes += ks.prepared_bytes;
+    if (prepared_key_bytes > kPreparedKeyBudget) TrimKeyStates();
+  }
   auto batch = std::make_shared<std::vector<Pending>>(TakeBatch(ks));
   auto finish = [this, batch, result = std::move(result)]() {
     for (size_t i = 0; i < batch->size(); ++i) {
@@ -743,7 +770,7 @@ std::vector<StrongService::Impl::Pending> StrongService::Impl::TakeBatch(KeyStat
 
 void StrongService::Impl::FinishBatch(const std::string& name, const Status& s) {
   KeyState& ks = keys[name];
-  ks.have_prepared = false;
+  DropPrepared(ks);
   std::vector<Pending> batch = TakeBatch(ks);
   const bool indeterminate = ks.accept_sent;
   for (Pending& op : batch) {
@@ -927,6 +954,40 @@ void StrongService::Impl::FlushForwards() {
   }
 }
 
+void StrongService::Impl::TrimKeyStates() {
+  for (auto it = keys.begin(); it != keys.end();) {
+    KeyState& ks = it->second;
+    if (!KeyOfInstance(it->first) || ks.busy() || !ks.queue.empty() || ks.handed_over > 0) {
+      ++it;
+      continue;
+    }
+    DropPrepared(ks);
+    it = keys.erase(it);  // Its timers go with it; their handlers see the cancellation.
+  }
+}
+
+StatusOr<pb::AcceptorRecord*> StrongService::Impl::Acceptor(const std::string& instance) {
+  auto it = acceptors.find(instance);
+  if (it != acceptors.end()) return &it->second;
+  pb::AcceptorRecord rec;
+  if (KeyOfInstance(instance)) {
+    StatusOr<std::string> bytes = store->Get(storage::StrongKey(instance));
+    if (!bytes.ok() && bytes.status().code() != StatusCode::kNotFound) return bytes.status();
+    if (bytes.ok() && !rec.ParseFromString(*bytes)) {
+      return Status::InvalidArgument("stored strong acceptor state is unreadable");
+    }
+  }
+  return &acceptors.emplace(instance, std::move(rec)).first->second;
+}
+
+void StrongService::Impl::ReleaseAcceptor(const std::string& instance) {
+  if (!KeyOfInstance(instance)) return;
+  auto w = acceptor_writes.find(instance);
+  if (w != acceptor_writes.end() && w->second > 0) return;  // Its latest change is not stored yet.
+  if (w != acceptor_writes.end()) acceptor_writes.erase(w);
+  acceptors.erase(instance);
+}
+
 void StrongService::Impl::Persist(const std::string& key, const pb::AcceptorRecord& rec,
                                   pb::Reply reply, std::function<void(pb::Reply)> done) {
   counters->PutRecord(
@@ -962,7 +1023,12 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
       if (req.has_accept() && KeyOfInstance(key) && !RegisterKey(req.accept().value()).ok()) {
         return reply(Failure(Status::InvalidArgument("refused: a malformed key register")));
       }
-      pb::AcceptorRecord& rec = acceptors[key];
+      StatusOr<pb::AcceptorRecord*> loaded = Acceptor(key);
+      if (!loaded.ok()) {
+        return reply(
+            Failure(Status::Unavailable("acceptor storage: " + loaded.status().message())));
+      }
+      pb::AcceptorRecord& rec = **loaded;
       if (req.has_accept() && from != options.region) {
         keys[key].shared_until = SteadyClock::now() + kSharedWindow;
       }
@@ -973,8 +1039,16 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
       if (r.ok() && req.has_accept() && from != options.region) {
         Watch(key, req.accept().value(), SteadyClock::now());
       }
-      if (!changed) return reply(std::move(r));
-      return Persist(key, rec, std::move(r), std::move(reply));
+      if (!changed) {
+        ReleaseAcceptor(key);
+        return reply(std::move(r));
+      }
+      ++acceptor_writes[key];
+      return Persist(key, rec, std::move(r), [this, key, reply = std::move(reply)](pb::Reply r) {
+        --acceptor_writes[key];
+        ReleaseAcceptor(key);
+        reply(std::move(r));
+      });
     }
     case pb::Request::kForward: {
       const pb::Forward& f = req.forward();
@@ -1067,7 +1141,12 @@ StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions optio
             return Status::InvalidArgument(fmt::format(
                 "stored strong acceptor state of {:?} is unreadable", std::string(key)));
           }
-          s.acceptors.emplace(std::string(key), std::move(rec));
+          // A value this acceptor accepted that the local replica lacks may have been chosen
+          // just before a crash, its proposer gone before storing it: every accepted value is
+          // checked at the first CheckWatch, as one just accepted from another proposer would be
+          // later. Keys' records stay in the store (Acceptor).
+          s.Watch(std::string(key), rec.value(), SteadyClock::now() - kWatchDelay);
+          if (!KeyOfInstance(key)) s.acceptors.emplace(std::string(key), std::move(rec));
           return Status::Ok();
         });
     if (!loaded.ok()) return loaded;
@@ -1156,12 +1235,6 @@ StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions optio
                [reply = std::move(reply)](pb::Reply r) { reply(r.SerializeAsString()); });
     });
   });
-  // A value this acceptor accepted that the local replica lacks may have been chosen just
-  // before a crash, its proposer gone before storing it: every accepted value is checked at the
-  // first CheckWatch, as one just accepted from another proposer would be later.
-  for (const auto& [key, rec] : s.acceptors) {
-    s.Watch(key, rec.value(), SteadyClock::now() - kWatchDelay);
-  }
   if (s.my_index >= 0) {
     s.watch_timer = std::make_unique<asio::steady_timer>(s.ioc);
     asio::post(s.ioc, [impl = impl.get()] {
