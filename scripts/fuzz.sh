@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-60}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(http_fuzz frame_fuzz session_token_fuzz config_fuzz parsers_fuzz)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(http_fuzz frame_fuzz strong_fuzz session_token_fuzz config_fuzz parsers_fuzz)
 
 SUDO_CMD=""
 [ "$(id -u)" -ne 0 ] && SUDO_CMD="sudo"
