@@ -156,6 +156,9 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     size_t handed_over = 0;
     SteadyClock::time_point deadline;
     SteadyClock::time_point shared_until;  // See kSharedWindow.
+    // Until then this voter's operations on the counter go to the leader: the leader's accepts
+    // are its own operations' rounds and do not make the counter shared again.
+    SteadyClock::time_point led_until;
     std::unique_ptr<asio::steady_timer> deadline_timer;
     std::unique_ptr<asio::steady_timer> backoff_timer;
     bool busy() const { return !batch.empty(); }
@@ -425,6 +428,7 @@ void StrongService::Impl::MaybeStart(const std::string& name, bool may_lead_else
   const auto now = SteadyClock::now();
   if (may_lead_elsewhere && my_index > 0 && now < ks.shared_until &&
       transport->LinkRttUs(options.voters[0])) {
+    ks.led_until = now + kSharedWindow;
     std::deque<Pending> queued = std::move(ks.queue);
     ks.queue.clear();
     for (Pending& op : queued) Forward(name, std::move(op), {}, /*to_leader=*/true);
@@ -715,8 +719,13 @@ void StrongService::Impl::Conflict(const std::string& name) {
   KeyState& ks = keys[name];
   conflicts->Inc();
   ++ks.conflicts;
-  ks.shared_until = SteadyClock::now() + kSharedWindow;
-  if (my_index > 0 && transport->LinkRttUs(options.voters[0])) {
+  // A first refusal before the accept was sent is retried here with a higher ballot: it is
+  // often only the promise a leader left behind when it last proposed for the counter (for this
+  // voter's own operations, sent there while the counter was shared), and the leader may be
+  // idle on it now. A second refusal, or one after the accept, means a live duel.
+  const bool duel = ks.accept_sent || ks.conflicts >= 2;
+  if (duel) ks.shared_until = SteadyClock::now() + kSharedWindow;
+  if (duel && my_index > 0 && transport->LinkRttUs(options.voters[0])) {
     // The operations move to the leading voter instead of this voter duelling it for the
     // counter. A batch that lost before its accept was sent cannot have been chosen: they go as
     // ordinary operations. One that lost after may have been chosen: the leader finishes it
@@ -1030,7 +1039,13 @@ void StrongService::Impl::Handle(const std::string& from, const pb::Request& req
       }
       pb::AcceptorRecord& rec = **loaded;
       if (req.has_accept() && from != options.region) {
-        keys[key].shared_until = SteadyClock::now() + kSharedWindow;
+        // The leader's rounds of the operations this voter sends it do not count: otherwise a
+        // counter once shared would stay with the leader for as long as this voter writes it.
+        KeyState& ks = keys[key];
+        const auto now = SteadyClock::now();
+        if (!(from == options.voters[0] && now < ks.led_until)) {
+          ks.shared_until = now + kSharedWindow;
+        }
       }
       bool changed = false;
       pb::Reply r = req.has_prepare() ? OnPrepare(&rec, req.prepare().ballot(), &changed)
