@@ -83,9 +83,10 @@ def to_ms(s):
     return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
 
 
-def wrk(url, conns, duration, script=None):
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
-           "--timeout", "5s"]
+def wrk(url, conns, duration, script=None, nice=0):
+    cmd = (["nice", "-n", str(nice)] if nice else []) + [
+        "taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
+        "--timeout", "5s"]
     if script:
         cmd += ["-s", os.path.join(BENCH, "wrk", script)]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=duration + 60).stdout

@@ -28,8 +28,8 @@ import node_bench as nb  # noqa: E402  (Proc, wrk, free_port)
 import kv_bench as kb  # noqa: E402  (put, rss_mb)
 
 
-def flood(port, conns, duration, out):
-    r = nb.wrk(f"http://127.0.0.1:{port}/", conns, duration, "kv_put.lua")
+def flood(port, conns, duration, out, nice):
+    r = nb.wrk(f"http://127.0.0.1:{port}/", conns, duration, "kv_put.lua", nice=nice)
     refused_per_s = r["non2xx"] / duration
     out.update(refused=r["non2xx"], socket_errors=r["socket_errors"], answered_per_s=r["rps"],
                committed_per_s=r["rps"] - refused_per_s)
@@ -49,7 +49,8 @@ def one_run(node, port, args):
     sampler = threading.Thread(target=sample)
     sampler.start()
     f = {}
-    ft = threading.Thread(target=flood, args=(port, args.flood_conns, args.duration + 4, f))
+    ft = threading.Thread(target=flood, args=(port, args.flood_conns, args.duration + 4, f,
+                                              args.flood_nice))
     ft.start()
     time.sleep(2)  # The flood's connections are open and its queue full.
     during = nb.wrk(get_url, 50, args.duration)
@@ -71,6 +72,9 @@ def main():
     ap.add_argument("--flood-conns", type=int, default=2000)
     ap.add_argument("--max-pending-writes", type=int, help="passed to the node (default: its own)")
     ap.add_argument("--max-batch-writes", type=int, help="passed to the node (default: its own)")
+    ap.add_argument("--flood-nice", type=int, default=19,
+                    help="the flood's wrk runs at this nice level, so it does not delay the "
+                         "reading wrk beside it on CPU 1 (0: as before session 11)")
     args = ap.parse_args()
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):

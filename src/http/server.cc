@@ -10,6 +10,9 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <deque>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -53,10 +56,43 @@ struct Worker {
   int64_t date_second = -1;                     // Wall-clock second `date` was made for.
   std::string date;                             // "Date: <IMF-fixdate>\r\n", per sweep.
   asio::io_context ioc{1};                      // Destroyed before `connections`.
+  // Work for requests answered late (writes, held reads): their answers, and then reading the
+  // next request of their connections. RunDeferred runs at most kDeferredPerTurn of these per
+  // turn of the I/O loop, so a group commit answering many writes at once cannot hold the reads
+  // behind all of them. Destroyed before `ioc`. On this worker's thread.
+  std::deque<std::function<void()>> deferred;
+  bool deferred_posted = false;  // A RunDeferred is queued on `ioc`.
   std::optional<asio::steady_timer> sweep;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
   std::thread thread;
 };
+
+constexpr size_t kDeferredPerTurn = 8;
+
+// Runs at most kDeferredPerTurn of w->deferred, and queues itself behind everything the I/O
+// loop has ready for the rest: each turn of the loop then serves every ready read but only a
+// few late answers and their connections' next requests.
+void RunDeferred(Worker* w) {
+  w->deferred_posted = false;
+  for (size_t i = 0; i < kDeferredPerTurn && !w->deferred.empty(); ++i) {
+    std::function<void()> task = std::move(w->deferred.front());
+    w->deferred.pop_front();
+    task();
+  }
+  if (!w->deferred.empty() && !w->deferred_posted) {
+    w->deferred_posted = true;
+    asio::post(w->ioc, [w] { RunDeferred(w); });
+  }
+}
+
+// Queues `task` on w->deferred. On w's thread.
+void Defer(Worker* w, std::function<void()> task) {
+  w->deferred.push_back(std::move(task));
+  if (!w->deferred_posted) {
+    w->deferred_posted = true;
+    asio::post(w->ioc, [w] { RunDeferred(w); });
+  }
+}
 
 // Advances the worker's coarse clocks: `now_ms` for deadlines and the Date header line (which
 // is therefore at most one sweep interval behind the wall clock).
@@ -118,11 +154,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
         buffer_(server->options.max_header_bytes + server->options.max_body_bytes + 8192) {
     if (tls_context_) tls_.emplace(socket_, *tls_context_);
     defer_ = [this] {
+      deferred_ = true;
       auto ref = std::make_shared<Ref>(shared_from_this());
       return Responder([ref](Response r) {
         const std::shared_ptr<Connection>& self = ref->conn;
-        asio::post(self->socket_.get_executor(),
-                   [self, r = std::move(r)]() mutable { self->Send(std::move(r)); });
+        asio::post(self->socket_.get_executor(), [self, r = std::move(r)]() mutable {
+          Defer(self->worker_, [self, r = std::move(r)]() mutable { self->Send(std::move(r)); });
+        });
       });
     };
   }
@@ -246,6 +284,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     if (ec) return Close();
     buffer_.commit(n);
+    if (late_) {
+      // A connection whose last request was answered late (a writer) waits its turn to have
+      // this one parsed and handled, as it waited to be read (Worker::deferred).
+      return Defer(worker_, [self = shared_from_this()] {
+        if (self->state_ != State::kClosing) self->ParseBuffered();
+      });
+    }
     ParseBuffered();
   }
 
@@ -301,6 +346,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnWrite(beast::error_code ec, std::size_t) {
     if (ec || state_ == State::kClosing) return Close();
     if (!response_keep_alive_) return LingeringClose();
+    late_ = deferred_;
+    if (deferred_) {
+      // Answered late: most likely a writer, whose next request waits its turn (Worker::
+      // deferred) so that a flood of writes cannot delay the reads.
+      deferred_ = false;
+      state_ = State::kReading;
+      deadline_ms_ = worker_->now_ms + server_->options.request_timeout.count();
+      Defer(worker_, [self = shared_from_this()] {
+        if (self->state_ == State::kClosing) return;
+        if (self->worker_->draining) return self->Close();
+        self->DoRead();
+      });
+      return;
+    }
     DoRead();
   }
 
@@ -353,6 +412,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   State state_ = State::kReading;
   bool keep_alive_ = true;
   bool continue_sent_ = false;  // "100 Continue" already sent for the current request.
+  bool deferred_ = false;       // The current request's answer was deferred (defer_).
+  bool late_ = false;           // The previous request's answer was deferred.
   unsigned version_ = 11;
   int64_t deadline_ms_ = 0;  // On the worker's coarse clock; see Worker::now_ms.
   std::chrono::steady_clock::time_point started_;

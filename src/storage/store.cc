@@ -193,6 +193,13 @@ class SpdlogLogger final : public rocksdb::Logger {
 };
 
 rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
+  // Flushes and compactions run at a low CPU priority (nice 19; the pools are the process's):
+  // on a saturated core they would otherwise take whole time slices from the I/O threads and
+  // hold reads for milliseconds (docs/benchmarks.md, "Overload"). They still get every idle
+  // cycle; when they fall behind, RocksDB's write stalls slow the writes, not the reads.
+  rocksdb::Env* env = rocksdb::Env::Default();
+  env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW, rocksdb::CpuPriority::kLow);
+  env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::HIGH, rocksdb::CpuPriority::kLow);
   rocksdb::Options options;
   options.create_if_missing = true;
   options.max_background_jobs = 2;
