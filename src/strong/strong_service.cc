@@ -407,8 +407,17 @@ void StrongService::Impl::Start(std::string name, Pending op) {
                          "strong consistency needs a voter set: start every node with the same "
                          "--strong-voters REGION,REGION,REGION"));
   }
-  if (options.fault_local_reads && op.read && !KeyOfInstance(name)) {
+  if (options.fault_local_reads && op.read) {
     // Deliberately wrong (test builds only): a local read is not linearizable.
+    if (std::optional<std::string_view> key = KeyOfInstance(name)) {
+      StatusOr<std::optional<crdt::LwwRegister>> reg =
+          counters->GetRegister(storage::RecordType::kKey, *key);
+      if (!reg.ok()) return Reply(op, reg.status());
+      if (!*reg || !crdt::IsLive(**reg, RealClock()->NowUnixMillis())) {
+        return Reply(op, Status::NotFound("no such key"));
+      }
+      return Reply(op, StrongResult{0, (*reg)->hlc.wall_ms, options.region, std::move(**reg)});
+    }
     StatusOr<service::CounterValue> v = counters->Read(name);
     if (!v.ok()) return Reply(op, v.status());
     return Reply(op, StrongResult{v->value, v->updated_at_ms, options.region});

@@ -235,6 +235,7 @@ class StrongServiceTest : public ::testing::Test {
     so.region = n.region;
     so.voters = voters_;
     so.timeout = timeout_;
+    so.fault_local_reads = fault_local_reads_;
     auto strong =
         StrongService::Open(so, n.store.get(), n.counters.get(), n.endpoint.get(), n.metrics.get());
     ASSERT_TRUE(strong.ok()) << strong.status().ToString();
@@ -272,8 +273,13 @@ class StrongServiceTest : public ::testing::Test {
 
   // Read-modify-write loops on key "acct" (a decimal number) from `clients` threads per region,
   // each write conditional on the ETag it read. Returns the values the acknowledged writes
-  // replaced and the number of writes whose outcome is unknown.
-  std::pair<std::vector<int64_t>, size_t> CasLoad(int clients, int writes_per_client) {
+  // replaced and the number of writes whose outcome is unknown, and records the history in
+  // history_["acct"] as a counter's: a read returns the number, an acknowledged write is an
+  // increment returning the number it wrote, an unknown one an indeterminate increment (writes
+  // refused with 412 change nothing and are left out).
+  std::pair<std::vector<int64_t>, size_t> CasLoad(
+      int clients, int writes_per_client,
+      std::chrono::milliseconds max_time = std::chrono::seconds(30)) {
     std::vector<std::thread> threads;
     std::mutex mu;
     std::vector<int64_t> replaced;
@@ -281,9 +287,13 @@ class StrongServiceTest : public ::testing::Test {
     for (auto& [region, node] : nodes_) {
       for (int i = 0; i < clients; ++i) {
         threads.emplace_back([&, region = region] {
-          const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+          const auto deadline = SteadyClock::now() + max_time;
           for (int done = 0; done < writes_per_client && SteadyClock::now() < deadline;) {
+            lincheck::Op read;
+            read.read = true;
+            read.invoke_ns = NowNs();
             StatusOr<StrongResult> got = RunKey(region, "acct", true);
+            read.response_ns = NowNs();
             if (!got.ok()) {
               EXPECT_EQ(got.status().code(), StatusCode::kUnavailable) << got.status().ToString();
               continue;
@@ -292,13 +302,30 @@ class StrongServiceTest : public ::testing::Test {
             service::RegisterWrite w;
             w.value = std::to_string(n + 1);
             w.if_match = service::ETagOf(*got->reg);
+            lincheck::Op write;
+            write.delta = 1;
+            write.invoke_ns = NowNs();
             StatusOr<StrongResult> put = RunKey(region, "acct", false, std::move(w));
+            write.response_ns = NowNs();
             std::lock_guard lock(mu);
+            std::vector<lincheck::Op>& h = history_["acct"];
+            read.has_value = true;
+            read.value = n;
+            read.id = h.size();
+            h.push_back(read);
             if (put.ok()) {
               replaced.push_back(n);
               ++done;
+              write.has_value = true;
+              write.value = n + 1;
+              write.id = h.size();
+              h.push_back(write);
             } else if (put.status().code() == StatusCode::kUnavailable) {
               ++unknown;  // It may have been chosen.
+              write.response_ns = lincheck::kNever;
+              write.id = h.size();
+              h.push_back(write);
+              break;  // A client that cannot know the outcome stops, as the checker assumes.
             } else {
               EXPECT_EQ(put.status().code(), StatusCode::kFailedPrecondition)
                   << put.status().ToString();
@@ -372,6 +399,7 @@ class StrongServiceTest : public ::testing::Test {
   std::unique_ptr<FakeNet> net_;
   std::vector<std::string> voters_;
   std::chrono::milliseconds timeout_{2000};
+  bool fault_local_reads_ = false;
   std::map<std::string, Node> nodes_;
   std::map<std::string, std::vector<lincheck::Op>> history_;
 };
@@ -668,6 +696,7 @@ TEST_F(StrongServiceTest, KeysConditionalWritesLoseNothingFromAnyRegion) {
   StatusOr<StrongResult> final_read = RunKey("d", "acct", true);
   ASSERT_TRUE(final_read.ok());
   EXPECT_EQ(final_read->reg->value, "64");
+  ExpectLinearizable();  // Reads too: none saw a value older than a write finished before it.
   // The chosen write is an ordinary write of the proposing voters' replicas too.
   bool stored = false;
   for (const std::string r : {"a", "b", "c"}) {
@@ -697,6 +726,32 @@ TEST_F(StrongServiceTest, KeysOverALossyNetworkLoseNoAcknowledgedWrite) {
   EXPECT_GE(v, static_cast<int64_t>(replaced.size()));
   EXPECT_LE(v, static_cast<int64_t>(replaced.size() + unknown));
   EXPECT_GT(replaced.size(), 0u);
+  ExpectLinearizable();
+}
+
+TEST_F(StrongServiceTest, TheCheckerCatchesKeyReadsServedLocally) {
+  // The deliberately wrong build option: strong reads of keys answered from the local replica.
+  // The non-voter's replica never gets the writes here (no replication in this test), so its
+  // reads go stale, and the history must say so.
+  fault_local_reads_ = true;
+  Start(23, {"a", "b", "c", "d"}, {"a", "b", "c"});
+  service::RegisterWrite create;
+  create.value = "0";
+  ASSERT_TRUE(RunKey("a", "acct", false, create).ok());
+  // The other replicas lack even the create: seed them so their stale reads parse.
+  for (const std::string r : {"b", "c", "d"}) {
+    std::promise<StatusOr<service::RegisterResult>> seeded;
+    nodes_[r].counters->WriteRegister(
+        storage::RecordType::kKey, "acct", create,
+        [&](StatusOr<service::RegisterResult> w) { seeded.set_value(std::move(w)); });
+    ASSERT_TRUE(seeded.get_future().get().ok());
+  }
+  CasLoad(/*clients=*/1, /*writes_per_client=*/4, std::chrono::milliseconds(1500));
+  bool violation = false;
+  for (const auto& [key, ops] : history_) {
+    violation |= lincheck::Check(ops, 0).verdict == lincheck::Verdict::kViolation;
+  }
+  EXPECT_TRUE(violation);
 }
 
 }  // namespace
