@@ -252,6 +252,20 @@ struct StrongService::Impl : std::enable_shared_from_this<StrongService::Impl> {
     return ((kMaxVoters - 1 - static_cast<uint64_t>(my_index)) << 48) |
            (incarnation & ((uint64_t{1} << 48) - 1));
   }
+  // The callback of a chosen value's local write: logs a failure (which changes no answer: the
+  // value is chosen, and the next round or another voter's carries it), then runs `finish` on
+  // the strong thread.
+  template <typename T>
+  auto AfterStored(std::function<void()> finish) {
+    return [w = weak_from_this(), finish = std::move(finish)](StatusOr<T> stored) mutable {
+      if (!stored.ok()) {
+        spdlog::warn("storing a chosen strong value failed: {}", stored.status().message());
+      }
+      if (auto self = w.lock()) {
+        self->Post([finish = std::move(finish)](Impl&) mutable { finish(); });
+      }
+    };
+  }
   // Runs fn(self) on the strong thread if the service still exists.
   template <typename Fn>
   void Post(Fn fn) {
@@ -690,17 +704,8 @@ void StrongService::Impl::Chosen(const std::string& name, const pb::Ballot& next
     StatusOr<std::optional<crdt::LwwRegister>> chosen = RegisterKey(ks.prepared_value);
     MaybeStart(name);
     if (!chosen.ok() || !*chosen) return finish();  // Reads of a key never written.
-    counters->ApplyChosenRegister(
-        std::string(*key), std::move(**chosen),
-        [w = weak_from_this(),
-         finish = std::move(finish)](StatusOr<service::RegisterResult> applied) mutable {
-          if (!applied.ok()) {
-            spdlog::warn("storing a chosen strong write failed: {}", applied.status().message());
-          }
-          if (auto self = w.lock()) {
-            self->Post([finish = std::move(finish)](Impl&) mutable { finish(); });
-          }
-        });
+    counters->ApplyChosenRegister(std::string(*key), std::move(**chosen),
+                                  AfterStored<service::RegisterResult>(std::move(finish)));
     return;
   }
   std::optional<crdt::Slot> strong;
@@ -711,17 +716,7 @@ void StrongService::Impl::Chosen(const std::string& name, const pb::Ballot& next
   }
   MaybeStart(name);
   if (!strong) return finish();
-  counters->ApplyStrong(
-      name, *strong,
-      [w = weak_from_this(),
-       finish = std::move(finish)](StatusOr<service::CounterValue> applied) mutable {
-        if (!applied.ok()) {
-          spdlog::warn("storing a chosen strong value failed: {}", applied.status().message());
-        }
-        if (auto self = w.lock()) {
-          self->Post([finish = std::move(finish)](Impl&) mutable { finish(); });
-        }
-      });
+  counters->ApplyStrong(name, *strong, AfterStored<service::CounterValue>(std::move(finish)));
 }
 
 void StrongService::Impl::Conflict(const std::string& name) {
