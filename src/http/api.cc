@@ -335,6 +335,13 @@ std::optional<Response> Api::CheckBound(const StateOp& op,
   return std::nullopt;
 }
 
+Response Api::StrongUnavailable(Route route, const Status& s) const {
+  service::Verdict v;
+  v.kind = service::Verdict::Kind::kStrongUnavailable;
+  v.message = s.message();
+  return Refusal(route, v);
+}
+
 Response Api::Refusal(Route route, const service::Verdict& v) const {
   using Kind = service::Verdict::Kind;
   nlohmann::json err = {{"message", v.message}};
@@ -464,10 +471,7 @@ void Api::Strong(StateOp op, Responder respond) {
           if (result.status().code() != StatusCode::kUnavailable) {
             return respond(FromStatus(route, result.status()));
           }
-          service::Verdict v;
-          v.kind = service::Verdict::Kind::kStrongUnavailable;
-          v.message = result.status().message();
-          return respond(Refusal(route, v));
+          return respond(StrongUnavailable(route, result.status()));
         }
         Response r;
         r.route = route;
@@ -815,12 +819,8 @@ void Api::StrongRegister(StateOp op, Responder respond) {
               return respond(Error(route, 412, result.status().message()));
             case StatusCode::kNotFound:
               return respond(Error(route, 404, result.status().message()));
-            case StatusCode::kUnavailable: {
-              service::Verdict v;
-              v.kind = service::Verdict::Kind::kStrongUnavailable;
-              v.message = result.status().message();
-              return respond(Refusal(route, v));
-            }
+            case StatusCode::kUnavailable:
+              return respond(StrongUnavailable(route, result.status()));
             default:
               return respond(FromStatus(route, result.status()));
           }

@@ -128,6 +128,8 @@ class Api : public Handler {
   std::optional<Response> Run(StateOp op, const std::function<Responder()>& defer);
   // The response for a verdict that refuses.
   Response Refusal(Route route, const service::Verdict& v) const;
+  // 503 strong_unavailable with the strong layer's message.
+  Response StrongUnavailable(Route route, const Status& s) const;
   // Adds Edgestate-Session (and Set-Cookie) holding Merge(token, this node's position now).
   void AddSessionToken(const std::optional<consistency::Position>& token, Response* r) const;
 
