@@ -14,6 +14,9 @@ CPU 1, --runs times:
   (c) the same hot-key loop at consistency=local, for contrast: conditions checked against
       each region's replica, so concurrent regions succeed on the same value and the final
       value is below the successful writes (lost updates).
+  (d) edgebench --workload session at consistency=strong (32 VUs, 20 % of requests to another
+      region, TTL 10 s): its violations (a VU reading its session after its own delete, older
+      than its own write, or past its expiry) and latency per operation.
 
 Prints medians over runs. Every process started here is stopped by PID (its process group).
 
@@ -21,8 +24,10 @@ Usage: bench/strong_keys_bench.py [--runs 3] [--duration 10] [--clients 2] [--vo
 """
 import argparse
 import http.client
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -126,6 +131,16 @@ def one_run(work, args, voters, run):
                 "put_p50": pct([o[2] for o in ops if o[0] == "put" and o[1] == 200], 0.5),
                 "put_p99": pct([o[2] for o in ops if o[0] == "put" and o[1] == 200], 0.99),
             }
+        out = os.path.join(work, "session.json")
+        cmd = ["taskset", "-c", "1", sb.EDGEBENCH, "--no-progress", "--json", out, "--workload",
+               "session", "--vus", "32", "--duration", f"{args.duration}s", "--hop-share", "0.2",
+               "--session-ttl-ms", "10000", "--think-ms", "10", "--consistency", "strong"]
+        for i, r in enumerate(sb.REGIONS):
+            cmd += ["--target", f"{r}=http://127.0.0.1:{sb.BASE_PORT + i}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if done.returncode not in (0, 4) or not os.path.exists(out):
+            raise RuntimeError(f"edgebench failed ({done.returncode}): {done.stdout[-2000:]}")
+        res["session"] = json.load(open(out))
         return res
     finally:
         sb.stop(p)
@@ -177,6 +192,13 @@ def main():
     print("lost = successful writes - final value: acknowledged compare-and-sets overwritten")
     kinds = sorted({k for x in runs for m in ("strong", "local") for k in x[m]["error_kinds"]})
     print(f"errors by kind (all runs): {', '.join(kinds) or 'none'}")
+    ss = [x["session"] for x in runs]
+    print("\n(d) edgebench --workload session at consistency=strong, 32 VUs, 20 % hops: "
+          f"violations {', '.join(str(x['violations']['total']) for x in ss)} (per run)")
+    print(f"{'op':<8} {'p50 ms':>8} {'p99 ms':>8}")
+    for op in ("login", "get", "touch", "update", "logout"):
+        print(f"{op:<8} {med([x['operations'][op]['p50_ms'] for x in ss]):>8.1f} "
+              f"{med([x['operations'][op]['p99_ms'] for x in ss]):>8.1f}")
 
 
 if __name__ == "__main__":

@@ -679,12 +679,21 @@ void StrongService::Impl::Chosen(const std::string& name, const pb::Ballot& next
     if (prepared_key_bytes > kPreparedKeyBudget) TrimKeyStates();
   }
   auto batch = std::make_shared<std::vector<Pending>>(TakeBatch(ks));
-  auto finish = [this, batch, result = std::move(result)]() {
+  auto finish = [this, name, batch, result = std::move(result)]() {
     for (size_t i = 0; i < batch->size(); ++i) {
       Pending& op = (*batch)[i];
       OpResult missing;
       missing.unknown = true;
       const OpResult& r = i < result.results.size() ? result.results[i] : missing;
+      if (r.unknown && op.read && !stopping && SteadyClock::now() < op.deadline) {
+        // A read whose earlier round was chosen but whose answer the register no longer holds
+        // (a key's reads record no value): it changes nothing, so it runs again in a later
+        // round, here, whose answer is as linearizable (the read is still in progress).
+        op.seg_proposer.clear();
+        op.seg_batch = 0;
+        Enqueue(name, std::move(op), /*may_lead_elsewhere=*/false);
+        continue;
+      }
       if (r.unknown) {
         Reply(op, Status::Unavailable(op.read ? std::string("the outcome of this read is unknown")
                                               : std::string(kMaybeApplied)));
