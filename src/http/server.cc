@@ -288,6 +288,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       // A connection whose last request was answered late (a writer) waits its turn to have
       // this one parsed and handled, as it waited to be read (Worker::deferred).
       return Defer(worker_, [self = shared_from_this()] {
+        self->late_ = false;  // Once per request: the rest of a large one is read at once.
         if (self->state_ != State::kClosing) self->ParseBuffered();
       });
     }
