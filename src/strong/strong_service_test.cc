@@ -664,6 +664,28 @@ TEST_F(StrongServiceTest, HostilePeerMessagesAreRefusedWithoutEffect) {
   EXPECT_TRUE(refused(send("a", "b", bad_key.SerializeAsString())));
   EXPECT_TRUE(refused(send("a", "b", no_ops.SerializeAsString())));
   EXPECT_TRUE(refused(send("a", "d", forward.SerializeAsString())));  // d is not a voter.
+  // Key writes in a forward are checked as a client's: the whole message is refused, and none
+  // of its operations (a valid one first) is applied.
+  auto key_forward = [](std::function<void(pb::KeyWrite*)> spoil) {
+    pb::Request r;
+    pb::Forward* f = r.mutable_forward();
+    f->set_key(KeyInstance("hk"));
+    f->set_timeout_ms(1000);
+    f->add_ops()->mutable_write()->set_value("fine");
+    spoil(f->add_ops()->mutable_write());
+    return r.SerializeAsString();
+  };
+  EXPECT_TRUE(refused(send("d", "a", key_forward([](pb::KeyWrite* w) { w->set_kind(7); }))));
+  EXPECT_TRUE(refused(send("d", "a", key_forward([](pb::KeyWrite* w) { w->set_ttl_ms(-5); }))));
+  EXPECT_TRUE(refused(send("d", "a", key_forward([](pb::KeyWrite* w) {
+                             w->set_kind(2);  // A touch without a TTL.
+                           }))));
+  EXPECT_TRUE(refused(send("d", "a", key_forward([](pb::KeyWrite* w) {
+                             w->set_value(std::string(service::kMaxValueBytes + 1, 'x'));
+                           }))));
+  EXPECT_TRUE(refused(
+      send("d", "a", key_forward([](pb::KeyWrite* w) { w->set_content_type("bad\ntype"); }))));
+  EXPECT_EQ(RunKey("b", "hk", true).status().code(), StatusCode::kNotFound);
   // Nothing of it took effect: had the prepare at ballot 1000 been promised, the first real
   // round (at ballot 1) would have been refused and retried; it is decided without a conflict,
   // and the counter holds only what it adds.
