@@ -1,6 +1,8 @@
 // A node's state for in-process fuzz targets: a Keyspace on a scratch RocksDB directory (removed
 // at exit), a consistency gate and the HTTP API over them, as `edgestate serve` wires them for a
-// node without peers. Created on first use; lives for the whole fuzzing process.
+// node without peers. Created on first use; closed at exit (after the objects of any target's own
+// world, which register their exit handlers after they first call GetWorld). Not thread-safe:
+// fuzz targets call it from libFuzzer's one thread.
 #pragma once
 
 #include <filesystem>

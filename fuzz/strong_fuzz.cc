@@ -63,8 +63,11 @@ struct StrongWorld {
   std::unique_ptr<strong::StrongService> service;
 };
 
+StrongWorld* the_strong_world = nullptr;
+
+// Closed at exit before the World it runs on (its exit handler is registered later).
 StrongWorld& GetStrongWorld() {
-  static StrongWorld* sw = [] {
+  if (the_strong_world == nullptr) {
     World& w = GetWorld();
     auto* s = new StrongWorld();
     strong::StrongOptions o;
@@ -78,9 +81,13 @@ StrongWorld& GetStrongWorld() {
       std::abort();
     }
     s->service = std::move(service).value();
-    return s;
-  }();
-  return *sw;
+    the_strong_world = s;
+    std::atexit([] {
+      delete the_strong_world;
+      the_strong_world = nullptr;
+    });
+  }
+  return *the_strong_world;
 }
 
 }  // namespace
