@@ -35,12 +35,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto again = codec.Decode(codec.Encode(*p));
     Check(again.ok() && *again == *p, "a decoded token does not round-trip");
   }
-  // A position from the input's bytes: 3 x (epoch u32, seq u64).
+  // A position from the input's bytes: 3 x (epoch u32, seq u64), for fra, iad and lhr.
   if (size >= 36) {
-    edgestate::consistency::Position pos(3);
+    static const char* const kRegions[] = {"fra", "iad", "lhr"};
+    edgestate::consistency::Position pos;
     for (size_t i = 0; i < 3; ++i) {
-      std::memcpy(&pos[i].epoch, data + i * 12, 4);
-      std::memcpy(&pos[i].seq, data + i * 12 + 4, 8);
+      edgestate::consistency::OriginPosition at;
+      std::memcpy(&at.epoch, data + i * 12, 4);
+      std::memcpy(&at.seq, data + i * 12 + 4, 8);
+      edgestate::consistency::SetAt(&pos, kRegions[i], at);
     }
     auto back = codec.Decode(codec.Encode(pos));
     Check(back.ok() && *back == pos, "an encoded position does not round-trip");

@@ -7,12 +7,14 @@
 #include <algorithm>
 #include <cctype>
 
+#include "common/region.h"
 #include "consistency/session.pb.h"
 
 namespace edgestate::consistency {
 namespace {
 
-constexpr char kVersion = 1;
+constexpr char kVersion1 = 1;  // Positional over the configured regions.
+constexpr char kVersion2 = 2;  // Named regions.
 constexpr size_t kMacBytes = 8;
 
 std::string HmacSha256(std::string_view key, std::string_view data) {
@@ -61,15 +63,44 @@ std::optional<std::string> Base64UrlDecode(std::string_view text) {
 
 }  // namespace
 
+OriginPosition At(const Position& p, std::string_view region) {
+  auto it =
+      std::lower_bound(p.begin(), p.end(), region,
+                       [](const RegionPosition& e, std::string_view r) { return e.region < r; });
+  return it != p.end() && it->region == region ? it->at : OriginPosition{};
+}
+
+void SetAt(Position* p, std::string_view region, OriginPosition at) {
+  auto it =
+      std::lower_bound(p->begin(), p->end(), region,
+                       [](const RegionPosition& e, std::string_view r) { return e.region < r; });
+  const bool present = it != p->end() && it->region == region;
+  if (at.seq == 0) {
+    if (present) p->erase(it);
+  } else if (present) {
+    it->at = at;
+  } else {
+    p->insert(it, RegionPosition{std::string(region), at});
+  }
+}
+
 Position Merge(const Position& a, const Position& b) {
-  Position out(std::max(a.size(), b.size()));
-  for (size_t i = 0; i < out.size(); ++i) {
-    OriginPosition x = i < a.size() ? a[i] : OriginPosition{};
-    OriginPosition y = i < b.size() ? b[i] : OriginPosition{};
-    if (x.epoch != y.epoch) {
-      out[i] = x.epoch > y.epoch ? x : y;
+  Position out;
+  out.reserve(std::max(a.size(), b.size()));
+  auto x = a.begin(), y = b.begin();
+  while (x != a.end() || y != b.end()) {
+    if (y == b.end() || (x != a.end() && x->region < y->region)) {
+      out.push_back(*x++);
+    } else if (x == a.end() || y->region < x->region) {
+      out.push_back(*y++);
     } else {
-      out[i] = {x.epoch, std::max(x.seq, y.seq)};
+      const OriginPosition& u = x->at;
+      const OriginPosition& v = y->at;
+      OriginPosition m = u.epoch != v.epoch ? (u.epoch > v.epoch ? u : v)
+                                            : OriginPosition{u.epoch, std::max(u.seq, v.seq)};
+      out.push_back({x->region, m});
+      ++x;
+      ++y;
     }
   }
   return out;
@@ -77,49 +108,63 @@ Position Merge(const Position& a, const Position& b) {
 
 Coverage Covers(const Position& node, const Position& token) {
   Coverage c;
-  for (size_t i = 0; i < token.size(); ++i) {
-    const OriginPosition& want = token[i];
-    if (want.seq == 0) continue;  // Nothing of that region seen: nothing to wait for.
-    OriginPosition have = i < node.size() ? node[i] : OriginPosition{};
-    if (have.epoch > want.epoch) {
-      c.lost.push_back(i);
-    } else if (have.epoch < want.epoch || have.seq < want.seq) {
-      c.missing.push_back(i);
+  auto have_it = node.begin();
+  for (const RegionPosition& want : token) {
+    if (want.at.seq == 0) continue;  // Nothing of that region seen: nothing to wait for.
+    while (have_it != node.end() && have_it->region < want.region) ++have_it;
+    OriginPosition have =
+        have_it != node.end() && have_it->region == want.region ? have_it->at : OriginPosition{};
+    if (have.epoch > want.at.epoch) {
+      c.lost.push_back(want.region);
+    } else if (have.epoch < want.at.epoch || have.seq < want.at.seq) {
+      c.missing.push_back(want.region);
     }
   }
   return c;
 }
 
-SessionCodec::SessionCodec(std::vector<std::string> regions, std::string_view secret)
-    : regions_(std::move(regions)) {
-  std::sort(regions_.begin(), regions_.end());
-  regions_.erase(std::unique(regions_.begin(), regions_.end()), regions_.end());
-  // The key binds the secret to this cluster's region list, so a token of another cluster
-  // (another secret, or other regions at the same positions) fails its MAC.
+SessionCodec::SessionCodec(std::vector<std::string> configured, std::string_view secret)
+    : configured_(std::move(configured)) {
+  std::sort(configured_.begin(), configured_.end());
+  configured_.erase(std::unique(configured_.begin(), configured_.end()), configured_.end());
+  key_ = HmacSha256(secret, "edgestate session token v2");
+  // Version 1's key bound the secret to the region list, so a token of another cluster (another
+  // secret, or other regions at the same positions) fails its MAC.
   std::string context = "edgestate session token v1";
-  for (const std::string& r : regions_) context.append(1, '\0').append(r);
-  key_ = HmacSha256(secret, context);
-}
-
-std::optional<size_t> SessionCodec::IndexOf(std::string_view region) const {
-  auto it = std::lower_bound(regions_.begin(), regions_.end(), region);
-  if (it == regions_.end() || *it != region) return std::nullopt;
-  return static_cast<size_t>(it - regions_.begin());
-}
-
-std::string SessionCodec::Mac(std::string_view data) const {
-  return HmacSha256(key_, data).substr(0, kMacBytes);
+  for (const std::string& r : configured_) context.append(1, '\0').append(r);
+  key_v1_ = HmacSha256(secret, context);
 }
 
 std::string SessionCodec::Encode(const Position& p) const {
-  pb::SessionPosition msg;
-  for (const OriginPosition& o : p) {
-    msg.add_epoch(o.epoch);
-    msg.add_seq(o.seq);
+  std::string raw;
+  // Version 1 while every region named is a configured one (8 regions: at most 128 characters);
+  // version 2, about 30 % longer, once a region outside the list was seen.
+  bool positional = !configured_.empty();
+  for (const RegionPosition& e : p) {
+    positional = positional && std::binary_search(configured_.begin(), configured_.end(), e.region);
   }
-  std::string raw(1, kVersion);
-  msg.AppendToString(&raw);
-  raw += Mac(raw);
+  if (positional) {
+    pb::SessionPosition msg;
+    for (const std::string& region : configured_) {
+      OriginPosition at = At(p, region);
+      msg.add_epoch(at.epoch);
+      msg.add_seq(at.seq);
+    }
+    raw.assign(1, kVersion1);
+    msg.AppendToString(&raw);
+    raw += HmacSha256(key_v1_, raw).substr(0, kMacBytes);
+  } else {
+    pb::SessionPositionV2 msg;
+    for (const RegionPosition& e : p) {
+      pb::SessionEntry* entry = msg.add_entry();
+      entry->set_region(e.region);
+      entry->set_epoch(e.at.epoch);
+      entry->set_seq(e.at.seq);
+    }
+    raw.assign(1, kVersion2);
+    msg.AppendToString(&raw);
+    raw += HmacSha256(key_, raw).substr(0, kMacBytes);
+  }
   return Base64UrlEncode(raw);
 }
 
@@ -129,25 +174,48 @@ StatusOr<Position> SessionCodec::Decode(std::string_view token) const {
   }
   std::optional<std::string> raw = Base64UrlDecode(token);
   if (!raw) return Status::InvalidArgument("session token is not base64url");
-  if (raw->size() < 1 + kMacBytes || (*raw)[0] != kVersion) {
+  if (raw->size() < 1 + kMacBytes || ((*raw)[0] != kVersion1 && (*raw)[0] != kVersion2)) {
     return Status::InvalidArgument("session token is truncated or of an unknown version");
   }
   std::string_view body(raw->data(), raw->size() - kMacBytes);
   std::string_view mac(raw->data() + body.size(), kMacBytes);
-  std::string expected = Mac(body);
+  const bool v1 = (*raw)[0] == kVersion1;
+  std::string expected = HmacSha256(v1 ? key_v1_ : key_, body);
   if (CRYPTO_memcmp(expected.data(), mac.data(), kMacBytes) != 0) {
     return Status::InvalidArgument(
         "session token was not issued by this cluster (forged, altered or truncated)");
   }
+  body.remove_prefix(1);
+  if (v1) return DecodeV1(body);
+  pb::SessionPositionV2 msg;
+  if (!msg.ParseFromArray(body.data(), static_cast<int>(body.size())) ||
+      static_cast<size_t>(msg.entry_size()) > kMaxTokenRegions) {
+    return Status::InvalidArgument("session token's body is malformed");
+  }
+  Position p;
+  p.reserve(static_cast<size_t>(msg.entry_size()));
+  for (const pb::SessionEntry& e : msg.entry()) {
+    if (!IsRegionName(e.region()) || e.seq() == 0 ||
+        (!p.empty() && !(p.back().region < e.region()))) {
+      return Status::InvalidArgument("session token's body is malformed");
+    }
+    p.push_back({e.region(), {e.epoch(), e.seq()}});
+  }
+  return p;
+}
+
+StatusOr<Position> SessionCodec::DecodeV1(std::string_view body) const {
   pb::SessionPosition msg;
-  if (!msg.ParseFromArray(body.data() + 1, static_cast<int>(body.size() - 1)) ||
-      static_cast<size_t>(msg.epoch_size()) != regions_.size() ||
-      static_cast<size_t>(msg.seq_size()) != regions_.size()) {
+  if (!msg.ParseFromArray(body.data(), static_cast<int>(body.size())) ||
+      static_cast<size_t>(msg.epoch_size()) != configured_.size() ||
+      static_cast<size_t>(msg.seq_size()) != configured_.size()) {
     return Status::InvalidArgument("session token does not match this cluster's regions");
   }
-  Position p(regions_.size());
-  for (size_t i = 0; i < p.size(); ++i)
-    p[i] = {msg.epoch(static_cast<int>(i)), msg.seq(static_cast<int>(i))};
+  Position p;
+  for (size_t i = 0; i < configured_.size(); ++i) {
+    uint64_t seq = msg.seq(static_cast<int>(i));
+    if (seq != 0) p.push_back({configured_[i], {msg.epoch(static_cast<int>(i)), seq}});
+  }
   return p;
 }
 

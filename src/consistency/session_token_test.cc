@@ -1,7 +1,9 @@
 #include "consistency/session_token.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 namespace edgestate::consistency {
@@ -10,34 +12,59 @@ namespace {
 const std::vector<std::string> kEight = {"iad", "sjc", "lhr", "fra", "nrt", "syd", "gru", "jnb"};
 
 Position Full(uint64_t seq) {
+  std::vector<std::string> sorted = kEight;
+  std::sort(sorted.begin(), sorted.end());
   Position p;
-  for (size_t i = 0; i < kEight.size(); ++i) p.push_back({1'764'000'000u + uint32_t(i), seq + i});
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    p.push_back({sorted[i], {1'764'000'000u + uint32_t(i), seq + i + 1}});
+  }
   return p;
-}
-
-TEST(SessionCodecTest, RegionsAreSortedAndIndexed) {
-  SessionCodec c(kEight, "secret");
-  EXPECT_EQ(c.regions().front(), "fra");
-  EXPECT_EQ(c.regions().back(), "syd");
-  EXPECT_EQ(*c.IndexOf("iad"), 2u);
-  EXPECT_FALSE(c.IndexOf("xyz").has_value());
-  SessionCodec shuffled({"syd", "iad", "jnb", "fra", "lhr", "gru", "nrt", "sjc", "iad"}, "secret");
-  EXPECT_EQ(shuffled.regions(), c.regions());
 }
 
 TEST(SessionCodecTest, RoundTripsAndStaysSmallForEightRegions) {
   SessionCodec c(kEight, "secret");
-  for (uint64_t seq : {0ull, 1ull, 1'000'000ull, 1ull << 40}) {
+  for (uint64_t seq : {0ull, 1ull, 1'000'000ull, (1ull << 42) - 9}) {
     Position p = Full(seq);
     std::string t = c.Encode(p);
-    EXPECT_LE(t.size(), 128u) << seq;
+    EXPECT_LE(t.size(), 128u) << seq;  // Positional: the regions are configured.
     EXPECT_EQ(
         t.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
         std::string::npos);
     auto back = c.Decode(t);
     ASSERT_TRUE(back.ok()) << back.status().ToString();
     EXPECT_EQ(*back, p);
+    // A node given no region list (peers found by DNS) names them: longer, decodes anywhere.
+    std::string named = SessionCodec({}, "secret").Encode(p);
+    EXPECT_LE(named.size(), 256u) << seq;
+    back = c.Decode(named);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    EXPECT_EQ(*back, p);
   }
+  auto empty = c.Decode(c.Encode({}));
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->empty());
+}
+
+TEST(SessionCodecTest, RegionsOutsideTheConfiguredListAreNamed) {
+  // Regions found by DNS join and leave: a position naming a region outside the configured list
+  // is encoded with names, and decodes at a node configured with other regions, or none.
+  SessionCodec three({"iad", "lhr", "fra"}, "secret");
+  Position p = {{"ams", {7, 1}}, {"lhr", {9, 4}}, {"zzz-new_1", {3, 2}}};
+  std::string t = three.Encode(p);
+  for (const SessionCodec& other :
+       {SessionCodec({}, "secret"), SessionCodec({"syd"}, "secret"), three}) {
+    auto back = other.Decode(t);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    EXPECT_EQ(*back, p);
+  }
+  EXPECT_FALSE(SessionCodec({}, "other").Decode(t).ok());  // Another cluster's secret.
+  // A positional token needs the same configured list.
+  std::string positional = three.Encode({{"lhr", {9, 4}}});
+  EXPECT_LT(positional.size(), t.size());
+  EXPECT_TRUE(SessionCodec({"lhr", "fra", "iad", "iad"}, "secret").Decode(positional).ok());
+  EXPECT_FALSE(SessionCodec({"iad", "lhr"}, "secret").Decode(positional).ok());
+  EXPECT_FALSE(SessionCodec({}, "secret").Decode(positional).ok());
+  EXPECT_FALSE(SessionCodec({"lhr", "iad", "fra"}, "other").Decode(positional).ok());
 }
 
 TEST(SessionCodecTest, RefusesForgedTruncatedAndForeignTokens) {
@@ -54,12 +81,32 @@ TEST(SessionCodecTest, RefusesForgedTruncatedAndForeignTokens) {
   EXPECT_FALSE(c.Decode(t + "==").ok());
   EXPECT_FALSE(c.Decode(std::string(5000, 'A')).ok());
   EXPECT_FALSE(c.Decode("not a token!").ok());
-  // Another secret, or other regions: a foreign cluster.
+  // Another secret: a foreign cluster.
   EXPECT_FALSE(SessionCodec(kEight, "other").Decode(t).ok());
-  std::vector<std::string> seven(kEight.begin(), kEight.end() - 1);
-  EXPECT_FALSE(SessionCodec(seven, "secret").Decode(t).ok());
   auto st = SessionCodec(kEight, "other").Decode(t).status();
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+}
+
+TEST(SessionCodecTest, RefusesBodiesThatAreNotCanonicalEvenWithAGoodMac) {
+  // A node never issues these; a leaked secret must still not crash or confuse a node.
+  SessionCodec c({}, "secret");
+  for (const Position& bad : std::vector<Position>{
+           {{"lhr", {1, 1}}, {"fra", {1, 1}}},  // Unsorted.
+           {{"lhr", {1, 1}}, {"lhr", {2, 1}}},  // Repeated.
+           {{"lhr", {1, 0}}},                   // Nothing seen, listed.
+           {{"LHR", {1, 1}}},                   // Not a region name.
+           {{"", {1, 1}}},
+           {{std::string(33, 'a'), {1, 1}}},
+       }) {
+    EXPECT_FALSE(c.Decode(c.Encode(bad)).ok()) << bad.front().region;
+  }
+  Position many;
+  for (size_t i = 0; i <= kMaxTokenRegions; ++i) many.push_back({fmt::format("r{:03}", i), {1, 1}});
+  EXPECT_FALSE(c.Decode(c.Encode(many)).ok());
+  many.pop_back();
+  auto ok = c.Decode(c.Encode(many));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(*ok, many);
 }
 
 TEST(SessionCodecTest, RandomBytesNeverDecode) {
@@ -73,11 +120,28 @@ TEST(SessionCodecTest, RandomBytesNeverDecode) {
   }
 }
 
+TEST(PositionTest, AtAndSetAtKeepPositionsCanonical) {
+  Position p;
+  SetAt(&p, "lhr", {2, 5});
+  SetAt(&p, "fra", {1, 3});
+  SetAt(&p, "syd", {4, 1});
+  EXPECT_EQ(p, (Position{{"fra", {1, 3}}, {"lhr", {2, 5}}, {"syd", {4, 1}}}));
+  SetAt(&p, "lhr", {2, 6});
+  EXPECT_EQ(At(p, "lhr"), (OriginPosition{2, 6}));
+  SetAt(&p, "lhr", {3, 0});  // Nothing seen of the new life: no entry.
+  EXPECT_EQ(p, (Position{{"fra", {1, 3}}, {"syd", {4, 1}}}));
+  EXPECT_EQ(At(p, "iad"), OriginPosition{});
+}
+
 TEST(PositionTest, MergeIsALatticeJoin) {
   std::mt19937_64 rng(11);
+  const std::vector<std::string> names = {"a", "b", "c", "d"};
   auto random_position = [&] {
-    Position p(4);
-    for (auto& o : p) o = {uint32_t(rng() % 3), rng() % 5};
+    Position p;
+    for (const std::string& r : names) {
+      if (rng() % 3 == 0) continue;
+      SetAt(&p, r, {uint32_t(rng() % 3), rng() % 5});
+    }
     return p;
   };
   for (int i = 0; i < 500; ++i) {
@@ -89,22 +153,22 @@ TEST(PositionTest, MergeIsALatticeJoin) {
     EXPECT_TRUE(Covers(Merge(a, b), a).missing.empty());
     EXPECT_TRUE(Covers(Merge(a, b), b).missing.empty());
   }
-  EXPECT_EQ(Merge({{5, 9}}, {{6, 1}}), (Position{{6, 1}}));  // A later life wins.
-  EXPECT_EQ(Merge({{5, 9}}, {{5, 10}, {1, 1}}), (Position{{5, 10}, {1, 1}}));
+  EXPECT_EQ(Merge({{"a", {5, 9}}}, {{"a", {6, 1}}}), (Position{{"a", {6, 1}}}));  // Later life.
+  EXPECT_EQ(Merge({{"a", {5, 9}}}, {{"a", {5, 10}}, {"b", {1, 1}}}),
+            (Position{{"a", {5, 10}}, {"b", {1, 1}}}));
 }
 
 TEST(PositionTest, CoversComparesWithinALifeAndSeesLostLives) {
-  Position node = {{10, 100}, {20, 5}, {0, 0}};
-  EXPECT_TRUE(Covers(node, {{10, 100}, {20, 5}, {0, 0}}).ok());
-  EXPECT_TRUE(Covers(node, {{10, 99}, {0, 0}, {0, 0}}).ok());
-  Coverage c = Covers(node, {{10, 101}, {20, 5}, {7, 1}});
-  EXPECT_EQ(c.missing, (std::vector<size_t>{0, 2}));  // Behind; and a region never heard from.
+  Position node = {{"a", {10, 100}}, {"b", {20, 5}}};
+  EXPECT_TRUE(Covers(node, {{"a", {10, 100}}, {"b", {20, 5}}}).ok());
+  EXPECT_TRUE(Covers(node, {{"a", {10, 99}}}).ok());
+  Coverage c = Covers(node, {{"a", {10, 101}}, {"b", {20, 5}}, {"c", {7, 1}}});
+  EXPECT_EQ(c.missing, (std::vector<std::string>{"a", "c"}));  // Behind; a region never heard.
   EXPECT_TRUE(c.lost.empty());
-  c = Covers(node, {{9, 3}, {21, 1}, {0, 0}});
-  EXPECT_EQ(c.lost, (std::vector<size_t>{0}));     // The node knows a newer life of region 0.
-  EXPECT_EQ(c.missing, (std::vector<size_t>{1}));  // Region 1's newer life has not reached it.
-  // A token that saw nothing of a region's new life asks for nothing of it.
-  EXPECT_TRUE(Covers(node, {{11, 0}, {0, 0}, {0, 0}}).ok());
+  c = Covers(node, {{"a", {9, 3}}, {"b", {21, 1}}});
+  EXPECT_EQ(c.lost, (std::vector<std::string>{"a"}));     // The node knows a newer life of a.
+  EXPECT_EQ(c.missing, (std::vector<std::string>{"b"}));  // b's newer life has not reached it.
+  EXPECT_TRUE(Covers(node, {}).ok());
 }
 
 }  // namespace

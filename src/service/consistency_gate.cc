@@ -23,7 +23,6 @@ ConsistencyGate::ConsistencyGate(ConsistencyGateOptions options, Keyspace* count
                                  ClusterView* cluster, const consistency::SessionCodec* codec,
                                  MetricsRegistry* metrics)
     : options_(std::move(options)), counters_(counters), cluster_(cluster), codec_(codec) {
-  own_index_ = codec_->IndexOf(options_.region);
   waited_ = &metrics->AddCounter("edgestate_consistency_waits_total",
                                  "Requests held until this node could serve their consistency.");
   refused_ = &metrics->AddCounter(
@@ -44,8 +43,8 @@ ConsistencyGate::~ConsistencyGate() {
 }
 
 consistency::Position ConsistencyGate::NodePosition() const {
-  consistency::Position p = counters_->AppliedPositions(codec_->regions());
-  if (own_index_) p[*own_index_] = {counters_->epoch(), counters_->CommittedSeq()};
+  consistency::Position p = counters_->AppliedPositions();
+  consistency::SetAt(&p, options_.region, {counters_->epoch(), counters_->CommittedSeq()});
   return p;
 }
 
@@ -60,9 +59,9 @@ std::optional<Verdict> ConsistencyGate::Decide(const Requirement& req, bool fina
   bool wait = false;
   if (req.token) {
     consistency::Coverage c = consistency::Covers(NodePosition(), *req.token);
-    for (size_t i : c.lost) v.lost.push_back(codec_->regions()[i]);
-    for (size_t i : c.missing) v.missing.push_back(codec_->regions()[i]);
-    if (!c.lost.empty()) {
+    v.lost = std::move(c.lost);
+    v.missing = std::move(c.missing);
+    if (!v.lost.empty()) {
       v.kind = Verdict::Kind::kSessionLost;
       v.message = fmt::format(
           "the session saw writes of {} from a data directory that no longer exists; they are "
@@ -70,7 +69,7 @@ std::optional<Verdict> ConsistencyGate::Decide(const Requirement& req, bool fina
           fmt::join(v.lost, ", "));
       return v;
     }
-    if (!c.missing.empty()) {
+    if (!v.missing.empty()) {
       if (final) {
         v.kind = Verdict::Kind::kSessionUnavailable;
         v.message = fmt::format(

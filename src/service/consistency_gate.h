@@ -74,8 +74,8 @@ class ConsistencyGate {
                   const consistency::SessionCodec* codec, MetricsRegistry* metrics);
   ~ConsistencyGate();
 
-  // This node's position over codec->regions(): its own epoch and committed sequence, and each
-  // peer's applied life and sequence.
+  // This node's position: its own epoch and committed sequence, and the applied life and
+  // sequence of every region it has applied writes of (canonical).
   consistency::Position NodePosition() const;
 
   // The verdict for `req` if it is known now (kServe or a refusal); otherwise nullopt, after
@@ -102,7 +102,6 @@ class ConsistencyGate {
   Keyspace* const counters_;
   ClusterView* const cluster_;
   const consistency::SessionCodec* const codec_;
-  std::optional<size_t> own_index_;
 
   std::mutex mu_;
   std::condition_variable cv_;

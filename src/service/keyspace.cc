@@ -515,12 +515,12 @@ consistency::OriginPosition Keyspace::AppliedPosition(std::string_view origin) c
   return it == applied_.end() ? consistency::OriginPosition{} : it->second;
 }
 
-consistency::Position Keyspace::AppliedPositions(const std::vector<std::string>& origins) const {
-  consistency::Position out(origins.size());
+consistency::Position Keyspace::AppliedPositions() const {
+  consistency::Position out;
   std::lock_guard lock(applied_mu_);
-  for (size_t i = 0; i < origins.size(); ++i) {
-    auto it = applied_.find(origins[i]);
-    if (it != applied_.end()) out[i] = it->second;
+  out.reserve(applied_.size());
+  for (const auto& [origin, at] : applied_) {  // Sorted by origin: canonical.
+    if (at.seq != 0 && IsRegionName(origin)) out.push_back({origin, at});
   }
   return out;
 }

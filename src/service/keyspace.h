@@ -326,8 +326,9 @@ class Keyspace {
   // The life of `origin` last applied here and the highest covers_seq applied (and stored) in
   // it; zeros when none.
   consistency::OriginPosition AppliedPosition(std::string_view origin) const;
-  // AppliedPosition of each of `origins`, read under one lock (a consistent cut).
-  consistency::Position AppliedPositions(const std::vector<std::string>& origins) const;
+  // AppliedPosition of every origin with a write applied here, read under one lock (a
+  // consistent cut); canonical (consistency/session_token.h).
+  consistency::Position AppliedPositions() const;
   // The highest covers_seq applied for `origin`'s life `epoch`; 0 when none or another life.
   uint64_t AppliedSeq(std::string_view origin, uint32_t epoch) const;
 
