@@ -19,9 +19,11 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
+#include <shared_mutex>
 #include <thread>
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
+#include "common/region.h"
 #include "consistency/clock_bound.h"
 #include "env/clock.h"
 #include "net/net.h"
@@ -161,9 +163,11 @@ awaitable<void> Watchdog(std::shared_ptr<Conn> c) {
 }  // namespace
 
 // Everything known about one peer region. Atomics and `mu` make it readable from any thread;
-// only the replication thread writes it.
+// only the replication thread writes it. Shared: the links' coroutines keep a peer removed by
+// SetPeers alive until they end.
 struct PeerState {
-  PeerAddress address;
+  PeerAddress address;               // Immutable: a peer whose address changes is replaced.
+  std::atomic<bool> removed{false};  // By SetPeers: its links end and are not retried.
   std::atomic<int> outbound{static_cast<int>(LinkState::kConnecting)};
   std::atomic<bool> inbound{false};
   std::atomic<int64_t> last_contact_ms{0};
@@ -200,6 +204,7 @@ struct PeerState {
   uint64_t next_call_id = 1;
   std::map<uint64_t, strong::Transport::ReplyCallback> calls;  // Awaiting their reply.
   std::shared_ptr<Conn> inbound_conn;
+  std::shared_ptr<Conn> dialing;  // The outbound connection being made or used.
   asio::steady_timer* send_timer = nullptr;
   asio::steady_timer* backoff_timer = nullptr;  // While the outbound link waits to reconnect.
 
@@ -230,9 +235,15 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   awaitable<StatusOr<pb::Frame>> ReadFrame(Conn& c, size_t max_bytes, PeerState* p);
   awaitable<void> Accept();
   awaitable<void> RunInbound(std::shared_ptr<Conn> conn);
-  awaitable<void> RunOutbound(PeerState* p);
+  awaitable<void> RunOutbound(std::shared_ptr<PeerState> p);
   awaitable<Status> Push(PeerState* p, std::shared_ptr<Conn> conn, bool* connected);
-  PeerState* Find(std::string_view region) const;
+  // The peer of `region`, or null. Replication thread, or any thread holding peers_mu.
+  std::shared_ptr<PeerState> Find(std::string_view region) const;
+  // A new peer with its metrics (re-registering a region returns its earlier counters).
+  std::shared_ptr<PeerState> MakePeer(const PeerAddress& a);
+  // Replication thread only: replaces the peer set (SetPeers).
+  void ApplyPeers(const std::vector<PeerAddress>& next);
+  void RemovePeer(PeerState* p);
   void Kick();
   void Refuse(PeerState* p, const std::string& who, const std::string& why);
   void MeasureClock(PeerState* p, consistency::OffsetSample sample);
@@ -246,7 +257,12 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   asio::io_context ioc{1};
   std::optional<tcp::acceptor> acceptor;
   std::thread thread;
-  std::vector<std::unique_ptr<PeerState>> peers;
+  MetricsRegistry* metrics = nullptr;
+  std::atomic<bool> peers_set{false};  // Static peers, or SetPeers applied once.
+  // Written on the replication thread only, under a unique lock of peers_mu; read there without
+  // it, and elsewhere under a shared lock.
+  std::vector<std::shared_ptr<PeerState>> peers;
+  mutable std::shared_mutex peers_mu;
   std::set<std::shared_ptr<Conn>> conns;  // Replication thread only; closed by Stop.
   std::atomic<bool> kick_pending{false};
   std::function<void()> progress_listener;     // Set before Start.
@@ -360,11 +376,55 @@ void Replicator::Impl::Send(std::shared_ptr<Conn> conn, pb::Frame f, PeerState* 
       asio::detached);
 }
 
-PeerState* Replicator::Impl::Find(std::string_view region) const {
+std::shared_ptr<PeerState> Replicator::Impl::Find(std::string_view region) const {
   for (const auto& p : peers) {
-    if (p->address.region == region) return p.get();
+    if (p->address.region == region) return p;
   }
   return nullptr;
+}
+
+void Replicator::Impl::RemovePeer(PeerState* p) {
+  p->removed.store(true);
+  p->SetError("removed from the peer set");
+  for (std::shared_ptr<Conn>* c : {&p->dialing, &p->inbound_conn, &p->outbound_conn}) {
+    if (*c) (*c)->Close();
+  }
+  if (p->send_timer) p->send_timer->cancel();
+  if (p->backoff_timer) p->backoff_timer->cancel();
+}
+
+void Replicator::Impl::ApplyPeers(const std::vector<PeerAddress>& next) {
+  if (stopping) return;
+  std::vector<std::shared_ptr<PeerState>> kept, added;
+  for (const std::shared_ptr<PeerState>& p : peers) {
+    auto it = std::find_if(next.begin(), next.end(), [&](const PeerAddress& a) {
+      return a.region == p->address.region && a.address.host == p->address.address.host &&
+             a.address.port == p->address.address.port;
+    });
+    if (it != next.end()) {
+      kept.push_back(p);
+    } else {
+      spdlog::info("peer {} ({}:{}) removed", p->address.region, p->address.address.host,
+                   p->address.address.port);
+      RemovePeer(p.get());
+    }
+  }
+  for (const PeerAddress& a : next) {
+    if (a.region == options.region) continue;
+    bool known = std::any_of(kept.begin(), kept.end(),
+                             [&](const auto& p) { return p->address.region == a.region; });
+    if (known) continue;
+    spdlog::info("peer {} ({}:{}) added", a.region, a.address.host, a.address.port);
+    added.push_back(MakePeer(a));
+    kept.push_back(added.back());
+  }
+  {
+    std::unique_lock lock(peers_mu);
+    peers = std::move(kept);
+  }
+  for (const auto& p : added) asio::co_spawn(ioc, RunOutbound(p), asio::detached);
+  UpdateStable();
+  if (progress_listener) progress_listener();  // Staleness bounds changed.
 }
 
 void Replicator::Impl::Kick() {
@@ -445,6 +505,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
   auto self = shared_from_this();
   conn->ExpireAfter(options.handshake_timeout);
   asio::co_spawn(ioc, Watchdog(conn), asio::detached);
+  std::shared_ptr<PeerState> peer_ref;  // Keeps a peer removed meanwhile alive.
   PeerState* peer = nullptr;
   std::string why;
   do {
@@ -464,7 +525,8 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
       Refuse(nullptr, conn->remote, fmt::format("protocol version {}", h.protocol_version()));
       break;
     }
-    peer = Find(h.region());
+    peer_ref = Find(h.region());
+    peer = peer_ref.get();
     if (peer == nullptr) {
       Refuse(nullptr, conn->remote,
              fmt::format("region \"{}\" is not a configured peer", h.region()));
@@ -499,6 +561,7 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
                          peer->address.region));
       break;
     }
+    if (peer->removed.load()) break;  // Removed during the handshake.
     // Authenticated. A newer link from the same region replaces an older one.
     if (peer->inbound_conn && peer->inbound_conn != conn) peer->inbound_conn->Close();
     peer->inbound_conn = conn;
@@ -638,23 +701,26 @@ awaitable<void> Replicator::Impl::RunInbound(std::shared_ptr<Conn> conn) {
   conns.erase(conn);
 }
 
-awaitable<void> Replicator::Impl::RunOutbound(PeerState* p) {
+awaitable<void> Replicator::Impl::RunOutbound(std::shared_ptr<PeerState> peer) {
   auto self = shared_from_this();
+  PeerState* p = peer.get();
   std::chrono::milliseconds backoff = kMinBackoff;
   std::mt19937_64 rng(std::random_device{}());
   bool first = true;
-  while (!stopping) {
+  while (!stopping && !p->removed.load()) {
     if (!first) p->reconnects->Inc();
     first = false;
     p->outbound.store(static_cast<int>(LinkState::kConnecting));
     auto conn = std::make_shared<Conn>(ioc);
     conn->remote = fmt::format("{}:{}", p->address.address.host, p->address.address.port);
     conns.insert(conn);
+    p->dialing = conn;
     bool connected = false;
     Status st = co_await Push(p, conn, &connected);
     conn->Close();
     conns.erase(conn);
-    if (stopping) break;
+    if (p->dialing == conn) p->dialing.reset();
+    if (stopping || p->removed.load()) break;
     p->SetError("outbound: " + st.message());
     spdlog::warn("link to {} ({}): {}", p->address.region, conn->remote, st.message());
     if (connected) backoff = kMinBackoff;
@@ -936,56 +1002,73 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   co_return Status::Unavailable(state->error.empty() ? "link closed" : state->error);
 }
 
+std::shared_ptr<PeerState> Replicator::Impl::MakePeer(const PeerAddress& a) {
+  auto p = std::make_shared<PeerState>();
+  p->address = a;
+  std::string l = fmt::format("peer=\"{}\"", a.region);
+  p->deltas_sent = &metrics->AddCounter("edgestate_replication_deltas_sent_total",
+                                        "Counter slots shipped to a peer.", l);
+  p->deltas_applied = &metrics->AddCounter("edgestate_replication_deltas_applied_total",
+                                           "Counter slots received from a peer and applied.", l);
+  p->bytes_sent = &metrics->AddCounter("edgestate_replication_bytes_sent_total",
+                                       "Bytes written to a peer's links.", l);
+  p->bytes_received = &metrics->AddCounter("edgestate_replication_bytes_received_total",
+                                           "Bytes read from a peer's links.", l);
+  p->reconnects = &metrics->AddCounter("edgestate_replication_reconnects_total",
+                                       "Outbound link reconnect attempts.", l);
+  p->ae_rounds = &metrics->AddCounter(
+      "edgestate_anti_entropy_rounds_total",
+      "Version exchanges that (re)started shipping from the peer's applied position.", l);
+  p->ae_repaired = &metrics->AddCounter(
+      "edgestate_anti_entropy_repaired_total",
+      "Counter slots shipped to catch a peer up after a (re)connect or a rewind.", l);
+  p->lag = &metrics->AddHistogram(
+      "edgestate_replication_lag_seconds",
+      "Time from a write at the peer to its application here (peer wall clock).",
+      ExponentialBuckets(0.001, 2, 16), l);
+  // Weak: a removed peer's gauges read NaN (until its region is added again).
+  std::weak_ptr<PeerState> weak = p;
+  constexpr double kGone = std::numeric_limits<double>::quiet_NaN();
+  metrics->AddGauge(
+      "edgestate_replication_peer_staleness_seconds",
+      "This node reflects every write the peer acknowledged more than this long ago.",
+      [weak, w = weak_from_this()] {
+        auto peer = weak.lock();
+        auto impl = w.lock();
+        if (!peer || !impl) return kGone;
+        auto b =
+            impl->PeerBoundNs(*peer, RealClock()->MonotonicNanos(), RealClock()->NowUnixMicros());
+        return b ? static_cast<double>(*b) / 1e9 : std::numeric_limits<double>::infinity();
+      },
+      l);
+  metrics->AddGauge(
+      "edgestate_peer_clock_offset_seconds",
+      "How far the peer's wall clock is ahead of ours (NTP-style, from heartbeat timing).",
+      [weak] {
+        auto peer = weak.lock();
+        return peer ? static_cast<double>(peer->clock_offset_us.load()) / 1e6 : kGone;
+      },
+      l);
+  metrics->AddGauge(
+      "edgestate_peer_clock_within_error",
+      "1 while the peer's clock is within --max-clock-error-ms (its watermarks are used).",
+      [weak] {
+        auto peer = weak.lock();
+        return peer ? (peer->clock_within_error.load() ? 1.0 : 0.0) : kGone;
+      },
+      l);
+  return p;
+}
+
 Replicator::Replicator(ReplicatorOptions options, service::Keyspace* counters,
                        MetricsRegistry* metrics)
     : impl_(std::make_shared<Impl>(std::move(options), counters)) {
+  impl_->metrics = metrics;
+  impl_->peers_set.store(!impl_->options.peers_discovered);
   impl_->refused = &metrics->AddCounter(
       "edgestate_replication_refused_peers_total",
       "Peer connections refused: unknown region, bad protocol or failed authentication.");
-  for (const PeerAddress& a : impl_->options.peers) {
-    auto p = std::make_unique<PeerState>();
-    p->address = a;
-    std::string l = fmt::format("peer=\"{}\"", a.region);
-    p->deltas_sent = &metrics->AddCounter("edgestate_replication_deltas_sent_total",
-                                          "Counter slots shipped to a peer.", l);
-    p->deltas_applied = &metrics->AddCounter("edgestate_replication_deltas_applied_total",
-                                             "Counter slots received from a peer and applied.", l);
-    p->bytes_sent = &metrics->AddCounter("edgestate_replication_bytes_sent_total",
-                                         "Bytes written to a peer's links.", l);
-    p->bytes_received = &metrics->AddCounter("edgestate_replication_bytes_received_total",
-                                             "Bytes read from a peer's links.", l);
-    p->reconnects = &metrics->AddCounter("edgestate_replication_reconnects_total",
-                                         "Outbound link reconnect attempts.", l);
-    p->ae_rounds = &metrics->AddCounter(
-        "edgestate_anti_entropy_rounds_total",
-        "Version exchanges that (re)started shipping from the peer's applied position.", l);
-    p->ae_repaired = &metrics->AddCounter(
-        "edgestate_anti_entropy_repaired_total",
-        "Counter slots shipped to catch a peer up after a (re)connect or a rewind.", l);
-    p->lag = &metrics->AddHistogram(
-        "edgestate_replication_lag_seconds",
-        "Time from a write at the peer to its application here (peer wall clock).",
-        ExponentialBuckets(0.001, 2, 16), l);
-    PeerState* raw = p.get();
-    metrics->AddGauge(
-        "edgestate_replication_peer_staleness_seconds",
-        "This node reflects every write the peer acknowledged more than this long ago.",
-        [raw, impl = impl_.get()] {
-          auto b =
-              impl->PeerBoundNs(*raw, RealClock()->MonotonicNanos(), RealClock()->NowUnixMicros());
-          return b ? static_cast<double>(*b) / 1e9 : std::numeric_limits<double>::infinity();
-        },
-        l);
-    metrics->AddGauge(
-        "edgestate_peer_clock_offset_seconds",
-        "How far the peer's wall clock is ahead of ours (NTP-style, from heartbeat timing).",
-        [raw] { return static_cast<double>(raw->clock_offset_us.load()) / 1e6; }, l);
-    metrics->AddGauge(
-        "edgestate_peer_clock_within_error",
-        "1 while the peer's clock is within --max-clock-error-ms (its watermarks are used).",
-        [raw] { return raw->clock_within_error.load() ? 1.0 : 0.0; }, l);
-    impl_->peers.push_back(std::move(p));
-  }
+  for (const PeerAddress& a : impl_->options.peers) impl_->peers.push_back(impl_->MakePeer(a));
 }
 
 Replicator::~Replicator() { Stop(); }
@@ -1025,12 +1108,35 @@ Status Replicator::Start() {
     });
   }
   asio::co_spawn(s.ioc, s.Accept(), asio::detached);
-  for (auto& p : s.peers) asio::co_spawn(s.ioc, s.RunOutbound(p.get()), asio::detached);
+  for (auto& p : s.peers) asio::co_spawn(s.ioc, s.RunOutbound(p), asio::detached);
   s.thread = std::thread([impl = impl_.get()] { net::RunLoop(impl->ioc, "replication"); });
   return Status::Ok();
 }
 
 uint16_t Replicator::peer_port() const { return impl_->bound_port; }
+
+Status Replicator::SetPeers(std::vector<PeerAddress> peers) {
+  std::set<std::string, std::less<>> seen;
+  for (const PeerAddress& a : peers) {
+    if (Status st = ValidateRegionName(a.region); !st.ok()) return st;
+    if (!seen.insert(a.region).second) {
+      return Status::InvalidArgument(fmt::format("peer region {} is listed twice", a.region));
+    }
+    if (a.address.host.empty() || a.address.port == 0) {
+      return Status::InvalidArgument(fmt::format("peer {} has no address", a.region));
+    }
+  }
+  if (!impl_->thread.joinable() || impl_->stopped.load()) {
+    return Status::FailedPrecondition("the replicator is not running");
+  }
+  asio::post(impl_->ioc, [w = std::weak_ptr<Impl>(impl_), peers = std::move(peers)] {
+    auto self = w.lock();
+    if (!self) return;
+    self->ApplyPeers(peers);
+    self->peers_set.store(true);
+  });
+  return Status::Ok();
+}
 
 void Replicator::Stop() {
   Impl& s = *impl_;
@@ -1050,8 +1156,10 @@ void Replicator::Stop() {
 }
 
 std::optional<int64_t> Replicator::StalenessMs() const {
+  if (!impl_->peers_set.load(std::memory_order_relaxed)) return std::nullopt;
   const int64_t now_ns = RealClock()->MonotonicNanos(), now_us = RealClock()->NowUnixMicros();
   int64_t worst = 0;
+  std::shared_lock lock(impl_->peers_mu);
   for (const auto& p : impl_->peers) {
     std::optional<int64_t> b = impl_->PeerBoundNs(*p, now_ns, now_us);
     if (!b) return std::nullopt;
@@ -1061,7 +1169,9 @@ std::optional<int64_t> Replicator::StalenessMs() const {
 }
 
 std::optional<int64_t> Replicator::StalenessFloorMs() const {
+  if (!impl_->peers_set.load(std::memory_order_relaxed)) return std::nullopt;
   int64_t worst = 0;
+  std::shared_lock lock(impl_->peers_mu);
   for (const auto& p : impl_->peers) {
     int64_t r = p->min_rtt_us.load(std::memory_order_relaxed);
     if (r == 0) return std::nullopt;
@@ -1077,6 +1187,7 @@ std::optional<int64_t> Replicator::StalenessFloorMs() const {
 
 void Replicator::Pull(const std::vector<std::string>& regions) {
   bool any = false;
+  std::shared_lock lock(impl_->peers_mu);
   for (const auto& p : impl_->peers) {
     if (!regions.empty() &&
         std::find(regions.begin(), regions.end(), p->address.region) == regions.end()) {
@@ -1110,7 +1221,12 @@ std::string Replicator::ClusterJson() const {
   const int64_t now_ms = RealClock()->NowUnixMillis(), now_ns = RealClock()->MonotonicNanos();
   const int64_t now_us = RealClock()->NowUnixMicros();
   j["max_clock_error_ms"] = impl_->options.max_clock_error.count();
-  for (const auto& p : impl_->peers) {
+  std::vector<std::shared_ptr<PeerState>> peers;
+  {
+    std::shared_lock lock(impl_->peers_mu);
+    peers = impl_->peers;
+  }
+  for (const auto& p : peers) {
     nlohmann::json e;
     e["region"] = p->address.region;
     e["address"] = fmt::format("{}:{}", p->address.address.host, p->address.address.port);
@@ -1158,7 +1274,8 @@ void Replicator::SetStrongStatus(std::function<std::string()> status) {
 void Replicator::SetCallHandler(Handler handler) { impl_->call_handler = std::move(handler); }
 
 std::optional<int64_t> Replicator::LinkRttUs(const std::string& region) const {
-  PeerState* p = impl_->Find(region);
+  std::shared_lock lock(impl_->peers_mu);
+  std::shared_ptr<PeerState> p = impl_->Find(region);
   if (p == nullptr || !p->calls_ready.load()) return std::nullopt;
   // A peer that stopped answering (a stopped process keeps its connections open) is not
   // reachable: every interval brings a heartbeat or an acknowledgment from a live one.
@@ -1179,7 +1296,8 @@ void Replicator::Call(const std::string& region, std::string payload, ReplyCallb
                           done = std::move(done)]() mutable {
     auto impl = w.lock();
     if (!impl) return;
-    PeerState* p = impl->Find(region);
+    std::shared_ptr<PeerState> peer = impl->Find(region);
+    PeerState* p = peer.get();
     if (p == nullptr || !p->outbound_conn || !p->outbound_conn->socket.is_open() ||
         impl->stopping) {
       return done(Status::Unavailable("no established link to " + region), false);

@@ -42,6 +42,9 @@ struct ReplicatorOptions {
   PeerTlsOptions tls;  // Default: TLS 1.3 with a key derived from cluster_secret.
   HostPort listen;     // port 0: pick a free port (see peer_port()).
   std::vector<PeerAddress> peers;
+  // The peers come from SetPeers (DNS discovery): until its first call the staleness bound is
+  // unknown, not 0 (a node that does not know its peers cannot bound what it misses).
+  bool peers_discovered = false;
   std::chrono::milliseconds interval{100};  // 0: ship each commit at once.
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds handshake_timeout{5000};
@@ -69,6 +72,14 @@ class Replicator final : public service::ClusterView, public strong::Transport {
   Status ReloadTls();
   // Closes every link and joins the thread. Idempotent.
   void Stop();
+  // Replaces the peer set (regions found by DNS): a new region gets links at once; a region no
+  // longer listed has its links closed and its staleness no longer counted (its writes stay;
+  // it may come back with a newer life, or the same one); a region whose address changed is
+  // dropped and added again. Entries for this node's region are ignored. Safe from any thread
+  // after Start; applied on the replication thread soon after it returns. InvalidArgument for
+  // an invalid or repeated region (nothing changes); FailedPrecondition before Start or after
+  // Stop.
+  Status SetPeers(std::vector<PeerAddress> peers);
 
   std::optional<int64_t> StalenessMs() const override;
   std::optional<int64_t> StalenessFloorMs() const override;

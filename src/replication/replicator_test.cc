@@ -36,8 +36,9 @@ class Region {
   ~Region() { Close(); }
 
   // `calls`: the handler of the strong layer's calls (none: this region takes no calls).
+  // `discovered`: the peers come from SetPeers (as with --peers-dns).
   void Open(uint16_t port, std::vector<PeerAddress> peers, const std::string& secret,
-            strong::Transport::Handler calls = nullptr) {
+            strong::Transport::Handler calls = nullptr, bool discovered = false) {
     auto st = storage::Store::Open(dir_.string());
     ASSERT_TRUE(st.ok()) << st.status().ToString();
     store_ = std::move(st).value();
@@ -52,6 +53,7 @@ class Region {
     r.cluster_secret = secret;
     r.listen = {"127.0.0.1", port};
     r.peers = std::move(peers);
+    r.peers_discovered = discovered;
     r.interval = std::chrono::milliseconds(20);
     r.handshake_timeout = std::chrono::milliseconds(1000);
     rep_ = std::make_unique<Replicator>(r, svc_.get(), &metrics_);
@@ -142,7 +144,8 @@ TEST(ReplicatorReloadTlsTest, TakesOnlyCertificateFilesAndKeepsTheCurrentOnesOnA
   {
     MetricsRegistry m;
     Replicator psk(r, ks->get(), &m);
-    EXPECT_EQ(psk.ReloadTls().code(), StatusCode::kFailedPrecondition);  // Nothing to read.
+    EXPECT_EQ(psk.ReloadTls().code(), StatusCode::kFailedPrecondition);   // Nothing to read.
+    EXPECT_EQ(psk.SetPeers({}).code(), StatusCode::kFailedPrecondition);  // Not started.
   }
   r.tls.mode = PeerTlsOptions::Mode::kCertificates;
   r.tls.cert_file = (dir / "node.pem").string();
@@ -178,6 +181,81 @@ TEST_F(ReplicatorTest, ConcurrentIncrementsConvergeAndReadsGetABound) {
   nlohmann::json peer = b_->Cluster()["peers"][0];
   EXPECT_EQ(peer["region"], "iad");
   EXPECT_EQ(peer["inbound"], "connected");
+}
+
+TEST_F(ReplicatorTest, PeersSetAtRunTimeJoinLeaveAndComeBack) {
+  const uint16_t base = net::FindFreePortRange(3);
+  ASSERT_NE(base, 0);
+  auto at = [&](const char* region, int i) {
+    return PeerAddress{region, {"127.0.0.1", static_cast<uint16_t>(base + i)}};
+  };
+  a_ = std::make_unique<Region>("iad", dir_);
+  b_ = std::make_unique<Region>("lhr", dir_);
+  Region c("fra", dir_);
+  a_->Open(base, {}, "s3cret", nullptr, /*discovered=*/true);
+  b_->Open(base + 1, {}, "s3cret", nullptr, true);
+  c.Open(base + 2, {}, "s3cret", nullptr, true);
+  // Peers not known yet: no bound at all, not "fresh".
+  EXPECT_FALSE(a_->replicator().StalenessMs().has_value());
+  EXPECT_FALSE(a_->replicator().StalenessFloorMs().has_value());
+
+  ASSERT_TRUE(a_->replicator().SetPeers({at("lhr", 1), at("iad", 0)}).ok());  // Self: ignored.
+  ASSERT_TRUE(b_->replicator().SetPeers({at("iad", 0)}).ok());
+  a_->Increment("x", 2);
+  b_->Increment("x", 3);
+  ASSERT_TRUE(WaitFor([&] { return a_->Value("x") == 5 && b_->Value("x") == 5; },
+                      std::chrono::seconds(30)));
+  ASSERT_TRUE(WaitFor([&] { return a_->replicator().StalenessMs().has_value(); },
+                      std::chrono::seconds(30)));
+
+  // fra joins: everything it missed arrives, and its writes reach both.
+  ASSERT_TRUE(c.replicator().SetPeers({at("iad", 0), at("lhr", 1)}).ok());
+  ASSERT_TRUE(a_->replicator().SetPeers({at("lhr", 1), at("fra", 2)}).ok());
+  ASSERT_TRUE(b_->replicator().SetPeers({at("iad", 0), at("fra", 2)}).ok());
+  c.Increment("x", 7);
+  ASSERT_TRUE(
+      WaitFor([&] { return a_->Value("x") == 12 && b_->Value("x") == 12 && c.Value("x") == 12; },
+              std::chrono::seconds(30)))
+      << a_->Value("x") << " " << b_->Value("x") << " " << c.Value("x");
+  EXPECT_EQ(a_->Cluster()["peers"].size(), 2u);
+
+  // lhr leaves iad's set: its links close, it is no longer listed nor counted in the bound, and
+  // lhr's links to iad are refused (iad does not know it any more).
+  ASSERT_TRUE(a_->replicator().SetPeers({at("fra", 2)}).ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        nlohmann::json peers = a_->Cluster()["peers"];
+        return peers.size() == 1 && peers[0]["region"] == "fra";
+      },
+      std::chrono::seconds(30)));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        nlohmann::json cluster = b_->Cluster();
+        for (const auto& p : cluster["peers"]) {
+          if (p["region"] == "iad" && p["outbound"] != "connected") return true;
+        }
+        return false;
+      },
+      std::chrono::seconds(30)))
+      << b_->Cluster().dump();
+  b_->Increment("x", 100);  // Reaches fra; iad does not take it from lhr now.
+  ASSERT_TRUE(WaitFor([&] { return c.Value("x") == 112; }, std::chrono::seconds(30)));
+
+  // lhr comes back: anti-entropy brings what iad missed.
+  ASSERT_TRUE(a_->replicator().SetPeers({at("fra", 2), at("lhr", 1)}).ok());
+  ASSERT_TRUE(WaitFor([&] { return a_->Value("x") == 112; }, std::chrono::seconds(30)))
+      << a_->Value("x");
+
+  // Bad sets change nothing.
+  EXPECT_EQ(a_->replicator().SetPeers({at("fra", 2), at("fra", 1)}).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(a_->replicator().SetPeers({at("Not A Region", 2)}).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(a_->replicator().SetPeers({PeerAddress{"syd", {"", 0}}}).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(a_->Cluster()["peers"].size(), 2u);
+  a_->replicator().Stop();
+  EXPECT_EQ(a_->replicator().SetPeers({}).code(), StatusCode::kFailedPrecondition);
 }
 
 TEST_F(ReplicatorTest, CatchesUpAfterARestart) {
