@@ -9,9 +9,9 @@ PACKAGES=(
   libboost-dev libboost-system-dev librocksdb-dev libssl-dev protobuf-compiler libprotobuf-dev
   nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
-  libsnappy-dev zlib1g-dev libbz2-dev liblz4-dev libzstd-dev
+  libsnappy-dev zlib1g-dev libbz2-dev liblz4-dev libzstd-dev libc-ares-dev
   podman buildah runc mmdebstrap uidmap
-  python3 python3-pytest python3-yaml curl wrk procps util-linux openssl
+  python3 python3-pytest python3-yaml curl wrk procps util-linux openssl dnsmasq-base
 )
 
 SUDO_CMD=""

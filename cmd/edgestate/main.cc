@@ -95,6 +95,18 @@ int main(int argc, char** argv) {
           "HOST:PORT of the replication listener (private network), separate from --port.");
   str_opt("--peers", &flags.peers,
           "The other regions' replication listeners: REGION=HOST:PORT,...");
+  str_opt("--peers-dns", &flags.peers_dns,
+          "Find the peers by DNS instead of --peers, re-resolved every --peers-dns-interval-ms: "
+          "fly:APP (Fly.io's vms.APP.internal TXT and ID.vm.APP.internal AAAA records; this "
+          "node is known by FLY_MACHINE_ID or its region) or srv:NAME (SRV records whose "
+          "targets are APP-REGION-ORDINAL pods, as deploy/k8s names them).");
+  int_opt("--peers-dns-port", &flags.peers_dns_port,
+          "Port of the peers' replication listeners. Default: this node's --peer-listen port "
+          "(fly), the SRV record's port (srv).");
+  int_opt("--peers-dns-interval-ms", &flags.peers_dns_interval_ms,
+          "MS between resolutions of --peers-dns. Default 5000.");
+  str_opt("--peers-dns-server", &flags.peers_dns_server,
+          "HOST:PORT of the DNS server --peers-dns asks. Default: the system's resolvers.");
   str_opt("--cluster-secret", &flags.cluster_secret,
           "Shared secret authenticating peer links (at least 8 bytes); required with --peers. "
           "Env EDGESTATE_CLUSTER_SECRET.");

@@ -41,6 +41,11 @@ StatusOr<HostPort> ParseHostPort(std::string_view s, bool allow_port_zero) {
   return hp;
 }
 
+std::string FormatHostPort(const HostPort& hp) {
+  return hp.host.find(':') != std::string::npos ? fmt::format("[{}]:{}", hp.host, hp.port)
+                                                : fmt::format("{}:{}", hp.host, hp.port);
+}
+
 StatusOr<std::vector<PeerAddress>> ParsePeers(std::string_view s, std::string_view self) {
   std::vector<PeerAddress> out;
   std::set<std::string, std::less<>> seen;

@@ -23,6 +23,8 @@ struct PeerAddress {
 // "host:port" or "[v6]:port". InvalidArgument on a missing or bad port or empty host. Port 0
 // (pick a free one) only when `allow_port_zero`, as for a listener.
 StatusOr<HostPort> ParseHostPort(std::string_view s, bool allow_port_zero = false);
+// "host:port", with brackets around an IPv6 address ("[::1]:7946"): what ParseHostPort reads.
+std::string FormatHostPort(const HostPort& hp);
 
 // "region=host:port,..." (empty string: no peers). The entry of `self` (this node's region) is
 // checked and left out, so every node of a cluster can be given the same list. InvalidArgument

@@ -404,8 +404,7 @@ void Replicator::Impl::ApplyPeers(const std::vector<PeerAddress>& next) {
     if (it != next.end()) {
       kept.push_back(p);
     } else {
-      spdlog::info("peer {} ({}:{}) removed", p->address.region, p->address.address.host,
-                   p->address.address.port);
+      spdlog::info("peer {} ({}) removed", p->address.region, FormatHostPort(p->address.address));
       RemovePeer(p.get());
     }
   }
@@ -414,7 +413,7 @@ void Replicator::Impl::ApplyPeers(const std::vector<PeerAddress>& next) {
     bool known = std::any_of(kept.begin(), kept.end(),
                              [&](const auto& p) { return p->address.region == a.region; });
     if (known) continue;
-    spdlog::info("peer {} ({}:{}) added", a.region, a.address.host, a.address.port);
+    spdlog::info("peer {} ({}) added", a.region, FormatHostPort(a.address));
     added.push_back(MakePeer(a));
     kept.push_back(added.back());
   }
@@ -712,7 +711,7 @@ awaitable<void> Replicator::Impl::RunOutbound(std::shared_ptr<PeerState> peer) {
     first = false;
     p->outbound.store(static_cast<int>(LinkState::kConnecting));
     auto conn = std::make_shared<Conn>(ioc);
-    conn->remote = fmt::format("{}:{}", p->address.address.host, p->address.address.port);
+    conn->remote = FormatHostPort(p->address.address);
     conns.insert(conn);
     p->dialing = conn;
     bool connected = false;
@@ -1213,7 +1212,8 @@ std::string Replicator::ClusterJson() const {
   j["region"] = impl_->options.region;
   j["peer_tls"] = PeerTlsModeName(impl_->options.tls.mode);
   j["replication_interval_ms"] = impl_->options.interval.count();
-  j["peer_listen"] = fmt::format("{}:{}", impl_->options.listen.host, impl_->bound_port);
+  j["peer_listen"] = FormatHostPort({impl_->options.listen.host, impl_->bound_port});
+  j["peers_from_dns"] = impl_->options.peers_discovered;
   j["committed_seq"] = impl_->counters->CommittedSeq();
   auto st = StalenessMs();
   j["staleness_ms"] = st ? nlohmann::json(*st) : nlohmann::json(nullptr);
@@ -1229,7 +1229,7 @@ std::string Replicator::ClusterJson() const {
   for (const auto& p : peers) {
     nlohmann::json e;
     e["region"] = p->address.region;
-    e["address"] = fmt::format("{}:{}", p->address.address.host, p->address.address.port);
+    e["address"] = FormatHostPort(p->address.address);
     e["outbound"] = LinkStateName(static_cast<LinkState>(p->outbound.load()));
     e["inbound"] = p->inbound.load() ? "connected" : "disconnected";
     int64_t contact = p->last_contact_ms.load();

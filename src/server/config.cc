@@ -11,6 +11,7 @@
 #include "common/region.h"
 #include "common/strings.h"
 #include "http/origin.h"
+#include "replication/discovery.h"
 #include "replication/peers.h"
 #include "strong/strong_service.h"
 
@@ -149,6 +150,14 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
       } else {
         s = want_string(&cfg->peers);
       }
+    } else if (k == "peers_dns") {
+      s = want_string(&cfg->peers_dns);
+    } else if (k == "peers_dns_port") {
+      s = want_int(&cfg->peers_dns_port);
+    } else if (k == "peers_dns_interval_ms") {
+      s = want_int(&cfg->peers_dns_interval_ms);
+    } else if (k == "peers_dns_server") {
+      s = want_string(&cfg->peers_dns_server);
     } else if (k == "cluster_secret") {
       s = want_string(&cfg->cluster_secret);
     } else if (k == "replication_interval_ms") {
@@ -281,6 +290,11 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.peer_listen) cfg.peer_listen = *flags.peer_listen;
   if (flags.metrics_listen) cfg.metrics_listen = *flags.metrics_listen;
   if (flags.peers) cfg.peers = *flags.peers;
+  if (flags.peers_dns) cfg.peers_dns = *flags.peers_dns;
+  if (flags.peers_dns_port) cfg.peers_dns_port = *flags.peers_dns_port;
+  if (flags.peers_dns_interval_ms) cfg.peers_dns_interval_ms = *flags.peers_dns_interval_ms;
+  if (flags.peers_dns_server) cfg.peers_dns_server = *flags.peers_dns_server;
+  if (auto id = env("FLY_MACHINE_ID")) cfg.machine_id = *id;
   if (flags.cluster_secret) cfg.cluster_secret = *flags.cluster_secret;
   if (flags.peer_tls_cert) cfg.peer_tls_cert = *flags.peer_tls_cert;
   if (flags.peer_tls_key) cfg.peer_tls_key = *flags.peer_tls_key;
@@ -375,7 +389,23 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   }
   auto peers = replication::ParsePeers(cfg.peers, cfg.region);
   if (!peers.ok()) return Status::InvalidArgument("peers: " + peers.status().message());
-  if (!peers->empty()) {
+  if (!cfg.peers_dns.empty()) {
+    if (!peers->empty()) {
+      return Status::InvalidArgument("--peers and --peers-dns exclude each other: give one");
+    }
+    auto spec = replication::ParseDiscoverySpec(cfg.peers_dns);
+    if (!spec.ok()) return Status::InvalidArgument("--peers-dns: " + spec.status().message());
+    if (Status s = CheckRange(cfg.peers_dns_port, 0, 65535, "--peers-dns-port"); !s.ok()) return s;
+    if (Status s = CheckRange(cfg.peers_dns_interval_ms, 100, 3'600'000, "--peers-dns-interval-ms");
+        !s.ok()) {
+      return s;
+    }
+    if (!cfg.peers_dns_server.empty()) {
+      auto hp = replication::ParseHostPort(cfg.peers_dns_server);
+      if (!hp.ok()) return Status::InvalidArgument("--peers-dns-server: " + hp.status().message());
+    }
+  }
+  if (!peers->empty() || !cfg.peers_dns.empty()) {
     if (cfg.peer_listen.empty()) {
       return Status::InvalidArgument("peers are given but --peer-listen is not");
     }
@@ -402,6 +432,8 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   {
     std::vector<std::string> peer_regions;
     for (const auto& p : *peers) peer_regions.push_back(p.region);
+    // Peers found by DNS are not known yet: any voter may be one.
+    if (!cfg.peers_dns.empty()) peer_regions = cfg.strong_voters;
     if (Status s = strong::ValidateVoters(cfg.strong_voters, cfg.region, peer_regions); !s.ok()) {
       return s;
     }

@@ -44,6 +44,12 @@ struct ServeConfig {
   std::string peer_listen;     // HOST:PORT of the replication listener.
   std::string peers;           // REGION=HOST:PORT,...
   std::string cluster_secret;  // Required when peers are given.
+  // Peers found by DNS instead of --peers (docs/replication.md): fly:APP or srv:NAME.
+  std::string peers_dns;
+  int64_t peers_dns_port = 0;  // Port of the peers' listeners; 0: this node's (fly), SRV's (srv).
+  int64_t peers_dns_interval_ms = 5000;
+  std::string peers_dns_server;  // HOST:PORT of the DNS server; empty: the system's.
+  std::string machine_id;        // FLY_MACHINE_ID: how fly discovery recognises this node.
   // Peer link encryption (docs/security.md): all three files switch from the secret's key to
   // certificates; plaintext only when asked for by name.
   std::string peer_tls_cert;
@@ -89,6 +95,10 @@ struct ServeFlags {
   std::optional<std::string> metrics_listen;
   std::optional<std::string> peer_listen;
   std::optional<std::string> peers;
+  std::optional<std::string> peers_dns;
+  std::optional<int64_t> peers_dns_port;
+  std::optional<int64_t> peers_dns_interval_ms;
+  std::optional<std::string> peers_dns_server;
   std::optional<std::string> cluster_secret;
   std::optional<std::string> peer_tls_cert;
   std::optional<std::string> peer_tls_key;

@@ -16,6 +16,7 @@
 #include "http/server.h"
 #include "http/tls.h"
 #include "replication/auth.h"
+#include "replication/discovery.h"
 #include "replication/replicator.h"
 #include "service/consistency_gate.h"
 #include "service/keyspace.h"
@@ -77,7 +78,7 @@ Status RunNode(const ServeConfig& config) {
   svc_options.region = config.region;
   svc_options.durability = config.durability;
   svc_options.async_sync_interval = std::chrono::milliseconds(config.async_sync_interval_ms);
-  svc_options.has_peers = !peers.empty();
+  svc_options.has_peers = !peers.empty() || !config.peers_dns.empty();
   svc_options.max_pending_writes = static_cast<size_t>(config.max_pending_writes);
   svc_options.max_pending_write_bytes = static_cast<size_t>(config.max_pending_write_mb) << 20;
   svc_options.max_batch = static_cast<size_t>(config.max_batch_writes);
@@ -93,8 +94,12 @@ Status RunNode(const ServeConfig& config) {
 
   // Session tokens are authenticated with the cluster secret; a node without one keeps a random
   // secret of its own in its data directory, so its tokens survive restarts.
-  std::vector<std::string> regions = {config.region};
-  for (const auto& p : peers) regions.push_back(p.region);
+  // Their positional form needs every node to know the same regions: not so with --peers-dns.
+  std::vector<std::string> regions;
+  if (config.peers_dns.empty()) {
+    regions.push_back(config.region);
+    for (const auto& p : peers) regions.push_back(p.region);
+  }
   std::string token_secret = config.cluster_secret;
   if (token_secret.empty()) {
     // Made only when absent: starting the random generator costs milliseconds.
@@ -141,6 +146,7 @@ Status RunNode(const ServeConfig& config) {
     ro.listen = *replication::ParseHostPort(
         config.peer_listen, /*allow_port_zero=*/true);  // Validated with the config.
     ro.peers = std::move(peers);
+    ro.peers_discovered = !config.peers_dns.empty();
     ro.interval = std::chrono::milliseconds(config.replication_interval_ms);
     ro.max_clock_error = std::chrono::milliseconds(config.max_clock_error_ms);
     replicator =
@@ -178,6 +184,27 @@ Status RunNode(const ServeConfig& config) {
   }
   if (replicator) {
     if (Status s = replicator->Start(); !s.ok()) return s;
+  }
+  // Peers found by DNS: destroyed (its thread joined) before the replicator it feeds.
+  std::unique_ptr<replication::PeerDiscovery> discovery;
+  if (replicator && !config.peers_dns.empty()) {
+    replication::DiscoveryOptions d;
+    d.spec = *replication::ParseDiscoverySpec(config.peers_dns);  // Validated with the config.
+    d.region = config.region;
+    d.machine_id = config.machine_id;
+    d.port = config.peers_dns_port != 0 ? static_cast<uint16_t>(config.peers_dns_port)
+             : d.spec.kind == replication::DiscoverySpec::Kind::kFly ? replicator->peer_port()
+                                                                     : 0;
+    d.server = config.peers_dns_server;
+    d.interval = std::chrono::milliseconds(config.peers_dns_interval_ms);
+    discovery = std::make_unique<replication::PeerDiscovery>(
+        std::move(d),
+        [r = replicator.get()](std::vector<replication::PeerAddress> peers) {
+          if (Status s = r->SetPeers(std::move(peers)); !s.ok()) {
+            spdlog::warn("peers from DNS not applied: {}", s.message());
+          }
+        },
+        &metrics);
   }
   // On every way out of this function the writer stops before the replicator is destroyed:
   // its callbacks post to the replicator's thread.
@@ -274,8 +301,9 @@ Status RunNode(const ServeConfig& config) {
                  config.tls_key);
   }
   if (metrics_server) metrics_server->Shutdown();
-  server.Shutdown();                   // No new requests; in-flight ones finish.
-  if (strong) strong->Stop();          // What still waits for consensus fails with 503.
+  server.Shutdown();           // No new requests; in-flight ones finish.
+  if (strong) strong->Stop();  // What still waits for consensus fails with 503.
+  discovery.reset();
   if (replicator) replicator->Stop();  // Links closed; peers catch up from us on reconnect.
   (*counters)->Stop();                 // Everything queued is committed and synced.
   // After the writer: a stored fill releases its origin flight (Api::FillFromOrigin). Fetches
