@@ -39,12 +39,11 @@ def test_fly_toml_names_only_what_the_binary_has_and_keeps_peers_private():
     assert svc["concurrency"]["hard_limit"] <= 10000  # --max-connections' default.
     checks = svc["checks"]
     assert checks and all(c["path"] == "/health" and c["method"] == "GET" for c in checks)
-    # Peers: every article region once, at its 6PN name, on the peer port.
+    # Peers: found in this app's records of Fly's internal DNS (test_dns_discovery.py serves
+    # them), on this node's peer port; no static list beside it.
     peer_port = port_of(env["EDGESTATE_PEER_LISTEN"])
-    peers = dict(p.split("=", 1) for p in env["EDGESTATE_PEERS"].split(","))
-    assert set(peers) == ARTICLE_REGIONS
-    for region, addr in peers.items():
-        assert addr == f"{region}.{app}.internal:{peer_port}", addr
+    assert env["EDGESTATE_PEERS_DNS"] == f"fly:{app}"
+    assert "EDGESTATE_PEERS" not in env and "EDGESTATE_PEERS_DNS_PORT" not in env
     assert set(env["EDGESTATE_STRONG_VOTERS"].split(",")) <= ARTICLE_REGIONS
     # Metrics on the private listener; neither it nor the peer port is a public service.
     assert fly["metrics"]["port"] == port_of(env["EDGESTATE_METRICS_LISTEN"])
@@ -72,7 +71,9 @@ def test_machines_configured_by_fly_toml_replicate_and_serve_health_and_metrics(
         env["EDGESTATE_DATA_DIR"] = os.path.join(tmpdir_path, r)
         env["EDGESTATE_PEER_LISTEN"] = f"127.0.0.1:{ports[r]}"
         env["EDGESTATE_METRICS_LISTEN"] = "127.0.0.1:0"
-        # The file's list with its 6PN names moved to loopback; absent regions stay unreachable.
+        # Fly's DNS is not here (test_dns_discovery.py serves its records): a static list of
+        # the three on loopback instead.
+        env.pop("EDGESTATE_PEERS_DNS")
         env["EDGESTATE_PEERS"] = ",".join(
             f"{p}=127.0.0.1:{ports[p]}" for p in regions)
         n = nodes(env=env, data_dir=env["EDGESTATE_DATA_DIR"])
