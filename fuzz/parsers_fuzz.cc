@@ -1,7 +1,8 @@
 // Every other parser of untrusted text or bytes, one per input (its first byte picks which):
 // increment bodies (JSON), origin URLs, Cache-Control, percent-decoding and query parameters,
-// consistency levels, peer lists and addresses, retired-life slot names, and the stored record
-// decoders (a peer's register state; a counter's bytes). Checks: no crash, and decoders'
+// consistency levels, peer lists and addresses, retired-life slot names, the stored record
+// decoders (a peer's register state; a counter's bytes), and what DNS answers for peer discovery
+// (--peers-dns specs, Fly's vms TXT text, SRV target names). Checks: no crash, and decoders'
 // results re-encode to what decodes to the same value.
 #include <cstdint>
 #include <cstdio>
@@ -9,10 +10,12 @@
 #include <string>
 #include <string_view>
 
+#include "common/region.h"
 #include "consistency/consistency.h"
 #include "http/api.h"
 #include "http/origin.h"
 #include "http/router.h"
+#include "replication/discovery.h"
 #include "replication/peers.h"
 #include "service/keyspace.h"
 #include "storage/store.h"
@@ -33,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const uint8_t which = data[0];
   std::string_view s(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (which % 11) {
+  switch (which % 14) {
     case 0:
       (void)es::http::ParseIncrementBody(s);
       break;
@@ -95,6 +98,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       break;
     }
+    case 11:
+      (void)es::replication::ParseDiscoverySpec(s);
+      break;
+    case 12:
+      for (const auto& m : es::replication::ParseFlyVms(s)) {
+        Check(!m.id.empty() && es::IsRegionName(m.region), "a Fly machine without id or region");
+      }
+      break;
+    case 13:
+      if (auto pod = es::replication::ParseSrvTarget(s)) {
+        Check(es::IsRegionName(pod->region), "an SRV target with an invalid region");
+      }
+      break;
   }
   return 0;
 }
