@@ -11,6 +11,7 @@
 #include <cctype>
 #include <charconv>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "common/region.h"
 
@@ -322,6 +323,9 @@ PeerDiscovery::PeerDiscovery(DiscoveryOptions options, Listener on_peers, Metric
   metrics->AddGauge("edgestate_peer_discovery_peers",
                     "Peers found by the last successful resolution (-1: none yet).",
                     [this] { return static_cast<double>(peers_found_.load()); });
+}
+
+void PeerDiscovery::Start() {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -331,7 +335,30 @@ PeerDiscovery::~PeerDiscovery() {
     stop_ = true;
   }
   cv_.notify_one();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
+}
+
+namespace {
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+std::string PeerDiscovery::StatusJson() const {
+  nlohmann::json j;
+  j["source"] =
+      (options_.spec.kind == DiscoverySpec::Kind::kFly ? "fly:" : "srv:") + options_.spec.name;
+  const int64_t found = peers_found_.load();
+  j["peers"] = found < 0 ? nlohmann::json(nullptr) : nlohmann::json(found);
+  j["resolutions"] = resolutions_->value();
+  j["failures"] = failures_->value();
+  std::lock_guard lock(mu_);
+  j["last_error"] = last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(last_error_);
+  j["last_success_ms_ago"] =
+      last_success_ms_ ? nlohmann::json(SteadyMs() - *last_success_ms_) : nlohmann::json(nullptr);
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void PeerDiscovery::Loop() {
@@ -342,6 +369,11 @@ void PeerDiscovery::Loop() {
     auto peers = ResolvePeers(options_);
     if (peers.ok()) {
       last_error.clear();
+      {
+        std::lock_guard lock(mu_);
+        last_error_.clear();
+        last_success_ms_ = SteadyMs();
+      }
       peers_found_.store(static_cast<int64_t>(peers->size()));
       auto same = [](const std::vector<PeerAddress>& a, const std::vector<PeerAddress>& b) {
         return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
@@ -361,6 +393,10 @@ void PeerDiscovery::Loop() {
       }
     } else {
       failures_->Inc();
+      {
+        std::lock_guard lock(mu_);
+        last_error_ = peers.status().message();
+      }
       if (peers.status().message() != last_error) {  // Logged once per distinct failure.
         last_error = peers.status().message();
         spdlog::warn("peer discovery: {} (keeping the peers found before)", last_error);

@@ -81,11 +81,17 @@ class PeerDiscovery {
  public:
   using Listener = std::function<void(std::vector<PeerAddress>)>;
 
-  // Starts the thread: it resolves at once, then every interval, and calls `on_peers` with each
-  // successful result that differs from the last one delivered (sorted by region). Failures
-  // are logged and counted; the peers last delivered stay. `metrics` must outlive this object.
+  // `metrics` must outlive this object.
   PeerDiscovery(DiscoveryOptions options, Listener on_peers, MetricsRegistry* metrics);
   ~PeerDiscovery();  // Stops and joins the thread.
+
+  // Starts the thread: it resolves at once, then every interval, and calls `on_peers` with each
+  // successful result that differs from the last one delivered (sorted by region). Failures
+  // are logged and counted; the peers last delivered stay. Call once.
+  void Start();
+  // For /v1/cluster: {"source","peers","resolutions","failures","last_error",
+  // "last_success_ms_ago"} (nulls before the first success or without an error). Any thread.
+  std::string StatusJson() const;
 
   PeerDiscovery(const PeerDiscovery&) = delete;
   PeerDiscovery& operator=(const PeerDiscovery&) = delete;
@@ -98,9 +104,11 @@ class PeerDiscovery {
   Counter* resolutions_ = nullptr;
   Counter* failures_ = nullptr;
   std::atomic<int64_t> peers_found_{-1};  // -1: never resolved.
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;  // GUARDED_BY(mu_)
+  bool stop_ = false;                       // GUARDED_BY(mu_)
+  std::string last_error_;                  // GUARDED_BY(mu_); empty after a success.
+  std::optional<int64_t> last_success_ms_;  // GUARDED_BY(mu_); steady clock.
   std::thread thread_;
 };
 

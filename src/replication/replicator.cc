@@ -265,9 +265,10 @@ struct Replicator::Impl : std::enable_shared_from_this<Replicator::Impl> {
   mutable std::shared_mutex peers_mu;
   std::set<std::shared_ptr<Conn>> conns;  // Replication thread only; closed by Stop.
   std::atomic<bool> kick_pending{false};
-  std::function<void()> progress_listener;     // Set before Start.
-  strong::Transport::Handler call_handler;     // Set before Start.
-  std::function<std::string()> strong_status;  // Set before Start.
+  std::function<void()> progress_listener;        // Set before Start.
+  strong::Transport::Handler call_handler;        // Set before Start.
+  std::function<std::string()> strong_status;     // Set before Start.
+  std::function<std::string()> discovery_status;  // Set before Start.
   std::atomic<bool> stopped{false};
   bool stopping = false;  // Replication thread only.
   Counter* refused = nullptr;
@@ -1264,11 +1265,16 @@ std::string Replicator::ClusterJson() const {
     j["peers"].push_back(std::move(e));
   }
   if (impl_->strong_status) j["strong"] = nlohmann::json::parse(impl_->strong_status());
+  if (impl_->discovery_status) j["discovery"] = nlohmann::json::parse(impl_->discovery_status());
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void Replicator::SetStrongStatus(std::function<std::string()> status) {
   impl_->strong_status = std::move(status);
+}
+
+void Replicator::SetDiscoveryStatus(std::function<std::string()> status) {
+  impl_->discovery_status = std::move(status);
 }
 
 void Replicator::SetCallHandler(Handler handler) { impl_->call_handler = std::move(handler); }

@@ -88,6 +88,8 @@ class Replicator final : public service::ClusterView, public strong::Transport {
   std::string ClusterJson() const override;
   // The "strong" member of ClusterJson (a JSON object); set before Start.
   void SetStrongStatus(std::function<std::string()> status);
+  // The "discovery" member of ClusterJson (a JSON object; peers found by DNS); set before Start.
+  void SetDiscoveryStatus(std::function<std::string()> status);
 
   void Call(const std::string& region, std::string payload, ReplyCallback done) override;
   void SetCallHandler(Handler handler) override;

@@ -400,6 +400,15 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
         !s.ok()) {
       return s;
     }
+    if (spec->kind == replication::DiscoverySpec::Kind::kFly && cfg.peers_dns_port == 0 &&
+        !cfg.peer_listen.empty()) {
+      auto hp = replication::ParseHostPort(cfg.peer_listen, /*allow_port_zero=*/true);
+      if (hp.ok() && hp->port == 0) {
+        return Status::InvalidArgument(
+            "--peers-dns fly: peers listen on this node's peer port, which --peer-listen leaves "
+            "to chance (port 0): give a port, or --peers-dns-port");
+      }
+    }
     if (!cfg.peers_dns_server.empty()) {
       auto hp = replication::ParseHostPort(cfg.peers_dns_server);
       if (!hp.ok()) return Status::InvalidArgument("--peers-dns-server: " + hp.status().message());

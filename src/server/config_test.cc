@@ -267,5 +267,55 @@ TEST_F(ConfigFileTest, ConsistencyKeysFromFileAndFlags) {
   EXPECT_NE(r.status().message().find("--default-consistency"), std::string::npos);
 }
 
+TEST_F(ConfigFileTest, PeersDnsFromFileAndFlags) {
+  ServeFlags f;
+  f.config_file = WriteFile(
+      "region = \"iad\"\npeer_listen = \"[::]:7946\"\ncluster_secret = \"s3cret-s3cret\"\n"
+      "peers_dns = \"srv:_peer._tcp.edgestate-peers.default.svc.cluster.local\"\n"
+      "peers_dns_interval_ms = 2000\npeers_dns_server = \"[fdaa::3]:53\"\n");
+  auto c = ResolveServeConfig(f, Env({{"FLY_MACHINE_ID", "683d314fdd4d68"}}));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->peers_dns, "srv:_peer._tcp.edgestate-peers.default.svc.cluster.local");
+  EXPECT_EQ(c->peers_dns_interval_ms, 2000);
+  EXPECT_EQ(c->peers_dns_server, "[fdaa::3]:53");
+  EXPECT_EQ(c->peers_dns_port, 0);
+  EXPECT_EQ(c->machine_id, "683d314fdd4d68");
+  f.peers_dns = "fly:edgestate-demo";
+  f.peers_dns_port = 7000;
+  c = ResolveServeConfig(f, Env({}));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->peers_dns, "fly:edgestate-demo");
+  EXPECT_EQ(c->peers_dns_port, 7000);
+  // Voters need not be known peers: DNS finds them later.
+  f.strong_voters = "iad,lhr,fra";
+  EXPECT_TRUE(ResolveServeConfig(f, Env({})).ok());
+
+  auto refused = [&](ServeFlags g, const char* needle) {
+    auto r = ResolveServeConfig(g, Env({}));
+    ASSERT_FALSE(r.ok()) << needle;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status().message();
+  };
+  ServeFlags g = f;
+  g.peers = "lhr=127.0.0.1:1";
+  refused(g, "exclude each other");
+  g = f;
+  g.peers_dns = "consul:x";
+  refused(g, "fly:APP nor srv:NAME");
+  g = f;
+  g.peers_dns_interval_ms = 99;
+  refused(g, "--peers-dns-interval-ms");
+  g = f;
+  g.peers_dns_port = 0;
+  g.peer_listen = "127.0.0.1:0";
+  refused(g, "port 0");
+  g = f;
+  g.peers_dns_server = "fdaa::3";
+  refused(g, "--peers-dns-server");
+  g = f;
+  g.cluster_secret = "";
+  refused(g, "cluster secret");
+}
+
 }  // namespace
 }  // namespace edgestate::server

@@ -182,19 +182,20 @@ Status RunNode(const ServeConfig& config) {
       spdlog::info("strong voters: {}", fmt::join(config.strong_voters, ","));
     }
   }
-  if (replicator) {
-    if (Status s = replicator->Start(); !s.ok()) return s;
-  }
-  // Peers found by DNS: destroyed (its thread joined) before the replicator it feeds.
+  // Peers found by DNS: destroyed (its thread joined) before the replicator it feeds, and
+  // started once the replicator runs (SetPeers needs it).
   std::unique_ptr<replication::PeerDiscovery> discovery;
   if (replicator && !config.peers_dns.empty()) {
     replication::DiscoveryOptions d;
     d.spec = *replication::ParseDiscoverySpec(config.peers_dns);  // Validated with the config.
     d.region = config.region;
     d.machine_id = config.machine_id;
-    d.port = config.peers_dns_port != 0 ? static_cast<uint16_t>(config.peers_dns_port)
-             : d.spec.kind == replication::DiscoverySpec::Kind::kFly ? replicator->peer_port()
-                                                                     : 0;
+    // fly: peers listen where this node does (a fixed port, checked with the config); srv: the
+    // records' ports unless --peers-dns-port.
+    d.port = static_cast<uint16_t>(config.peers_dns_port);
+    if (d.port == 0 && d.spec.kind == replication::DiscoverySpec::Kind::kFly) {
+      d.port = replication::ParseHostPort(config.peer_listen, /*allow_port_zero=*/true)->port;
+    }
     d.server = config.peers_dns_server;
     d.interval = std::chrono::milliseconds(config.peers_dns_interval_ms);
     discovery = std::make_unique<replication::PeerDiscovery>(
@@ -205,7 +206,12 @@ Status RunNode(const ServeConfig& config) {
           }
         },
         &metrics);
+    replicator->SetDiscoveryStatus([d = discovery.get()] { return d->StatusJson(); });
   }
+  if (replicator) {
+    if (Status s = replicator->Start(); !s.ok()) return s;
+  }
+  if (discovery) discovery->Start();
   // On every way out of this function the writer stops before the replicator is destroyed:
   // its callbacks post to the replicator's thread.
   struct StopWriter {

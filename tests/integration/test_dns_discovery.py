@@ -138,11 +138,15 @@ def test_fly_peers_appear_change_and_disappear_without_a_restart(tmpdir_path, dn
     wait_until(lambda: set(peers_of(iad)) == {"fra"} and set(peers_of(fra)) == {"iad"}, 20,
                "lhr is dropped")
 
-    # DNS goes away: the peers found before stay, and the failures are counted.
+    # DNS goes away: the peers found before stay, and the failures are counted and shown.
     dns.stop()
     wait_until(lambda: "edgestate_peer_discovery_failures_total 0" not in
                iad.request("GET", "/metrics")[2], 20, "a failed resolution is counted")
     assert set(peers_of(iad)) == {"fra"}
+    discovery = wait_until(lambda: iad.request("GET", "/v1/cluster")[2]["discovery"], 20,
+                           "discovery status")
+    assert discovery["source"] == "fly:app" and discovery["peers"] == 1, discovery
+    assert discovery["failures"] >= 1 and "vms.app.internal" in discovery["last_error"], discovery
     assert iad.request("POST", "/v1/counters/c/increment", '{"delta": 100}')[0] == 200
     wait_until(lambda: fra.value("c") == 116, 20, "links stand while DNS is down")
 
@@ -183,7 +187,7 @@ def test_srv_peers_over_ipv6(tmpdir_path, dns, started):
 
 def test_bad_discovery_flags_exit_2(tmpdir_path):
     base = [BIN, "serve", "--data-dir", tmpdir_path, "--region", "iad", "--peer-listen",
-            "127.0.0.1:0", "--cluster-secret", SECRET]
+            "127.0.0.1:7946", "--cluster-secret", SECRET]
     cases = [
         (["--peers-dns", "consul:x"], "fly:APP nor srv:NAME"),
         (["--peers-dns", "fly:bad name"], "not a DNS name"),
@@ -196,6 +200,10 @@ def test_bad_discovery_flags_exit_2(tmpdir_path):
         r = subprocess.run(base + args, capture_output=True, text=True, timeout=30)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert needle in r.stderr, (args, r.stderr)
+    r = subprocess.run([BIN, "serve", "--data-dir", tmpdir_path, "--region", "iad", "--peer-listen",
+                        "127.0.0.1:0", "--cluster-secret", SECRET, "--peers-dns", "fly:app"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "port 0" in r.stderr, r.stderr
     r = subprocess.run([BIN, "serve", "--data-dir", tmpdir_path, "--region", "iad",
                         "--peers-dns", "fly:app"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "--peer-listen" in r.stderr, r.stderr
