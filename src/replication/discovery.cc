@@ -77,6 +77,8 @@ class Resolver {
   };
 
   // Sends one query and waits for its answer (c-ares's own timeouts and retries bound it).
+  // The name goes through the resolver's search list (/etc/resolv.conf's search and ndots), so
+  // a Kubernetes pod may give its headless service's name without the namespace.
   Answer Query(const std::string& name, int type) {
     Answer answer;
     bool done = false;
@@ -84,7 +86,7 @@ class Resolver {
       Answer* answer;
       bool* done;
     } ctx{&answer, &done};
-    ares_query(
+    ares_search(
         channel_, name.c_str(), ns_c_in, type,
         [](void* arg, int status, int, unsigned char* abuf, int alen) {
           auto* c = static_cast<Ctx*>(arg);

@@ -10,7 +10,8 @@
 // One node per region: of several machines claiming one region, the one with the smallest id
 // (ordinal) is taken, on every node alike; a machine claiming this node's region is skipped.
 //
-// Resolution uses c-ares, against the system's resolvers (/etc/resolv.conf) or a given server.
+// Resolution uses c-ares, against the system's resolvers (/etc/resolv.conf, with its search
+// list) or a given server.
 // Thread-safety: the pure functions are safe from any thread; PeerDiscovery runs one thread of
 // its own and calls its listener there.
 #pragma once

@@ -108,15 +108,16 @@ def test_manifests_parse_and_name_only_what_the_binary_has():
         assert peers_svc["spec"]["ports"][0]["port"] == ports["peer"]
         regions[env["EDGESTATE_REGION"]] = (sts["metadata"]["name"], env)
 
-    # Every node gets the same peer list: every region, each at its pod's stable name.
+    # Every node finds its peers in the headless service's SRV records for its peer port, and
+    # each StatefulSet's pod 0 is a target that names the region (APP-REGION-ORDINAL).
     for name, env in regions.values():
-        peers = dict(p.split("=", 1) for p in env["EDGESTATE_PEERS"].split(","))
-        assert set(peers) == set(regions), (peers, regions)
-        for region, addr in peers.items():
-            host, port = addr.rsplit(":", 1)
-            assert host == f"{regions[region][0]}-0.edgestate-peers", addr
-            assert int(port) == 7946
+        assert "EDGESTATE_PEERS" not in env
+        dns = env["EDGESTATE_PEERS_DNS"]
+        port_name = peers_svc["spec"]["ports"][0]["name"]
+        assert dns == f"srv:_{port_name}._tcp.{peers_svc['metadata']['name']}", dns
         assert set(env["EDGESTATE_STRONG_VOTERS"].split(",")) <= set(regions)
+    for region, (name, _) in regions.items():
+        assert name == f"edgestate-{region}", name  # Pod edgestate-REGION-0: region REGION.
     # Clients of each region reach that region's pod.
     for region, (name, _) in regions.items():
         svc = services[f"edgestate-{region}"]
@@ -142,7 +143,9 @@ def test_three_nodes_configured_by_the_manifests_replicate(nodes, tmpdir_path):
         env["EDGESTATE_DATA_DIR"] = os.path.join(tmpdir_path, region)
         env["EDGESTATE_PEER_LISTEN"] = f"127.0.0.1:{peer_ports[region]}"
         env["EDGESTATE_METRICS_LISTEN"] = "127.0.0.1:0"
-        # The same list for every node, as in the ConfigMap, its names moved to loopback.
+        # Cluster DNS is not here (test_dns_discovery.py serves SRV records like the headless
+        # service's): a static list of the three on loopback instead.
+        env.pop("EDGESTATE_PEERS_DNS")
         env["EDGESTATE_PEERS"] = ",".join(
             f"{r}=127.0.0.1:{p}" for r, p in sorted(peer_ports.items()))
         n = nodes(env=env, data_dir=env["EDGESTATE_DATA_DIR"])
