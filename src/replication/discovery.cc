@@ -36,8 +36,10 @@ std::string_view Trim(std::string_view s) {
 // One c-ares channel, used by one thread for one resolution.
 class Resolver {
  public:
+  // Every query ends by `timeout` after Create, or as soon as *cancel is set (may be null).
   static StatusOr<std::unique_ptr<Resolver>> Create(const std::string& server,
-                                                    std::chrono::milliseconds timeout) {
+                                                    std::chrono::milliseconds timeout,
+                                                    const std::atomic<bool>* cancel) {
     static std::once_flag once;
     static int init_status = ARES_SUCCESS;
     std::call_once(once, [] { init_status = ares_library_init(ARES_LIB_INIT_ALL); });
@@ -45,6 +47,8 @@ class Resolver {
       return Status::Internal(std::string("c-ares: ") + ares_strerror(init_status));
     }
     auto r = std::unique_ptr<Resolver>(new Resolver());
+    r->deadline_ = std::chrono::steady_clock::now() + timeout;
+    r->cancel_ = cancel;
     ares_options o{};
     o.timeout = static_cast<int>(std::max<int64_t>(100, timeout.count() / 2));
     o.tries = 2;
@@ -110,7 +114,13 @@ class Resolver {
       timeval tv{};
       timeval* tvp = ares_timeout(channel_, nullptr, &tv);
       int wait_ms = tvp ? static_cast<int>(tv.tv_sec * 1000 + tv.tv_usec / 1000) : 100;
-      int n = poll(fds.data(), fds.size(), std::max(wait_ms, 1));
+      if ((cancel_ != nullptr && cancel_->load()) ||
+          std::chrono::steady_clock::now() >= deadline_) {
+        ares_cancel(channel_);  // Calls back with ARES_ECANCELLED.
+        continue;
+      }
+      // Short slices: a stop or the deadline is seen within 50 ms.
+      int n = poll(fds.data(), fds.size(), std::clamp(wait_ms, 1, 50));
       if (n <= 0) {
         ares_process_fd(channel_, ARES_SOCKET_BAD, ARES_SOCKET_BAD);  // Timeouts.
         continue;
@@ -128,13 +138,18 @@ class Resolver {
  private:
   Resolver() = default;
   ares_channel channel_ = nullptr;
+  std::chrono::steady_clock::time_point deadline_;
+  const std::atomic<bool>* cancel_ = nullptr;
 };
 
 // NXDOMAIN and "no records of that type" are answers (an empty set); anything else is a failure.
 bool IsEmptyAnswer(int status) { return status == ARES_ENOTFOUND || status == ARES_ENODATA; }
 
 Status QueryFailed(const std::string& name, const char* type, int status) {
-  return Status::Unavailable(fmt::format("DNS {} {}: {}", type, name, ares_strerror(status)));
+  return Status::Unavailable(fmt::format(
+      "DNS {} {}: {}", type, name,
+      status == ARES_ECANCELLED ? "no answer within the resolution's time limit, or stopped"
+                                : ares_strerror(status)));
 }
 
 StatusOr<std::string> Txt(Resolver& r, const std::string& name) {
@@ -301,8 +316,9 @@ std::optional<SrvPod> ParseSrvTarget(std::string_view target) {
   return pod;
 }
 
-StatusOr<std::vector<PeerAddress>> ResolvePeers(const DiscoveryOptions& options) {
-  auto r = Resolver::Create(options.server, options.timeout);
+StatusOr<std::vector<PeerAddress>> ResolvePeers(const DiscoveryOptions& options,
+                                                const std::atomic<bool>* cancel) {
+  auto r = Resolver::Create(options.server, options.timeout, cancel);
   if (!r.ok()) return r.status();
   auto peers = options.spec.kind == DiscoverySpec::Kind::kFly ? ResolveFly(**r, options)
                                                               : ResolveSrv(**r, options);
@@ -332,6 +348,7 @@ void PeerDiscovery::Start() {
 }
 
 PeerDiscovery::~PeerDiscovery() {
+  stopping_.store(true);  // A resolution in progress ends within 50 ms.
   {
     std::lock_guard lock(mu_);
     stop_ = true;
@@ -368,7 +385,7 @@ void PeerDiscovery::Loop() {
   std::string last_error;
   for (;;) {
     resolutions_->Inc();
-    auto peers = ResolvePeers(options_);
+    auto peers = ResolvePeers(options_, &stopping_);
     if (peers.ok()) {
       last_error.clear();
       {

@@ -70,13 +70,15 @@ struct DiscoveryOptions {
   // "HOST:PORT" of the DNS server to ask; empty: the system's resolvers.
   std::string server;
   std::chrono::milliseconds interval{5000};  // Between resolutions.
-  std::chrono::milliseconds timeout{2000};   // Per resolution, all queries together.
+  std::chrono::milliseconds timeout{2000};   // Per resolution, all its queries together.
 };
 
-// Resolves the peer set once (blocking, at most about options.timeout per query round).
-// Unavailable when the records could not be read (a timeout, a refused or failed query): the
-// caller keeps the peers it has. A name that does not exist or has no records is an empty set.
-StatusOr<std::vector<PeerAddress>> ResolvePeers(const DiscoveryOptions& options);
+// Resolves the peer set once, blocking for at most about options.timeout (less when *cancel,
+// which may be null, becomes true). Unavailable when the records could not be read (the time
+// limit, a refused or failed query, a cancel): the caller keeps the peers it has. A name that
+// does not exist or has no records is an empty set.
+StatusOr<std::vector<PeerAddress>> ResolvePeers(const DiscoveryOptions& options,
+                                                const std::atomic<bool>* cancel = nullptr);
 
 class PeerDiscovery {
  public:
@@ -105,6 +107,7 @@ class PeerDiscovery {
   Counter* resolutions_ = nullptr;
   Counter* failures_ = nullptr;
   std::atomic<int64_t> peers_found_{-1};  // -1: never resolved.
+  std::atomic<bool> stopping_{false};
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;                       // GUARDED_BY(mu_)

@@ -1,6 +1,13 @@
 #include "replication/discovery.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
 
 namespace edgestate::replication {
 namespace {
@@ -58,6 +65,54 @@ TEST(DiscoveryTest, AnUnreachableServerIsAFailureNotAnEmptySet) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
   o.server = "not an address";
   EXPECT_FALSE(ResolvePeers(o).ok());
+}
+
+// A DNS server that takes queries and never answers: a bound UDP socket nobody reads.
+class SilentServer {
+ public:
+  SilentServer() {
+    fd_ = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    socklen_t len = sizeof(a);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+  }
+  ~SilentServer() { close(fd_); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+TEST(DiscoveryTest, AServerThatNeverAnswersEndsTheResolutionAtItsTimeLimitOrAtAStop) {
+  SilentServer silent;
+  DiscoveryOptions o;
+  o.spec = *ParseDiscoverySpec("srv:_peer._tcp.edgestate-peers.test");
+  o.region = "iad";
+  o.server = silent.address();
+  o.timeout = std::chrono::milliseconds(300);
+  auto start = std::chrono::steady_clock::now();
+  auto r = ResolvePeers(o);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  // A deadline for a hang, not a latency claim: the limit is 0.3 s.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+
+  // A stop ends a resolution whose own limit is far away.
+  o.timeout = std::chrono::minutes(10);
+  std::atomic<bool> cancel{false};
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    cancel.store(true);
+  });
+  start = std::chrono::steady_clock::now();
+  r = ResolvePeers(o, &cancel);
+  stopper.join();
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(60));
 }
 
 }  // namespace
