@@ -332,6 +332,32 @@ StatusOr<std::vector<PeerAddress>> ResolvePeers(const DiscoveryOptions& options,
   return peers;
 }
 
+std::vector<PeerAddress> NextPeerSet(const std::vector<PeerAddress>& in_use,
+                                     std::vector<PeerAddress> answer,
+                                     std::map<std::string, int>* misses) {
+  auto listed = [&](const std::string& region) {
+    return std::any_of(answer.begin(), answer.end(),
+                       [&](const PeerAddress& a) { return a.region == region; });
+  };
+  for (auto it = misses->begin(); it != misses->end();) {
+    it = listed(it->first) ? misses->erase(it) : std::next(it);
+  }
+  std::vector<PeerAddress> held;
+  for (const PeerAddress& p : in_use) {
+    if (listed(p.region)) continue;
+    int& m = (*misses)[p.region];
+    if (++m < kMissesToRemove) {
+      held.push_back(p);
+    } else {
+      misses->erase(p.region);
+    }
+  }
+  answer.insert(answer.end(), held.begin(), held.end());
+  std::sort(answer.begin(), answer.end(),
+            [](const PeerAddress& a, const PeerAddress& b) { return a.region < b.region; });
+  return answer;
+}
+
 PeerDiscovery::PeerDiscovery(DiscoveryOptions options, Listener on_peers, MetricsRegistry* metrics)
     : options_(std::move(options)), on_peers_(std::move(on_peers)) {
   resolutions_ = &metrics->AddCounter("edgestate_peer_discovery_resolutions_total",
@@ -382,6 +408,7 @@ std::string PeerDiscovery::StatusJson() const {
 
 void PeerDiscovery::Loop() {
   std::optional<std::vector<PeerAddress>> last;
+  std::map<std::string, int> misses;
   std::string last_error;
   for (;;) {
     resolutions_->Inc();
@@ -394,6 +421,7 @@ void PeerDiscovery::Loop() {
         last_success_ms_ = SteadyMs();
       }
       peers_found_.store(static_cast<int64_t>(peers->size()));
+      if (last) peers = NextPeerSet(*last, std::move(peers).value(), &misses);
       auto same = [](const std::vector<PeerAddress>& a, const std::vector<PeerAddress>& b) {
         return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
           return x.region == y.region && x.address.host == y.address.host &&

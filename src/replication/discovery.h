@@ -20,6 +20,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -80,6 +81,19 @@ struct DiscoveryOptions {
 StatusOr<std::vector<PeerAddress>> ResolvePeers(const DiscoveryOptions& options,
                                                 const std::atomic<bool>* cancel = nullptr);
 
+// How many answers in a row must leave a region out before it is dropped: one answer missing
+// records (a DNS glitch, a machine's record briefly withdrawn) changes nothing; a region that
+// is gone leaves after kMissesToRemove intervals.
+inline constexpr int kMissesToRemove = 3;
+
+// The peer set to use after a successful answer: every peer of `answer` (new regions and new
+// addresses at once), plus each region of `in_use` missing from it fewer than
+// kMissesToRemove answers in a row. `misses` (region -> answers in a row without it) is
+// updated. Sorted by region. Pure.
+std::vector<PeerAddress> NextPeerSet(const std::vector<PeerAddress>& in_use,
+                                     std::vector<PeerAddress> answer,
+                                     std::map<std::string, int>* misses);
+
 class PeerDiscovery {
  public:
   using Listener = std::function<void(std::vector<PeerAddress>)>;
@@ -88,9 +102,9 @@ class PeerDiscovery {
   PeerDiscovery(DiscoveryOptions options, Listener on_peers, MetricsRegistry* metrics);
   ~PeerDiscovery();  // Stops and joins the thread.
 
-  // Starts the thread: it resolves at once, then every interval, and calls `on_peers` with each
-  // successful result that differs from the last one delivered (sorted by region). Failures
-  // are logged and counted; the peers last delivered stay. Call once.
+  // Starts the thread: it resolves at once, then every interval, and calls `on_peers` with the
+  // peer set (NextPeerSet of each successful answer) whenever it differs from the last one
+  // delivered. Failures are logged and counted; the peers last delivered stay. Call once.
   void Start();
   // For /v1/cluster: {"source","peers","resolutions","failures","last_error",
   // "last_success_ms_ago"} (nulls before the first success or without an error). Any thread.

@@ -67,6 +67,38 @@ TEST(DiscoveryTest, AnUnreachableServerIsAFailureNotAnEmptySet) {
   EXPECT_FALSE(ResolvePeers(o).ok());
 }
 
+TEST(DiscoveryTest, ARegionLeavesOnlyAfterSeveralAnswersWithoutIt) {
+  auto at = [](const char* region, const char* host) { return PeerAddress{region, {host, 7946}}; };
+  auto regions = [](const std::vector<PeerAddress>& v) {
+    std::vector<std::string> out;
+    for (const auto& p : v) out.push_back(p.region + "@" + p.address.host);
+    return out;
+  };
+  std::map<std::string, int> misses;
+  std::vector<PeerAddress> in_use = {at("fra", "f1"), at("lhr", "l1")};
+  // lhr missing once, twice: kept; a new region and a new address apply at once.
+  in_use = NextPeerSet(in_use, {at("fra", "f2"), at("syd", "s1")}, &misses);
+  EXPECT_EQ(regions(in_use), (std::vector<std::string>{"fra@f2", "lhr@l1", "syd@s1"}));
+  in_use = NextPeerSet(in_use, {at("fra", "f2"), at("syd", "s1")}, &misses);
+  EXPECT_EQ(regions(in_use), (std::vector<std::string>{"fra@f2", "lhr@l1", "syd@s1"}));
+  // Back before the third miss: its count starts again.
+  in_use = NextPeerSet(in_use, {at("fra", "f2"), at("lhr", "l1"), at("syd", "s1")}, &misses);
+  EXPECT_TRUE(misses.empty());
+  for (int i = 1; i < kMissesToRemove; ++i) {
+    in_use = NextPeerSet(in_use, {at("fra", "f2")}, &misses);
+    EXPECT_EQ(in_use.size(), 3u) << i;
+  }
+  in_use = NextPeerSet(in_use, {at("fra", "f2")}, &misses);
+  EXPECT_EQ(regions(in_use), (std::vector<std::string>{"fra@f2"}));
+  EXPECT_TRUE(misses.empty());
+  // An empty answer (NXDOMAIN) empties the set only after as many answers.
+  for (int i = 1; i < kMissesToRemove; ++i) {
+    in_use = NextPeerSet(in_use, {}, &misses);
+    EXPECT_EQ(in_use.size(), 1u);
+  }
+  EXPECT_TRUE(NextPeerSet(in_use, {}, &misses).empty());
+}
+
 // A DNS server that takes queries and never answers: a bound UDP socket nobody reads.
 class SilentServer {
  public:
