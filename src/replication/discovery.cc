@@ -170,36 +170,47 @@ StatusOr<std::string> Txt(Resolver& r, const std::string& name) {
 }
 
 // The first AAAA address of `name`, else (with `also_a`) its first A address; empty if none.
+// The first AAAA address of `name`, else (with `also_a`) its first A address; empty if none. With
+// `also_a`, a failed AAAA query (some servers refuse AAAA for IPv4-only names) is an error only
+// when the A query does not give an address either.
 StatusOr<std::string> Address(Resolver& r, const std::string& name, bool also_a) {
+  Status aaaa_failure = Status::Ok();
   Resolver::Answer a = r.Query(name, ns_t_aaaa);
   if (a.status == ARES_SUCCESS) {
     ares_addr6ttl addrs[8];
     int n = 8;
     int st = ares_parse_aaaa_reply(reinterpret_cast<const unsigned char*>(a.bytes.data()),
                                    static_cast<int>(a.bytes.size()), nullptr, addrs, &n);
-    if (st == ARES_SUCCESS && n > 0) {
-      char text[INET6_ADDRSTRLEN];
-      if (inet_ntop(AF_INET6, &addrs[0].ip6addr, text, sizeof(text)) != nullptr)
-        return std::string(text);
-    } else if (st != ARES_SUCCESS && !IsEmptyAnswer(st)) {
-      return QueryFailed(name, "AAAA", st);
+    char text[INET6_ADDRSTRLEN];
+    if (st == ARES_SUCCESS && n > 0 &&
+        inet_ntop(AF_INET6, &addrs[0].ip6addr, text, sizeof(text)) != nullptr) {
+      return std::string(text);
     }
+    if (st != ARES_SUCCESS && !IsEmptyAnswer(st)) aaaa_failure = QueryFailed(name, "AAAA", st);
   } else if (!IsEmptyAnswer(a.status)) {
-    return QueryFailed(name, "AAAA", a.status);
+    aaaa_failure = QueryFailed(name, "AAAA", a.status);
   }
-  if (!also_a) return std::string();
+  if (!also_a) {
+    if (!aaaa_failure.ok()) return aaaa_failure;
+    return std::string();
+  }
   a = r.Query(name, ns_t_a);
-  if (IsEmptyAnswer(a.status)) return std::string();
-  if (a.status != ARES_SUCCESS) return QueryFailed(name, "A", a.status);
-  ares_addrttl addrs[8];
-  int n = 8;
-  int st = ares_parse_a_reply(reinterpret_cast<const unsigned char*>(a.bytes.data()),
-                              static_cast<int>(a.bytes.size()), nullptr, addrs, &n);
-  if (st != ARES_SUCCESS && !IsEmptyAnswer(st)) return QueryFailed(name, "A", st);
-  if (st != ARES_SUCCESS || n == 0) return std::string();
-  char text[INET_ADDRSTRLEN];
-  if (inet_ntop(AF_INET, &addrs[0].ipaddr, text, sizeof(text)) == nullptr) return std::string();
-  return std::string(text);
+  if (a.status == ARES_SUCCESS) {
+    ares_addrttl addrs[8];
+    int n = 8;
+    int st = ares_parse_a_reply(reinterpret_cast<const unsigned char*>(a.bytes.data()),
+                                static_cast<int>(a.bytes.size()), nullptr, addrs, &n);
+    char text[INET_ADDRSTRLEN];
+    if (st == ARES_SUCCESS && n > 0 &&
+        inet_ntop(AF_INET, &addrs[0].ipaddr, text, sizeof(text)) != nullptr) {
+      return std::string(text);
+    }
+    if (st != ARES_SUCCESS && !IsEmptyAnswer(st)) return QueryFailed(name, "A", st);
+  } else if (!IsEmptyAnswer(a.status)) {
+    return QueryFailed(name, "A", a.status);
+  }
+  if (!aaaa_failure.ok()) return aaaa_failure;
+  return std::string();
 }
 
 StatusOr<std::vector<PeerAddress>> ResolveFly(Resolver& r, const DiscoveryOptions& o) {

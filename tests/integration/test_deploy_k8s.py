@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import BIN, Node, wait_until
+from test_dns_discovery import dns  # noqa: F401  (the fixture: dnsmasq on loopback)
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 K8S = os.path.join(ROOT, "deploy", "k8s")
@@ -127,14 +128,25 @@ def test_manifests_parse_and_name_only_what_the_binary_has():
     assert pdb["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "edgestate"}
 
 
-def test_three_nodes_configured_by_the_manifests_replicate(nodes, tmpdir_path):
-    """The manifests' environment, addresses moved to loopback, runs a working cluster."""
+def test_three_nodes_configured_by_the_manifests_replicate(nodes, tmpdir_path, dns):
+    """The manifests' environment, addresses moved to loopback, runs a working cluster; its
+    peers come from DNS as in a cluster: dnsmasq serves the SRV records the headless service
+    publishes (one target per StatefulSet's pod 0, each with its pod's peer port)."""
     from conftest import free_ports
     docs = load_all()
     configmaps = {d["metadata"]["name"]: d for d in of_kind(docs, "ConfigMap")}
     statefulsets = of_kind(docs, "StatefulSet")
     peer_ports = dict(zip(sorted(pod_env(s, configmaps)["EDGESTATE_REGION"]
                                  for s in statefulsets), free_ports(len(statefulsets))))
+    srv_name = configmaps["edgestate-config"]["data"]["EDGESTATE_PEERS_DNS"].split(":", 1)[1]
+    service = srv_name.rsplit(".", 1)[1]  # _peer._tcp.SERVICE
+    records = []
+    for sts in statefulsets:
+        region = pod_env(sts, configmaps)["EDGESTATE_REGION"]
+        target = f"{sts['metadata']['name']}-0.{service}"
+        records += [f"srv-host={srv_name},{target},{peer_ports[region]}",
+                    f"host-record={target},127.0.0.1"]
+    dns.serve(records, srv_name)
     started = {}
     for sts in statefulsets:
         env = {k: v for k, v in pod_env(sts, configmaps).items() if isinstance(v, str)}
@@ -143,11 +155,8 @@ def test_three_nodes_configured_by_the_manifests_replicate(nodes, tmpdir_path):
         env["EDGESTATE_DATA_DIR"] = os.path.join(tmpdir_path, region)
         env["EDGESTATE_PEER_LISTEN"] = f"127.0.0.1:{peer_ports[region]}"
         env["EDGESTATE_METRICS_LISTEN"] = "127.0.0.1:0"
-        # Cluster DNS is not here (test_dns_discovery.py serves SRV records like the headless
-        # service's): a static list of the three on loopback instead.
-        env.pop("EDGESTATE_PEERS_DNS")
-        env["EDGESTATE_PEERS"] = ",".join(
-            f"{r}=127.0.0.1:{p}" for r, p in sorted(peer_ports.items()))
+        # The ConfigMap's discovery as it is, asked of the test's DNS server.
+        env["EDGESTATE_PEERS_DNS_SERVER"] = f"127.0.0.1:{dns.port}"
         n = nodes(env=env, data_dir=env["EDGESTATE_DATA_DIR"])
         started[region] = n
         assert n.request("GET", "/health")[0] == 200  # The probes' path.
