@@ -20,6 +20,7 @@
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 #include <vector>
 
+#include "common/handoff.h"
 #include "common/strings.h"
 #include "env/clock.h"
 #include "http/errors.h"
@@ -62,6 +63,11 @@ struct Worker {
   // behind all of them. Destroyed before `ioc`. On this worker's thread.
   std::deque<std::function<void()>> deferred;
   bool deferred_posted = false;  // A RunDeferred is queued on `ioc`.
+  // Work other threads hand to this one (answers, releases of connections), run in order by
+  // RunInbox; see PostToWorker.
+  std::mutex inbox_mu;
+  std::vector<std::function<void()>> inbox;  // GUARDED_BY(inbox_mu)
+  bool inbox_posted = false;                 // GUARDED_BY(inbox_mu); a RunInbox is on its way.
   std::optional<asio::steady_timer> sweep;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
   std::thread thread;
@@ -92,6 +98,32 @@ void Defer(Worker* w, std::function<void()> task) {
     w->deferred_posted = true;
     asio::post(w->ioc, [w] { RunDeferred(w); });
   }
+}
+
+// Runs what other threads handed to w. On w's thread.
+void RunInbox(Worker* w) {
+  std::vector<std::function<void()>> tasks;
+  {
+    std::lock_guard lock(w->inbox_mu);
+    tasks.swap(w->inbox);
+    w->inbox_posted = false;
+  }
+  for (std::function<void()>& task : tasks) task();
+}
+
+// Hands `task` to w's thread from any thread. The first hand-off after w last ran its inbox
+// wakes w; later ones only queue. Within a HandoffScope (a group commit answering its batch)
+// the wake-up waits for the scope's end, so one wake-up carries every answer of the batch
+// to this worker instead of a context switch (and an epoll_ctl) per answer.
+void PostToWorker(Worker* w, std::function<void()> task) {
+  {
+    std::lock_guard lock(w->inbox_mu);
+    w->inbox.push_back(std::move(task));
+    if (w->inbox_posted) return;
+    w->inbox_posted = true;
+  }
+  auto wake = [w] { asio::post(w->ioc, [w] { RunInbox(w); }); };
+  if (!HandoffScope::DeferWake(w, wake)) wake();
 }
 
 // Advances the worker's coarse clocks: `now_ms` for deadlines and the Date header line (which
@@ -158,7 +190,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       auto ref = std::make_shared<Ref>(shared_from_this());
       return Responder([ref](Response r) {
         const std::shared_ptr<Connection>& self = ref->conn;
-        asio::post(self->socket_.get_executor(), [self, r = std::move(r)]() mutable {
+        PostToWorker(self->worker_, [self, r = std::move(r)]() mutable {
           Defer(self->worker_, [self, r = std::move(r)]() mutable { self->Send(std::move(r)); });
         });
       });
@@ -211,8 +243,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Ref(const Ref&) = delete;
     Ref& operator=(const Ref&) = delete;
     ~Ref() {
-      auto ex = conn->socket_.get_executor();
-      if (!ex.running_in_this_thread()) asio::post(ex, [c = std::move(conn)] {});
+      Worker* w = conn->worker_;
+      if (!conn->socket_.get_executor().running_in_this_thread()) {
+        PostToWorker(w, [c = std::move(conn)] {});
+      }
     }
     std::shared_ptr<Connection> conn;
   };

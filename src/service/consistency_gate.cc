@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "common/handoff.h"
+
 namespace edgestate::service {
 
 using consistency::Level;
@@ -168,17 +170,22 @@ void ConsistencyGate::Loop() {
     lock.unlock();
     const auto now = SteadyClock::now();
     std::vector<Pending> still;
-    for (Pending& p : batch) {
-      std::vector<std::string> pull;
-      std::optional<Verdict> v = Decide(p.req, /*final=*/now >= p.deadline, &pull);
-      if (!v) {
-        still.push_back(std::move(p));
-        continue;
+    {
+      // The answers (and the releases of the answered requests) wake each I/O thread once.
+      HandoffScope handoffs;
+      for (Pending& p : batch) {
+        std::vector<std::string> pull;
+        std::optional<Verdict> v = Decide(p.req, /*final=*/now >= p.deadline, &pull);
+        if (!v) {
+          still.push_back(std::move(p));
+          continue;
+        }
+        v->waited = true;
+        v->waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - p.since).count();
+        if (v->kind != Verdict::Kind::kServe) refused_->Inc();
+        p.done(std::move(*v));
       }
-      v->waited = true;
-      v->waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - p.since).count();
-      if (v->kind != Verdict::Kind::kServe) refused_->Inc();
-      p.done(std::move(*v));
+      batch.clear();
     }
     lock.lock();
     for (Pending& p : still) pending_.push_back(std::move(p));

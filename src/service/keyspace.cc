@@ -16,6 +16,7 @@
 #include <tuple>
 #include <utility>
 
+#include "common/handoff.h"
 #include "common/region.h"
 #include "common/strings.h"
 
@@ -770,7 +771,13 @@ void Keyspace::WriterLoop() {
                               options_.max_batch);
     last_batch = ops.size();
     if (!ops.empty()) {
-      size_t acked = CommitBatch(ops);
+      size_t acked;
+      {
+        // The answers, and the releases of the answered requests, wake each I/O thread once.
+        HandoffScope handoffs;
+        acked = CommitBatch(ops);
+        ops.clear();
+      }
       if (async && acked > 0) {
         if (unsynced == 0) next_sync = SteadyClock::now() + options_.async_sync_interval;
         unsynced += acked;
