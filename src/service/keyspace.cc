@@ -786,10 +786,11 @@ void Keyspace::WriterLoop() {
     if (async && SteadyClock::now() >= next_sync) sync_now();
     if (!open) break;
     if (SteadyClock::now() >= next_sweep) {
-      // A run that stopped at its limit continues soon; writes go first meanwhile.
+      // A run that stopped at its limit continues soon, and later while writes keep the
+      // writer busy (batches of kGatherThreshold or more): writes go first.
       bool more = Sweep();
-      next_sweep =
-          SteadyClock::now() + (more ? std::chrono::milliseconds(50) : options_.sweep_interval);
+      const auto pause = last_batch >= kGatherThreshold ? kSweepPauseUnderLoad : kSweepPause;
+      next_sweep = SteadyClock::now() + (more ? pause : options_.sweep_interval);
     }
   }
   sync_now();
