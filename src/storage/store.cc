@@ -203,12 +203,7 @@ rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
   rocksdb::Options options;
   options.create_if_missing = true;
   options.max_background_jobs = 2;
-  // L0 and L1 files are rewritten soon after they are written: compressing them costs CPU on
-  // the write path's core for little space (the deeper levels hold nearly all of a large
-  // store). LZ4 from L2 on.
   options.compression = rocksdb::kLZ4Compression;
-  options.compression_per_level = {rocksdb::kNoCompression, rocksdb::kNoCompression,
-                                   rocksdb::kLZ4Compression};
   options.bytes_per_sync = 1 << 20;
   options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
@@ -223,11 +218,6 @@ rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
   // Memory is bounded by the cache: memtables are charged to it, and so are index and filter
   // blocks (a node holds many times its memory in keys; docs/storage.md).
   options.write_buffer_size = 32 << 20;
-  // A Bloom filter over each memtable's whole keys: the writer's read of a key's record before
-  // its write (and every point read) skips the skip-list search of memtables that do not hold
-  // the key, the common case. 10 % of the write buffer.
-  options.memtable_whole_key_filtering = true;
-  options.memtable_prefix_bloom_size_ratio = 0.1;
   options.write_buffer_manager =
       std::make_shared<rocksdb::WriteBufferManager>(cache->GetCapacity() / 4, cache);
   // Files the sweep filled with deletions (expired sessions, collected tombstones) are compacted
