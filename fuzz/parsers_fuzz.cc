@@ -83,8 +83,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 9: {
       auto r = es::storage::DecodeRegister(s);
       if (r.ok()) {
-        auto again = es::storage::DecodeRegister(es::storage::EncodeRegister(r->reg, r->local_seq));
-        Check(again.ok() && again->reg == r->reg && again->local_seq == r->local_seq,
+        auto again = es::storage::DecodeRegister(es::storage::EncodeRegister(*r));
+        Check(again.ok() && again->reg == r->reg && again->local_seq == r->local_seq &&
+                  again->relay == r->relay,
               "a register does not round-trip");
       }
       break;

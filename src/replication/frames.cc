@@ -20,7 +20,8 @@ StatusOr<DecodedDelta> DecodeDelta(const pb::Delta& d) {
     if (!type.ok()) return type.status();
     StatusOr<storage::StoredRegister> state = storage::DecodeRegister(r.state());
     if (!state.ok()) return state.status();
-    out.registers.push_back(service::RegisterUpdate{*type, r.name(), std::move(state->reg)});
+    out.registers.push_back(
+        service::RegisterUpdate{*type, r.name(), std::move(state->reg), r.stream_seq()});
   }
   out.slots.reserve(d.slots_size());
   for (const pb::SlotDelta& s : d.slots()) {

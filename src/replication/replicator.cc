@@ -956,6 +956,7 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
         r->set_type(static_cast<unsigned char>(u.type));
         r->set_name(u.name);
         r->set_state(storage::EncodeRegister(u.reg));
+        r->set_stream_seq(u.stream_seq);
       }
       for (const auto& u : slots) {
         pb::SlotDelta* d = delta.mutable_delta()->add_slots();

@@ -44,6 +44,8 @@ class Region {
     store_ = std::move(st).value();
     service::KeyspaceOptions o;
     o.region = name_;
+    o.has_peers = true;
+    o.sweep_interval = std::chrono::milliseconds(20);
     auto svc = service::Keyspace::Open(store_.get(), o, &metrics_);
     ASSERT_TRUE(svc.ok()) << svc.status().ToString();
     svc_ = std::move(svc).value();
@@ -79,6 +81,13 @@ class Region {
   }
 
   int64_t Value(const std::string& counter) const { return svc_->Read(counter)->value; }
+  service::Keyspace& keyspace() { return *svc_; }
+  // Whether the key's record (live or a tombstone) is stored here.
+  bool HasRecord(const std::string& key) const {
+    auto r = svc_->GetRegister(storage::RecordType::kKey, key);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() && r->has_value();
+  }
   Replicator& replicator() { return *rep_; }
   nlohmann::json Cluster() const { return nlohmann::json::parse(rep_->ClusterJson()); }
   const std::string& name() const { return name_; }
@@ -181,6 +190,30 @@ TEST_F(ReplicatorTest, ConcurrentIncrementsConvergeAndReadsGetABound) {
   nlohmann::json peer = b_->Cluster()["peers"][0];
   EXPECT_EQ(peer["region"], "iad");
   EXPECT_EQ(peer["inbound"], "connected");
+}
+
+// A strong delete whose proposer ("syd") vanished after it was chosen, stored by the voter
+// "iad" for it: it has no sequence of its origin, so it travels in iad's stream, and both
+// regions collect it once iad's stream is applied everywhere (docs/storage.md).
+TEST_F(ReplicatorTest, ATombstoneStoredForAVanishedProposerIsCollectedEverywhere) {
+  StartPair();
+  crdt::LwwRegister chosen;
+  chosen.hlc = a_->keyspace().ClockNow();
+  chosen.origin = "syd";
+  chosen.deleted = true;
+  std::promise<StatusOr<service::RegisterResult>> stored;
+  a_->keyspace().ApplyChosenRegister(
+      "gone", chosen, [&](StatusOr<service::RegisterResult> r) { stored.set_value(std::move(r)); });
+  ASSERT_TRUE(stored.get_future().get().ok());
+  // b has it (a tombstone is a record) before either collects it: it did travel.
+  ASSERT_TRUE(WaitFor([&] { return b_->HasRecord("gone") || !a_->HasRecord("gone"); },
+                      std::chrono::seconds(30)));
+  EXPECT_TRUE(b_->HasRecord("gone") || b_->keyspace().sweep_stats().collected > 0);
+  ASSERT_TRUE(WaitFor([&] { return !a_->HasRecord("gone") && !b_->HasRecord("gone"); },
+                      std::chrono::seconds(30)))
+      << a_->HasRecord("gone") << " " << b_->HasRecord("gone");
+  EXPECT_EQ(a_->keyspace().sweep_stats().collected, 1u);
+  EXPECT_EQ(b_->keyspace().sweep_stats().collected, 1u);
 }
 
 TEST_F(ReplicatorTest, PeersSetAtRunTimeJoinLeaveAndComeBack) {

@@ -611,7 +611,7 @@ Keyspace::CollectedChanges Keyspace::CollectOwnChanges(
       if (register_bytes > max_register_bytes && taken() > 0) {
         return stopped(End::kLimit, last_taken);
       }
-      registers->push_back(RegisterUpdate{type, std::move(name), std::move(**r)});
+      registers->push_back(RegisterUpdate{type, std::move(name), std::move(**r), seq});
       last_taken = seq;
       continue;
     }
@@ -871,9 +871,15 @@ bool Keyspace::Sweep() {
       }
       ++pass_counts_[ti].second;
       const crdt::LwwRegister& reg = r->reg;
+      // A write is stable once every region applied it, or a later write of the record, from
+      // its origin's stream; a write without a sequence of its origin (a strong choice a voter
+      // stored for another region), from the stream that brought it here.
+      const storage::StreamPosition& via = r->relay;
       const bool stable =
           type == RecordType::kCacheEntry ||
-          (reg.origin_seq > 0 && IsStable(reg.origin, reg.origin_epoch, reg.origin_seq));
+          (reg.origin_seq > 0 && IsStable(reg.origin, reg.origin_epoch, reg.origin_seq)) ||
+          (reg.origin_seq == 0 && !via.region.empty() && via.seq > 0 &&
+           IsStable(via.region, via.epoch, via.seq));
       if (stable) {
         wb.Delete(rocksdb::Slice(key.data(), key.size()));
         if (r->local_seq != 0) wb.Delete(storage::ChangeKey(r->local_seq));
@@ -885,7 +891,7 @@ bool Keyspace::Sweep() {
         stripped.value.clear();
         stripped.content_type.clear();
         wb.Put(rocksdb::Slice(key.data(), key.size()),
-               storage::EncodeRegister(stripped, r->local_seq));
+               storage::EncodeRegister(stripped, r->local_seq, r->relay));
         ++expired;
       }
       return true;
@@ -1018,12 +1024,15 @@ RegisterResult Keyspace::StageChosenWrite(Op& op, StagedRegister& st) {
     // sequence is given only by its origin: a voter storing another proposer's choice (a
     // re-decision) relays it with origin_seq 0.
     const uint64_t local_seq = next_seq_++;
+    storage::StreamPosition relay;
     if (next.origin == options_.region) {
       next.origin_seq = local_seq;
       next.origin_epoch = epoch_;
+    } else {
+      relay = {options_.region, epoch_, local_seq};  // Stable once this region's stream is.
     }
     result.written = next;
-    st.cur = storage::StoredRegister{std::move(next), local_seq};
+    st.cur = storage::StoredRegister{std::move(next), local_seq, std::move(relay)};
     st.dirty = true;
   }
   result.size = result.written.value.size();
@@ -1232,6 +1241,10 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
         }
         if (!changed) continue;
         st.dirty = true;
+        // A write with no sequence of its origin is stable once the stream that brought it is.
+        st.cur->relay = st.cur->reg.origin_seq == 0 && u.stream_seq != 0
+                            ? storage::StreamPosition{op.name, op.epoch, u.stream_seq}
+                            : storage::StreamPosition{};
         if (u.type == storage::RecordType::kPurge) {
           st.purge_changed = true;
           if (now_ms >= u.reg.hlc.wall_ms) {
@@ -1285,7 +1298,7 @@ size_t Keyspace::CommitBatch(std::vector<Op>& ops) {
     if (storage::IsReplicated(st.type)) {
       move_index(previous_register_seq[key], st.cur->local_seq, st.type, st.name);
     }
-    wb.Put(key, storage::EncodeRegister(st.cur->reg, st.cur->local_seq));
+    wb.Put(key, storage::EncodeRegister(*st.cur));
   }
   // After the fills above: a purge removes every cache entry it covers, this batch's included.
   for (const auto& [key, st] : staged_registers) {

@@ -129,11 +129,15 @@ inline constexpr size_t kMaxValueBytes = 1 << 20;
 inline constexpr size_t kMaxContentTypeBytes = 256;
 Status ValidateContentType(std::string_view content_type);
 
-// A register record (key or purge) as replication ships it: the whole current write.
+// A register record (key or purge) as replication ships it: the whole current write, and the
+// sending region's change-index position that shipped it (0: not known, as from a sender older
+// than this field). The receiver keeps that position only for a write with reg.origin_seq 0, to
+// know when it is stable (storage::StoredRegister::relay).
 struct RegisterUpdate {
   storage::RecordType type = storage::RecordType::kKey;
   std::string name;
   crdt::LwwRegister reg;
+  uint64_t stream_seq = 0;
 };
 
 // A local write of a register record (Keyspace::WriteRegister).

@@ -1038,6 +1038,57 @@ TEST_F(KeyspaceTest, SweepCollectsDeadRecordsOnlyOnceStableEverywhere) {
   ASSERT_TRUE(Eventually([&] { return !Get(svc_.get(), RecordType::kKey, "remote-gone"); }));
 }
 
+// A strong delete chosen by another region's proposer and stored here (a re-decision) has no
+// sequence of its origin: it is collected once the stream that carried it is stable, this
+// region's own for the copy it stored, the sender's for a copy that arrived over a link.
+TEST_F(KeyspaceTest, TombstonesWithoutAnOriginSequenceAreCollectedByTheirCarryingStream) {
+  Open(Durability::kFsync, /*has_peers=*/true, std::chrono::milliseconds(5));
+  crdt::LwwRegister chosen;
+  chosen.hlc = svc_->ClockNow();
+  chosen.origin = "lhr";
+  chosen.deleted = true;
+  std::promise<StatusOr<RegisterResult>> stored;
+  svc_->ApplyChosenRegister("redecided", chosen,
+                            [&](StatusOr<RegisterResult> r) { stored.set_value(std::move(r)); });
+  ASSERT_TRUE(stored.get_future().get().ok());
+  const uint64_t mine = svc_->CommittedSeq();
+  // Arrived from sin's stream at its position 7: sin's stream is what makes it stable here.
+  crdt::LwwRegister relayed = chosen;
+  relayed.hlc.logical += 1;
+  constexpr uint32_t kSinEpoch = 1'770'000'000;
+  std::promise<Status> p;
+  svc_->ApplyRemote("sin", kSinEpoch, 3, {}, [&](Status s) { p.set_value(s); },
+                    {RegisterUpdate{RecordType::kKey, "relayed", relayed, 7}});
+  ASSERT_TRUE(p.get_future().get().ok());
+  // From a sender that does not say its position: kept (as before this rule existed).
+  std::promise<Status> q;
+  svc_->ApplyRemote("sin", kSinEpoch, 3, {}, [&](Status s) { q.set_value(s); },
+                    {RegisterUpdate{RecordType::kKey, "unplaced", relayed, 0}});
+  ASSERT_TRUE(q.get_future().get().ok());
+  auto two_passes = [&] {
+    const uint64_t passes = svc_->sweep_stats().passes;
+    ASSERT_TRUE(Eventually([&] { return svc_->sweep_stats().passes >= passes + 2; }));
+  };
+  // Neither the origin's stability, nor a position below the carrier's, nor another life of it.
+  svc_->SetStableSeq("lhr", kLhrEpoch, 1'000'000);
+  svc_->SetStableSeq("iad", svc_->epoch(), mine - 1);
+  svc_->SetStableSeq("sin", kSinEpoch, 6);
+  two_passes();
+  svc_->SetStableSeq("sin", kSinEpoch + 1, 100);
+  two_passes();
+  EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "redecided"));
+  EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "relayed"));
+  EXPECT_EQ(svc_->sweep_stats().collected, 0u);
+  svc_->SetStableSeq("iad", svc_->epoch(), mine);
+  ASSERT_TRUE(Eventually([&] { return !Get(svc_.get(), RecordType::kKey, "redecided"); }));
+  EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "relayed"));
+  svc_->SetStableSeq("sin", kSinEpoch, 7);
+  ASSERT_TRUE(Eventually([&] { return !Get(svc_.get(), RecordType::kKey, "relayed"); }));
+  two_passes();
+  EXPECT_TRUE(Get(svc_.get(), RecordType::kKey, "unplaced"));
+  EXPECT_EQ(svc_->sweep_stats().collected, 2u);
+}
+
 TEST_F(KeyspaceTest, AloneEveryOwnWriteIsStable) {
   Open(Durability::kFsync, /*has_peers=*/false, std::chrono::milliseconds(5));
   ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "a", Put("x", 5)).ok());

@@ -83,7 +83,8 @@ std::string EncodeChange(RecordType type, std::string_view name) {
   return RecordKey(type, name);  // The same bytes: the type byte, then the name.
 }
 
-std::string EncodeRegister(const crdt::LwwRegister& reg, uint64_t local_seq) {
+std::string EncodeRegister(const crdt::LwwRegister& reg, uint64_t local_seq,
+                           const StreamPosition& relay) {
   pb::RegisterRecord rec;
   rec.set_wall_ms(reg.hlc.wall_ms);
   rec.set_logical(reg.hlc.logical);
@@ -95,7 +96,16 @@ std::string EncodeRegister(const crdt::LwwRegister& reg, uint64_t local_seq) {
   rec.set_content_type(reg.content_type);
   rec.set_value(reg.value);
   rec.set_local_seq(local_seq);
+  if (!relay.region.empty()) {
+    rec.set_relay_region(relay.region);
+    rec.set_relay_epoch(relay.epoch);
+    rec.set_relay_seq(relay.seq);
+  }
   return rec.SerializeAsString();
+}
+
+std::string EncodeRegister(const StoredRegister& stored) {
+  return EncodeRegister(stored.reg, stored.local_seq, stored.relay);
 }
 
 StatusOr<StoredRegister> DecodeRegister(std::string_view bytes) {
@@ -117,6 +127,9 @@ StatusOr<StoredRegister> DecodeRegister(std::string_view bytes) {
   out.reg.content_type = std::move(*rec.mutable_content_type());
   out.reg.value = std::move(*rec.mutable_value());
   out.local_seq = rec.local_seq();
+  if (!rec.relay_region().empty()) {
+    out.relay = {std::move(*rec.mutable_relay_region()), rec.relay_epoch(), rec.relay_seq()};
+  }
   return out;
 }
 

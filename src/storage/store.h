@@ -71,12 +71,27 @@ std::string EncodeCounter(const crdt::PnCounter& counter);
 // Parses what EncodeCounter wrote. InvalidArgument on malformed bytes (never crashes).
 StatusOr<crdt::PnCounter> DecodeCounter(std::string_view bytes);
 
-// A register as stored: the CRDT state and this node's latest own sequence number for it.
+// A position in one region's replication stream: its write `seq` of its life `epoch`.
+struct StreamPosition {
+  std::string region;  // Empty: none.
+  uint32_t epoch = 0;
+  uint64_t seq = 0;
+
+  friend bool operator==(const StreamPosition&, const StreamPosition&) = default;
+};
+
+// A register as stored: the CRDT state, this node's latest own sequence number for it, and for
+// a write with no sequence number of its origin (reg.origin_seq == 0) the stream position that
+// brought it here: once every region applied that stream to there, every region holds this
+// write or a later one (docs/storage.md, "Collecting dead records"). Only `reg` is ever sent.
 struct StoredRegister {
   crdt::LwwRegister reg;
   uint64_t local_seq = 0;
+  StreamPosition relay = {};
 };
-std::string EncodeRegister(const crdt::LwwRegister& reg, uint64_t local_seq = 0);
+std::string EncodeRegister(const crdt::LwwRegister& reg, uint64_t local_seq = 0,
+                           const StreamPosition& relay = {});
+std::string EncodeRegister(const StoredRegister& stored);
 // Parses what EncodeRegister wrote (or a peer sent). InvalidArgument on malformed bytes.
 StatusOr<StoredRegister> DecodeRegister(std::string_view bytes);
 

@@ -83,6 +83,12 @@ TEST_F(StoreTest, RegisterCodecRoundTripsAndRejectsGarbage) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->reg, r);
   EXPECT_EQ(back->local_seq, 17u);
+  EXPECT_EQ(back->relay, StreamPosition{});
+  const StreamPosition via{"fra", 3, 99};
+  back = DecodeRegister(EncodeRegister(r, 17, via));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->reg, r);
+  EXPECT_EQ(back->relay, via);
   EXPECT_FALSE(DecodeRegister("\xff\xff\xff").ok());
   EXPECT_FALSE(DecodeRegister("").ok());  // No origin.
   crdt::LwwRegister negative = r;
