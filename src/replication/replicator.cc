@@ -90,7 +90,10 @@ bool ProofEquals(const std::string& expected, const std::string& got) {
 // that bounds every operation on it.
 struct Conn {
   explicit Conn(asio::io_context& ioc) : socket(ioc), timer(ioc) {}
+  // Ends the connection for good: its socket, its watchdog, and (through `closed`) a connect
+  // not started yet.
   void Close() {
+    closed = true;
     error_code ec;
     socket.close(ec);
     timer.cancel();
@@ -107,6 +110,7 @@ struct Conn {
   std::shared_ptr<PeerTls> contexts;
   asio::steady_timer timer;
   SteadyClock::time_point deadline = SteadyClock::time_point::max();
+  bool closed = false;  // Close was called: nothing may open the socket again.
   std::string remote;
   // One write at a time: frames written while another is in flight wait here, in order, and
   // the writer in flight sends them (WriteFrame).
@@ -151,12 +155,14 @@ awaitable<void> WriteAll(Conn& c, Buffer buffer, error_code& ec) {
   }
 }
 
+// Closes `c` once its deadline passes, from before its socket opens (a resolve or connect counts
+// against the deadline too) until Close. Re-arms when ExpireAfter moves the deadline.
 awaitable<void> Watchdog(std::shared_ptr<Conn> c) {
-  while (c->socket.is_open()) {
+  while (!c->closed) {
     c->timer.expires_at(c->deadline);
     error_code ec;
     co_await c->timer.async_wait(redirect_error(use_awaitable, ec));
-    if (c->socket.is_open() && SteadyClock::now() >= c->deadline) c->Close();
+    if (!c->closed && SteadyClock::now() >= c->deadline) c->Close();
   }
 }
 
@@ -747,6 +753,9 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
                                                    std::to_string(p->address.address.port),
                                                    redirect_error(use_awaitable, ec));
   if (ec) co_return Status::Unavailable("resolve " + conn->remote + ": " + ec.message());
+  // Closed meanwhile (shutdown, the peer removed, or the connect deadline): connecting now would
+  // open a socket nothing closes any more.
+  if (conn->closed) co_return Status::Unavailable("connect " + conn->remote + ": timed out");
   co_await asio::async_connect(conn->socket, endpoints, redirect_error(use_awaitable, ec));
   if (ec) co_return Status::Unavailable("connect " + conn->remote + ": " + ec.message());
   conn->socket.set_option(tcp::no_delay(true), ec);

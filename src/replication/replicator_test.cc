@@ -216,6 +216,30 @@ TEST_F(ReplicatorTest, ATombstoneStoredForAVanishedProposerIsCollectedEverywhere
   EXPECT_EQ(b_->keyspace().sweep_stats().collected, 1u);
 }
 
+// A peer address where connections are taken and never answered (a stopped process, another
+// service): every outbound attempt ends at the handshake deadline (1 s here) and is retried, and
+// Stop does not wait for one in progress.
+TEST_F(ReplicatorTest, AnOutboundHandshakeNobodyAnswersEndsAtItsDeadline) {
+  asio::io_context ioc;
+  tcp::acceptor silent(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const uint16_t port_a = net::FindFreePortRange(1);
+  ASSERT_NE(port_a, 0);
+  a_ = std::make_unique<Region>("iad", dir_);
+  a_->Open(port_a, {{"lhr", {"127.0.0.1", silent.local_endpoint().port()}}}, "s3cret");
+  ASSERT_TRUE(WaitFor([&] { return a_->Cluster()["peers"][0]["reconnects"].get<int64_t>() >= 2; },
+                      std::chrono::seconds(60)))
+      << a_->Cluster().dump();
+  EXPECT_NE(a_->Cluster()["peers"][0]["last_error"].get<std::string>().find("TLS handshake"),
+            std::string::npos)
+      << a_->Cluster().dump();
+  ASSERT_TRUE(WaitFor([&] { return a_->Cluster()["peers"][0]["outbound"] == "handshaking"; },
+                      std::chrono::seconds(30)));
+  // Far below the loop's 10 s grace, which only an operation nothing ends reaches.
+  const auto stop_began = Clock::now();
+  a_->Close();
+  EXPECT_LT(Clock::now() - stop_began, std::chrono::seconds(5));
+}
+
 TEST_F(ReplicatorTest, PeersSetAtRunTimeJoinLeaveAndComeBack) {
   const uint16_t base = net::FindFreePortRange(3);
   ASSERT_NE(base, 0);
