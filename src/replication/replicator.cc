@@ -1070,9 +1070,18 @@ std::shared_ptr<PeerState> Replicator::Impl::MakePeer(const PeerAddress& a) {
   return p;
 }
 
+namespace {
+// An idle link hears from its peer once per interval: silence is judged in intervals when they
+// are long (the interval may be up to a minute, the default idle timeout is 30 s).
+ReplicatorOptions WithIdleTimeoutOfIntervals(ReplicatorOptions o) {
+  o.idle_timeout = std::max(o.idle_timeout, 3 * o.interval);
+  return o;
+}
+}  // namespace
+
 Replicator::Replicator(ReplicatorOptions options, service::Keyspace* counters,
                        MetricsRegistry* metrics)
-    : impl_(std::make_shared<Impl>(std::move(options), counters)) {
+    : impl_(std::make_shared<Impl>(WithIdleTimeoutOfIntervals(std::move(options)), counters)) {
   impl_->metrics = metrics;
   impl_->peers_set.store(!impl_->options.peers_discovered);
   impl_->refused = &metrics->AddCounter(

@@ -48,7 +48,9 @@ struct ReplicatorOptions {
   std::chrono::milliseconds interval{100};  // 0: ship each commit at once.
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds handshake_timeout{5000};
-  std::chrono::milliseconds idle_timeout{30000};  // Inbound link closed after this silence.
+  // A link (either direction) is closed after this much silence from its peer; at least three
+  // intervals, since an idle link hears from its peer once per interval.
+  std::chrono::milliseconds idle_timeout{30000};
   // How far apart the nodes' wall clocks may be (docs/consistency.md). A peer's watermarks give
   // a clock-based bound while its measured offset is within this; 0: never use them.
   std::chrono::milliseconds max_clock_error{10};
