@@ -100,7 +100,13 @@ struct Conn {
   }
   void ExpireAfter(std::chrono::milliseconds d) {
     deadline = SteadyClock::now() + d;
+    budget = d;
     timer.cancel();  // The watchdog re-arms with the new deadline.
+  }
+  // What ended an operation that failed with `ec`: the deadline when the watchdog closed the
+  // connection (the operation itself then only says it was cancelled).
+  std::string Failure(const error_code& ec) const {
+    return timed_out ? fmt::format("no answer within {} ms", budget.count()) : ec.message();
   }
   tcp::socket socket;
   // Set by Secure before the first frame; reads and writes then go through it. One read and
@@ -110,7 +116,9 @@ struct Conn {
   std::shared_ptr<PeerTls> contexts;
   asio::steady_timer timer;
   SteadyClock::time_point deadline = SteadyClock::time_point::max();
-  bool closed = false;  // Close was called: nothing may open the socket again.
+  std::chrono::milliseconds budget{0};  // The time ExpireAfter last gave.
+  bool closed = false;                  // Close was called: nothing may open the socket again.
+  bool timed_out = false;               // The watchdog closed it at its deadline.
   std::string remote;
   // One write at a time: frames written while another is in flight wait here, in order, and
   // the writer in flight sends them (WriteFrame).
@@ -120,14 +128,19 @@ struct Conn {
 };
 
 // Runs the TLS handshake on a connected socket as `type`; does nothing without a context
-// (plaintext). Unauthenticated when the peer does not complete it (no shared key or an
-// untrusted certificate, or it does not speak TLS).
+// (plaintext). DeadlineExceeded when the peer stays silent until the connection's deadline;
+// Unauthenticated when it does not complete the handshake (no shared key or an untrusted
+// certificate, or it does not speak TLS).
 awaitable<Status> Secure(Conn& c, asio::ssl::context* ctx,
                          asio::ssl::stream_base::handshake_type type) {
   if (ctx == nullptr) co_return Status::Ok();
   c.tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(c.socket, *ctx);
   error_code ec;
   co_await c.tls->async_handshake(type, redirect_error(use_awaitable, ec));
+  if (ec && c.timed_out) {
+    co_return Status::DeadlineExceeded(
+        fmt::format("TLS handshake with {}: {}", c.remote, c.Failure(ec)));
+  }
   if (ec) {
     co_return Status::Unauthenticated(fmt::format(
         "TLS handshake with {} failed (a different cluster secret or CA, or a peer without "
@@ -162,7 +175,10 @@ awaitable<void> Watchdog(std::shared_ptr<Conn> c) {
     c->timer.expires_at(c->deadline);
     error_code ec;
     co_await c->timer.async_wait(redirect_error(use_awaitable, ec));
-    if (!c->closed && SteadyClock::now() >= c->deadline) c->Close();
+    if (!c->closed && SteadyClock::now() >= c->deadline) {
+      c->timed_out = true;
+      c->Close();
+    }
   }
 }
 
@@ -332,7 +348,7 @@ awaitable<Status> Replicator::Impl::WriteFrame(Conn& c, const pb::Frame& f, Peer
     error_code ec;
     co_await WriteAll(c, asio::buffer(buf), ec);
     if (ec) {
-      result = Status::Unavailable("write to " + c.remote + ": " + ec.message());
+      result = Status::Unavailable("write to " + c.remote + ": " + c.Failure(ec));
       c.Close();
       break;
     }
@@ -353,7 +369,7 @@ awaitable<StatusOr<pb::Frame>> Replicator::Impl::ReadFrame(Conn& c, size_t max_b
   unsigned char header[4];
   error_code ec;
   co_await ReadExactly(c, asio::buffer(header), ec);
-  if (ec) co_return Status::Unavailable("read from " + c.remote + ": " + ec.message());
+  if (ec) co_return Status::Unavailable("read from " + c.remote + ": " + c.Failure(ec));
   uint32_t n = (uint32_t{header[0]} << 24) | (uint32_t{header[1]} << 16) |
                (uint32_t{header[2]} << 8) | uint32_t{header[3]};
   if (n > max_bytes) {
@@ -362,7 +378,7 @@ awaitable<StatusOr<pb::Frame>> Replicator::Impl::ReadFrame(Conn& c, size_t max_b
   }
   std::string body(n, '\0');
   co_await ReadExactly(c, asio::buffer(body), ec);
-  if (ec) co_return Status::Unavailable("read from " + c.remote + ": " + ec.message());
+  if (ec) co_return Status::Unavailable("read from " + c.remote + ": " + c.Failure(ec));
   if (p) p->bytes_received->Inc(n + 4);
   pb::Frame f;
   if (!f.ParseFromString(body)) {
@@ -752,19 +768,23 @@ awaitable<Status> Replicator::Impl::Push(PeerState* p, std::shared_ptr<Conn> con
   auto endpoints = co_await resolver.async_resolve(p->address.address.host,
                                                    std::to_string(p->address.address.port),
                                                    redirect_error(use_awaitable, ec));
-  if (ec) co_return Status::Unavailable("resolve " + conn->remote + ": " + ec.message());
+  if (ec) co_return Status::Unavailable("resolve " + conn->remote + ": " + conn->Failure(ec));
   // Closed meanwhile (shutdown, the peer removed, or the connect deadline): connecting now would
   // open a socket nothing closes any more.
-  if (conn->closed) co_return Status::Unavailable("connect " + conn->remote + ": timed out");
+  if (conn->closed) {
+    co_return Status::Unavailable("resolve " + conn->remote + ": " +
+                                  conn->Failure(asio::error::operation_aborted));
+  }
   co_await asio::async_connect(conn->socket, endpoints, redirect_error(use_awaitable, ec));
-  if (ec) co_return Status::Unavailable("connect " + conn->remote + ": " + ec.message());
+  if (ec) co_return Status::Unavailable("connect " + conn->remote + ": " + conn->Failure(ec));
   conn->socket.set_option(tcp::no_delay(true), ec);
 
   p->outbound.store(static_cast<int>(LinkState::kHandshaking));
   conn->ExpireAfter(options.handshake_timeout);
   conn->contexts = tls;
   if (Status t = co_await Secure(*conn, tls->client(), asio::ssl::stream_base::client); !t.ok()) {
-    refused->Inc();
+    // A peer that does not answer is unreachable, not refused.
+    if (t.code() == StatusCode::kUnauthenticated) refused->Inc();
     co_return t;
   }
   std::string client_nonce = RandomNonce();

@@ -61,6 +61,7 @@ class Region {
     r.peers_discovered = discovered;
     r.interval = std::chrono::milliseconds(20);
     r.handshake_timeout = std::chrono::milliseconds(1000);
+    r.connect_timeout = connect_timeout;
     rep_ = std::make_unique<Replicator>(r, svc_.get(), &metrics_);
     if (calls) rep_->SetCallHandler(std::move(calls));
     Status s = rep_->Start();
@@ -93,7 +94,10 @@ class Region {
   }
   Replicator& replicator() { return *rep_; }
   nlohmann::json Cluster() const { return nlohmann::json::parse(rep_->ClusterJson()); }
+  std::string Metrics() const { return metrics_.Render(); }
   const std::string& name() const { return name_; }
+
+  std::chrono::milliseconds connect_timeout{3000};  // Read by Open.
 
  private:
   std::string name_;
@@ -256,12 +260,49 @@ TEST_F(ReplicatorTest, AnOutboundHandshakeNobodyAnswersEndsAtItsDeadline) {
   ASSERT_TRUE(WaitFor([&] { return a_->Cluster()["peers"][0]["reconnects"].get<int64_t>() >= 2; },
                       std::chrono::seconds(60)))
       << a_->Cluster().dump();
-  EXPECT_NE(a_->Cluster()["peers"][0]["last_error"].get<std::string>().find("TLS handshake"),
+  // The error names the deadline, not a failed authentication, and nothing counts as refused.
+  EXPECT_NE(a_->Cluster()["peers"][0]["last_error"].get<std::string>().find(
+                "TLS handshake with 127.0.0.1:" + std::to_string(silent.local_endpoint().port()) +
+                ": no answer within 1000 ms"),
             std::string::npos)
       << a_->Cluster().dump();
+  EXPECT_NE(a_->Metrics().find("edgestate_replication_refused_peers_total 0\n"), std::string::npos)
+      << a_->Metrics();
   ASSERT_TRUE(WaitFor([&] { return a_->Cluster()["peers"][0]["outbound"] == "handshaking"; },
                       std::chrono::seconds(30)));
   // Only an operation that nothing ends holds the loop until its grace (net::StopLoop says so).
+  a_->Close();
+  EXPECT_FALSE(log.Contains("still had work"));
+}
+
+// A peer whose accept queue is full drops new connections' SYNs: a connect to it on loopback
+// never completes, as one to an address that blackholes packets.
+TEST_F(ReplicatorTest, AnOutboundConnectNobodyCompletesEndsAtItsDeadline) {
+  LogCapture log;
+  asio::io_context ioc;
+  tcp::acceptor full(ioc);
+  full.open(tcp::v4());
+  full.bind(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  full.listen(0);
+  tcp::socket filler(ioc);  // Queued, never accepted: the queue (of one) is full.
+  filler.connect(full.local_endpoint());
+  const uint16_t port_a = net::FindFreePortRange(1);
+  ASSERT_NE(port_a, 0);
+  a_ = std::make_unique<Region>("iad", dir_);
+  a_->connect_timeout = std::chrono::milliseconds(300);
+  a_->Open(port_a, {{"lhr", {"127.0.0.1", full.local_endpoint().port()}}}, "s3cret");
+  ASSERT_TRUE(WaitFor([&] { return a_->Cluster()["peers"][0]["reconnects"].get<int64_t>() >= 2; },
+                      std::chrono::seconds(60)))
+      << a_->Cluster().dump();
+  EXPECT_NE(a_->Cluster()["peers"][0]["last_error"].get<std::string>().find(
+                "connect 127.0.0.1:" + std::to_string(full.local_endpoint().port()) +
+                ": no answer within 300 ms"),
+            std::string::npos)
+      << a_->Cluster().dump();
+  EXPECT_NE(a_->Metrics().find("edgestate_replication_refused_peers_total 0\n"), std::string::npos)
+      << a_->Metrics();
+  // Stop, whether an attempt is in flight or the link waits to retry, never waits for the
+  // loop's grace.
   a_->Close();
   EXPECT_FALSE(log.Contains("still had work"));
 }
