@@ -250,6 +250,19 @@ TEST_F(ReplicatorTest, ATombstoneStoredForAVanishedProposerIsCollectedEverywhere
   EXPECT_EQ(b_->keyspace().sweep_stats().collected, 1u);
 }
 
+// Waits until the outbound link of `r` (one peer) was retried twice, then checks that its last
+// attempt failed with `error` (the deadline, not a failed authentication) and that no attempt
+// counted as a refused peer.
+void ExpectRetriedAfter(const Region& r, const std::string& error) {
+  ASSERT_TRUE(WaitFor([&] { return r.Cluster()["peers"][0]["reconnects"].get<int64_t>() >= 2; },
+                      std::chrono::seconds(60)))
+      << r.Cluster().dump();
+  EXPECT_NE(r.Cluster()["peers"][0]["last_error"].get<std::string>().find(error), std::string::npos)
+      << r.Cluster().dump();
+  EXPECT_NE(r.Metrics().find("edgestate_replication_refused_peers_total 0\n"), std::string::npos)
+      << r.Metrics();
+}
+
 // A peer address where connections are taken and never answered (a stopped process, another
 // service): every outbound attempt ends at the handshake deadline (1 s here) and is retried, and
 // Stop ends one in progress instead of waiting for its loop's shutdown grace.
@@ -261,17 +274,9 @@ TEST_F(ReplicatorTest, AnOutboundHandshakeNobodyAnswersEndsAtItsDeadline) {
   ASSERT_NE(port_a, 0);
   a_ = std::make_unique<Region>("iad", dir_);
   a_->Open(port_a, {{"lhr", {"127.0.0.1", silent.local_endpoint().port()}}}, "s3cret");
-  ASSERT_TRUE(WaitFor([&] { return a_->Cluster()["peers"][0]["reconnects"].get<int64_t>() >= 2; },
-                      std::chrono::seconds(60)))
-      << a_->Cluster().dump();
-  // The error names the deadline, not a failed authentication, and nothing counts as refused.
-  EXPECT_NE(a_->Cluster()["peers"][0]["last_error"].get<std::string>().find(
-                "TLS handshake with 127.0.0.1:" + std::to_string(silent.local_endpoint().port()) +
-                ": no answer within 1000 ms"),
-            std::string::npos)
-      << a_->Cluster().dump();
-  EXPECT_NE(a_->Metrics().find("edgestate_replication_refused_peers_total 0\n"), std::string::npos)
-      << a_->Metrics();
+  ExpectRetriedAfter(
+      *a_, "TLS handshake with 127.0.0.1:" + std::to_string(silent.local_endpoint().port()) +
+               ": no answer within 1000 ms");
   ASSERT_TRUE(WaitFor([&] { return a_->Cluster()["peers"][0]["outbound"] == "handshaking"; },
                       std::chrono::seconds(30)));
   // Only an operation that nothing ends holds the loop until its grace (net::StopLoop says so).
@@ -295,16 +300,8 @@ TEST_F(ReplicatorTest, AnOutboundConnectNobodyCompletesEndsAtItsDeadline) {
   a_ = std::make_unique<Region>("iad", dir_);
   a_->connect_timeout = std::chrono::milliseconds(300);
   a_->Open(port_a, {{"lhr", {"127.0.0.1", full.local_endpoint().port()}}}, "s3cret");
-  ASSERT_TRUE(WaitFor([&] { return a_->Cluster()["peers"][0]["reconnects"].get<int64_t>() >= 2; },
-                      std::chrono::seconds(60)))
-      << a_->Cluster().dump();
-  EXPECT_NE(a_->Cluster()["peers"][0]["last_error"].get<std::string>().find(
-                "connect 127.0.0.1:" + std::to_string(full.local_endpoint().port()) +
-                ": no answer within 300 ms"),
-            std::string::npos)
-      << a_->Cluster().dump();
-  EXPECT_NE(a_->Metrics().find("edgestate_replication_refused_peers_total 0\n"), std::string::npos)
-      << a_->Metrics();
+  ExpectRetriedAfter(*a_, "connect 127.0.0.1:" + std::to_string(full.local_endpoint().port()) +
+                              ": no answer within 300 ms");
   // Stop, whether an attempt is in flight or the link waits to retry, never waits for the
   // loop's grace.
   a_->Close();
