@@ -1106,7 +1106,8 @@ Replicator::Replicator(ReplicatorOptions options, service::Keyspace* counters,
   impl_->peers_set.store(!impl_->options.peers_discovered);
   impl_->refused = &metrics->AddCounter(
       "edgestate_replication_refused_peers_total",
-      "Peer connections refused: unknown region, bad protocol or failed authentication.");
+      "Peer connections refused: unknown region, bad protocol, failed authentication, or an "
+      "inbound connection that did not complete its handshake in time.");
   for (const PeerAddress& a : impl_->options.peers) impl_->peers.push_back(impl_->MakePeer(a));
 }
 
