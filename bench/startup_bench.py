@@ -6,8 +6,9 @@ them), then starts the node --runs times and measures
   - spawn to the first correct answer: a client on CPU 1 connects and asks for a random stored
     counter from the moment before the node's spawn (fork and exec included), until a 200 with the stored value comes back (then a
     stored key is read too, and must come back whole);
-  - throughput during the first second after that answer (wrk, random stored counters) and
-    steady throughput once every counter is in memory, and their ratio;
+  - throughput during the first second after that answer and during the next one (wrk, random
+    stored counters), and steady throughput once every counter is in memory: "full speed
+    within a second" is the second window's ratio to steady;
   - exec to the node's "loaded N counters" line (the background load's end);
   - resident memory once loaded (VmRSS) and its peak (VmHWM).
 
@@ -87,7 +88,7 @@ def wrk(port, seconds, counters):
     return float(m.group(1))
 
 
-def one_start(data, size, log_path):
+def one_start(bin_path, data, size, log_path):
     port = free_port()
     want = random.randrange(size) if size else 0
     expected = want % 1000 + 1 if size else 0
@@ -96,7 +97,7 @@ def one_start(data, size, log_path):
     # time); this process then polls from CPU 1.
     os.sched_setaffinity(0, {0})
     start = time.monotonic()
-    p = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1", "--port", str(port),
+    p = subprocess.Popen([bin_path, "serve", "--listen", "127.0.0.1", "--port", str(port),
                           "--data-dir", data], stdout=log, stderr=subprocess.STDOUT)
     os.sched_setaffinity(0, {1})
     try:
@@ -117,6 +118,7 @@ def one_start(data, size, log_path):
             if status != 200 or len(body) != VALUE_BYTES:
                 raise RuntimeError(f"key-{k}: {status} {len(body)} bytes")
         first_second = wrk(port, 1, size)
+        second_second = wrk(port, 1, size)
         loaded_ms = None
         while loaded_ms is None:
             m = re.search(r"loaded (\d+) counters (?:from \S+ )?in (\d+) ms", open(log_path).read())
@@ -136,7 +138,7 @@ def one_start(data, size, log_path):
         p.wait(timeout=60)
         log.close()
     return {"first_ms": first_ms, "loaded_ms": loaded_ms, "first_second": first_second,
-            "steady": steady, "rss_mib": rss, "hwm_mib": hwm}
+            "second_second": second_second, "steady": steady, "rss_mib": rss, "hwm_mib": hwm}
 
 
 def main():
@@ -145,6 +147,7 @@ def main():
                     help="counters (and as many keys) per data directory, comma-separated")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=20261201)
+    ap.add_argument("--bin", default=BIN, help="the edgestate binary to start (default: %(default)s)")
     args = ap.parse_args()
     random.seed(args.seed)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -162,11 +165,12 @@ def main():
                 os.makedirs(data)
             runs = []
             for i in range(args.runs):
-                r = one_start(data, size, os.path.join(work, f"log{i}"))
+                r = one_start(args.bin, data, size, os.path.join(work, f"log{i}"))
                 runs.append(r)
                 print(f"{size} records, run {i + 1}: first 200 after {r['first_ms']:.1f} ms, "
                       f"loaded after {r['loaded_ms']} ms, first second {r['first_second']:.0f} "
-                      f"req/s, steady {r['steady']:.0f} req/s, RSS {r['rss_mib']:.0f} MiB "
+                      f"req/s, next second {r['second_second']:.0f} req/s, steady "
+                      f"{r['steady']:.0f} req/s, RSS {r['rss_mib']:.0f} MiB "
                       f"(peak {r['hwm_mib']:.0f})", flush=True)
             du = subprocess.run(["du", "-sh", data], capture_output=True,
                                 text=True).stdout.split()[0]
@@ -178,12 +182,13 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
     print(f"\nmedians of {args.runs} starts (node on CPU 0, clients on CPU 1)")
     print("| counters + keys | on disk | spawn to first 200 (min-max) | spawn to loaded | "
-          "first second / steady | RSS loaded (peak) |")
-    print("|---|---|---|---|---|---|")
+          "first second / steady | next second / steady | RSS loaded (peak) |")
+    print("|---|---|---|---|---|---|---|")
     for size, du, m in rows:
         print(f"| {size:,} + {size:,} | {du} | **{m['first_ms']:.1f} ms** ({m['min_first']:.1f}-"
               f"{m['max_first']:.1f}) | {m['loaded_ms']:.0f} ms | {m['first_second']:,.0f} / "
               f"{m['steady']:,.0f} req/s ({m['first_second'] / m['steady']:.2f}x) | "
+              f"{m['second_second']:,.0f} req/s ({m['second_second'] / m['steady']:.2f}x) | "
               f"{m['rss_mib']:.0f} MiB ({m['hwm_mib']:.0f}) |")
 
 

@@ -54,6 +54,20 @@ std::string PrefixEnd(std::string prefix) {
   return prefix;
 }
 
+// Lowers the calling thread's CPU priority to `nice` (Linux: a thread id names the thread;
+// lowering never needs a privilege). A failure leaves the default and is logged.
+void LowerThisThreadPriority(int nice, const char* thread) {
+  const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+  if (setpriority(PRIO_PROCESS, tid, nice) != 0) {
+    spdlog::warn("cannot lower the {} thread's priority: {}", thread, std::strerror(errno));
+  }
+}
+
+// The loader's priority: it takes idle cycles only, like RocksDB's flushes and compactions.
+// On a saturated core, a loader at the I/O threads' priority took most of the first second
+// from them (docs/storage.md, "Start-up").
+constexpr int kLoaderNice = 19;
+
 }  // namespace
 
 std::string RetiredOrigin(std::string_view region, uint32_t epoch) {
@@ -145,14 +159,7 @@ StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, Keyspa
   std::unique_ptr<Keyspace> svc(new Keyspace(store, std::move(options), metrics));
   if (Status s = svc->Load(); !s.ok()) return s;
   svc->writer_ = std::thread([p = svc.get()] {
-    if (p->options_.writer_nice > 0) {
-      // This thread only (Linux: a thread id names the thread). Lowering a priority never
-      // needs a privilege; a failure leaves the default and is logged.
-      const auto tid = static_cast<id_t>(syscall(SYS_gettid));
-      if (setpriority(PRIO_PROCESS, tid, p->options_.writer_nice) != 0) {
-        spdlog::warn("cannot lower the writer thread's priority: {}", std::strerror(errno));
-      }
-    }
+    if (p->options_.writer_nice > 0) LowerThisThreadPriority(p->options_.writer_nice, "writer");
     p->WriterLoop();
   });
   return svc;
@@ -322,7 +329,10 @@ Status Keyspace::LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq,
 void Keyspace::StartLoading() {
   std::call_once(load_once_, [this] {
     if (loaded() || stop_loading_.load()) return;
-    loader_ = std::thread([this] { LoaderLoop(); });
+    loader_ = std::thread([this] {
+      LowerThisThreadPriority(kLoaderNice, "loader");
+      LoaderLoop();
+    });
   });
 }
 

@@ -376,9 +376,10 @@ class Keyspace {
 
   // Number of counters in memory: every stored one once loaded().
   size_t size() const { return size_.load(std::memory_order_relaxed); }
-  // Starts loading the stored counters into memory on a thread of their own (once; later calls
-  // and calls after Stop do nothing). A node calls it once it serves, so that the load does
-  // not delay its first answers; until it is done, reads go to the store as described above.
+  // Starts loading the stored counters into memory on a thread of their own at nice 19, so it
+  // takes the cycles the I/O threads leave (once; later calls and calls after Stop do nothing).
+  // A node calls it once it serves, so that the load does not delay its first answers; until
+  // it is done, reads go to the store as described above.
   void StartLoading();
   // Whether every stored counter is in memory. Until then reads of counters not in memory go
   // to the store (Read); afterwards a counter missing from memory was never written.
