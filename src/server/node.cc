@@ -64,8 +64,11 @@ Status RunNode(const ServeConfig& config) {
       "edgestate_wal_sync_seconds", "Latency of the periodic WAL sync in async durability mode.",
       ExponentialBuckets(0.0000625, 2, 16));
 
-  auto store = storage::Store::Open(config.data_dir, store_metrics,
-                                    static_cast<size_t>(config.cache_mb) << 20);
+  // A store whose read-write open fails after the node began serving reads from it ends the
+  // node with its error (exit 1, below), as a failure before serving does.
+  auto store = storage::Store::Open(
+      config.data_dir, store_metrics, static_cast<size_t>(config.cache_mb) << 20,
+      [](const Status&) { kill(getpid(), SIGTERM); });  // Taken by the sigwait below.
   if (!store.ok()) return store.status();
 
   auto peers = *replication::ParsePeers(config.peers, config.region);  // Validated with the config.
@@ -278,6 +281,10 @@ Status RunNode(const ServeConfig& config) {
       spdlog::error("stopping: the data directory cannot be served from");
       break;
     }
+    if (std::optional<Status> opened = (*store)->WritableResult(); opened && !opened->ok()) {
+      spdlog::error("stopping: the data directory cannot be written");
+      break;
+    }
     if (sig != SIGHUP) {
       spdlog::info("received {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       break;
@@ -315,6 +322,9 @@ Status RunNode(const ServeConfig& config) {
   // After the writer: a stored fill releases its origin flight (Api::FillFromOrigin). Fetches
   // still in flight answer 503.
   origin.reset();
+  if (std::optional<Status> opened = (*store)->WritableResult(); opened && !opened->ok()) {
+    return *opened;
+  }
   if (std::optional<Status> loaded = (*counters)->LoadResult();
       loaded && !loaded->ok() && loaded->code() != StatusCode::kAborted) {
     return *loaded;

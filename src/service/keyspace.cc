@@ -351,7 +351,10 @@ void Keyspace::FinishLoad(const Status& s) {
 }
 
 void Keyspace::LoaderLoop() {
-  Status s = LoadCounters(nullptr, nullptr, &stop_loading_);
+  // The load's scan lasts seconds: on the read-write handle, so that the read-only one a start
+  // serves its first reads from is closed as soon as it can be (storage/store.h).
+  Status s = store_->WaitWritable();
+  if (s.ok()) s = LoadCounters(nullptr, nullptr, &stop_loading_);
   FinishLoad(s);
   if (s.code() == StatusCode::kAborted && stop_loading_.load()) return;
   if (s.ok()) {

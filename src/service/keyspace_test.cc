@@ -21,7 +21,11 @@ namespace {
 class KeyspaceTest : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = FreshTestDir(); }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void TearDown() override {
+    svc_.reset();  // Closed before their directory goes.
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
 
   // Opens store + service; the previous pair (if any) is closed first.
   // The sweep runs every `sweep_ms` (by default not during a test).

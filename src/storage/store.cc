@@ -1,5 +1,6 @@
 #include "storage/store.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/filter_policy.h>
@@ -8,6 +9,8 @@
 #include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_buffer_manager.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -15,6 +18,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <filesystem>
+#include <utility>
 
 #include "storage/records.pb.h"
 
@@ -264,31 +268,129 @@ rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
   return options;
 }
 
+Status OpenError(const rocksdb::Status& s, const std::string& dir) {
+  if (s.IsIOError())
+    return Status::Unavailable("cannot open store in " + dir + ": " + s.ToString());
+  return FromRocks(s, "cannot open store in " + dir);
+}
+
+// The lock edgestate holds on a data directory (Store::Open).
+constexpr const char* kLockFile = "edgestate.lock";
+
 }  // namespace
 
 StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetrics metrics,
-                                             size_t cache_bytes) {
+                                             size_t cache_bytes,
+                                             OpenFailedCallback on_open_failed) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::Unavailable("cannot create data directory " + dir + ": " + ec.message());
-  rocksdb::DB* raw = nullptr;
-  std::shared_ptr<rocksdb::Cache> cache =
-      rocksdb::NewLRUCache(std::max<size_t>(cache_bytes, 8u << 20));
-  rocksdb::Status s = rocksdb::DB::Open(MakeOptions(cache), dir, &raw);
-  if (!s.ok()) {
-    if (s.IsIOError())
-      return Status::Unavailable("cannot open store in " + dir + ": " + s.ToString());
-    return FromRocks(s, "cannot open store in " + dir);
+  std::unique_ptr<Store> store(
+      new Store(dir, metrics, rocksdb::NewLRUCache(std::max<size_t>(cache_bytes, 8u << 20))));
+  // Locked before anything is read, so that a second node on the same directory is refused
+  // before it serves a read (RocksDB's own lock comes with the read-write open only). A file of
+  // its own: closing any descriptor of RocksDB's LOCK file would drop RocksDB's fcntl lock.
+  const std::string lock = (std::filesystem::path(dir) / kLockFile).string();
+  store->lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (store->lock_fd_ < 0 || ::flock(store->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Status::Unavailable(fmt::format("cannot open store in {}: cannot lock {}: {}", dir, lock,
+                                           std::strerror(errno)));
   }
-  return std::unique_ptr<Store>(
-      new Store(std::unique_ptr<rocksdb::DB>(raw), dir, metrics, std::move(cache)));
+  if (std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec)) {
+    rocksdb::DB* raw = nullptr;
+    if (rocksdb::DB::OpenForReadOnly(MakeOptions(store->cache_), dir, &raw).ok()) {
+      store->read_only_.reset(raw);
+      store->opener_ = std::thread([p = store.get(), cb = std::move(on_open_failed)]() mutable {
+        p->OpenWritable(std::move(cb));
+      });
+      return store;
+    }
+    // Whatever the read-only open could not do, the read-write open below reports or does.
+  }
+  rocksdb::DB* raw = nullptr;
+  if (rocksdb::Status s = rocksdb::DB::Open(MakeOptions(store->cache_), dir, &raw); !s.ok()) {
+    return OpenError(s, dir);
+  }
+  store->db_.reset(raw);
+  store->writable_.store(true);
+  store->open_status_ = Status::Ok();
+  return store;
 }
 
-Store::Store(std::unique_ptr<rocksdb::DB> db, std::string dir, StoreMetrics metrics,
-             std::shared_ptr<rocksdb::Cache> cache)
-    : dir_(std::move(dir)), db_(std::move(db)), metrics_(metrics), cache_(std::move(cache)) {}
+Store::Store(std::string dir, StoreMetrics metrics, std::shared_ptr<rocksdb::Cache> cache)
+    : dir_(std::move(dir)), metrics_(metrics), cache_(std::move(cache)) {}
+
+void Store::OpenWritable(OpenFailedCallback on_open_failed) {
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status rs = rocksdb::DB::Open(MakeOptions(cache_), dir_, &raw);
+  Status s = Status::Ok();
+  if (!rs.ok()) {
+    s = OpenError(rs, dir_);
+  } else {
+    db_.reset(raw);
+    // Sequentially consistent with the readers' count (Reader): either a reader sees the
+    // handle published, or this thread sees that reader counted below.
+    writable_.store(true, std::memory_order_seq_cst);
+  }
+  {
+    std::lock_guard lock(open_mu_);
+    open_status_ = s;
+  }
+  open_cv_.notify_all();
+  if (!s.ok()) {
+    // Reads go on from the read-only handle until the node stops.
+    spdlog::error("{}", s.ToString());
+    if (on_open_failed) on_open_failed(s);
+    return;
+  }
+  std::unique_lock lock(open_mu_);
+  open_cv_.wait(lock, [this] { return read_only_users_.load(std::memory_order_seq_cst) == 0; });
+  std::unique_ptr<rocksdb::DB> ro = std::move(read_only_);
+  lock.unlock();
+  ro.reset();  // Its open table files are released: what compactions delete frees its space.
+}
+
+Store::ReadHandle Store::Reader() {
+  if (writable_.load(std::memory_order_acquire)) return ReadHandle(this, db_.get(), false);
+  // Counted first, then checked again: see OpenWritable.
+  read_only_users_.fetch_add(1, std::memory_order_seq_cst);
+  if (writable_.load(std::memory_order_seq_cst)) {
+    ReleaseReadOnly();
+    return ReadHandle(this, db_.get(), false);
+  }
+  return ReadHandle(this, read_only_.get(), true);
+}
+
+void Store::ReleaseReadOnly() {
+  if (read_only_users_.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+    std::lock_guard lock(open_mu_);
+    open_cv_.notify_all();
+  }
+}
+
+Store::ReadHandle::~ReadHandle() {
+  if (read_only_) store_->ReleaseReadOnly();
+}
+
+Status Store::WaitWritable() {
+  std::unique_lock lock(open_mu_);
+  open_cv_.wait(lock, [this] { return open_status_.has_value(); });
+  return *open_status_;
+}
+
+std::optional<Status> Store::WritableResult() const {
+  std::lock_guard lock(open_mu_);
+  return open_status_;
+}
+
+StatusOr<rocksdb::DB*> Store::Writable() {
+  if (writable_.load(std::memory_order_acquire)) return db_.get();
+  if (Status s = WaitWritable(); !s.ok()) return s;
+  return db_.get();
+}
 
 Store::~Store() {
+  if (opener_.joinable()) opener_.join();
   if (db_ && !failed_.load()) {
     rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
     if (!s.ok()) spdlog::warn("final WAL sync failed: {}", s.ToString());
@@ -298,6 +400,9 @@ Store::~Store() {
     s = db_->Close();
     if (!s.ok()) spdlog::warn("closing the store failed: {}", s.ToString());
   }
+  db_.reset();
+  read_only_.reset();
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // After RocksDB's close: releases the flock.
 }
 
 Status Store::MaybeResume() {
@@ -310,11 +415,13 @@ Status Store::MaybeResume() {
 }
 
 Status Store::Write(rocksdb::WriteBatch* batch, bool sync) {
+  StatusOr<rocksdb::DB*> db = Writable();
+  if (!db.ok()) return db.status();
   if (Status r = MaybeResume(); !r.ok()) return r;
   rocksdb::WriteOptions wo;
   wo.sync = sync;
   auto start = std::chrono::steady_clock::now();
-  rocksdb::Status s = db_->Write(wo, batch);
+  rocksdb::Status s = (*db)->Write(wo, batch);
   if (sync && metrics_.sync_write_seconds)
     metrics_.sync_write_seconds->Observe(SecondsSince(start));
   if (!s.ok()) {
@@ -326,8 +433,10 @@ Status Store::Write(rocksdb::WriteBatch* batch, bool sync) {
 
 Status Store::SyncWal() {
   auto start = std::chrono::steady_clock::now();
+  StatusOr<rocksdb::DB*> db = Writable();
+  if (!db.ok()) return db.status();
   if (Status r = MaybeResume(); !r.ok()) return r;
-  rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
+  rocksdb::Status s = (*db)->FlushWAL(/*sync=*/true);
   if (metrics_.wal_sync_seconds) metrics_.wal_sync_seconds->Observe(SecondsSince(start));
   if (!s.ok()) {
     failed_.store(true);
@@ -346,7 +455,8 @@ Status Store::ForEachWithPrefix(
   ro.fill_cache = false;
   ro.readahead_size = 4 << 20;
   ro.total_order_seek = true;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  ReadHandle db = Reader();
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
   const std::string prefix(1, prefix_byte);
   for (it->Seek(prefix); it->Valid(); it->Next()) {
     rocksdb::Slice k = it->key();
@@ -386,7 +496,7 @@ Status Store::ForEachApplied(
 
 StatusOr<std::string> Store::GetCounter(std::string_view name) {
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), CounterKey(name), &value);
+  rocksdb::Status s = Reader()->Get(rocksdb::ReadOptions(), CounterKey(name), &value);
   if (!s.ok()) return FromRocks(s, "get failed");
   return value;
 }
@@ -394,7 +504,7 @@ StatusOr<std::string> Store::GetCounter(std::string_view name) {
 StatusOr<std::string> Store::Get(std::string_view key) {
   std::string value;
   rocksdb::Status s =
-      db_->Get(rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()), &value);
+      Reader()->Get(rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()), &value);
   if (!s.ok()) return FromRocks(s, "get failed");
   return value;
 }
@@ -405,7 +515,8 @@ Status Store::Scan(RecordType type, std::string_view name_prefix, std::string_vi
   rocksdb::ReadOptions ro;
   ro.total_order_seek = true;
   ro.fill_cache = fill_cache;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  ReadHandle db = Reader();
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
   const std::string prefix = RecordKey(type, name_prefix);
   const std::string after_key = RecordKey(type, after);
   const bool resume = !after.empty() && after_key > prefix;
@@ -427,7 +538,8 @@ Status Store::ScanRange(std::string_view from, std::string_view to,
   rocksdb::ReadOptions ro;
   ro.total_order_seek = true;
   ro.fill_cache = false;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  ReadHandle db = Reader();
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
   const rocksdb::Slice end(to.data(), to.size());
   for (it->Seek(rocksdb::Slice(from.data(), from.size())); it->Valid(); it->Next()) {
     rocksdb::Slice k = it->key();
@@ -440,8 +552,9 @@ Status Store::ScanRange(std::string_view from, std::string_view to,
 
 uint64_t Store::ApproximateBytes() {
   uint64_t sst = 0, mem = 0;
-  db_->GetIntProperty("rocksdb.total-sst-files-size", &sst);
-  db_->GetIntProperty("rocksdb.cur-size-all-mem-tables", &mem);
+  ReadHandle db = Reader();
+  db->GetIntProperty("rocksdb.total-sst-files-size", &sst);
+  db->GetIntProperty("rocksdb.cur-size-all-mem-tables", &mem);
   return sst + mem;
 }
 
@@ -451,7 +564,8 @@ uint64_t Store::ApproximateRangeBytes(const std::string& from, const std::string
   rocksdb::SizeApproximationOptions options;
   options.include_memtables = true;
   options.include_files = true;
-  if (!db_->GetApproximateSizes(options, db_->DefaultColumnFamily(), &range, 1, &size).ok()) {
+  ReadHandle db = Reader();
+  if (!db->GetApproximateSizes(options, db->DefaultColumnFamily(), &range, 1, &size).ok()) {
     return 0;
   }
   return size;
@@ -461,7 +575,8 @@ Status Store::ForEachChange(uint64_t after_seq,
                             const std::function<bool(uint64_t, RecordType, std::string_view)>& fn) {
   rocksdb::ReadOptions ro;
   ro.total_order_seek = true;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  ReadHandle db = Reader();
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
   if (after_seq == UINT64_MAX) return Status::Ok();
   for (it->Seek(ChangeKey(after_seq + 1)); it->Valid(); it->Next()) {
     rocksdb::Slice k = it->key();
@@ -480,7 +595,8 @@ Status Store::ForEachChange(uint64_t after_seq,
 StatusOr<uint64_t> Store::LastChangeSeq() {
   rocksdb::ReadOptions ro;
   ro.total_order_seek = true;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  ReadHandle db = Reader();
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
   it->SeekForPrev(ChangeKey(UINT64_MAX));
   if (it->Valid()) {
     rocksdb::Slice k = it->key();
@@ -502,7 +618,7 @@ StatusOr<std::string> Store::GetOrCreateMeta(std::string_view name, std::string_
 StatusOr<std::string> Store::GetOrCreateMeta(std::string_view name,
                                              const std::function<std::string()>& make_initial) {
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), MetaKey(name), &value);
+  rocksdb::Status s = Reader()->Get(rocksdb::ReadOptions(), MetaKey(name), &value);
   if (s.ok()) return value;
   if (!s.IsNotFound()) return FromRocks(s, "get failed");
   value = make_initial();
@@ -514,7 +630,7 @@ StatusOr<std::string> Store::GetOrCreateMeta(std::string_view name,
 
 uint64_t Store::EstimateNumKeys() {
   uint64_t n = 0;
-  if (!db_->GetIntProperty("rocksdb.estimate-num-keys", &n)) return 0;
+  if (!Reader()->GetIntProperty("rocksdb.estimate-num-keys", &n)) return 0;
   return n;
 }
 
@@ -525,6 +641,7 @@ rocksdb::Status Store::FlushMemtables() {
 }
 
 Status Store::CompactAll() {
+  if (Status w = WaitWritable(); !w.ok()) return w;
   if (rocksdb::Status s = FlushMemtables(); !s.ok()) return FromRocks(s, "flush failed");
   rocksdb::CompactRangeOptions co;
   co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;

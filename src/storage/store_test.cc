@@ -4,7 +4,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <random>
+#include <thread>
 
 #include "common/test_dir.h"
 
@@ -148,11 +150,120 @@ TEST_F(StoreTest, ChangeIndexIsInSeqOrderAndScansResume) {
 }
 
 TEST_F(StoreTest, SecondOpenOfSameDirIsRefused) {
-  auto a = Store::Open(dir_.string());
-  ASSERT_TRUE(a.ok());
-  auto b = Store::Open(dir_.string());
-  ASSERT_FALSE(b.ok());
-  EXPECT_EQ(b.status().code(), StatusCode::kUnavailable);
+  for (bool existing : {false, true}) {
+    SCOPED_TRACE(existing ? "an existing database" : "a new one");
+    auto a = Store::Open(dir_.string());
+    ASSERT_TRUE(a.ok());
+    auto b = Store::Open(dir_.string());
+    ASSERT_FALSE(b.ok());
+    EXPECT_EQ(b.status().code(), StatusCode::kUnavailable);
+    // The refused open released nothing of the first one's locks.
+    auto c = Store::Open(dir_.string());
+    EXPECT_FALSE(c.ok());
+    rocksdb::WriteBatch wb;
+    wb.Put(MetaKey("probe"), "x");
+    EXPECT_TRUE((*a)->Write(&wb, /*sync=*/true).ok());
+  }
+}
+
+std::string MustGet(Store* store, std::string_view key) {
+  StatusOr<std::string> v = store->Get(key);
+  EXPECT_TRUE(v.ok()) << v.status().ToString();
+  return v.ok() ? *v : "";
+}
+
+void WriteMeta(Store* store, std::string_view name, std::string_view value) {
+  rocksdb::WriteBatch wb;
+  wb.Put(MetaKey(name), std::string(value));
+  Status s = store->Write(&wb, /*sync=*/true);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+}
+
+TEST_F(StoreTest, AReopenedStoreReadsAtOnceAndItsWritesAreReadBack) {
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    EXPECT_TRUE((*store)->WaitWritable().ok());  // A new directory: at once.
+    WriteMeta(store->get(), "a", "1");
+  }
+  for (int round = 0; round < 3; ++round) {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    // Served from the read-only handle while the read-write open runs (or from the latter).
+    EXPECT_EQ(MustGet(store->get(), MetaKey("a")), "1");
+    // A write waits for the read-write handle; every read after it sees it.
+    WriteMeta(store->get(), "b", std::to_string(round));
+    EXPECT_EQ((*store)->WritableResult(), std::optional<Status>(Status::Ok()));
+    EXPECT_EQ(MustGet(store->get(), MetaKey("b")), std::to_string(round));
+    EXPECT_EQ(MustGet(store->get(), MetaKey("a")), "1");
+  }
+}
+
+TEST_F(StoreTest, AScanBegunBeforeTheReadWriteOpenOutlivesIt) {
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    rocksdb::WriteBatch wb;
+    wb.Put(CounterKey("a"), EncodeCounter(Counter(1)));
+    wb.Put(CounterKey("b"), EncodeCounter(Counter(2)));
+    ASSERT_TRUE((*store)->Write(&wb, /*sync=*/true).ok());
+  }
+  auto store = Store::Open(dir_.string());
+  ASSERT_TRUE(store.ok());
+  std::promise<void> in_scan, go_on;
+  std::vector<std::string> seen;
+  std::thread scanner([&] {
+    Status s = (*store)->ForEachCounter([&](std::string_view name, std::string_view) {
+      if (seen.empty()) {
+        in_scan.set_value();
+        go_on.get_future().wait();
+      }
+      seen.emplace_back(name);
+      return Status::Ok();
+    });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  });
+  in_scan.get_future().wait();
+  // The read-write open ends and writes go on while the scan (most likely on the read-only
+  // handle, which must stay open until it is done) is held.
+  EXPECT_TRUE((*store)->WaitWritable().ok());
+  rocksdb::WriteBatch wb;
+  wb.Put(CounterKey("c"), EncodeCounter(Counter(3)));
+  ASSERT_TRUE((*store)->Write(&wb, /*sync=*/true).ok());
+  EXPECT_TRUE((*store)->GetCounter("c").ok());
+  go_on.set_value();
+  scanner.join();
+  ASSERT_GE(seen.size(), 2u);
+  EXPECT_EQ(seen[0], "a");
+  EXPECT_EQ(seen[1], "b");
+}
+
+TEST_F(StoreTest, WhenTheReadWriteOpenFailsReadsGoOnAndWritesFailWithItsError) {
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    WriteMeta(store->get(), "a", "1");
+  }
+  // Another holder of RocksDB's lock (as a node of a release before edgestate.lock would be).
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Options o;
+  ASSERT_TRUE(rocksdb::DB::Open(o, dir_.string(), &raw).ok());
+  std::unique_ptr<rocksdb::DB> holder(raw);
+
+  std::promise<Status> reported;
+  auto store =
+      Store::Open(dir_.string(), {}, 8u << 20, [&](const Status& s) { reported.set_value(s); });
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  Status opened = (*store)->WaitWritable();
+  EXPECT_EQ(opened.code(), StatusCode::kUnavailable) << opened.ToString();
+  EXPECT_NE(opened.message().find("lock"), std::string::npos) << opened.ToString();
+  EXPECT_EQ(reported.get_future().get(), opened);
+  EXPECT_EQ((*store)->WritableResult(), std::optional<Status>(opened));
+  EXPECT_EQ(MustGet(store->get(), MetaKey("a")), "1");
+  rocksdb::WriteBatch wb;
+  wb.Put(MetaKey("b"), "2");
+  EXPECT_EQ((*store)->Write(&wb, /*sync=*/true), opened);
+  EXPECT_EQ((*store)->Get(MetaKey("b")).status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(StoreTest, UnusableDirectoryIsAnError) {
