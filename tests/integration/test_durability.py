@@ -1,4 +1,5 @@
 """Durability with real processes: kill -9 under load, graceful shutdown, full disk."""
+import fcntl
 import os
 import signal
 import subprocess
@@ -164,7 +165,6 @@ def test_a_data_directory_that_cannot_be_opened_for_writing_stops_the_node(nodes
     assert n.wait(timeout=10) == 0
     # RocksDB's own lock held elsewhere (as by a node of an earlier release, which does not know
     # edgestate.lock): the read-only open works, the read-write one is refused.
-    import fcntl
     with open(os.path.join(n.data_dir, "LOCK"), "a+") as held:
         fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         r = subprocess.run([n.proc.args[0], "serve", "--listen", "127.0.0.1", "--port", "0",
