@@ -104,8 +104,9 @@ struct StoreMetrics {
   Histogram* wal_sync_seconds = nullptr;    // Latency of SyncWal (async mode).
 };
 
-// Thread-safety: every method may be called from any thread, except that Write, SyncWal and the
-// creation in GetOrCreateMeta are the writer thread's (one at a time).
+// Thread-safety: every method may be called from any thread; Write, SyncWal and the creation in
+// GetOrCreateMeta are not called concurrently with each other (the writer thread, or the start
+// before it writes): MaybeResume relies on it.
 class Store {
  public:
   // Called once, on a thread of the store's, when the read-write open of a data directory that
