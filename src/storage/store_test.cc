@@ -266,6 +266,31 @@ TEST_F(StoreTest, WhenTheReadWriteOpenFailsReadsGoOnAndWritesFailWithItsError) {
   EXPECT_EQ((*store)->Get(MetaKey("b")).status().code(), StatusCode::kNotFound);
 }
 
+TEST_F(StoreTest, AnExistingDirectoryThatCannotBeOpenedIsRefusedAndLeftUnlocked) {
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    WriteMeta(store->get(), "a", "1");
+  }
+  const std::filesystem::path current = dir_ / "CURRENT";
+  std::string saved;
+  {
+    std::ifstream in(current);
+    std::getline(in, saved);
+  }
+  { std::ofstream(current, std::ios::trunc) << "MANIFEST-999999\n"; }
+  // Neither the read-only open nor the read-write one it falls back to can read it.
+  auto bad = Store::Open(dir_.string());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("cannot open store in"), std::string::npos)
+      << bad.status().ToString();
+  // The refused open holds no lock: once repaired, the directory opens.
+  { std::ofstream(current, std::ios::trunc) << saved << "\n"; }
+  auto store = Store::Open(dir_.string());
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ(MustGet(store->get(), MetaKey("a")), "1");
+}
+
 TEST_F(StoreTest, UnusableDirectoryIsAnError) {
   std::filesystem::create_directories(dir_);
   std::filesystem::path file = dir_ / "file";
