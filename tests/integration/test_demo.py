@@ -7,12 +7,14 @@ import subprocess
 import time
 import urllib.request
 
-from conftest import BIN, SLOW, free_port_range, free_ports
+from conftest import BIN, SLOW, free_port_range
 
 
 def start_demo(tmpdir, regions, interval=100, extra=()):
-    base = free_port_range(len(regions))
-    ctl = free_ports(1)[0]
+    # One range for the client ports and the control port: a control port drawn on its own
+    # could be one of the client ports (both were free when drawn).
+    base = free_port_range(len(regions) + 1)
+    ctl = base + len(regions)
     p = subprocess.Popen([BIN, "demo", "--base-port", str(base), "--data-dir",
                           os.path.join(tmpdir, "demo"), "--regions", ",".join(regions),
                           "--replication-interval", str(interval), "--control-port", str(ctl)]
