@@ -34,6 +34,10 @@ int AvailableCpus() {
 
 namespace {
 
+// From listening to the store's read-write open when no write asks for it sooner: a start's
+// first answers do not share the node's core with it (docs/storage.md, "Start-up").
+constexpr std::chrono::milliseconds kWritableOpenDelay(50);
+
 std::string HexSecret() {
   std::string out;
   for (unsigned char c : replication::RandomNonce()) out += fmt::format("{:02x}", c);
@@ -261,7 +265,9 @@ Status RunNode(const ServeConfig& config) {
     spdlog::info("metrics on {}:{} (GET /metrics, no API key)", hp.host, metrics_server->port());
   }
 
-  // Serving first, loading after: the load does not delay the first answers.
+  // Serving first; the store's read-write open once the first answers are out (or when a write
+  // needs it), then the load of the counters: neither delays the first answers.
+  (*store)->StartWritableOpen(kWritableOpenDelay);
   (*counters)->StartLoading();
 
   std::printf(

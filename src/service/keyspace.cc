@@ -353,7 +353,7 @@ void Keyspace::FinishLoad(const Status& s) {
 void Keyspace::LoaderLoop() {
   // The load's scan lasts seconds: on the read-write handle, so that the read-only one a start
   // serves its first reads from is closed as soon as it can be (storage/store.h).
-  Status s = store_->WaitWritable();
+  Status s = store_->WaitWritable(storage::Store::OpenStart::kAsScheduled);
   if (s.ok()) s = LoadCounters(nullptr, nullptr, &stop_loading_);
   FinishLoad(s);
   if (s.code() == StatusCode::kAborted && stop_loading_.load()) return;

@@ -277,6 +277,65 @@ Status OpenError(const rocksdb::Status& s, const std::string& dir) {
 // The lock edgestate holds on a data directory (Store::Open).
 constexpr const char* kLockFile = "edgestate.lock";
 
+// RocksDB's read-only open of `dir`'s default column family. Not DB::OpenForReadOnly(options,
+// ...): that one first tries the store as a fully compacted database (CompactedDBImpl) and, on
+// a store with more than one level of files, does the whole recovery (MANIFEST, every table
+// file's metadata) a second time as an ordinary read-only database: about 1 ms of each start
+// with one million counters and keys (docs/storage.md, "Start-up").
+rocksdb::Status OpenReadOnly(const rocksdb::Options& options, const std::string& dir,
+                             rocksdb::DB** db) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions(options)}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::Status s =
+      rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(options), dir, families, &handles, db);
+  if (!s.ok()) return s;
+  // The database keeps a handle of its default column family of its own (DefaultColumnFamily).
+  for (rocksdb::ColumnFamilyHandle* h : handles) (*db)->DestroyColumnFamilyHandle(h);
+  return s;
+}
+
+// True when a process other than this one holds RocksDB's lock on `dir` (LOCK, an fcntl lock
+// taken by its read-write open): a node of an earlier release, which does not take
+// edgestate.lock. False when the lock is free or the file does not exist.
+bool RocksLockHeldElsewhere(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "LOCK").string();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct flock query = {};
+  query.l_type = F_WRLCK;
+  query.l_whence = SEEK_SET;
+  bool held = ::fcntl(fd, F_GETLK, &query) != 0 || query.l_type != F_UNLCK;
+  ::close(fd);  // This process holds no lock on LOCK yet: closing drops nothing.
+  return held;
+}
+
+// Removes `dir`'s empty write-ahead logs. RocksDB 7.8 leaves one behind on every start that
+// writes nothing before it stops (the log it creates at the read-write open is never obsoleted
+// without a flush; fixed in RocksDB 8.3), and replays them all, read-only and read-write, at
+// every start: a node restarted a thousand times (a crash loop, a probe that restarts it) would
+// hold a thousand of them. An empty log holds no write, acknowledged or not, so removing it
+// changes nothing RocksDB recovers. REQUIRES: edgestate.lock held, no RocksDB handle open on
+// `dir`; skipped while another process holds RocksDB's own lock. Returns how many were removed.
+size_t RemoveEmptyWals(const std::string& dir) {
+  if (RocksLockHeldElsewhere(dir)) return 0;
+  size_t removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= 4 || !name.ends_with(".log") ||
+        !std::all_of(name.begin(), name.end() - 4, [](char c) { return c >= '0' && c <= '9'; })) {
+      continue;
+    }
+    std::error_code file_ec;
+    if (entry.is_regular_file(file_ec) && entry.file_size(file_ec) == 0 && !file_ec &&
+        std::filesystem::remove(entry.path(), file_ec)) {
+      ++removed;
+    }
+  }
+  return removed;
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetrics metrics,
@@ -297,11 +356,12 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
                                            std::strerror(errno)));
   }
   if (std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec)) {
+    RemoveEmptyWals(dir);
     rocksdb::DB* raw = nullptr;
-    if (rocksdb::DB::OpenForReadOnly(MakeOptions(store->cache_), dir, &raw).ok()) {
+    if (OpenReadOnly(MakeOptions(store->cache_), dir, &raw).ok()) {
       store->read_only_.reset(raw);
       store->opener_ = std::thread([p = store.get(), cb = std::move(on_open_failed)]() mutable {
-        p->OpenWritable(std::move(cb));
+        p->RunOpener(std::move(cb));
       });
       return store;
     }
@@ -372,8 +432,44 @@ Store::ReadHandle::~ReadHandle() {
   if (read_only_) store_->ReleaseReadOnly();
 }
 
-Status Store::WaitWritable() {
+void Store::StartWritableOpen(std::chrono::milliseconds after) {
+  std::lock_guard lock(open_mu_);
+  if (after.count() <= 0) {
+    open_now_ = true;
+  } else {
+    auto at = std::chrono::steady_clock::now() + after;
+    if (!open_at_ || at < *open_at_) open_at_ = at;
+  }
+  open_cv_.notify_all();
+}
+
+void Store::RunOpener(OpenFailedCallback on_open_failed) {
+  {
+    std::unique_lock lock(open_mu_);
+    for (;;) {
+      if (open_now_) break;
+      if (closing_) {  // Closed before anything needed the read-write handle.
+        open_status_ = Status::Unavailable("the store closed before its read-write open");
+        open_cv_.notify_all();
+        return;
+      }
+      if (open_at_ && std::chrono::steady_clock::now() >= *open_at_) break;
+      if (open_at_) {
+        open_cv_.wait_until(lock, *open_at_);
+      } else {
+        open_cv_.wait(lock);
+      }
+    }
+  }
+  OpenWritable(std::move(on_open_failed));
+}
+
+Status Store::WaitWritable(OpenStart start) {
   std::unique_lock lock(open_mu_);
+  if (!open_status_ && (start == OpenStart::kNow || !open_at_)) {
+    open_now_ = true;
+    open_cv_.notify_all();
+  }
   open_cv_.wait(lock, [this] { return open_status_.has_value(); });
   return *open_status_;
 }
@@ -390,6 +486,11 @@ StatusOr<rocksdb::DB*> Store::Writable() {
 }
 
 Store::~Store() {
+  {
+    std::lock_guard lock(open_mu_);
+    closing_ = true;
+  }
+  open_cv_.notify_all();
   if (opener_.joinable()) opener_.join();
   if (db_ && !failed_.load()) {
     rocksdb::Status s = db_->FlushWAL(/*sync=*/true);

@@ -23,6 +23,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -120,19 +121,28 @@ class Store {
   //
   // A directory that already holds a database is locked, opened read-only (nothing written,
   // nothing synced: about a third of the time of a read-write open) and returned at once, so a
-  // node serves reads while the read-write open runs on a thread of its own. Reads use the
-  // read-only handle until the read-write one is open; every write waits for it (WaitWritable),
-  // so no read ever misses a write. When that open fails, writes fail with its error and
-  // `on_open_failed` is called. A new directory is opened read-write before Open returns.
+  // node serves reads while the read-write open runs on a thread of its own (StartWritableOpen).
+  // Reads use the read-only handle until the read-write one is open; every write waits for it
+  // (WaitWritable), so no read ever misses a write. When that open fails, writes fail with its
+  // error and `on_open_failed` is called. A new directory is opened read-write before Open
+  // returns.
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& dir, StoreMetrics metrics = {},
                                                size_t cache_bytes = 256u << 20,
                                                OpenFailedCallback on_open_failed = nullptr);
   ~Store();
 
-  // Blocks until the read-write open has ended; returns how (OK at once after a new directory's
-  // open). Writes call it; the loader calls it so its long scan does not hold the read-only
-  // handle.
-  Status WaitWritable();
+  // Starts the read-write open of a directory Open opened read-only `after` from now, or at once
+  // when a write needs it sooner (WaitWritable); an earlier call's earlier start stands. Until
+  // then the open waits: its work and syncs would share the node's core with the first answers
+  // (docs/storage.md, "Start-up"). Nothing to do after a new directory's open. The open runs on
+  // a thread Open made, at Open's caller's priority whoever calls this.
+  void StartWritableOpen(std::chrono::milliseconds after = std::chrono::milliseconds(0));
+  // Blocks until the read-write open has ended and returns how (OK at once after a new
+  // directory's open). kNow (writes) starts it at once if it has not begun; kAsScheduled (the
+  // loader, so that its long scan never holds the read-only handle) waits for the start
+  // StartWritableOpen set, and starts it at once when none was set.
+  enum class OpenStart { kNow, kAsScheduled };
+  Status WaitWritable(OpenStart start = OpenStart::kNow);
   // How the read-write open ended, without waiting; nullopt while it runs.
   std::optional<Status> WritableResult() const;
 
@@ -225,8 +235,11 @@ class Store {
   // Writes the memtables to table files and waits for it.
   rocksdb::Status FlushMemtables();
   Store(std::string dir, StoreMetrics metrics, std::shared_ptr<rocksdb::Cache> cache);
-  // The read-write open, on opener_: publishes db_ (or the error), then closes the read-only
-  // handle once no reader holds it.
+  // opener_'s body: waits for the time StartWritableOpen set, a write (WaitWritable) or the
+  // store's close, then (unless closed first) runs OpenWritable.
+  void RunOpener(OpenFailedCallback on_open_failed);
+  // The read-write open: publishes db_ (or the error), then closes the read-only handle once no
+  // reader holds it.
   void OpenWritable(OpenFailedCallback on_open_failed);
   // After a failed write: asks RocksDB to resume. REQUIRES: writer thread, writable.
   Status MaybeResume();
@@ -241,10 +254,14 @@ class Store {
   std::atomic<int> read_only_users_{0};
   std::unique_ptr<rocksdb::DB> db_;  // The read-write handle; set once, before writable_.
   std::atomic<bool> writable_{false};
-  std::thread opener_;
+  std::thread opener_;  // Made by Open when it returns the read-only handle.
   mutable std::mutex open_mu_;
-  std::condition_variable open_cv_;    // Signals open_status_ set and read_only_users_ at 0.
+  // Signals open_status_ set, read_only_users_ at 0, and the opener's start and stop below.
+  std::condition_variable open_cv_;
   std::optional<Status> open_status_;  // GUARDED_BY(open_mu_)
+  bool open_now_ = false;              // GUARDED_BY(open_mu_): a write waits for the open.
+  bool closing_ = false;               // GUARDED_BY(open_mu_): the destructor runs.
+  std::optional<std::chrono::steady_clock::time_point> open_at_;  // GUARDED_BY(open_mu_)
   std::atomic<bool> failed_{false};
 };
 

@@ -224,8 +224,8 @@ TEST_F(StoreTest, AScanBegunBeforeTheReadWriteOpenOutlivesIt) {
     EXPECT_TRUE(s.ok()) << s.ToString();
   });
   in_scan.get_future().wait();
-  // The read-write open ends and writes go on while the scan (most likely on the read-only
-  // handle, which must stay open until it is done) is held.
+  // The read-write open (started by this wait: nothing asked for it before) ends and writes go
+  // on while the scan, on the read-only handle, which must stay open until it is done, is held.
   EXPECT_TRUE((*store)->WaitWritable().ok());
   rocksdb::WriteBatch wb;
   wb.Put(CounterKey("c"), EncodeCounter(Counter(3)));
@@ -236,6 +236,102 @@ TEST_F(StoreTest, AScanBegunBeforeTheReadWriteOpenOutlivesIt) {
   ASSERT_GE(seen.size(), 2u);
   EXPECT_EQ(seen[0], "a");
   EXPECT_EQ(seen[1], "b");
+}
+
+TEST_F(StoreTest, TheReadWriteOpenStartsWhenAskedOrWhenAWriteNeedsIt) {
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    WriteMeta(store->get(), "a", "1");
+  }
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    // Nothing asked for it: the start is served from the read-only handle alone (a read-write
+    // open of this small directory ends well within this wait when it runs).
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_FALSE((*store)->WritableResult().has_value());
+    EXPECT_EQ(MustGet(store->get(), MetaKey("a")), "1");
+    (*store)->StartWritableOpen();
+    (*store)->StartWritableOpen();  // Idempotent.
+    EXPECT_TRUE((*store)->WaitWritable().ok());
+    EXPECT_EQ((*store)->WritableResult(), std::optional<Status>(Status::Ok()));
+  }
+  // A scheduled start: the loader's wait waits for it, a write does not (it would wait an hour).
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    const auto t0 = std::chrono::steady_clock::now();
+    (*store)->StartWritableOpen(std::chrono::milliseconds(200));
+    EXPECT_TRUE((*store)->WaitWritable(Store::OpenStart::kAsScheduled).ok());
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
+  }
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    (*store)->StartWritableOpen(std::chrono::hours(1));
+    WriteMeta(store->get(), "c", "3");
+  }
+  // A write starts it itself; a store closed before anything started it closes cleanly.
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    WriteMeta(store->get(), "b", "2");
+  }
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+  }
+  auto store = Store::Open(dir_.string());
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ(MustGet(store->get(), MetaKey("b")), "2");
+}
+
+size_t WriteAheadLogs(const std::filesystem::path& dir) {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    n += e.path().extension() == ".log" ? 1 : 0;
+  }
+  return n;
+}
+
+TEST_F(StoreTest, RestartsThatWriteNothingLeaveNoEmptyWriteAheadLogsBehind) {
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    WriteMeta(store->get(), "a", "1");
+  }
+  // Each read-write open makes a new log; RocksDB 7.8 keeps the one a start that wrote nothing
+  // leaves, and replays all of them at every start.
+  for (int round = 0; round < 5; ++round) {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->WaitWritable().ok());
+  }
+  EXPECT_LE(WriteAheadLogs(dir_), 1u);
+  auto store = Store::Open(dir_.string());
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ(MustGet(store->get(), MetaKey("a")), "1");
+}
+
+TEST_F(StoreTest, AWriteAheadLogThatHoldsWritesIsReplayedNotRemoved) {
+  const std::filesystem::path image = dir_.string() + "-crash-image";
+  {
+    auto store = Store::Open(dir_.string());
+    ASSERT_TRUE(store.ok());
+    WriteMeta(store->get(), "a", "1");  // Synced to the log, in no table file yet.
+    // The directory as a crash at this moment leaves it (the close below flushes the memtable).
+    std::filesystem::copy(dir_, image, std::filesystem::copy_options::recursive);
+  }
+  ASSERT_GE(WriteAheadLogs(image), 1u);
+  {
+    auto store = Store::Open(image.string());
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    EXPECT_EQ(MustGet(store->get(), MetaKey("a")), "1");
+    ASSERT_TRUE((*store)->WaitWritable().ok());
+    EXPECT_EQ(MustGet(store->get(), MetaKey("a")), "1");
+  }
+  std::filesystem::remove_all(image);
 }
 
 TEST_F(StoreTest, WhenTheReadWriteOpenFailsReadsGoOnAndWritesFailWithItsError) {
