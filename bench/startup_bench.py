@@ -14,7 +14,9 @@ them), then starts the node --runs times and measures
 
 The node runs on CPU 0, the clients on CPU 1. Medians over the runs.
 
-Usage: bench/startup_bench.py [--sizes 0,1000000,10000000] [--runs 5]
+Usage: bench/startup_bench.py [--sizes 0,1000000,10000000] [--runs 5] [--bin BIN]
+       bench/startup_bench.py --sizes 1000000 --compare OLD,NEW [--starts 12]
+(the second: spawn to first answer only, the binaries alternating on one data directory).
 Needs wrk (bench/setup.sh).
 """
 import argparse
@@ -88,11 +90,12 @@ def wrk(port, seconds, counters):
     return float(m.group(1))
 
 
-def one_start(bin_path, data, size, log_path):
+def spawn_until_first_answer(bin_path, data, size, log):
+    """Spawns the node on CPU 0 and asks it for a random stored counter from CPU 1 until the
+    right value comes back; returns (the node's Popen, milliseconds from before the spawn)."""
     port = free_port()
     want = random.randrange(size) if size else 0
     expected = want % 1000 + 1 if size else 0
-    log = open(log_path, "w")
     # The node inherits CPU 0 from this process at its spawn (no taskset exec in the measured
     # time); this process then polls from CPU 1.
     os.sched_setaffinity(0, {0})
@@ -100,18 +103,31 @@ def one_start(bin_path, data, size, log_path):
     p = subprocess.Popen([bin_path, "serve", "--listen", "127.0.0.1", "--port", str(port),
                           "--data-dir", data], stdout=log, stderr=subprocess.STDOUT)
     os.sched_setaffinity(0, {1})
+    p.port = port
+    deadline = start + 30
+    while True:
+        r = http_get(port, f"/v1/counters/counter-{want}")
+        if r is not None:
+            break
+        if time.monotonic() > deadline or p.poll() is not None:
+            p.kill()
+            p.wait()
+            raise RuntimeError(f"the node did not answer; log: {log.name}")
+    first_ms = (time.monotonic() - start) * 1000
+    status, body = r
+    if status != 200 or json.loads(body)["value"] != expected:
+        p.kill()
+        p.wait()
+        raise RuntimeError(f"first answer {status} {body!r}, wanted value {expected}")
+    return p, first_ms
+
+
+def one_start(bin_path, data, size, log_path):
+    log = open(log_path, "w")
+    p, first_ms = spawn_until_first_answer(bin_path, data, size, log)
+    port = p.port
+    deadline = time.monotonic() + 30
     try:
-        deadline = start + 30
-        while True:
-            r = http_get(port, f"/v1/counters/counter-{want}")
-            if r is not None:
-                break
-            if time.monotonic() > deadline or p.poll() is not None:
-                raise RuntimeError("the node did not answer; log: " + open(log_path).read())
-        first_ms = (time.monotonic() - start) * 1000
-        status, body = r
-        if status != 200 or json.loads(body)["value"] != expected:
-            raise RuntimeError(f"first answer {status} {body!r}, wanted value {expected}")
         if size:
             k = random.randrange(size)
             status, body = http_get(port, f"/v1/kv/key-{k}")
@@ -141,6 +157,25 @@ def one_start(bin_path, data, size, log_path):
             "second_second": second_second, "steady": steady, "rss_mib": rss, "hwm_mib": hwm}
 
 
+def compare(bins, data, size, starts, work):
+    """Spawn to first correct answer only, the binaries alternating on one data directory."""
+    ms = {b: [] for b in bins}
+    for i in range(starts):
+        for b in bins:
+            with open(os.path.join(work, "compare.log"), "w") as log:
+                p, first_ms = spawn_until_first_answer(b, data, size, log)
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=60)
+            ms[b].append(first_ms)
+    print(f"\nspawn to first correct 200, {size:,} counters + keys, {starts} alternating starts "
+          "(node on CPU 0, client on CPU 1)")
+    print("| binary | median | min-max |")
+    print("|---|---|---|")
+    for b in bins:
+        v = ms[b]
+        print(f"| {b} | **{statistics.median(v):.1f} ms** | {min(v):.1f}-{max(v):.1f} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="0,1000000,10000000",
@@ -148,7 +183,13 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--bin", default=BIN, help="the edgestate binary to start (default: %(default)s)")
+    ap.add_argument("--compare", metavar="BIN,BIN...",
+                    help="only spawn to first answer, these binaries alternating, --starts times "
+                         "each on one data directory of the first size")
+    ap.add_argument("--starts", type=int, default=12)
     args = ap.parse_args()
+    if args.runs < 1 or args.starts < 1:
+        ap.error("--runs and --starts must be at least 1")
     random.seed(args.seed)
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
@@ -163,6 +204,9 @@ def main():
                 print(out.strip())
             else:
                 os.makedirs(data)
+            if args.compare:
+                compare(args.compare.split(","), data, size, args.starts, work)
+                return
             runs = []
             for i in range(args.runs):
                 r = one_start(args.bin, data, size, os.path.join(work, f"log{i}"))
