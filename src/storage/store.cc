@@ -356,7 +356,9 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
                                            std::strerror(errno)));
   }
   if (std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec)) {
-    RemoveEmptyWals(dir);
+    if (size_t n = RemoveEmptyWals(dir); n > 0) {
+      spdlog::info("removed {} empty write-ahead log(s) RocksDB left in {}", n, dir);
+    }
     rocksdb::DB* raw = nullptr;
     if (OpenReadOnly(MakeOptions(store->cache_), dir, &raw).ok()) {
       store->read_only_.reset(raw);
