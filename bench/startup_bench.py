@@ -92,7 +92,8 @@ def wrk(port, seconds, counters):
 
 def spawn_until_first_answer(bin_path, data, size, log):
     """Spawns the node on CPU 0 and asks it for a random stored counter from CPU 1 until the
-    right value comes back; returns (the node's Popen, milliseconds from before the spawn)."""
+    right value comes back; returns (the node's Popen, its port, milliseconds from before the
+    spawn)."""
     port = free_port()
     want = random.randrange(size) if size else 0
     expected = want % 1000 + 1 if size else 0
@@ -103,7 +104,6 @@ def spawn_until_first_answer(bin_path, data, size, log):
     p = subprocess.Popen([bin_path, "serve", "--listen", "127.0.0.1", "--port", str(port),
                           "--data-dir", data], stdout=log, stderr=subprocess.STDOUT)
     os.sched_setaffinity(0, {1})
-    p.port = port
     deadline = start + 30
     while True:
         r = http_get(port, f"/v1/counters/counter-{want}")
@@ -119,13 +119,12 @@ def spawn_until_first_answer(bin_path, data, size, log):
         p.kill()
         p.wait()
         raise RuntimeError(f"first answer {status} {body!r}, wanted value {expected}")
-    return p, first_ms
+    return p, port, first_ms
 
 
 def one_start(bin_path, data, size, log_path):
     log = open(log_path, "w")
-    p, first_ms = spawn_until_first_answer(bin_path, data, size, log)
-    port = p.port
+    p, port, first_ms = spawn_until_first_answer(bin_path, data, size, log)
     deadline = time.monotonic() + 30
     try:
         if size:
@@ -163,7 +162,7 @@ def compare(bins, data, size, starts, work):
     for i in range(starts):
         for b in bins:
             with open(os.path.join(work, "compare.log"), "w") as log:
-                p, first_ms = spawn_until_first_answer(b, data, size, log)
+                p, _, first_ms = spawn_until_first_answer(b, data, size, log)
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=60)
             ms[b].append(first_ms)

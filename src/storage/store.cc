@@ -318,8 +318,7 @@ bool RocksLockHeldElsewhere(const std::string& dir) {
 // changes nothing RocksDB recovers. REQUIRES: edgestate.lock held, no RocksDB handle open on
 // `dir`; skipped while another process holds RocksDB's own lock. Returns how many were removed.
 size_t RemoveEmptyWals(const std::string& dir) {
-  if (RocksLockHeldElsewhere(dir)) return 0;
-  size_t removed = 0;
+  std::vector<std::filesystem::path> empty;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
@@ -328,11 +327,14 @@ size_t RemoveEmptyWals(const std::string& dir) {
       continue;
     }
     std::error_code file_ec;
-    if (entry.is_regular_file(file_ec) && entry.file_size(file_ec) == 0 && !file_ec &&
-        std::filesystem::remove(entry.path(), file_ec)) {
-      ++removed;
+    if (entry.is_regular_file(file_ec) && entry.file_size(file_ec) == 0 && !file_ec) {
+      empty.push_back(entry.path());
     }
   }
+  // The lock is looked at only when there is something to remove (most starts: nothing).
+  if (empty.empty() || RocksLockHeldElsewhere(dir)) return 0;
+  size_t removed = 0;
+  for (const auto& path : empty) removed += std::filesystem::remove(path, ec) ? 1 : 0;
   return removed;
 }
 
@@ -436,26 +438,21 @@ Store::ReadHandle::~ReadHandle() {
 
 void Store::StartWritableOpen(std::chrono::milliseconds after) {
   std::lock_guard lock(open_mu_);
-  if (after.count() <= 0) {
-    open_now_ = true;
-  } else {
-    auto at = std::chrono::steady_clock::now() + after;
-    if (!open_at_ || at < *open_at_) open_at_ = at;
-  }
+  const auto at = after.count() <= 0 ? std::chrono::steady_clock::time_point::min()
+                                     : std::chrono::steady_clock::now() + after;
+  if (!open_at_ || at < *open_at_) open_at_ = at;
   open_cv_.notify_all();
 }
 
 void Store::RunOpener(OpenFailedCallback on_open_failed) {
   {
     std::unique_lock lock(open_mu_);
-    for (;;) {
-      if (open_now_) break;
+    while (!open_at_ || std::chrono::steady_clock::now() < *open_at_) {
       if (closing_) {  // Closed before anything needed the read-write handle.
         open_status_ = Status::Unavailable("the store closed before its read-write open");
         open_cv_.notify_all();
         return;
       }
-      if (open_at_ && std::chrono::steady_clock::now() >= *open_at_) break;
       if (open_at_) {
         open_cv_.wait_until(lock, *open_at_);
       } else {
@@ -469,7 +466,7 @@ void Store::RunOpener(OpenFailedCallback on_open_failed) {
 Status Store::WaitWritable(OpenStart start) {
   std::unique_lock lock(open_mu_);
   if (!open_status_ && (start == OpenStart::kNow || !open_at_)) {
-    open_now_ = true;
+    open_at_ = std::chrono::steady_clock::time_point::min();
     open_cv_.notify_all();
   }
   open_cv_.wait(lock, [this] { return open_status_.has_value(); });

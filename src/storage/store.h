@@ -259,9 +259,10 @@ class Store {
   // Signals open_status_ set, read_only_users_ at 0, and the opener's start and stop below.
   std::condition_variable open_cv_;
   std::optional<Status> open_status_;  // GUARDED_BY(open_mu_)
-  bool open_now_ = false;              // GUARDED_BY(open_mu_): a write waits for the open.
   bool closing_ = false;               // GUARDED_BY(open_mu_): the destructor runs.
-  std::optional<std::chrono::steady_clock::time_point> open_at_;  // GUARDED_BY(open_mu_)
+  // GUARDED_BY(open_mu_): when the read-write open starts (time_point::min(): at once, a write
+  // waits for it); nullopt until StartWritableOpen or a write asks for it.
+  std::optional<std::chrono::steady_clock::time_point> open_at_;
   std::atomic<bool> failed_{false};
 };
 
