@@ -10,11 +10,19 @@ the node can commit, while a second client reads. Reports, per run and as median
 The node runs on CPU 0 with its default bounds (--max-pending-writes 4096, 64 MB); both wrk
 processes on CPU 1. Every process started here is stopped by PID.
 
+With --sched-trace, each run also records the scheduler (`perf sched record`, 4 s in the middle
+of the read during the flood) and reports how long the node's I/O thread was kept off CPU 0,
+whether it was asleep or preempted, and which of the node's threads (or others) had the core
+meanwhile: the measurement behind docs/benchmarks.md, "Where the 4 ms comes from".
+
 Usage: bench/overload_bench.py [--runs 3] [--duration 10] [--flood-conns 2000]
-                               [--max-pending-writes N]
+                               [--max-pending-writes N] [--sched-trace]
 """
 import argparse
+import collections
 import os
+import re
+import subprocess
 import resource
 import shutil
 import statistics
@@ -35,6 +43,77 @@ def flood(port, conns, duration, out, nice):
                committed_per_s=r["rps"] - refused_per_s)
 
 
+def thread_roles(pid):
+    """tid -> a role name for the node's threads (the writer is the one at a positive nice)."""
+    roles = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                nice = int(f.read().rsplit(")", 1)[1].split()[16])
+        except OSError:
+            continue
+        roles[int(tid)] = comm if comm.startswith("rocksdb") else (
+            "writer" if nice > 0 else f"node-{tid}")
+    return roles
+
+
+def sched_summary(data, pid, roles):
+    """Parses `perf sched timehist`: the node's busiest nice-0 thread is its I/O thread; reports
+    the intervals it spent off CPU 0 and what ran in the long ones."""
+    out = subprocess.run(["perf", "sched", "timehist", "-i", data], capture_output=True,
+                         text=True, timeout=600).stdout
+    runs = []  # (cpu, who, start ms, end ms, sched delay ms)
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) < 6 or not f[0][0].isdigit() or not f[1].startswith("["):
+            continue
+        try:
+            end, delay, run = float(f[0]) * 1000, float(f[-2]), float(f[-1])
+        except ValueError:
+            continue
+        m = re.match(r".*\[(\d+)/(\d+)\]$", f[2])
+        who = f[2]
+        if m and int(m.group(2)) == pid:
+            who = roles.get(int(m.group(1)), f"node-{m.group(1)}")
+        else:
+            who = re.sub(r"\[.*\]$", "", who)
+        runs.append((f[1], who, end - run, end, delay))
+    busy = collections.Counter()
+    for cpu, who, b, e, _ in runs:
+        busy[who] += e - b
+    io = max((w for w in busy if w.startswith("node-")), key=lambda w: busy[w], default=None)
+    if io is None:
+        return "sched trace: no node thread seen"
+    mine = [r for r in runs if r[1] == io]
+    # Each interval off the CPU is either a preemption (still runnable: no wakeup, delay 0), all
+    # of it waiting for the core, or a sleep whose last part (the delay) waited for the core.
+    gaps, waits, long_waits, preempted, long_others = [], [], 0, 0, collections.Counter()
+    for a, b in zip(mine, mine[1:]):
+        g = b[2] - a[3]
+        w = g if b[4] == 0 else min(g, b[4])
+        gaps.append(g)
+        waits.append(w)
+        if w > 2.0:
+            long_waits += 1
+            preempted += b[4] == 0
+            for cpu, who, s0, e0, _ in runs:
+                if cpu == a[0] and who != io and e0 > b[2] - w and s0 < b[2]:
+                    long_others[who] += min(e0, b[2]) - max(s0, b[2] - w)
+    gaps.sort()
+    waits.sort()
+    q = lambda v, x: v[min(len(v) - 1, int(len(v) * x))]
+    total = sum(busy.values())
+    shares = ", ".join(f"{w} {busy[w] / 1000:.2f} s" for w, _ in busy.most_common(4))
+    others = ", ".join(f"{w} {t:.0f} ms" for w, t in long_others.most_common(3))
+    return (f"sched trace: CPU time {shares} (of {total / 1000:.2f} s seen); I/O thread off CPU "
+            f"p50 {q(gaps, 0.5):.2f} p90 {q(gaps, 0.9):.2f} p99 {q(gaps, 0.99):.2f} ms, of which "
+            f"waiting for the core p50 {q(waits, 0.5):.2f} p90 {q(waits, 0.9):.2f} p99 "
+            f"{q(waits, 0.99):.2f} ms; {long_waits} waits over 2 ms ({preempted} preempted, the "
+            f"rest woken and kept waiting); the core meanwhile: {others or 'nothing'}")
+
+
 def one_run(node, port, args):
     get_url = f"http://127.0.0.1:{port}/v1/kv/k1"
     alone = nb.wrk(get_url, 50, args.duration)
@@ -53,13 +132,31 @@ def one_run(node, port, args):
                                               args.flood_nice))
     ft.start()
     time.sleep(2)  # The flood's connections are open and its queue full.
+    tracer = None
+    if args.sched_trace:
+        roles = thread_roles(node.p.pid)
+        trace = os.path.join(tempfile.gettempdir(), f"overload-sched-{os.getpid()}.data")
+
+        def record():
+            time.sleep(max(0.0, (args.duration - 4) / 2))
+            subprocess.run(["perf", "sched", "record", "-o", trace, "--", "sleep", "4"],
+                           capture_output=True, timeout=60)
+
+        tracer = threading.Thread(target=record)
+        tracer.start()
     during = nb.wrk(get_url, 50, args.duration)
+    sched = ""
+    if tracer:
+        tracer.join()
+        sched = sched_summary(trace, node.p.pid, roles)
+        os.unlink(trace)
     ft.join()
     stop.set()
     sampler.join()
     r = {"get_p99_alone": alone["p99"], "get_p99_flood": during["p99"],
          "get_rps_alone": alone["rps"], "get_rps_flood": during["rps"],
-         "get_non2xx": during["non2xx"], "rss_before": rss_before, "rss_peak": peak[0], **f}
+         "get_non2xx": during["non2xx"], "rss_before": rss_before, "rss_peak": peak[0],
+         "sched": sched, **f}
     r["p99_ratio"] = r["get_p99_flood"] / r["get_p99_alone"]
     r["drive"] = r["answered_per_s"] / max(1.0, r["committed_per_s"])
     return r
@@ -72,11 +169,14 @@ def main():
     ap.add_argument("--flood-conns", type=int, default=2000)
     ap.add_argument("--max-pending-writes", type=int, help="passed to the node (default: its own)")
     ap.add_argument("--max-batch-writes", type=int, help="passed to the node (default: its own)")
+    ap.add_argument("--sched-trace", action="store_true",
+                    help="record the scheduler during the flood's reads (perf, root) and report "
+                         "where the node's I/O thread waited")
     ap.add_argument("--flood-nice", type=int, default=19,
                     help="the flood's wrk runs at this nice level, so it does not delay the "
                          "reading wrk beside it on CPU 1 (0: as before session 11)")
     args = ap.parse_args()
-    for tool in ("wrk", "taskset"):
+    for tool in ("wrk", "taskset") + (("perf",) if args.sched_trace else ()):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run bench/setup.sh")
     if not os.path.exists(nb.EDGESTATE):
@@ -117,6 +217,8 @@ def main():
               f"({r['p99_ratio']:.2f}x), {r['get_rps_flood']:.0f}/s, non-2xx "
               f"{r['get_non2xx']}; RSS {r['rss_before']:.0f} -> peak {r['rss_peak']:.0f} MB",
               flush=True)
+        if r["sched"]:
+            print("  " + r["sched"], flush=True)
 
     def med(k):
         return statistics.median(r[k] for r in runs)
