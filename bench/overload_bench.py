@@ -43,25 +43,10 @@ def flood(port, conns, duration, out, nice):
                committed_per_s=r["rps"] - refused_per_s)
 
 
-def thread_roles(pid):
-    """tid -> a role name for the node's threads (the writer is the one at a positive nice)."""
-    roles = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                comm = f.read().strip()
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                nice = int(f.read().rsplit(")", 1)[1].split()[16])
-        except OSError:
-            continue
-        roles[int(tid)] = comm if comm.startswith("rocksdb") else (
-            "writer" if nice > 0 else f"node-{tid}")
-    return roles
-
-
-def sched_summary(data, pid, roles):
-    """Parses `perf sched timehist`: the node's busiest nice-0 thread is its I/O thread; reports
-    the intervals it spent off CPU 0 and what ran in the long ones."""
+def sched_summary(data):
+    """Parses `perf sched timehist`: the node's busiest I/O thread (named es-http-N; its writer
+    is es-writer, docs/threading.md) and the intervals it spent off CPU 0, and what ran in the
+    long ones."""
     out = subprocess.run(["perf", "sched", "timehist", "-i", data], capture_output=True,
                          text=True, timeout=600).stdout
     runs = []  # (cpu, who, start ms, end ms, sched delay ms)
@@ -73,17 +58,12 @@ def sched_summary(data, pid, roles):
             end, delay, run = float(f[0]) * 1000, float(f[-2]), float(f[-1])
         except ValueError:
             continue
-        m = re.match(r".*\[(\d+)/(\d+)\]$", f[2])
-        who = f[2]
-        if m and int(m.group(2)) == pid:
-            who = roles.get(int(m.group(1)), f"node-{m.group(1)}")
-        else:
-            who = re.sub(r"\[.*\]$", "", who)
+        who = re.sub(r"\[.*\]$", "", f[2])
         runs.append((f[1], who, end - run, end, delay))
     busy = collections.Counter()
     for cpu, who, b, e, _ in runs:
         busy[who] += e - b
-    io = max((w for w in busy if w.startswith("node-")), key=lambda w: busy[w], default=None)
+    io = max((w for w in busy if w.startswith("es-http")), key=lambda w: busy[w], default=None)
     if io is None:
         return "sched trace: no node thread seen"
     mine = [r for r in runs if r[1] == io]
@@ -134,7 +114,6 @@ def one_run(node, port, args):
     time.sleep(2)  # The flood's connections are open and its queue full.
     tracer = None
     if args.sched_trace:
-        roles = thread_roles(node.p.pid)
         trace = os.path.join(tempfile.gettempdir(), f"overload-sched-{os.getpid()}.data")
 
         def record():
@@ -148,7 +127,7 @@ def one_run(node, port, args):
     sched = ""
     if tracer:
         tracer.join()
-        sched = sched_summary(trace, node.p.pid, roles)
+        sched = sched_summary(trace)
         os.unlink(trace)
     ft.join()
     stop.set()

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/thread_name.h"
 #include "crdt/lww_register.h"
 
 namespace edgestate::http {
@@ -331,7 +332,10 @@ StatusOr<std::unique_ptr<OriginClient>> OriginClient::Create(OriginOptions optio
       &metrics->AddHistogram("edgestate_origin_fetch_seconds", "Latency of origin fetches.",
                              ExponentialBuckets(0.001, 2, 14));
   impl->work.emplace(impl->ioc.get_executor());
-  impl->thread = std::thread([p = impl.get()] { p->ioc.run(); });
+  impl->thread = std::thread([p = impl.get()] {
+    NameThisThread("es-origin");
+    p->ioc.run();
+  });
   return std::unique_ptr<OriginClient>(new OriginClient(std::move(impl)));
 }
 

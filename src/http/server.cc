@@ -22,6 +22,7 @@
 
 #include "common/handoff.h"
 #include "common/strings.h"
+#include "common/thread_name.h"
 #include "env/clock.h"
 #include "http/errors.h"
 #include "http/wire.h"
@@ -544,12 +545,16 @@ Status HttpServer::Start() {
   if (!port.ok()) return port.status();
   s.bound_port = *port;
   s.DoAccept();
-  for (auto& w : s.workers) {
-    TickClocks(w.get());
+  for (size_t i = 0; i < s.workers.size(); ++i) {
+    Worker* w = s.workers[i].get();
+    TickClocks(w);
     w->sweep.emplace(w->ioc);
-    s.ScheduleSweep(w.get());
+    s.ScheduleSweep(w);
     w->guard.emplace(w->ioc.get_executor());
-    w->thread = std::thread([w = w.get()] { net::RunLoop(w->ioc, "I/O"); });
+    w->thread = std::thread([w, name = fmt::format("{}-{}", s.options.thread_name, i)] {
+      NameThisThread(name);
+      net::RunLoop(w->ioc, "I/O");
+    });
   }
   return Status::Ok();
 }

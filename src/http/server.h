@@ -38,6 +38,8 @@ struct HttpServerOptions {
   std::string listen_address = "0.0.0.0";
   uint16_t port = 8080;  // 0 picks a free port; see HttpServer::port().
   int threads = 1;
+  // The I/O threads are named "<thread_name>-<i>" (common/thread_name.h).
+  std::string thread_name = "es-http";
   size_t max_connections = 10000;
   std::chrono::milliseconds request_timeout{15000};
   std::chrono::milliseconds write_timeout{15000};

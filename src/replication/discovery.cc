@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/region.h"
+#include "common/thread_name.h"
 
 namespace edgestate::replication {
 namespace {
@@ -381,7 +382,10 @@ PeerDiscovery::PeerDiscovery(DiscoveryOptions options, Listener on_peers, Metric
 }
 
 void PeerDiscovery::Start() {
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("es-discovery");
+    Loop();
+  });
 }
 
 PeerDiscovery::~PeerDiscovery() {

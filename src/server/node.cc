@@ -255,6 +255,7 @@ Status RunNode(const ServeConfig& config) {
     mo.listen_address = hp.host;
     mo.port = hp.port;
     mo.threads = 1;
+    mo.thread_name = "es-metrics";
     mo.max_connections = 64;
     mo.request_timeout = std::chrono::milliseconds(config.request_timeout_ms);
     metrics_server = std::make_unique<http::HttpServer>(mo, &metrics_endpoint, &http_metrics);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/handoff.h"
+#include "common/thread_name.h"
 
 namespace edgestate::service {
 
@@ -32,7 +33,10 @@ ConsistencyGate::ConsistencyGate(ConsistencyGateOptions options, Keyspace* count
       "Requests refused because their consistency could not be served in time.");
   counters_->SetProgressListener([this] { Notify(); });
   cluster_->SetProgressListener([this] { Notify(); });
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("es-gate");
+    Loop();
+  });
 }
 
 ConsistencyGate::~ConsistencyGate() {

@@ -19,6 +19,7 @@
 #include "common/handoff.h"
 #include "common/region.h"
 #include "common/strings.h"
+#include "common/thread_name.h"
 
 namespace edgestate::service {
 
@@ -159,6 +160,7 @@ StatusOr<std::unique_ptr<Keyspace>> Keyspace::Open(storage::Store* store, Keyspa
   std::unique_ptr<Keyspace> svc(new Keyspace(store, std::move(options), metrics));
   if (Status s = svc->Load(); !s.ok()) return s;
   svc->writer_ = std::thread([p = svc.get()] {
+    NameThisThread("es-writer");
     if (p->options_.writer_nice > 0) LowerThisThreadPriority(p->options_.writer_nice, "writer");
     p->WriterLoop();
   });
@@ -330,6 +332,7 @@ void Keyspace::StartLoading() {
   std::call_once(load_once_, [this] {
     if (loaded() || stop_loading_.load()) return;
     loader_ = std::thread([this] {
+      NameThisThread("es-loader");
       LowerThisThreadPriority(kLoaderNice, "loader");
       LoaderLoop();
     });

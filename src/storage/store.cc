@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "common/thread_name.h"
 #include "storage/records.pb.h"
 
 namespace edgestate::storage {
@@ -365,6 +366,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
     if (OpenReadOnly(MakeOptions(store->cache_), dir, &raw).ok()) {
       store->read_only_.reset(raw);
       store->opener_ = std::thread([p = store.get(), cb = std::move(on_open_failed)]() mutable {
+        NameThisThread("es-opener");
         p->RunOpener(std::move(cb));
       });
       return store;

@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "common/thread_name.h"
 #include "strong/caspaxos.h"
 
 namespace edgestate::strong {
@@ -1271,7 +1272,7 @@ StatusOr<std::unique_ptr<StrongService>> StrongService::Open(StrongOptions optio
   }
   s.work.emplace(s.ioc.get_executor());
   s.thread = std::thread([impl] {
-    pthread_setname_np(pthread_self(), "strong");
+    NameThisThread("es-strong");
     impl->ioc.run();
   });
   return std::unique_ptr<StrongService>(new StrongService(std::move(impl)));
