@@ -13,7 +13,7 @@ processes on CPU 1. Every process started here is stopped by PID.
 With --sched-trace, each run also records the scheduler (`perf sched record`, 4 s in the middle
 of the read during the flood) and reports how long the node's I/O thread was kept off CPU 0,
 whether it was asleep or preempted, and which of the node's threads (or others) had the core
-meanwhile: the measurement behind docs/benchmarks.md, "Where the 4 ms comes from".
+meanwhile: the measurement behind docs/benchmarks.md, "A scheduler trace of the 4 ms".
 
 Usage: bench/overload_bench.py [--runs 3] [--duration 10] [--flood-conns 2000]
                                [--max-pending-writes N] [--sched-trace]
