@@ -116,10 +116,13 @@ def one_run(node, port, args):
     if args.sched_trace:
         trace = os.path.join(tempfile.gettempdir(), f"overload-sched-{os.getpid()}.data")
 
+        recorded = {}
+
         def record():
             time.sleep(max(0.0, (args.duration - 4) / 2))
-            subprocess.run(["perf", "sched", "record", "-o", trace, "--", "sleep", "4"],
-                           capture_output=True, timeout=60)
+            recorded["run"] = subprocess.run(
+                ["perf", "sched", "record", "-o", trace, "--", "sleep", "4"],
+                capture_output=True, text=True, timeout=60)
 
         tracer = threading.Thread(target=record)
         tracer.start()
@@ -127,8 +130,14 @@ def one_run(node, port, args):
     sched = ""
     if tracer:
         tracer.join()
-        sched = sched_summary(trace)
-        os.unlink(trace)
+        rec = recorded["run"]
+        if rec.returncode == 0 and os.path.exists(trace):
+            sched = sched_summary(trace)
+        else:  # Not root, or perf cannot open the scheduler's tracepoints here.
+            lines = rec.stderr.strip().splitlines() or ["no output"]
+            sched = f"sched trace: perf sched record failed ({rec.returncode}): {lines[-1]}"
+        if os.path.exists(trace):
+            os.unlink(trace)
     ft.join()
     stop.set()
     sampler.join()

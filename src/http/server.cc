@@ -22,7 +22,6 @@
 
 #include "common/handoff.h"
 #include "common/strings.h"
-#include "common/thread_name.h"
 #include "env/clock.h"
 #include "http/errors.h"
 #include "http/wire.h"
@@ -551,10 +550,8 @@ Status HttpServer::Start() {
     w->sweep.emplace(w->ioc);
     s.ScheduleSweep(w);
     w->guard.emplace(w->ioc.get_executor());
-    w->thread = std::thread([w, name = fmt::format("{}-{}", s.options.thread_name, i)] {
-      NameThisThread(name);
-      net::RunLoop(w->ioc, "I/O");
-    });
+    w->thread = std::thread(
+        [w, name = fmt::format("{}-{}", s.options.thread_name, i)] { net::RunLoop(w->ioc, name); });
   }
   return Status::Ok();
 }

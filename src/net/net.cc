@@ -7,6 +7,8 @@
 #include <boost/asio/socket_base.hpp>
 #include <vector>
 
+#include "common/thread_name.h"
+
 namespace edgestate::net {
 
 StatusOr<uint16_t> Listen(boost::asio::ip::tcp::acceptor& acceptor, const std::string& host,
@@ -48,7 +50,8 @@ uint16_t FindFreePortRange(int n) {
   return 0;
 }
 
-void RunLoop(boost::asio::io_context& ioc, const char* thread_name) {
+void RunLoop(boost::asio::io_context& ioc, std::string_view thread_name) {
+  NameThisThread(thread_name);
   for (;;) {
     try {
       ioc.run();

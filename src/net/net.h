@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
@@ -24,9 +25,10 @@ StatusOr<uint16_t> Listen(boost::asio::ip::tcp::acceptor& acceptor, const std::s
 // ephemeral range, so no bind(0) or outgoing connection takes them before the caller binds.
 uint16_t FindFreePortRange(int n);
 
-// Runs `ioc` on the calling thread until it stops. A handler that throws (bad_alloc, say) is
-// logged with `thread_name` and the loop goes on serving the other handlers.
-void RunLoop(boost::asio::io_context& ioc, const char* thread_name);
+// Names the calling thread `thread_name` (common/thread_name.h) and runs `ioc` on it until it
+// stops. A handler that throws (bad_alloc, say) is logged with the name and the loop goes on
+// serving the other handlers.
+void RunLoop(boost::asio::io_context& ioc, std::string_view thread_name);
 
 // Ends a loop that `thread` runs with RunLoop, after the caller has posted what closes its
 // sockets and cancels its timers: waits until the loop runs out of work by itself (every

@@ -24,7 +24,6 @@
 #include <utility>  // Before Asio: Boost 1.74's awaitable.hpp needs std::exchange.
 
 #include "common/region.h"
-#include "common/thread_name.h"
 #include "consistency/clock_bound.h"
 #include "env/clock.h"
 #include "net/net.h"
@@ -1150,10 +1149,7 @@ Status Replicator::Start() {
   }
   asio::co_spawn(s.ioc, s.Accept(), asio::detached);
   for (auto& p : s.peers) asio::co_spawn(s.ioc, s.RunOutbound(p), asio::detached);
-  s.thread = std::thread([impl = impl_.get()] {
-    NameThisThread("es-replication");
-    net::RunLoop(impl->ioc, "replication");
-  });
+  s.thread = std::thread([impl = impl_.get()] { net::RunLoop(impl->ioc, "es-replication"); });
   return Status::Ok();
 }
 
