@@ -9,7 +9,7 @@ PACKAGES=(
   libboost-dev libboost-system-dev librocksdb-dev libssl-dev protobuf-compiler libprotobuf-dev
   nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
-  libsnappy-dev zlib1g-dev libbz2-dev liblz4-dev libzstd-dev libc-ares-dev
+  libsnappy-dev zlib1g-dev libbz2-dev liblz4-dev libzstd-dev libc-ares-dev nettle-dev
   podman buildah runc mmdebstrap uidmap
   python3 python3-pytest python3-yaml curl wrk procps util-linux openssl dnsmasq-base
 )

@@ -1,8 +1,8 @@
 #include "consistency/session_token.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <nettle/base64.h>
+#include <nettle/hmac.h>
+#include <nettle/memops.h>
 
 #include <algorithm>
 #include <cctype>
@@ -17,47 +17,53 @@ constexpr char kVersion1 = 1;  // Positional over the configured regions.
 constexpr char kVersion2 = 2;  // Named regions.
 constexpr size_t kMacBytes = 8;
 
+// Nettle rather than OpenSSL: every answer carries a token, so the first answer after exec waits
+// for the first MAC, and OpenSSL 3's first use (its providers and algorithm tables) costs 0.7-3
+// ms of a start on these machines against about 1 us here (docs/storage.md, "Start-up").
 std::string HmacSha256(std::string_view key, std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
-  return std::string(reinterpret_cast<char*>(out), len);
+  hmac_sha256_ctx ctx;
+  hmac_sha256_set_key(&ctx, key.size(), reinterpret_cast<const uint8_t*>(key.data()));
+  hmac_sha256_update(&ctx, data.size(), reinterpret_cast<const uint8_t*>(data.data()));
+  std::string out(SHA256_DIGEST_SIZE, '\0');
+  hmac_sha256_digest(&ctx, SHA256_DIGEST_SIZE, reinterpret_cast<uint8_t*>(out.data()));
+  return out;
 }
 
-// OpenSSL's base64 (standard alphabet, padded) translated to and from base64url (RFC 4648 5)
-// without padding.
+// base64url (RFC 4648 5) without padding.
 std::string Base64UrlEncode(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(bytes.data()),
-                          static_cast<int>(bytes.size()));
-  out.resize(static_cast<size_t>(n));
+  base64_encode_ctx ctx;
+  base64url_encode_init(&ctx);
+  std::string out(BASE64_ENCODE_LENGTH(bytes.size()) + BASE64_ENCODE_FINAL_LENGTH, '\0');
+  size_t n = base64_encode_update(&ctx, out.data(), bytes.size(),
+                                  reinterpret_cast<const uint8_t*>(bytes.data()));
+  n += base64_encode_final(&ctx, out.data() + n);
+  out.resize(n);
   while (!out.empty() && out.back() == '=') out.pop_back();
-  for (char& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
   return out;
 }
 
 std::optional<std::string> Base64UrlDecode(std::string_view text) {
   if (text.size() % 4 == 1) return std::nullopt;
-  std::string std_text(text);
-  for (char& c : std_text) {
-    if (c == '-') {
-      c = '+';
-    } else if (c == '_') {
-      c = '/';
-    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
-      return std::nullopt;  // Also refuses '+', '/' and '=': tokens are unpadded base64url.
+  for (char c : text) {
+    // Nettle's decoder skips white space and takes '=' as padding; tokens have neither.
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' ||
+          c == '_')) {
+      return std::nullopt;
     }
   }
-  size_t pad = (4 - std_text.size() % 4) % 4;
-  std_text.append(pad, '=');
-  std::string out(std_text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(std_text.data()),
-                          static_cast<int>(std_text.size()));
-  if (n < 0 || static_cast<size_t>(n) < pad) return std::nullopt;
-  out.resize(static_cast<size_t>(n) - pad);
+  std::string padded(text);
+  padded.append((4 - text.size() % 4) % 4, '=');
+  base64_decode_ctx ctx;
+  base64url_decode_init(&ctx);
+  std::string out(BASE64_DECODE_LENGTH(padded.size()), '\0');
+  size_t n = out.size();
+  // Refuses, besides, trailing bits that are not zero (a second spelling of the same bytes).
+  if (!base64_decode_update(&ctx, &n, reinterpret_cast<uint8_t*>(out.data()), padded.size(),
+                            padded.data()) ||
+      !base64_decode_final(&ctx)) {
+    return std::nullopt;
+  }
+  out.resize(n);
   return out;
 }
 
@@ -181,7 +187,7 @@ StatusOr<Position> SessionCodec::Decode(std::string_view token) const {
   std::string_view mac(raw->data() + body.size(), kMacBytes);
   const bool v1 = (*raw)[0] == kVersion1;
   std::string expected = HmacSha256(v1 ? key_v1_ : key_, body);
-  if (CRYPTO_memcmp(expected.data(), mac.data(), kMacBytes) != 0) {
+  if (!memeql_sec(expected.data(), mac.data(), kMacBytes)) {
     return Status::InvalidArgument(
         "session token was not issued by this cluster (forged, altered or truncated)");
   }

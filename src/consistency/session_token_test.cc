@@ -87,6 +87,51 @@ TEST(SessionCodecTest, RefusesForgedTruncatedAndForeignTokens) {
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
 }
 
+// Tokens outlive the node that issued them (clients keep them across a rolling upgrade), so the
+// encoding is fixed: these were computed independently (Python's hmac and base64 modules over
+// the protobuf bytes written out by hand) and must decode and encode the same forever.
+TEST(SessionCodecTest, KnownTokensOfBothVersionsAreStable) {
+  SessionCodec positional({"iad", "fra"}, "secret");
+  const std::string v1 = "AQoIBwAAAAAAAAASA6wCAEQ9zCFakXgE";
+  Position p1 = {{"fra", {7, 300}}};
+  EXPECT_EQ(positional.Encode(p1), v1);
+  auto back1 = positional.Decode(v1);
+  ASSERT_TRUE(back1.ok()) << back1.status().ToString();
+  EXPECT_EQ(*back1, p1);
+
+  SessionCodec named({}, "secret");
+  const std::string v2 = "AgoNCgNsaHIVBwAAABisAsf-Xyk6lRF4";
+  Position p2 = {{"lhr", {7, 300}}};
+  EXPECT_EQ(named.Encode(p2), v2);
+  auto back2 = named.Decode(v2);
+  ASSERT_TRUE(back2.ok()) << back2.status().ToString();
+  EXPECT_EQ(*back2, p2);
+}
+
+// One spelling per token: no padding, white space, standard-alphabet characters or trailing bits
+// that differ from the encoder's, even where a lenient decoder would yield the same bytes.
+TEST(SessionCodecTest, RefusesOtherSpellingsOfAGoodToken) {
+  SessionCodec c({}, "secret");
+  const std::string t = "AgoNCgNsaHIVBwAAABisAsf-Xyk6lRF4";
+  ASSERT_TRUE(c.Decode(t).ok());
+  EXPECT_FALSE(c.Decode(t + "=").ok());
+  EXPECT_FALSE(c.Decode(" " + t).ok());
+  EXPECT_FALSE(c.Decode(t.substr(0, 10) + "\n" + t.substr(10)).ok());
+  std::string standard = t;
+  std::replace(standard.begin(), standard.end(), '-', '+');
+  EXPECT_FALSE(c.Decode(standard).ok());
+  // 24 bytes encode to 32 characters exactly; the last character of 23 bytes (31 characters)
+  // carries 2 unused bits: setting one gives a second spelling of the same bytes.
+  std::string short_token = c.Encode({{"lhr", {7, 3}}});
+  ASSERT_EQ(short_token.size() % 4, 3u) << short_token;
+  ASSERT_TRUE(c.Decode(short_token).ok());
+  std::string other = short_token;
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  other.back() = alphabet[alphabet.find(other.back()) | 1];
+  ASSERT_NE(other, short_token);
+  EXPECT_FALSE(c.Decode(other).ok());
+}
+
 TEST(SessionCodecTest, RefusesBodiesThatAreNotCanonicalEvenWithAGoodMac) {
   // A node never issues these; a leaked secret must still not crash or confuse a node.
   SessionCodec c({}, "secret");
