@@ -210,7 +210,9 @@ class SpdlogLogger final : public rocksdb::Logger {
   }
 };
 
-rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
+// `row_cache`: see Store::row_cache_; null for the read-only handle.
+rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache,
+                             const std::shared_ptr<rocksdb::Cache>& row_cache) {
   // Flushes and compactions run at a low CPU priority (nice 19; the pools are the process's):
   // on a saturated core they would otherwise take whole time slices from the I/O threads and
   // hold reads for milliseconds (docs/benchmarks.md, "Overload"). They still get every idle
@@ -236,6 +238,8 @@ rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
   // Memory is bounded by the cache: memtables are charged to it, and so are index and filter
   // blocks (a node holds many times its memory in keys; docs/storage.md).
   options.write_buffer_size = 32 << 20;
+  // Whole rows of point reads that reach a table file (Store::row_cache_).
+  options.row_cache = row_cache;
   options.write_buffer_manager =
       std::make_shared<rocksdb::WriteBufferManager>(cache->GetCapacity() / 4, cache);
   // Files the sweep filled with deletions (expired sessions, collected tombstones) are compacted
@@ -347,8 +351,10 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::Unavailable("cannot create data directory " + dir + ": " + ec.message());
-  std::unique_ptr<Store> store(
-      new Store(dir, metrics, rocksdb::NewLRUCache(std::max<size_t>(cache_bytes, 8u << 20))));
+  // An eighth of the budget caches rows (Store::row_cache_), the rest blocks and memtables.
+  const size_t budget = std::max<size_t>(cache_bytes, 8u << 20);
+  std::unique_ptr<Store> store(new Store(dir, metrics, rocksdb::NewLRUCache(budget - budget / 8),
+                                         rocksdb::NewLRUCache(budget / 8)));
   // Locked before anything is read, so that a second node on the same directory is refused
   // before it serves a read (RocksDB's own lock comes with the read-write open only). A file of
   // its own: closing any descriptor of RocksDB's LOCK file would drop RocksDB's fcntl lock.
@@ -363,7 +369,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
       spdlog::info("removed {} empty write-ahead log(s) RocksDB left in {}", n, dir);
     }
     rocksdb::DB* raw = nullptr;
-    if (OpenReadOnly(MakeOptions(store->cache_), dir, &raw).ok()) {
+    if (OpenReadOnly(MakeOptions(store->cache_, nullptr), dir, &raw).ok()) {
       store->read_only_.reset(raw);
       store->opener_ = std::thread([p = store.get(), cb = std::move(on_open_failed)]() mutable {
         NameThisThread("es-opener");
@@ -374,7 +380,9 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
     // Whatever the read-only open could not do, the read-write open below reports or does.
   }
   rocksdb::DB* raw = nullptr;
-  if (rocksdb::Status s = rocksdb::DB::Open(MakeOptions(store->cache_), dir, &raw); !s.ok()) {
+  if (rocksdb::Status s =
+          rocksdb::DB::Open(MakeOptions(store->cache_, store->row_cache_), dir, &raw);
+      !s.ok()) {
     return OpenError(s, dir);
   }
   store->db_.reset(raw);
@@ -383,12 +391,16 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
   return store;
 }
 
-Store::Store(std::string dir, StoreMetrics metrics, std::shared_ptr<rocksdb::Cache> cache)
-    : dir_(std::move(dir)), metrics_(metrics), cache_(std::move(cache)) {}
+Store::Store(std::string dir, StoreMetrics metrics, std::shared_ptr<rocksdb::Cache> cache,
+             std::shared_ptr<rocksdb::Cache> row_cache)
+    : dir_(std::move(dir)),
+      metrics_(metrics),
+      cache_(std::move(cache)),
+      row_cache_(std::move(row_cache)) {}
 
 void Store::OpenWritable(OpenFailedCallback on_open_failed) {
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status rs = rocksdb::DB::Open(MakeOptions(cache_), dir_, &raw);
+  rocksdb::Status rs = rocksdb::DB::Open(MakeOptions(cache_, row_cache_), dir_, &raw);
   Status s = Status::Ok();
   if (!rs.ok()) {
     s = OpenError(rs, dir_);
