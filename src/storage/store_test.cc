@@ -211,6 +211,18 @@ TEST_F(StoreTest, TheRowCacheNeverChangesAnAnswer) {
   std::map<std::string, std::string> model;
   std::mt19937 rng(20261202);
   auto key = [](int k) { return RecordKey(RecordType::kKey, "key-" + std::to_string(k)); };
+  // True when a read of key k answers what the model says; `when` names the moment.
+  auto answers_model = [&](int k, const std::string& when) -> bool {
+    StatusOr<std::string> got = (*store)->Get(key(k));
+    auto want = model.find(key(k));
+    if (want == model.end()) {
+      EXPECT_EQ(got.status().code(), StatusCode::kNotFound) << when << " key " << k;
+      return got.status().code() == StatusCode::kNotFound;
+    }
+    EXPECT_TRUE(got.ok()) << when << " key " << k << ": " << got.status().ToString();
+    EXPECT_EQ(got.ok() ? *got : "", want->second) << when << " key " << k;
+    return got.ok() && *got == want->second;
+  };
   for (int step = 0; step < 3000; ++step) {
     const int k = static_cast<int>(rng() % 64);
     switch (rng() % 10) {
@@ -238,14 +250,7 @@ TEST_F(StoreTest, TheRowCacheNeverChangesAnAnswer) {
         break;
       default:
         for (int twice = 0; twice < 2; ++twice) {
-          StatusOr<std::string> got = (*store)->Get(key(k));
-          auto want = model.find(key(k));
-          if (want == model.end()) {
-            ASSERT_EQ(got.status().code(), StatusCode::kNotFound) << step << " " << k;
-          } else {
-            ASSERT_TRUE(got.ok()) << step << " " << k << ": " << got.status().ToString();
-            ASSERT_EQ(*got, want->second) << step << " " << k;
-          }
+          ASSERT_TRUE(answers_model(k, fmt::format("step {} read {}", step, twice)));
         }
     }
   }
@@ -257,16 +262,7 @@ TEST_F(StoreTest, TheRowCacheNeverChangesAnAnswer) {
     if (pass == 2) {
       ASSERT_TRUE((*store)->WaitWritable().ok());
     }
-    for (int k = 0; k < 64; ++k) {
-      StatusOr<std::string> got = (*store)->Get(key(k));
-      auto want = model.find(key(k));
-      if (want == model.end()) {
-        EXPECT_EQ(got.status().code(), StatusCode::kNotFound) << pass << " " << k;
-      } else {
-        ASSERT_TRUE(got.ok()) << pass << " " << k << ": " << got.status().ToString();
-        EXPECT_EQ(*got, want->second) << pass << " " << k;
-      }
-    }
+    for (int k = 0; k < 64; ++k) answers_model(k, fmt::format("after the reopen, pass {}", pass));
   }
 }
 
