@@ -120,9 +120,12 @@ def one_run(node, port, args):
 
         def record():
             time.sleep(max(0.0, (args.duration - 4) / 2))
-            recorded["run"] = subprocess.run(
-                ["perf", "sched", "record", "-o", trace, "--", "sleep", "4"],
-                capture_output=True, text=True, timeout=60)
+            try:
+                recorded["run"] = subprocess.run(
+                    ["perf", "sched", "record", "-o", trace, "--", "sleep", "4"],
+                    capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                recorded["run"] = None
 
         tracer = threading.Thread(target=record)
         tracer.start()
@@ -130,8 +133,10 @@ def one_run(node, port, args):
     sched = ""
     if tracer:
         tracer.join()
-        rec = recorded["run"]
-        if rec.returncode == 0 and os.path.exists(trace):
+        rec = recorded.get("run")
+        if rec is None:
+            sched = "sched trace: perf sched record did not finish within 60 s"
+        elif rec.returncode == 0 and os.path.exists(trace):
             sched = sched_summary(trace)
         else:  # Not root, or perf cannot open the scheduler's tracepoints here.
             lines = rec.stderr.strip().splitlines() or ["no output"]

@@ -10,6 +10,11 @@ namespace edgestate::consistency {
 namespace {
 
 const std::vector<std::string> kEight = {"iad", "sjc", "lhr", "fra", "nrt", "syd", "gru", "jnb"};
+const std::string kBase64UrlAlphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+// A version-2 token of {lhr: epoch 7, seq 300} under the secret "secret", computed outside the
+// code (KnownTokensOfBothVersionsAreStable).
+const std::string kNamedToken = "AgoNCgNsaHIVBwAAABisAsf-Xyk6lRF4";
 
 Position Full(uint64_t seq) {
   std::vector<std::string> sorted = kEight;
@@ -27,9 +32,7 @@ TEST(SessionCodecTest, RoundTripsAndStaysSmallForEightRegions) {
     Position p = Full(seq);
     std::string t = c.Encode(p);
     EXPECT_LE(t.size(), 128u) << seq;  // Positional: the regions are configured.
-    EXPECT_EQ(
-        t.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
-        std::string::npos);
+    EXPECT_EQ(t.find_first_not_of(kBase64UrlAlphabet), std::string::npos);
     auto back = c.Decode(t);
     ASSERT_TRUE(back.ok()) << back.status().ToString();
     EXPECT_EQ(*back, p);
@@ -91,28 +94,27 @@ TEST(SessionCodecTest, RefusesForgedTruncatedAndForeignTokens) {
 // encoding is fixed: these were computed independently (Python's hmac and base64 modules over
 // the protobuf bytes written out by hand) and must decode and encode the same forever.
 TEST(SessionCodecTest, KnownTokensOfBothVersionsAreStable) {
-  SessionCodec positional({"iad", "fra"}, "secret");
-  const std::string v1 = "AQoIBwAAAAAAAAASA6wCAEQ9zCFakXgE";
-  Position p1 = {{"fra", {7, 300}}};
-  EXPECT_EQ(positional.Encode(p1), v1);
-  auto back1 = positional.Decode(v1);
-  ASSERT_TRUE(back1.ok()) << back1.status().ToString();
-  EXPECT_EQ(*back1, p1);
-
-  SessionCodec named({}, "secret");
-  const std::string v2 = "AgoNCgNsaHIVBwAAABisAsf-Xyk6lRF4";
-  Position p2 = {{"lhr", {7, 300}}};
-  EXPECT_EQ(named.Encode(p2), v2);
-  auto back2 = named.Decode(v2);
-  ASSERT_TRUE(back2.ok()) << back2.status().ToString();
-  EXPECT_EQ(*back2, p2);
+  struct Known {
+    std::vector<std::string> regions;  // Configured: version 1 while the position names only these.
+    Position position;
+    std::string token;
+  };
+  for (const Known& k :
+       {Known{{"iad", "fra"}, {{"fra", {7, 300}}}, "AQoIBwAAAAAAAAASA6wCAEQ9zCFakXgE"},
+        Known{{}, {{"lhr", {7, 300}}}, kNamedToken}}) {
+    SessionCodec c(k.regions, "secret");
+    EXPECT_EQ(c.Encode(k.position), k.token);
+    auto back = c.Decode(k.token);
+    ASSERT_TRUE(back.ok()) << k.token << ": " << back.status().ToString();
+    EXPECT_EQ(*back, k.position) << k.token;
+  }
 }
 
 // One spelling per token: no padding, white space, standard-alphabet characters or trailing bits
 // that differ from the encoder's, even where a lenient decoder would yield the same bytes.
 TEST(SessionCodecTest, RefusesOtherSpellingsOfAGoodToken) {
   SessionCodec c({}, "secret");
-  const std::string t = "AgoNCgNsaHIVBwAAABisAsf-Xyk6lRF4";
+  const std::string& t = kNamedToken;
   ASSERT_TRUE(c.Decode(t).ok());
   EXPECT_FALSE(c.Decode(t + "=").ok());
   EXPECT_FALSE(c.Decode(" " + t).ok());
@@ -126,8 +128,7 @@ TEST(SessionCodecTest, RefusesOtherSpellingsOfAGoodToken) {
   ASSERT_EQ(short_token.size() % 4, 3u) << short_token;
   ASSERT_TRUE(c.Decode(short_token).ok());
   std::string other = short_token;
-  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  other.back() = alphabet[alphabet.find(other.back()) | 1];
+  other.back() = kBase64UrlAlphabet[kBase64UrlAlphabet.find(other.back()) | 1];
   ASSERT_NE(other, short_token);
   EXPECT_FALSE(c.Decode(other).ok());
 }

@@ -250,7 +250,7 @@ class Store {
   std::shared_ptr<rocksdb::Cache> cache_;
   // RocksDB's row cache for the read-write handle: a point read that reaches a table file is
   // kept as a whole row, so the next one skips the index and data block seeks (a 1 KiB GET after
-  // a write load has flushed it: 137 k -> 185 k GET/s on one core, docs/benchmarks.md). Never
+  // a write load has flushed it: 143 k -> 172 k GET/s on one core, docs/benchmarks.md). Never
   // on the read-only handle: RocksDB 7.8's DBImplReadOnly answers NotFound on a row-cache hit
   // for a key that is stored (store_test, TheReadOnlyHandleAnswersRepeatedReadsAlike).
   std::shared_ptr<rocksdb::Cache> row_cache_;
