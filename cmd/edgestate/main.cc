@@ -141,9 +141,9 @@ int main(int argc, char** argv) {
           "A strong operation that cannot reach a majority of the voters fails with 503 "
           "strong_unavailable after this. Default 2000.");
   int_opt("--cache-mb", &flags.cache_mb,
-          "Memory (MiB) for RocksDB's caches: seven eighths for the block cache (hot keys and "
-          "cache entries read from disk, index and filter blocks, the write buffers), one eighth "
-          "for whole rows read from table files. Default 256.");
+          "Memory (MiB) for caches: five eighths for RocksDB's block cache (data, index and "
+          "filter blocks, the write buffers), three eighths for the record cache of hot keys "
+          "and cache entries. Default 256.");
   str_opt("--cache-origin", &flags.cache_origin,
           "http://HOST[:PORT][/BASE]: a GET /v1/cache/{key} that misses fetches BASE/{key} from "
           "this origin and caches it (docs/cache.md). Default none: a miss is 404.");

@@ -67,6 +67,12 @@ Status RunNode(const ServeConfig& config) {
   store_metrics.wal_sync_seconds = &metrics.AddHistogram(
       "edgestate_wal_sync_seconds", "Latency of the periodic WAL sync in async durability mode.",
       ExponentialBuckets(0.0000625, 2, 16));
+  store_metrics.record_cache_hits = &metrics.AddCounter(
+      "edgestate_record_cache_hits_total",
+      "Point reads of keys, cache entries and purges answered from the record cache.");
+  store_metrics.record_cache_misses =
+      &metrics.AddCounter("edgestate_record_cache_misses_total",
+                          "Point reads of keys, cache entries and purges that went to RocksDB.");
 
   // A store whose read-write open fails after the node began serving reads from it ends the
   // node with its error (exit 1, below), as a failure before serving does.

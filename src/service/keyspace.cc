@@ -222,6 +222,9 @@ Keyspace::Keyspace(storage::Store* store, KeyspaceOptions options, MetricsRegist
   metrics->AddGauge("edgestate_storage_bytes",
                     "Bytes the store holds on disk (SST files) and in memtables.",
                     [this] { return static_cast<double>(store_->ApproximateBytes()); });
+  metrics->AddGauge("edgestate_record_cache_bytes",
+                    "Memory the record cache of hot keys and cache entries holds.",
+                    [this] { return static_cast<double>(store_->RecordCacheBytes()); });
 }
 
 Keyspace::~Keyspace() { Stop(); }

@@ -210,9 +210,11 @@ class SpdlogLogger final : public rocksdb::Logger {
   }
 };
 
-// `row_cache`: see Store::row_cache_; null for the read-only handle.
-rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache,
-                             const std::shared_ptr<rocksdb::Cache>& row_cache) {
+// 16 shards of the record cache (each its own LRU and mutex): a record of up to a sixteenth of
+// the cache is kept (a 1 MiB value from a budget of 43 MiB on).
+constexpr int kRecordCacheShardBits = 4;
+
+rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
   // Flushes and compactions run at a low CPU priority (nice 19; the pools are the process's):
   // on a saturated core they would otherwise take whole time slices from the I/O threads and
   // hold reads for milliseconds (docs/benchmarks.md, "Overload"). They still get every idle
@@ -238,8 +240,6 @@ rocksdb::Options MakeOptions(const std::shared_ptr<rocksdb::Cache>& cache,
   // Memory is bounded by the cache: memtables are charged to it, and so are index and filter
   // blocks (a node holds many times its memory in keys; docs/storage.md).
   options.write_buffer_size = 32 << 20;
-  // Whole rows of point reads that reach a table file (Store::row_cache_).
-  options.row_cache = row_cache;
   options.write_buffer_manager =
       std::make_shared<rocksdb::WriteBufferManager>(cache->GetCapacity() / 4, cache);
   // Files the sweep filled with deletions (expired sessions, collected tombstones) are compacted
@@ -351,10 +351,14 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::Unavailable("cannot create data directory " + dir + ": " + ec.message());
-  // An eighth of the budget caches rows (Store::row_cache_), the rest blocks and memtables.
+  // Three eighths of the budget hold records (Store::records_), the rest blocks and memtables.
+  // Durable 1 KiB PUTs over 100 000 keys with the default budget: a quarter, 26.9 k/s; three
+  // eighths, 29.8 k/s; a half, 30.0 k/s (docs/benchmarks.md).
   const size_t budget = std::max<size_t>(cache_bytes, 8u << 20);
-  std::unique_ptr<Store> store(new Store(dir, metrics, rocksdb::NewLRUCache(budget - budget / 8),
-                                         rocksdb::NewLRUCache(budget / 8)));
+  const size_t record_bytes = budget / 8 * 3;
+  std::unique_ptr<Store> store(
+      new Store(dir, metrics, rocksdb::NewLRUCache(budget - record_bytes),
+                rocksdb::NewLRUCache(record_bytes, kRecordCacheShardBits)));
   // Locked before anything is read, so that a second node on the same directory is refused
   // before it serves a read (RocksDB's own lock comes with the read-write open only). A file of
   // its own: closing any descriptor of RocksDB's LOCK file would drop RocksDB's fcntl lock.
@@ -369,7 +373,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
       spdlog::info("removed {} empty write-ahead log(s) RocksDB left in {}", n, dir);
     }
     rocksdb::DB* raw = nullptr;
-    if (OpenReadOnly(MakeOptions(store->cache_, nullptr), dir, &raw).ok()) {
+    if (OpenReadOnly(MakeOptions(store->cache_), dir, &raw).ok()) {
       store->read_only_.reset(raw);
       store->opener_ = std::thread([p = store.get(), cb = std::move(on_open_failed)]() mutable {
         NameThisThread("es-opener");
@@ -380,9 +384,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
     // Whatever the read-only open could not do, the read-write open below reports or does.
   }
   rocksdb::DB* raw = nullptr;
-  if (rocksdb::Status s =
-          rocksdb::DB::Open(MakeOptions(store->cache_, store->row_cache_), dir, &raw);
-      !s.ok()) {
+  if (rocksdb::Status s = rocksdb::DB::Open(MakeOptions(store->cache_), dir, &raw); !s.ok()) {
     return OpenError(s, dir);
   }
   store->db_.reset(raw);
@@ -392,15 +394,15 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreMetric
 }
 
 Store::Store(std::string dir, StoreMetrics metrics, std::shared_ptr<rocksdb::Cache> cache,
-             std::shared_ptr<rocksdb::Cache> row_cache)
+             std::shared_ptr<rocksdb::Cache> records)
     : dir_(std::move(dir)),
       metrics_(metrics),
       cache_(std::move(cache)),
-      row_cache_(std::move(row_cache)) {}
+      records_(std::move(records)) {}
 
 void Store::OpenWritable(OpenFailedCallback on_open_failed) {
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status rs = rocksdb::DB::Open(MakeOptions(cache_, row_cache_), dir_, &raw);
+  rocksdb::Status rs = rocksdb::DB::Open(MakeOptions(cache_), dir_, &raw);
   Status s = Status::Ok();
   if (!rs.ok()) {
     s = OpenError(rs, dir_);
@@ -538,6 +540,7 @@ Status Store::Write(rocksdb::WriteBatch* batch, bool sync) {
   rocksdb::Status s = (*db)->Write(wo, batch);
   if (sync && metrics_.sync_write_seconds)
     metrics_.sync_write_seconds->Observe(SecondsSince(start));
+  UpdateRecords(*batch, s.ok());
   if (!s.ok()) {
     failed_.store(true);
     return FromRocks(s, "write failed");
@@ -616,11 +619,132 @@ StatusOr<std::string> Store::GetCounter(std::string_view name) {
 }
 
 StatusOr<std::string> Store::Get(std::string_view key) {
+  const rocksdb::Slice k(key.data(), key.size());
+  const bool cached = IsCachedRecord(key);
+  uint64_t gen = 0;
+  if (cached) {
+    if (rocksdb::Cache::Handle* h = records_->Lookup(k)) {
+      std::string value = *static_cast<const std::string*>(records_->Value(h));
+      records_->Release(h);
+      if (metrics_.record_cache_hits) metrics_.record_cache_hits->Inc();
+      return value;
+    }
+    if (metrics_.record_cache_misses) metrics_.record_cache_misses->Inc();
+    RecordStripe& stripe = StripeFor(key);
+    std::lock_guard lock(stripe.mu);
+    gen = stripe.gen;
+  }
   std::string value;
-  rocksdb::Status s =
-      Reader()->Get(rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()), &value);
+  rocksdb::Status s = Reader()->Get(rocksdb::ReadOptions(), k, &value);
   if (!s.ok()) return FromRocks(s, "get failed");
+  if (cached) FillRecord(key, value, gen);
   return value;
+}
+
+size_t Store::RecordCacheBytes() const { return records_->GetUsage(); }
+
+bool Store::IsCachedRecord(std::string_view key) {
+  if (key.empty()) return false;
+  StatusOr<RecordType> type = ParseRecordType(key[0]);
+  return type.ok() && *type != RecordType::kCounter;
+}
+
+Store::RecordStripe& Store::StripeFor(std::string_view key) {
+  return stripes_[std::hash<std::string_view>()(key) % kRecordStripes];
+}
+
+namespace {
+
+void DeleteRecord(const rocksdb::Slice& /*key*/, void* value) {
+  delete static_cast<std::string*>(value);
+}
+
+void InsertRecord(rocksdb::Cache* cache, const rocksdb::Slice& key, const rocksdb::Slice& value) {
+  auto* copy = new std::string(value.data(), value.size());
+  // Without strict_capacity_limit the status is always OK, but an entry the shard cannot take
+  // (larger than it, or than what readers do not hold) is freed at once instead of inserted.
+  cache->Insert(key, copy, sizeof(std::string) + copy->capacity(), &DeleteRecord)
+      .PermitUncheckedError();
+}
+
+}  // namespace
+
+void Store::FillRecord(std::string_view key, const std::string& value, uint64_t gen) {
+  RecordStripe& stripe = StripeFor(key);
+  std::lock_guard lock(stripe.mu);
+  if (stripe.gen != gen) return;  // A write came after the read began: it may be older.
+  InsertRecord(records_.get(), rocksdb::Slice(key.data(), key.size()), value);
+}
+
+void Store::SetRecord(std::string_view key, const rocksdb::Slice* value) {
+  if (!IsCachedRecord(key)) return;
+  RecordStripe& stripe = StripeFor(key);
+  std::lock_guard lock(stripe.mu);
+  ++stripe.gen;
+  const rocksdb::Slice k(key.data(), key.size());
+  // Erased first: an insert the cache cannot take (its shard full of entries readers hold) is
+  // dropped without a word and would leave the previous value in place.
+  records_->Erase(k);
+  if (value != nullptr) InsertRecord(records_.get(), k, *value);
+}
+
+void Store::EraseRecords(std::string_view begin, std::string_view end) {
+  // After every stripe's generation moved, no fill that read RocksDB before the deletion can
+  // enter; what entered before is found below.
+  for (RecordStripe& stripe : stripes_) {
+    std::lock_guard lock(stripe.mu);
+    ++stripe.gen;
+  }
+  std::vector<std::string> doomed;
+  records_->ApplyToAllEntries(
+      [&](const rocksdb::Slice& key, void*, size_t, rocksdb::Cache::DeleterFn) {
+        std::string_view k = key.ToStringView();
+        if (k >= begin && k < end) doomed.emplace_back(k);
+      },
+      {});
+  for (const std::string& k : doomed) records_->Erase(k);
+}
+
+// Hands each record of a written batch to the record cache (UpdateRecords).
+class Store::RecordCacheUpdate : public rocksdb::WriteBatch::Handler {
+ public:
+  RecordCacheUpdate(Store* store, bool written) : store_(store), written_(written) {}
+
+  rocksdb::Status PutCF(uint32_t, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
+    store_->SetRecord(key.ToStringView(), written_ ? &value : nullptr);
+    return rocksdb::Status::OK();
+  }
+  rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice& key) override {
+    store_->SetRecord(key.ToStringView(), nullptr);
+    return rocksdb::Status::OK();
+  }
+  rocksdb::Status SingleDeleteCF(uint32_t, const rocksdb::Slice& key) override {
+    store_->SetRecord(key.ToStringView(), nullptr);
+    return rocksdb::Status::OK();
+  }
+  rocksdb::Status DeleteRangeCF(uint32_t, const rocksdb::Slice& begin,
+                                const rocksdb::Slice& end) override {
+    store_->EraseRecords(begin.ToStringView(), end.ToStringView());
+    return rocksdb::Status::OK();
+  }
+  rocksdb::Status MergeCF(uint32_t, const rocksdb::Slice& key, const rocksdb::Slice&) override {
+    store_->SetRecord(key.ToStringView(), nullptr);
+    return rocksdb::Status::OK();
+  }
+
+ private:
+  Store* store_;
+  bool written_;
+};
+
+void Store::UpdateRecords(const rocksdb::WriteBatch& batch, bool written) {
+  RecordCacheUpdate update(this, written);
+  if (rocksdb::Status s = batch.Iterate(&update); !s.ok()) {
+    // Not expected (the batch was built here); whatever it held may be stale in the cache.
+    spdlog::error("record cache: cannot read a written batch ({}); emptying the cache",
+                  s.ToString());
+    EraseRecords("", "\xff");  // Every record type's byte is below 0xff.
+  }
 }
 
 Status Store::Scan(RecordType type, std::string_view name_prefix, std::string_view after,

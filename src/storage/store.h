@@ -22,6 +22,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -103,6 +104,8 @@ StatusOr<StoredRegister> DecodeRegister(std::string_view bytes);
 struct StoreMetrics {
   Histogram* sync_write_seconds = nullptr;  // Latency of synced batch writes (WAL + fdatasync).
   Histogram* wal_sync_seconds = nullptr;    // Latency of SyncWal (async mode).
+  Counter* record_cache_hits = nullptr;     // Point reads of records the record cache answered.
+  Counter* record_cache_misses = nullptr;   // Point reads of records that went to RocksDB.
 };
 
 // Thread-safety: every method may be called from any thread; Write, SyncWal and the creation in
@@ -178,8 +181,11 @@ class Store {
   // Returns the stored bytes of one counter; NotFound when absent.
   StatusOr<std::string> GetCounter(std::string_view name);
   // Returns the stored bytes under `key` (a whole key, prefix byte included); NotFound when
-  // absent, Unavailable on I/O errors.
+  // absent, Unavailable on I/O errors. Records of the register types (keys, cache entries,
+  // purges) come from the record cache when it holds them (records_).
   StatusOr<std::string> Get(std::string_view key);
+  // Bytes the record cache holds, its own bookkeeping included.
+  size_t RecordCacheBytes() const;
   // Calls fn(name, value) for the records of `type` whose name starts with `name_prefix` and
   // is greater than `after` (when not empty), in name order, until fn returns false. The same
   // iterator errors as ForEachWithPrefix.
@@ -235,7 +241,7 @@ class Store {
   // Writes the memtables to table files and waits for it.
   rocksdb::Status FlushMemtables();
   Store(std::string dir, StoreMetrics metrics, std::shared_ptr<rocksdb::Cache> cache,
-        std::shared_ptr<rocksdb::Cache> row_cache);
+        std::shared_ptr<rocksdb::Cache> records);
   // opener_'s body: waits for the time StartWritableOpen set, a write (WaitWritable) or the
   // store's close, then (unless closed first) runs OpenWritable.
   void RunOpener(OpenFailedCallback on_open_failed);
@@ -245,15 +251,37 @@ class Store {
   // After a failed write: asks RocksDB to resume. REQUIRES: writer thread, writable.
   Status MaybeResume();
 
+  // The record cache (records_). A fill is refused when a write of a key of its stripe came
+  // between the fill's read of the stripe's generation and the fill (the read may predate it).
+  struct RecordStripe {
+    std::mutex mu;
+    uint64_t gen = 0;  // GUARDED_BY(mu): bumped by every write of a key of this stripe.
+  };
+  class RecordCacheUpdate;
+  static bool IsCachedRecord(std::string_view key);
+  RecordStripe& StripeFor(std::string_view key);
+  // Inserts what a point read found, unless a write came after `gen` was read.
+  void FillRecord(std::string_view key, const std::string& value, uint64_t gen);
+  // After Write(batch): the batch's records of the register types enter the cache (`written`),
+  // or leave it (a failed write may or may not be in RocksDB). A deleted range leaves it whole.
+  void UpdateRecords(const rocksdb::WriteBatch& batch, bool written);
+  // Sets (value non-null) or erases one record, bumping its stripe's generation.
+  void SetRecord(std::string_view key, const rocksdb::Slice* value);
+  // Erases every cached record in [begin, end), bumping every stripe's generation first.
+  void EraseRecords(std::string_view begin, std::string_view end);
+
   const std::string dir_;
   StoreMetrics metrics_;
   std::shared_ptr<rocksdb::Cache> cache_;
-  // RocksDB's row cache for the read-write handle: a point read that reaches a table file is
-  // kept as a whole row, so the next one skips the index and data block seeks (a 1 KiB GET after
-  // a write load has flushed it: 143 k -> 172 k GET/s on one core, docs/benchmarks.md). Never
-  // on the read-only handle: RocksDB 7.8's DBImplReadOnly answers NotFound on a row-cache hit
-  // for a key that is stored (store_test, TheReadOnlyHandleAnswersRepeatedReadsAlike).
-  std::shared_ptr<rocksdb::Cache> row_cache_;
+  // The record cache: the latest stored bytes of hot records of the register types, keyed by
+  // the whole key, in an LRU of its own (a share of the memory budget). Point reads of those
+  // records (a GET, and the writer's read of a record before it writes it) are answered from it
+  // without a memtable search or a table file's index, filter and data block; unlike RocksDB's
+  // row cache it survives flushes and compactions. Write is its only writer, after RocksDB
+  // took the batch (write-through), so a hit is always the stored truth; reads fill it.
+  std::shared_ptr<rocksdb::Cache> records_;
+  static constexpr size_t kRecordStripes = 64;
+  std::array<RecordStripe, kRecordStripes> stripes_;
   // flock(2) on the directory's edgestate.lock, held from before the first open until after
   // the close: RocksDB's own lock (LOCK) exists only for the read-write handle.
   int lock_fd_ = -1;

@@ -201,11 +201,12 @@ TEST_F(StoreTest, AReopenedStoreReadsAtOnceAndItsWritesAreReadBack) {
   }
 }
 
-// The read-write handle keeps point reads in RocksDB's row cache. Whatever mix of overwrites,
-// deletions, flushes and compactions came before, every read answers what a model of the writes
-// says, the second read of a key (a row-cache hit) as the first.
-TEST_F(StoreTest, TheRowCacheNeverChangesAnAnswer) {
-  auto store = Store::Open(dir_.string());
+// Point reads of records go through the record cache. Whatever mix of overwrites, deletions,
+// deleted ranges, flushes, compactions and evictions (a budget of 8 MiB against values of up to
+// 200 KiB) came before, every read answers what a model of the writes says, the second read of a
+// key (a cache hit) as the first, and so do the reads after a reopen, on both handles.
+TEST_F(StoreTest, TheRecordCacheNeverChangesAnAnswer) {
+  auto store = Store::Open(dir_.string(), {}, 8 << 20);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   ASSERT_TRUE((*store)->WaitWritable().ok());
   std::map<std::string, std::string> model;
@@ -229,18 +230,32 @@ TEST_F(StoreTest, TheRowCacheNeverChangesAnAnswer) {
       case 0:
       case 1:
       case 2: {
+        // One or two records in a batch, now and then a large one.
         rocksdb::WriteBatch wb;
-        std::string value = fmt::format("v{}-{}", step, std::string(rng() % 200, 'x'));
-        wb.Put(key(k), value);
+        for (int n = 0; n < 1 + static_cast<int>(rng() % 2); ++n) {
+          const int kk = n == 0 ? k : static_cast<int>(rng() % 64);
+          const size_t size = rng() % 8 == 0 ? 200 << 10 : rng() % 200;
+          std::string value = fmt::format("v{}-{}-{}", step, n, std::string(size, 'x'));
+          wb.Put(key(kk), value);
+          model[key(kk)] = value;
+        }
         ASSERT_TRUE((*store)->Write(&wb, false).ok());
-        model[key(k)] = value;
         break;
       }
       case 3: {
         rocksdb::WriteBatch wb;
-        wb.Delete(key(k));
+        if (rng() % 4 == 0) {
+          // A range: key-1, key-10 .. key-19 (names sort as strings).
+          const std::string begin = key(1), end = key(2);
+          wb.DeleteRange(begin, end);
+          for (auto it = model.lower_bound(begin); it != model.end() && it->first < end;) {
+            it = model.erase(it);
+          }
+        } else {
+          wb.Delete(key(k));
+          model.erase(key(k));
+        }
         ASSERT_TRUE((*store)->Write(&wb, false).ok());
-        model.erase(key(k));
         break;
       }
       case 4:
@@ -266,13 +281,18 @@ TEST_F(StoreTest, TheRowCacheNeverChangesAnAnswer) {
   }
 }
 
-// Reads repeated on the read-only handle that serves a reopened store's first reads answer alike
-// (RocksDB 7.8's read-only handle answers NotFound on a row-cache hit: it has none).
+// Reads repeated on the read-only handle that serves a reopened store's first reads answer alike,
+// the later ones from the record cache the first one filled. (RocksDB 7.8's read-only handle
+// answers NotFound on a hit of its own row cache; the store gives it none.)
 TEST_F(StoreTest, TheReadOnlyHandleAnswersRepeatedReadsAlike) {
+  const std::string key = RecordKey(RecordType::kKey, "a");
   {
     auto store = Store::Open(dir_.string());
     ASSERT_TRUE(store.ok());
     WriteMeta(store->get(), "a", "1");
+    rocksdb::WriteBatch wb;
+    wb.Put(key, "2");
+    ASSERT_TRUE((*store)->Write(&wb, true).ok());
   }
   auto store = Store::Open(dir_.string(), {}, 8 << 20);
   ASSERT_TRUE(store.ok());
@@ -280,9 +300,68 @@ TEST_F(StoreTest, TheReadOnlyHandleAnswersRepeatedReadsAlike) {
     StatusOr<std::string> got = (*store)->Get(MetaKey("a"));
     ASSERT_TRUE(got.ok()) << i << ": " << got.status().ToString();
     EXPECT_EQ(*got, "1");
+    got = (*store)->Get(key);
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status().ToString();
+    EXPECT_EQ(*got, "2");
   }
+  EXPECT_GT((*store)->RecordCacheBytes(), 0u);
   // Still the read-only handle: nothing asked for the read-write one yet.
   EXPECT_EQ((*store)->WritableResult(), std::nullopt);
+}
+
+// Readers that miss the record cache fill it with what they read, while the writer overwrites,
+// deletes and evicts (64 records of 100 KiB against a cache of 3 MiB, so reads keep missing).
+// A fill whose read predates a write must not enter after that write: at the end of each of 40
+// rounds of 50 writes, every record reads as its last write, twice.
+TEST_F(StoreTest, AFillNeverOutlivesALaterWrite) {
+  edgestate::Counter misses;
+  StoreMetrics metrics;
+  metrics.record_cache_misses = &misses;
+  auto store = Store::Open(dir_.string(), metrics, 8 << 20);
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->WaitWritable().ok());
+  auto key = [](int k) { return RecordKey(RecordType::kKey, "big-" + std::to_string(k)); };
+  std::map<int, std::optional<std::string>> model;
+  std::mt19937 rng(20261203);
+  const std::string pad(100 << 10, 'p');
+  for (int round = 0; round < 40; ++round) {
+    std::atomic<bool> done{false};
+    std::vector<std::thread> readers;
+    for (int r = 0; r < 3; ++r) {
+      readers.emplace_back([&, r] {
+        std::mt19937 mine(round * 3 + r);
+        while (!done.load()) (void)(*store)->Get(key(static_cast<int>(mine() % 64)));
+      });
+    }
+    for (int step = 0; step < 50; ++step) {
+      const int k = static_cast<int>(rng() % 64);
+      rocksdb::WriteBatch wb;
+      if (rng() % 5 == 0) {
+        wb.Delete(key(k));
+        model[k] = std::nullopt;
+      } else {
+        std::string value = fmt::format("{:03}/{:02}:", round, step) + pad;
+        wb.Put(key(k), value);
+        model[k] = std::move(value);
+      }
+      ASSERT_TRUE((*store)->Write(&wb, false).ok());
+    }
+    done.store(true);
+    for (std::thread& t : readers) t.join();
+    for (const auto& [k, want] : model) {
+      for (int twice = 0; twice < 2; ++twice) {
+        StatusOr<std::string> got = (*store)->Get(key(k));
+        if (!want) {
+          ASSERT_EQ(got.status().code(), StatusCode::kNotFound)
+              << "round " << round << " key " << k;
+        } else {
+          ASSERT_TRUE(got.ok()) << "key " << k << ": " << got.status().ToString();
+          ASSERT_EQ(got->substr(0, 7), want->substr(0, 7)) << "round " << round << " key " << k;
+        }
+      }
+    }
+  }
+  EXPECT_GT(misses.value(), 1000u);  // The readers did miss, and so did fill.
 }
 
 TEST_F(StoreTest, AScanBegunBeforeTheReadWriteOpenOutlivesIt) {
