@@ -659,12 +659,22 @@ void DeleteRecord(const rocksdb::Slice& /*key*/, void* value) {
   delete static_cast<std::string*>(value);
 }
 
+// Inserts a copy of `value` under `key`, replacing what the cache held there. Inserted with a
+// handle, since without one an entry the shard cannot take (its free space held by readers) is
+// dropped and the previous value stays; with one it enters over capacity, and the release
+// erases it at once when the shard is still over: either way no older value remains.
 void InsertRecord(rocksdb::Cache* cache, const rocksdb::Slice& key, const rocksdb::Slice& value) {
   auto* copy = new std::string(value.data(), value.size());
-  // Without strict_capacity_limit the status is always OK, but an entry the shard cannot take
-  // (larger than it, or than what readers do not hold) is freed at once instead of inserted.
-  cache->Insert(key, copy, sizeof(std::string) + copy->capacity(), &DeleteRecord)
-      .PermitUncheckedError();
+  rocksdb::Cache::Handle* handle = nullptr;
+  rocksdb::Status s =
+      cache->Insert(key, copy, sizeof(std::string) + copy->capacity(), &DeleteRecord, &handle);
+  if (s.ok()) {
+    cache->Release(handle);
+  } else {
+    // Not expected without strict_capacity_limit. The value is the caller's to free.
+    delete copy;
+    cache->Erase(key);
+  }
 }
 
 }  // namespace
@@ -682,10 +692,11 @@ void Store::SetRecord(std::string_view key, const rocksdb::Slice* value) {
   std::lock_guard lock(stripe.mu);
   ++stripe.gen;
   const rocksdb::Slice k(key.data(), key.size());
-  // Erased first: an insert the cache cannot take (its shard full of entries readers hold) is
-  // dropped without a word and would leave the previous value in place.
-  records_->Erase(k);
-  if (value != nullptr) InsertRecord(records_.get(), k, *value);
+  if (value != nullptr) {
+    InsertRecord(records_.get(), k, *value);
+  } else {
+    records_->Erase(k);
+  }
 }
 
 void Store::EraseRecords(std::string_view begin, std::string_view end) {
