@@ -376,10 +376,11 @@ class Keyspace {
 
   // Number of counters in memory: every stored one once loaded().
   size_t size() const { return size_.load(std::memory_order_relaxed); }
-  // Starts loading the stored counters into memory on a thread of their own at nice 19, so it
-  // takes the cycles the I/O threads leave (once; later calls and calls after Stop do nothing).
-  // A node calls it once it serves, so that the load does not delay its first answers; until
-  // it is done, reads go to the store as described above.
+  // Starts loading the stored counters into memory on a thread of their own, at the I/O
+  // threads' priority (once; later calls and calls after Stop do nothing). A node calls it once
+  // it serves, so that the load does not delay its first answers; until it is done, reads go to
+  // the store as described above, and a read that does costs more than the load of one counter,
+  // so the load ending soon is what brings a node to full speed (docs/storage.md, "Start-up").
   void StartLoading();
   // Whether every stored counter is in memory. Until then reads of counters not in memory go
   // to the store (Read); afterwards a counter missing from memory was never written.
@@ -437,6 +438,7 @@ class Keyspace {
         counters;  // GUARDED_BY(mu)
   };
   static constexpr size_t kShards = 64;
+  static constexpr size_t kLoadBatch = 4096;  // Counters LoadCounters publishes at a time.
   static constexpr size_t kGatherThreshold = 4;
   // Between the runs of one sweep pass: idle, and while writes keep the writer busy (a sweep
   // run reads up to options_.sweep_batch whole records: about 4 % of the node's CPU when runs
@@ -464,6 +466,7 @@ class Keyspace {
   // either, memory after the store). OK when the counter is in memory afterwards or is not
   // stored. Errors of the store read or the decoding otherwise.
   Status FaultIn(std::string_view name) const;
+  static size_t ShardIndex(std::string_view name);
   Shard& ShardFor(std::string_view name) const;
   void WriterLoop();
   // Commits one batch. Returns the number of increments it acknowledged.
