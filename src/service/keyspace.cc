@@ -64,6 +64,9 @@ void LowerThisThreadPriority(int nice, const char* thread) {
   }
 }
 
+// The background load's priority after its first kLoadFullShare (Keyspace::LoaderLoop).
+constexpr int kLoaderNiceAfterFullShare = 19;
+
 }  // namespace
 
 std::string RetiredOrigin(std::string_view region, uint32_t epoch) {
@@ -297,7 +300,8 @@ Status Keyspace::Load() {
 }
 
 Status Keyspace::LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq,
-                              const std::atomic<bool>* stop) {
+                              const std::atomic<bool>* stop,
+                              const std::function<void()>& after_batch) {
   // Room for every counter at once instead of rehashing all along: a counter with own writes
   // has an index entry beside its record, so about half the store's keys at most are counters.
   const uint64_t estimate = store_->EstimateNumKeys() / 2;
@@ -331,6 +335,7 @@ Status Keyspace::LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq,
       group.clear();
     }
     batch.clear();
+    if (after_batch) after_batch();
   };
   Status s = store_->ForEachCounter([&](std::string_view name, std::string_view bytes) {
     if (stop != nullptr && stop->load(std::memory_order_relaxed)) {
@@ -384,7 +389,17 @@ void Keyspace::LoaderLoop() {
   // The load's scan lasts seconds: on the read-write handle, so that the read-only one a start
   // serves its first reads from is closed as soon as it can be (storage/store.h).
   Status s = store_->WaitWritable(storage::Store::OpenStart::kAsScheduled);
-  if (s.ok()) s = LoadCounters(nullptr, nullptr, &stop_loading_);
+  // A load that ends within kLoadFullShare gets the core's share of any thread: the node is at
+  // full speed once it ends. A longer one (a store of many millions) then leaves the core to
+  // the reads, as flushes and compactions do, and takes the cycles they leave.
+  const auto yield_at = std::chrono::steady_clock::now() + kLoadFullShare;
+  bool yielded = false;
+  auto after_batch = [&] {
+    if (yielded || std::chrono::steady_clock::now() < yield_at) return;
+    yielded = true;
+    LowerThisThreadPriority(kLoaderNiceAfterFullShare, "loader");
+  };
+  if (s.ok()) s = LoadCounters(nullptr, nullptr, &stop_loading_, after_batch);
   FinishLoad(s);
   if (s.code() == StatusCode::kAborted && stop_loading_.load()) return;
   if (s.ok()) {

@@ -377,10 +377,11 @@ class Keyspace {
   // Number of counters in memory: every stored one once loaded().
   size_t size() const { return size_.load(std::memory_order_relaxed); }
   // Starts loading the stored counters into memory on a thread of their own, at the I/O
-  // threads' priority (once; later calls and calls after Stop do nothing). A node calls it once
-  // it serves, so that the load does not delay its first answers; until it is done, reads go to
-  // the store as described above, and a read that does costs more than the load of one counter,
-  // so the load ending soon is what brings a node to full speed (docs/storage.md, "Start-up").
+  // threads' priority for kLoadFullShare and at nice 19 after that (once; later calls and calls
+  // after Stop do nothing). A node calls it once it serves, so that the load does not delay its
+  // first answers; until it is done, reads go to the store as described above, and a read that
+  // does costs more than the load of one counter, so the load ending soon is what brings a node
+  // to full speed (docs/storage.md, "Start-up").
   void StartLoading();
   // Whether every stored counter is in memory. Until then reads of counters not in memory go
   // to the store (Read); afterwards a counter missing from memory was never written.
@@ -439,6 +440,9 @@ class Keyspace {
   };
   static constexpr size_t kShards = 64;
   static constexpr size_t kLoadBatch = 4096;  // Counters LoadCounters publishes at a time.
+  // The background load runs at the I/O threads' priority for this long, then at nice 19
+  // (docs/storage.md, "Start-up").
+  static constexpr std::chrono::milliseconds kLoadFullShare{1500};
   static constexpr size_t kGatherThreshold = 4;
   // Between the runs of one sweep pass: idle, and while writes keep the writer busy (a sweep
   // run reads up to options_.sweep_batch whole records: about 4 % of the node's CPU when runs
@@ -454,9 +458,11 @@ class Keyspace {
   // before the loader is done). With `migrate` (a data directory from before the change index)
   // it also adds index entries for their own writes to *migrate and raises *max_seq to the
   // newest. Aborted once *stop is set (when given); the store's error, or InvalidArgument naming
-  // an unreadable counter.
+  // an unreadable counter. `after_batch` (when given) is called on the calling thread after each
+  // batch of counters went into memory.
   Status LoadCounters(rocksdb::WriteBatch* migrate, uint64_t* max_seq,
-                      const std::atomic<bool>* stop);
+                      const std::atomic<bool>* stop,
+                      const std::function<void()>& after_batch = nullptr);
   void LoaderLoop();
   // Records how the load ended (the first call counts) and wakes WaitLoaded; with OK, also
   // loaded() and load_time().
