@@ -263,7 +263,8 @@ class Store {
   // Inserts what a point read found, unless a write came after `gen` was read.
   void FillRecord(std::string_view key, const std::string& value, uint64_t gen);
   // After Write(batch): the batch's records of the register types enter the cache (`written`),
-  // or leave it (a failed write may or may not be in RocksDB). A deleted range leaves it whole.
+  // or leave it (a failed write may or may not be in RocksDB); the records of a deleted range
+  // leave it too.
   void UpdateRecords(const rocksdb::WriteBatch& batch, bool written);
   // Sets (value non-null) or erases one record, bumping its stripe's generation.
   void SetRecord(std::string_view key, const rocksdb::Slice* value);

@@ -361,7 +361,8 @@ TEST_F(StoreTest, AFillNeverOutlivesALaterWrite) {
       }
     }
   }
-  EXPECT_GT(misses.value(), 1000u);  // The readers did miss, and so did fill.
+  // Reads missed (the cache holds under half of the records), so the fills were exercised.
+  EXPECT_GT(misses.value(), 1000u);
 }
 
 TEST_F(StoreTest, AScanBegunBeforeTheReadWriteOpenOutlivesIt) {

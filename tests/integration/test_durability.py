@@ -125,6 +125,34 @@ def test_full_disk_fails_writes_cleanly_and_recovers(nodes, small_fs):
     assert n.value() == acked + 1
 
 
+def test_a_key_write_refused_on_a_full_disk_is_never_read(nodes, small_fs):
+    """The record cache takes a write only once RocksDB did: a PUT refused on a full disk leaves
+    the key's acknowledged value to every read, before and after the disk has room again."""
+    n = nodes(data_dir=os.path.join(small_fs, "data"))
+    assert n.request("PUT", "/v1/kv/session", body=b"before")[0] in (200, 201)
+    assert n.request("GET", "/v1/kv/session")[2] == "before"  # Now in the record cache.
+    filler = os.path.join(small_fs, "filler")
+    fill(filler)
+    acked, refused = "before", False
+    for i in range(3000):
+        st, _, body = n.request("PUT", "/v1/kv/session", body=b"during-%d" % i)
+        if st != 200:
+            assert st == 503 and body["error"]["code"] == "unavailable", (st, body)
+            refused = True
+            break
+        acked = "during-%d" % i
+        assert n.request("GET", "/v1/kv/session")[2] == acked
+    assert refused, "key writes never failed on a full disk"
+    for _ in range(2):
+        assert n.request("GET", "/v1/kv/session")[2] == acked
+    os.remove(filler)
+    deadline = time.monotonic() + 30 * SLOW  # RocksDB's recovery polls every few seconds.
+    while time.monotonic() < deadline and n.request("GET", "/health")[0] != 200:
+        time.sleep(0.2)
+    assert n.request("GET", "/health")[0] == 200
+    assert n.request("GET", "/v1/kv/session")[2] == acked
+
+
 def test_a_damaged_data_file_is_refused_with_its_name(nodes):
     n = nodes()
     for i in range(300):
