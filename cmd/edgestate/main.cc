@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
           "peers, cluster_secret, peer_tls_cert, peer_tls_key, peer_tls_ca, "
           "peer_insecure_plaintext, replication_interval_ms, default_consistency, session_wait_ms, "
           "session_cookie, max_clock_error_ms, strong_voters, strong_timeout_ms, cache_mb, "
-          "cache_origin, cache_default_ttl_ms, origin_timeout_ms). Precedence: "
+          "cache_origin, cache_default_ttl_ms, origin_timeout_ms, sweep_mb_per_s). Precedence: "
           "flag > environment > file > default.");
   int_opt("--threads", &flags.threads, "I/O threads; 0 = one per CPU available. Default 0.");
   int_opt("--max-connections", &flags.max_connections,
@@ -152,6 +152,10 @@ int main(int argc, char** argv) {
           "s-maxage; 0: such responses are not cached. Default 60000.");
   int_opt("--origin-timeout-ms", &flags.origin_timeout_ms,
           "An origin fetch that has not completed in this time answers 504. Default 5000.");
+  int_opt("--sweep-mb-per-s", &flags.sweep_mb_per_s,
+          "The sweep that drops expired keys and collected tombstones reads every stored key "
+          "and cache entry, pass after pass; it reads at most this many MiB of them per second "
+          "(docs/storage.md). 0: no bound. Default 8.");
   serve->add_flag_function(
       "--session-cookie", [&flags](int64_t n) { flags.session_cookie = n > 0; },
       "Also keep the session token in the cookie edgestate_session (HttpOnly, SameSite=Lax).");

@@ -186,6 +186,8 @@ Status ApplyFile(const std::string& path, ServeConfig* cfg) {
       s = want_int(&cfg->cache_default_ttl_ms);
     } else if (k == "origin_timeout_ms") {
       s = want_int(&cfg->origin_timeout_ms);
+    } else if (k == "sweep_mb_per_s") {
+      s = want_int(&cfg->sweep_mb_per_s);
     } else if (k == "strong_voters") {
       if (node.is_array()) {
         cfg->strong_voters.clear();
@@ -315,6 +317,7 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
   if (flags.cache_origin) cfg.cache_origin = *flags.cache_origin;
   if (flags.cache_default_ttl_ms) cfg.cache_default_ttl_ms = *flags.cache_default_ttl_ms;
   if (flags.origin_timeout_ms) cfg.origin_timeout_ms = *flags.origin_timeout_ms;
+  if (flags.sweep_mb_per_s) cfg.sweep_mb_per_s = *flags.sweep_mb_per_s;
 
   // Validation of the merged result.
   if (Status s = ValidateRegionName(cfg.region); !s.ok()) return s;
@@ -364,6 +367,9 @@ StatusOr<ServeConfig> ResolveServeConfig(const ServeFlags& flags, const EnvLooku
     return s;
   }
   if (Status s = CheckRange(cfg.cache_mb, 8, 1 << 20, "cache size (MB)"); !s.ok()) return s;
+  if (Status s = CheckRange(cfg.sweep_mb_per_s, 0, 1 << 20, "sweep read rate (MB/s)"); !s.ok()) {
+    return s;
+  }
   if (Status s = CheckRange(cfg.cache_default_ttl_ms, 0, 30LL * 24 * 3600 * 1000,
                             "cache default TTL (ms)");
       !s.ok()) {

@@ -70,6 +70,9 @@ struct ServeConfig {
   std::string cache_origin;              // http://host[:port][/base]; empty: misses are 404.
   int64_t cache_default_ttl_ms = 60000;  // Fills whose origin names no lifetime.
   int64_t origin_timeout_ms = 5000;
+  // The expiry sweep reads at most this many MiB of records per second (0: no bound); see
+  // KeyspaceOptions::sweep_bytes_per_sec.
+  int64_t sweep_mb_per_s = 8;
 };
 
 // Values given on the command line; unset ones fall through to the environment, the file and
@@ -115,6 +118,7 @@ struct ServeFlags {
   std::optional<std::string> cache_origin;
   std::optional<int64_t> cache_default_ttl_ms;
   std::optional<int64_t> origin_timeout_ms;
+  std::optional<int64_t> sweep_mb_per_s;
 };
 
 // Returns the value of an environment variable, or nullopt when unset.

@@ -134,23 +134,28 @@ TEST_F(ConfigFileTest, CacheKeysFromFileAndFlags) {
   EXPECT_TRUE(c->cache_origin.empty());
   EXPECT_EQ(c->cache_default_ttl_ms, 60000);
   EXPECT_EQ(c->origin_timeout_ms, 5000);
+  EXPECT_EQ(c->sweep_mb_per_s, 8);
   ServeFlags f;
   f.config_file = WriteFile(
       "cache_mb = 64\ncache_origin = \"http://[::1]:9000/assets\"\ncache_default_ttl_ms = 0\n"
-      "origin_timeout_ms = 250\n");
+      "origin_timeout_ms = 250\nsweep_mb_per_s = 0\n");
   c = ResolveServeConfig(f, Env({}));
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->cache_mb, 64);
   EXPECT_EQ(c->cache_origin, "http://[::1]:9000/assets");
   EXPECT_EQ(c->cache_default_ttl_ms, 0);
   EXPECT_EQ(c->origin_timeout_ms, 250);
-  f.cache_mb = 1024;  // The flag beats the file.
+  EXPECT_EQ(c->sweep_mb_per_s, 0);  // No bound.
+  f.cache_mb = 1024;                // The flag beats the file.
+  f.sweep_mb_per_s = 2;
   c = ResolveServeConfig(f, Env({}));
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->cache_mb, 1024);
+  EXPECT_EQ(c->sweep_mb_per_s, 2);
   for (const char* bad : {"cache_mb = 7\n", "cache_mb = \"x\"\n", "cache_origin = \"origin\"\n",
                           "cache_origin = \"http://h:0\"\n", "origin_timeout_ms = 0\n",
-                          "cache_default_ttl_ms = 2592000001\n"}) {
+                          "cache_default_ttl_ms = 2592000001\n", "sweep_mb_per_s = -1\n",
+                          "sweep_mb_per_s = 1048577\n", "sweep_mb_per_s = 1.5\n"}) {
     ExpectRefused(bad);
   }
 }

@@ -96,6 +96,7 @@ Status RunNode(const ServeConfig& config) {
   svc_options.max_pending_write_bytes = static_cast<size_t>(config.max_pending_write_mb) << 20;
   svc_options.max_batch = static_cast<size_t>(config.max_batch_writes);
   svc_options.writer_nice = static_cast<int>(config.writer_nice);
+  svc_options.sweep_bytes_per_sec = static_cast<uint64_t>(config.sweep_mb_per_s) << 20;
   auto counters = service::Keyspace::Open(store->get(), svc_options, &metrics);
   if (!counters.ok()) return counters.status();
   if ((*counters)->loaded()) {

@@ -846,9 +846,10 @@ void Keyspace::WriterLoop() {
     if (SteadyClock::now() >= next_sweep) {
       // A run that stopped at its limit continues soon, and later while writes keep the
       // writer busy (batches of kGatherThreshold or more): writes go first.
-      bool more = Sweep();
+      const SweepRun run = Sweep();
       const auto pause = last_batch >= kGatherThreshold ? kSweepPauseUnderLoad : kSweepPause;
-      next_sweep = SteadyClock::now() + (more ? pause : options_.sweep_interval);
+      next_sweep = SteadyClock::now() + SweepPause(run.more ? pause : options_.sweep_interval,
+                                                   run.bytes_read, options_.sweep_bytes_per_sec);
     }
   }
   sync_now();
@@ -894,12 +895,25 @@ std::string Keyspace::StatusJson() const {
       store_->ApproximateBytes());
 }
 
+std::chrono::milliseconds SweepPause(std::chrono::milliseconds pause, uint64_t bytes_read,
+                                     uint64_t bytes_per_sec) {
+  if (bytes_per_sec == 0) return pause;
+  constexpr uint64_t kMaxMs = 24 * 3600 * 1000;  // Any run's reads are paid for within a day.
+  const uint64_t whole_seconds = bytes_read / bytes_per_sec;
+  if (whole_seconds >= kMaxMs / 1000) return std::max(pause, std::chrono::milliseconds(kMaxMs));
+  // Rounded up, so that runs of a few bytes each still add up to the bound.
+  const uint64_t ms = whole_seconds * 1000 +
+                      ((bytes_read % bytes_per_sec) * 1000 + bytes_per_sec - 1) / bytes_per_sec;
+  return std::max(pause, std::chrono::milliseconds(static_cast<int64_t>(ms)));
+}
+
 Keyspace::SweepStats Keyspace::sweep_stats() const {
   return SweepStats{sweep_passes_.load(), expired_total_->value(), collected_total_->value()};
 }
 
-bool Keyspace::Sweep() {
+Keyspace::SweepRun Keyspace::Sweep() {
   using storage::RecordType;
+  SweepRun run;
   const int64_t now_ms = options_.clock->NowUnixMillis();
   size_t looked = 0;
   bool at_limit = false;
@@ -921,6 +935,7 @@ bool Keyspace::Sweep() {
         return false;
       }
       ++looked;
+      run.bytes_read += key.size() + bytes.size();
       StatusOr<storage::StoredRegister> r = storage::DecodeRegister(bytes);
       if (!r.ok()) return true;  // Unreadable: left alone (reads report it).
       if (crdt::IsLive(r->reg, now_ms)) {
@@ -956,7 +971,7 @@ bool Keyspace::Sweep() {
     });
     if (!s.ok()) {
       spdlog::warn("sweep scan failed: {}", s.ToString());
-      return false;
+      return run;
     }
     if (at_limit) break;
   }
@@ -969,12 +984,14 @@ bool Keyspace::Sweep() {
       pass_counts_[i] = {0, 0};
     }
   }
-  if (wb.Count() == 0) return at_limit;
+  run.more = at_limit;
+  if (wb.Count() == 0) return run;
   // Not synced: a sweep lost to a crash is redone by the next one.
   if (Status w = store_->Write(&wb, /*sync=*/false); !w.ok()) {
     write_errors_->Inc();
     spdlog::warn("sweep write failed: {}", w.ToString());
-    return false;
+    run.more = false;
+    return run;
   }
   expired_total_->Inc(expired);
   collected_total_->Inc(collected);
@@ -985,7 +1002,7 @@ bool Keyspace::Sweep() {
       if (it != purges_.end() && it->second == hlc) purges_.erase(it);
     }
   }
-  return at_limit;
+  return run;
 }
 
 Status Keyspace::ValidateRemote(const Op& op) const {

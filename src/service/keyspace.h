@@ -48,6 +48,12 @@ enum class Durability {
   kAsync,  // Acknowledge after the WAL append; sync every `async_sync_interval`.
 };
 
+// The wait before the expiry sweep's next run: `pause` (the schedule's: between the runs of a
+// pass, or between passes), lengthened so that a run that read `bytes_read` keeps the sweep
+// within `bytes_per_sec` (0: no bound). Pure; at most a day longer than `pause` allows.
+std::chrono::milliseconds SweepPause(std::chrono::milliseconds pause, uint64_t bytes_read,
+                                     uint64_t bytes_per_sec);
+
 struct KeyspaceOptions {
   std::string region;  // The origin slot this node writes.
   Durability durability = Durability::kFsync;
@@ -71,6 +77,11 @@ struct KeyspaceOptions {
   // records one run looks at (at most; it runs again soon when it hit the limit).
   std::chrono::milliseconds sweep_interval{1000};
   size_t sweep_batch = 2000;
+  // The most bytes of records (keys and values as stored) the sweep reads per second, on
+  // average over its runs; 0: no bound. A pass reads every register record, so without a bound
+  // a node that holds gigabytes of sessions reads them from disk over and over while idle
+  // (docs/storage.md, "Collecting dead records"). SweepPause says how long a run's reads make the next one wait.
+  uint64_t sweep_bytes_per_sec = 0;
   // Admission of client writes (Increment, WriteRegister): at most this many queued or being
   // committed at once, carrying at most this many bytes of names and values; beyond either, a
   // write is refused at once with ResourceExhausted instead of queueing. 0: no bound.
@@ -508,9 +519,15 @@ class Keyspace {
   // Applies a register write (local: `op`) or merge (remote) to a staged record; see .cc.
   StatusOr<RegisterResult> StageLocalWrite(Op& op, StagedRegister& st, int64_t now_ms);
   RegisterResult StageChosenWrite(Op& op, StagedRegister& st);
+  // What one run of the sweep did: whether it stopped at options_.sweep_batch (the pass goes
+  // on), and how many bytes of records (keys and values) it read.
+  struct SweepRun {
+    bool more = false;
+    uint64_t bytes_read = 0;
+  };
   // One run of the sweep on the writer thread: looks at up to options_.sweep_batch register
-  // records from where the previous run stopped. Returns true when it stopped at the limit.
-  bool Sweep();
+  // records from where the previous run stopped.
+  SweepRun Sweep();
   std::string sweep_cursor_;  // Writer thread: whole key where the next run starts.
   mutable std::mutex stable_mu_;
   // Origin -> (the life its stable position counts in, that position). GUARDED_BY(stable_mu_)

@@ -989,6 +989,29 @@ bool Eventually(F done) {
   return done();
 }
 
+TEST(SweepPauseTest, ARunWaitsLongEnoughToKeepTheSweepWithinItsReadRate) {
+  using std::chrono::milliseconds;
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  // No bound, or nothing read: the schedule's own pause.
+  EXPECT_EQ(SweepPause(milliseconds(50), 100 * kMiB, 0), milliseconds(50));
+  EXPECT_EQ(SweepPause(milliseconds(50), 0, 8 * kMiB), milliseconds(50));
+  // 2 000 records of 100 bytes at 8 MiB/s: the 50 ms of the schedule already keep to it.
+  EXPECT_EQ(SweepPause(milliseconds(50), 2000 * 100, 8 * kMiB), milliseconds(50));
+  // 2 000 records of 1 KiB: 1 000/4 096 s, rounded up.
+  EXPECT_EQ(SweepPause(milliseconds(50), 2000 * 1024, 8 * kMiB), milliseconds(245));
+  // 2 000 records of 100 KiB: 195.3125 MiB take 24 414.0625 ms at 8 MiB/s, rounded up.
+  EXPECT_EQ(SweepPause(milliseconds(50), 2000 * 100 * 1024, 8 * kMiB), milliseconds(24415));
+  // The interval between passes stays when it is the longer wait.
+  EXPECT_EQ(SweepPause(milliseconds(1000), 4 * kMiB, 8 * kMiB), milliseconds(1000));
+  EXPECT_EQ(SweepPause(milliseconds(1000), 16 * kMiB, 8 * kMiB), milliseconds(2000));
+  // A byte is paid for in whole milliseconds, so runs of a few bytes add up to the bound.
+  EXPECT_EQ(SweepPause(milliseconds(0), 1, 1000), milliseconds(1));
+  EXPECT_EQ(SweepPause(milliseconds(0), 1001, 1000), milliseconds(1001));
+  // No overflow at the extremes: at most a day.
+  EXPECT_EQ(SweepPause(milliseconds(0), UINT64_MAX, 1), milliseconds(86'400'000));
+  EXPECT_EQ(SweepPause(milliseconds(0), UINT64_MAX, UINT64_MAX), milliseconds(1000));
+}
+
 TEST_F(KeyspaceTest, SweepCollectsDeadRecordsOnlyOnceStableEverywhere) {
   Open(Durability::kFsync, /*has_peers=*/true, std::chrono::milliseconds(5));
   ASSERT_TRUE(
