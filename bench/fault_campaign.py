@@ -48,6 +48,9 @@ SECRET = "fault-campaign-cluster-secret"
 
 
 def free_ports(n):
+    """n ports the kernel gives out now (bind to port 0). A node restarted on its port can find
+    it taken by an outgoing connection meanwhile; run_campaign takes `ports` chosen outside the
+    ephemeral range instead (the tests give them)."""
     socks, ports = [], []
     for _ in range(n):
         s = socket.socket()
@@ -95,8 +98,8 @@ class Campaign:
 
     # --- processes ---
 
-    def start(self):
-        ports = free_ports(2 * len(REGIONS))
+    def start(self, ports=None):
+        ports = ports or free_ports(2 * len(REGIONS))
         for i, r in enumerate(REGIONS):
             self.http_port[r], self.peer_port[r] = ports[2 * i], ports[2 * i + 1]
             self.data[r] = os.path.join(self.work, r)
@@ -149,8 +152,11 @@ class Campaign:
         deadline = time.monotonic() + timeout * self.slow
         while time.monotonic() < deadline:
             if self.procs[r].poll() is not None:
-                raise RuntimeError(f"{r} exited with {self.procs[r].returncode}; see "
-                                   f"{os.path.join(self.work, r + '.log')}")
+                path = os.path.join(self.work, r + ".log")
+                with open(path, "rb") as f:
+                    tail = f.read()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"{r} exited with {self.procs[r].returncode}; the end of "
+                                   f"{path}:\n{tail}")
             try:
                 c = http.client.HTTPConnection("127.0.0.1", self.http_port[r], timeout=1)
                 c.request("GET", "/health")
@@ -315,12 +321,13 @@ class Campaign:
 
 
 def run_campaign(rounds, seed, work, binary=EDGESTATE, writers=4, faults=FAULTS, slow=1.0,
-                 log=print, converge_timeout=60):
-    """Runs one campaign in `work` and returns its tally (a dict)."""
+                 log=print, converge_timeout=60, ports=None):
+    """Runs one campaign in `work` and returns its tally (a dict). `ports`: an HTTP port and a
+    peer port per region, in REGIONS order (default: free_ports)."""
     c = Campaign(work, binary, seed, faults, slow, log)
     threads = []
     try:
-        c.start()
+        c.start(ports)
         threads = [threading.Thread(target=c.writer, args=(i,), daemon=True)
                    for i in range(writers)]
         for t in threads:
