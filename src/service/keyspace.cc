@@ -202,6 +202,9 @@ Keyspace::Keyspace(storage::Store* store, KeyspaceOptions options, MetricsRegist
       "edgestate_collected_total",
       "Dead records the sweep removed (tombstones and expired records applied everywhere, "
       "expired cache entries, old purges).");
+  sweep_read_bytes_total_ = &metrics->AddCounter(
+      "edgestate_sweep_read_bytes_total",
+      "Bytes of records (keys and values) the sweep read; --sweep-mb-per-s bounds its rate.");
   purge_propagation_ = &metrics->AddHistogram(
       "edgestate_purge_propagation_seconds",
       "From a purge in another region (its clock) to its removal of this region's cache entries.",
@@ -847,6 +850,7 @@ void Keyspace::WriterLoop() {
       // A run that stopped at its limit continues soon, and later while writes keep the
       // writer busy (batches of kGatherThreshold or more): writes go first.
       const SweepRun run = Sweep();
+      sweep_read_bytes_total_->Inc(run.bytes_read);
       const auto pause = last_batch >= kGatherThreshold ? kSweepPauseUnderLoad : kSweepPause;
       next_sweep = SteadyClock::now() + SweepPause(run.more ? pause : options_.sweep_interval,
                                                    run.bytes_read, options_.sweep_bytes_per_sec);

@@ -80,7 +80,8 @@ struct KeyspaceOptions {
   // The most bytes of records (keys and values as stored) the sweep reads per second, on
   // average over its runs; 0: no bound. A pass reads every register record, so without a bound
   // a node that holds gigabytes of sessions reads them from disk over and over while idle
-  // (docs/storage.md, "Collecting dead records"). SweepPause says how long a run's reads make the next one wait.
+  // (docs/storage.md, "Collecting dead records"). SweepPause says how long a run's reads make the
+  // next one wait.
   uint64_t sweep_bytes_per_sec = 0;
   // Admission of client writes (Increment, WriteRegister): at most this many queued or being
   // committed at once, carrying at most this many bytes of names and values; beyond either, a
@@ -540,6 +541,7 @@ class Keyspace {
   Counter* expired_total_ = nullptr;
   Histogram* purge_propagation_ = nullptr;
   Counter* collected_total_ = nullptr;
+  Counter* sweep_read_bytes_total_ = nullptr;
   // Cache purges in force: pattern -> the purge's clock (for fills that began before it).
   mutable std::mutex purges_mu_;
   std::map<std::string, crdt::Hlc, std::less<>> purges_;  // GUARDED_BY(purges_mu_)
