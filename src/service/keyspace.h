@@ -50,7 +50,7 @@ enum class Durability {
 
 // The wait before the expiry sweep's next run: `pause` (the schedule's: between the runs of a
 // pass, or between passes), lengthened so that a run that read `bytes_read` keeps the sweep
-// within `bytes_per_sec` (0: no bound). Pure; at most a day longer than `pause` allows.
+// within `bytes_per_sec` (0: no bound), by at most a day. Pure.
 std::chrono::milliseconds SweepPause(std::chrono::milliseconds pause, uint64_t bytes_read,
                                      uint64_t bytes_per_sec);
 
