@@ -31,7 +31,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,27 +38,14 @@ import threading
 import time
 import urllib.request
 
+from ports import free_ports  # Below the ephemeral range: a restarted node finds its port free.
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDGESTATE = os.path.join(ROOT, "build", "edgestate")
 REGIONS = ("iad", "lhr", "fra")
 FAULTS = ("kill", "stop", "partition", "disk")
 COUNTERS = [f"campaign-{i}" for i in range(6)]
 SECRET = "fault-campaign-cluster-secret"
-
-
-def free_ports(n):
-    """n ports the kernel gives out now (bind to port 0). A node restarted on its port can find
-    it taken by an outgoing connection meanwhile; run_campaign takes `ports` chosen outside the
-    ephemeral range instead (the tests give them)."""
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def fill(path):
@@ -98,8 +84,8 @@ class Campaign:
 
     # --- processes ---
 
-    def start(self, ports=None):
-        ports = ports or free_ports(2 * len(REGIONS))
+    def start(self):
+        ports = free_ports(2 * len(REGIONS))
         for i, r in enumerate(REGIONS):
             self.http_port[r], self.peer_port[r] = ports[2 * i], ports[2 * i + 1]
             self.data[r] = os.path.join(self.work, r)
@@ -321,13 +307,12 @@ class Campaign:
 
 
 def run_campaign(rounds, seed, work, binary=EDGESTATE, writers=4, faults=FAULTS, slow=1.0,
-                 log=print, converge_timeout=60, ports=None):
-    """Runs one campaign in `work` and returns its tally (a dict). `ports`: an HTTP port and a
-    peer port per region, in REGIONS order (default: free_ports)."""
+                 log=print, converge_timeout=60):
+    """Runs one campaign in `work` and returns its tally (a dict)."""
     c = Campaign(work, binary, seed, faults, slow, log)
     threads = []
     try:
-        c.start(ports)
+        c.start()
         threads = [threading.Thread(target=c.writer, args=(i,), daemon=True)
                    for i in range(writers)]
         for t in threads:

@@ -7,17 +7,20 @@ import http.client
 import threading
 import json
 import os
-import random
 import re
 import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+from ports import free_port_range, free_ports  # noqa: E402,F401  (the tests' ports)
 
 BIN = os.environ.get("EDGESTATE_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "edgestate")
@@ -241,42 +244,6 @@ class Load:
         for t in self.threads:
             t.join(timeout=30 * SLOW)
 
-
-
-# Below the kernel's ephemeral range (ip_local_port_range starts at 32768 by default), so no
-# outgoing connection or bind(0) of any process, the nodes' own included, can take a port
-# between the moment it is chosen and the moment a node binds it.
-_PORT_LOW, _PORT_HIGH = 20000, 32000
-_port_rng = random.Random(os.getpid())
-
-
-def free_port_range(n):
-    """The first of n consecutive TCP ports on 127.0.0.1 that are free now."""
-    for _ in range(1000):
-        base = _port_rng.randrange(_PORT_LOW, _PORT_HIGH - n)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports in {_PORT_LOW}..{_PORT_HIGH}")
-
-
-def free_ports(n):
-    """n distinct TCP ports on 127.0.0.1 that are free now, outside the ephemeral range."""
-    ports = []
-    while len(ports) < n:
-        p = free_port_range(1)
-        if p not in ports:
-            ports.append(p)
-    return ports
 
 
 @pytest.fixture

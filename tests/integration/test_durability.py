@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Load, Node, SLOW
+from conftest import Load, Node, SLOW, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
 from fault_campaign import fill  # noqa: E402  (one way to fill a filesystem)
@@ -114,10 +114,8 @@ def test_full_disk_fails_writes_cleanly_and_recovers(nodes, small_fs):
     assert n.alive()
     assert n.value() == acked  # Reads keep working.
     os.remove(filler)
-    deadline = time.monotonic() + 30 * SLOW  # RocksDB's recovery polls every few seconds.
-    while time.monotonic() < deadline and n.request("GET", "/health")[0] != 200:
-        time.sleep(0.2)
-    assert n.request("GET", "/health")[0] == 200
+    # RocksDB's recovery polls every few seconds.
+    wait_until(lambda: n.request("GET", "/health")[0] == 200, 30, "healthy once the disk has room")
     assert n.request("POST", "/increment")[2]["value"] == acked + 1
     n.signal(signal.SIGTERM)
     assert n.wait(timeout=10) == 0
@@ -146,10 +144,8 @@ def test_a_key_write_refused_on_a_full_disk_is_never_read(nodes, small_fs):
     for _ in range(2):
         assert n.request("GET", "/v1/kv/session")[2] == acked
     os.remove(filler)
-    deadline = time.monotonic() + 30 * SLOW  # RocksDB's recovery polls every few seconds.
-    while time.monotonic() < deadline and n.request("GET", "/health")[0] != 200:
-        time.sleep(0.2)
-    assert n.request("GET", "/health")[0] == 200
+    # RocksDB's recovery polls every few seconds.
+    wait_until(lambda: n.request("GET", "/health")[0] == 200, 30, "healthy once the disk has room")
     assert n.request("GET", "/v1/kv/session")[2] == acked
 
 

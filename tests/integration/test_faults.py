@@ -6,7 +6,7 @@ import os
 import random
 import sys
 
-from conftest import BIN, SLOW, free_ports
+from conftest import BIN, SLOW
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
 import fault_campaign  # noqa: E402
@@ -16,11 +16,8 @@ def test_a_short_fault_campaign_loses_no_acknowledged_write(tmpdir_path):
     assert os.geteuid() == 0, "the disk fault mounts a tmpfs: run the tests as root (CI does)"
     seed = random.randrange(1 << 32)
     lines = []
-    # Ports below the ephemeral range: a node restarted after a kill -9 finds its port free,
-    # whatever connections were opened while it was down.
-    ports = free_ports(2 * len(fault_campaign.REGIONS))
     tally = fault_campaign.run_campaign(rounds=8, seed=seed, work=tmpdir_path, binary=BIN,
-                                        slow=SLOW, log=lines.append, ports=ports)
+                                        slow=SLOW, log=lines.append)
     context = f"seed {seed}: {tally}\n" + "\n".join(lines)
     # Two blocks of the four kinds: each fault happened twice.
     assert tally["faults"] == {"kill": 2, "stop": 2, "partition": 2, "disk": 2}, context
