@@ -177,6 +177,10 @@ namespace {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
+  static constexpr uint64_t kMaxReadBytes = 64 * 1024;   // One read's most.
+  static constexpr uint64_t kNextHeaderRoom = 1024;      // Read beyond a body's end, if sent.
+  static constexpr size_t kKeptBufferBytes = 16 * 1024;  // Kept between requests.
+
   Connection(Socket&& socket, std::shared_ptr<ssl::context> tls, Worker* worker,
              HttpServer::Impl* server)
       : socket_(std::move(socket)),
@@ -266,6 +270,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Starts reading the next request. Bytes of it may already be buffered (pipelining).
   void DoRead() {
     state_ = State::kReading;
+    // A large request's buffer is not kept for the connection's idle life.
+    if (buffer_.size() == 0 && buffer_.capacity() > kKeptBufferBytes) buffer_.shrink_to_fit();
     parser_.emplace();
     continue_sent_ = false;
     parser_->eager(true);
@@ -302,10 +308,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (buffer_.size() == buffer_.max_size()) {
       return OnReadError(bhttp::error::buffer_overflow);
     }
-    // Reads into the spare capacity (at least 512 bytes), so an idle connection holds a small
-    // buffer and only a large request grows it, up to the header and body limits.
-    AsyncReadSome(buffer_.prepare(beast::read_size(buffer_, 64 * 1024)),
+    AsyncReadSome(buffer_.prepare(NextReadSize()),
                   beast::bind_front_handler(&Connection::OnRead, shared_from_this()));
+  }
+
+  // How many bytes the next read asks for: the buffer's spare capacity, at least 512 bytes, so
+  // an idle connection holds a small buffer; once a header has announced a body, the rest of
+  // it and room for the next request's header, so that a request is read in one or two calls
+  // instead of one per 512 bytes (the buffer grows to fit, and DoRead shrinks it back after a
+  // large request). At most kMaxReadBytes, never past the buffer's limit.
+  size_t NextReadSize() const {
+    uint64_t want = std::max<size_t>(512, buffer_.capacity() - buffer_.size());
+    if (parser_->is_header_done()) {
+      if (boost::optional<uint64_t> rest = parser_->content_length_remaining()) {
+        want = std::max<uint64_t>(want, *rest + kNextHeaderRoom);
+      }
+    }
+    want = std::min<uint64_t>(want, kMaxReadBytes);
+    return static_cast<size_t>(std::min<uint64_t>(want, buffer_.max_size() - buffer_.size()));
   }
 
   void OnRead(beast::error_code ec, std::size_t n) {
