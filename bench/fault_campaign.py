@@ -140,7 +140,8 @@ class Campaign:
             if self.procs[r].poll() is not None:
                 path = os.path.join(self.work, r + ".log")
                 with open(path, "rb") as f:
-                    tail = f.read()[-2000:].decode(errors="replace")
+                    f.seek(max(0, os.path.getsize(path) - 2000))
+                    tail = f.read().decode(errors="replace")
                 raise RuntimeError(f"{r} exited with {self.procs[r].returncode}; the end of "
                                    f"{path}:\n{tail}")
             try:

@@ -177,8 +177,8 @@ namespace {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  static constexpr uint64_t kMaxReadBytes = 64 * 1024;   // One read's most.
-  static constexpr uint64_t kNextHeaderRoom = 1024;      // Read beyond a body's end, if sent.
+  static constexpr size_t kMaxReadBytes = 64 * 1024;     // One read's most.
+  static constexpr size_t kNextHeaderRoom = 1024;        // Read beyond a body's end, if sent.
   static constexpr size_t kKeptBufferBytes = 16 * 1024;  // Kept between requests.
 
   Connection(Socket&& socket, std::shared_ptr<ssl::context> tls, Worker* worker,
@@ -312,20 +312,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
                   beast::bind_front_handler(&Connection::OnRead, shared_from_this()));
   }
 
-  // How many bytes the next read asks for: the buffer's spare capacity, at least 512 bytes, so
-  // an idle connection holds a small buffer; once a header has announced a body, the rest of
-  // it and room for the next request's header, so that a request is read in one or two calls
-  // instead of one per 512 bytes (the buffer grows to fit, and DoRead shrinks it back after a
-  // large request). At most kMaxReadBytes, never past the buffer's limit.
+  // How many bytes the next read asks for: Beast's read_size (the buffer's spare capacity, at
+  // least 512 bytes, so an idle connection holds a small buffer); once a header has announced
+  // a body, the rest of it and room for the next request's header, so that a request is read
+  // in one or two calls instead of one per 512 bytes (the buffer grows to fit, and DoRead
+  // shrinks it back after a large request). At most kMaxReadBytes, never past the buffer's
+  // limit.
   size_t NextReadSize() const {
-    uint64_t want = std::max<size_t>(512, buffer_.capacity() - buffer_.size());
+    size_t want = beast::read_size(buffer_, kMaxReadBytes);
     if (parser_->is_header_done()) {
       if (boost::optional<uint64_t> rest = parser_->content_length_remaining()) {
-        want = std::max<uint64_t>(want, *rest + kNextHeaderRoom);
+        const size_t room = std::min(kMaxReadBytes, buffer_.max_size() - buffer_.size());
+        want =
+            std::max(want, static_cast<size_t>(std::min<uint64_t>(*rest + kNextHeaderRoom, room)));
       }
     }
-    want = std::min<uint64_t>(want, kMaxReadBytes);
-    return static_cast<size_t>(std::min<uint64_t>(want, buffer_.max_size() - buffer_.size()));
+    return want;
   }
 
   void OnRead(beast::error_code ec, std::size_t n) {
