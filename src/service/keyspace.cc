@@ -25,6 +25,15 @@ namespace edgestate::service {
 
 namespace {
 
+// A copy of `r` without its value (an answer carries the metadata; a value may be a MiB).
+// `r` is unchanged on return.
+crdt::LwwRegister WithoutValue(crdt::LwwRegister& r) {
+  std::string value = std::move(r.value);
+  crdt::LwwRegister copy = r;
+  r.value = std::move(value);
+  return copy;
+}
+
 Status ValidateName(std::string_view what, std::string_view name, size_t min, size_t max) {
   if (name.size() < min) return Status::InvalidArgument(fmt::format("{} is empty", what));
   if (name.size() > max) {
@@ -1080,8 +1089,7 @@ StatusOr<RegisterResult> Keyspace::StageLocalWrite(Op& op, StagedRegister& st, i
   RegisterResult result;
   result.existed = live;
   result.size = next.value.size();
-  result.written = next;
-  result.written.value.clear();
+  result.written = WithoutValue(next);
   st.cur = storage::StoredRegister{std::move(next), local_seq};
   st.dirty = true;
   if (op.type == storage::RecordType::kPurge) st.purge_changed = true;
@@ -1097,7 +1105,8 @@ RegisterResult Keyspace::StageChosenWrite(Op& op, StagedRegister& st) {
   RegisterResult result;
   if (st.cur && crdt::Compare(next, st.cur->reg) != std::strong_ordering::greater) {
     // This replica has it already (applied, or relayed from another voter), or a later write.
-    result.written = st.cur->reg;
+    result.size = st.cur->reg.value.size();
+    result.written = WithoutValue(st.cur->reg);
   } else {
     // A new own sequence number, so replication ships it. The write's identity in the origin's
     // sequence is given only by its origin: a voter storing another proposer's choice (a
@@ -1110,12 +1119,11 @@ RegisterResult Keyspace::StageChosenWrite(Op& op, StagedRegister& st) {
     } else {
       relay = {options_.region, epoch_, local_seq};  // Stable once this region's stream is.
     }
-    result.written = next;
+    result.size = next.value.size();
+    result.written = WithoutValue(next);
     st.cur = storage::StoredRegister{std::move(next), local_seq, std::move(relay)};
     st.dirty = true;
   }
-  result.size = result.written.value.size();
-  result.written.value.clear();
   return result;
 }
 
