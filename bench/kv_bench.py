@@ -34,13 +34,108 @@ def put(port, key, body):
 
 
 def redis_set(port, n):
+    start = time.monotonic()
     out = subprocess.run(["taskset", "-c", "1", "redis-benchmark", "-p", str(port), "-t", "set",
                           "-d", "1024", "-c", "50", "-n", str(n), "-r", "100000", "--csv"],
                          capture_output=True, text=True, timeout=600).stdout
     rows = list(csv.DictReader(io.StringIO(out)))
     row = next(r for r in rows if r["test"] == "SET")
     return {"rps": float(row["rps"]), "p50": float(row["p50_latency_ms"]),
-            "p99": float(row["p99_latency_ms"])}
+            "p99": float(row["p99_latency_ms"]), "secs": n / float(row["rps"]),
+            "wall": time.monotonic() - start}
+
+
+def thread_cpu(pid):
+    """CPU seconds (user + system) of the process's threads, summed by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # The thread ended.
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_delta(before, after):
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+def commit_stats(port):
+    """The node's group-commit counters: synced writes (count, seconds) and batched ops."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    want = ("edgestate_fsync_seconds_sum", "edgestate_fsync_seconds_count",
+            "edgestate_commit_batch_size_sum")
+    out = dict.fromkeys(want, 0.0)
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in out:
+            out[name] = float(value)
+    return out
+
+
+def measured(pid, stats_port, run):
+    """Runs run() and returns its result with the server's CPU per request (us) by part, and
+    with stats_port, its group commits: batches, ops per batch, and the synced write's mean."""
+    cpu0 = thread_cpu(pid)
+    c0 = commit_stats(stats_port) if stats_port else None
+    res = run()
+    cpu = cpu_delta(cpu0, thread_cpu(pid))
+    ops = res["rps"] * res["secs"]
+    parts = {"writer": 0.0, "io": 0.0, "background": 0.0, "other": 0.0}
+    for name, secs in cpu.items():
+        part = ("writer" if name == "es-writer" else "io" if name.startswith("es-http")
+                else "background" if name.startswith("rocksdb") else "other")
+        parts[part] += secs
+    res["cpu_us"] = sum(cpu.values()) / ops * 1e6
+    res.update({f"{k}_us": v / ops * 1e6 for k, v in parts.items()})
+    if c0:
+        c1 = commit_stats(stats_port)
+        d = {k: c1[k] - c0[k] for k in c1}
+        n = d["edgestate_fsync_seconds_count"]
+        res["batches_per_s"] = n / res["secs"]
+        res["batch"] = d["edgestate_commit_batch_size_sum"] / n if n else 0.0
+        res["sync_ms"] = d["edgestate_fsync_seconds_sum"] / n * 1e3 if n else 0.0
+    return res
+
+
+def explain(res):
+    """Where a durable write's time goes, and what 0.9x of Redis would leave for it.
+
+    Fifty clients in a closed loop: each waits for its answer before it writes again, so a commit
+    cycle (stage the batch, append and fdatasync the WAL, insert into the memtable, answer, read
+    the next requests) serves at most one write per client, and whatever the node does per write
+    between two fdatasyncs adds to every client's wait."""
+    print("\nPer write, medians (CPU from /proc; commits from the node's /metrics):\n")
+    print("| run | req/s | CPU us per write (writer / I/O / background) | commits/s | writes "
+          "per commit | synced write (WAL + fdatasync + memtable) ms | rest of the cycle per "
+          "write us |\n|---|---|---|---|---|---|---|")
+    for name, label in (("put", "edgestate PUT /v1/kv 1 KiB"), ("inc", "edgestate POST /increment"),
+                        ("redis", "Redis SET -d 1024, appendfsync always")):
+        runs = res[name]
+        row = f"| {label} | {nb.med(runs, 'rps'):.0f} | {nb.med(runs, 'cpu_us'):.1f}"
+        if name == "redis":
+            print(row + " | | | | |")
+            continue
+        rest = [(1e6 / r["batches_per_s"] - r["sync_ms"] * 1e3) / r["batch"] for r in runs]
+        row += (f" ({nb.med(runs, 'writer_us'):.1f} / {nb.med(runs, 'io_us'):.1f} / "
+                f"{nb.med(runs, 'background_us'):.1f}) | {nb.med(runs, 'batches_per_s'):.0f} | "
+                f"{nb.med(runs, 'batch'):.1f} | {nb.med(runs, 'sync_ms'):.3f} | "
+                f"{statistics.median(rest):.1f} |")
+        print(row)
+    target = 0.9 * nb.med(res["redis"], "rps")
+    batch, sync_ms = nb.med(res["put"], "batch"), nb.med(res["put"], "sync_ms")
+    cycle_us = batch / target * 1e6
+    print(f"\n0.9x Redis is {target:.0f} PUT/s: a commit of {batch:.1f} writes every "
+          f"{cycle_us:.0f} us, of which the synced write took {sync_ms * 1e3:.0f} us; that leaves "
+          f"{(cycle_us - sync_ms * 1e3) / batch:.1f} us per write for the rest of the cycle, and "
+          f"{1e6 / target:.1f} us of the core per write in all (measured: "
+          f"{nb.med(res['put'], 'cpu_us'):.1f}; Redis: {nb.med(res['redis'], 'cpu_us'):.1f}).")
 
 
 def rss_mb(pid):
@@ -99,14 +194,21 @@ def main():
                                        "--dir", work, "--bind", "127.0.0.1"], redis_port))
         put(es_port, "k1", b"v" * 1024)
         d = args.duration
-        res = {"nginx": [], "get": [], "put": [], "redis": []}
+        es_pid, redis_pid = procs[1].p.pid, procs[2].p.pid
+
+        def es_wrk(path, script):
+            return dict(nb.wrk(f"http://127.0.0.1:{es_port}{path}", 50, d, script), secs=d)
+
+        res = {"nginx": [], "get": [], "put": [], "redis": [], "inc": []}
         for i in range(args.runs):
             res["nginx"].append(nb.wrk(f"http://127.0.0.1:{ngx_port}/", 50, d))
             res["get"].append(nb.wrk(f"http://127.0.0.1:{es_port}/v1/kv/k1", 50, d))
-            res["put"].append(nb.wrk(f"http://127.0.0.1:{es_port}/", 50, d, "kv_put.lua"))
+            res["put"].append(measured(es_pid, es_port, lambda: es_wrk("/", "kv_put.lua")))
             # About as many SETs as the PUT run made, so both runs last about as long.
             n = max(50000, int(res["put"][-1]["rps"] * d))
-            res["redis"].append(redis_set(redis_port, n))
+            res["redis"].append(measured(redis_pid, None, lambda: redis_set(redis_port, n)))
+            # Durable increments: the same HTTP layer and group commit with a few bytes per write.
+            res["inc"].append(measured(es_pid, es_port, lambda: es_wrk("/increment", "post.lua")))
             print(f"run {i + 1}: nginx {res['nginx'][-1]['rps']:.0f}/s, GET /v1/kv "
                   f"{res['get'][-1]['rps']:.0f}/s (p99 {res['get'][-1]['p99']:.2f} ms); PUT "
                   f"{res['put'][-1]['rps']:.0f}/s (p99 {res['put'][-1]['p99']:.2f} ms), Redis SET "
@@ -126,6 +228,7 @@ def main():
               + ", ".join(f"{p['rps'] / r['rps']:.2f}x" for p, r in zip(res["put"], res["redis"])))
         print(f"p99 PUT {nb.med(res['put'], 'p99'):.2f} ms vs Redis {nb.med(res['redis'], 'p99'):.2f}"
               " ms (floor: no worse)")
+        explain(res)
 
         if args.skip_fill:
             return
