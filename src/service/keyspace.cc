@@ -25,6 +25,29 @@ namespace edgestate::service {
 
 namespace {
 
+// The record counts of a sweep pass as stored: six decimal numbers, live and dead for each
+// type, separated by spaces.
+std::string EncodeRecordCounts(const std::array<std::pair<uint64_t, uint64_t>, 3>& counts) {
+  return fmt::format("{} {} {} {} {} {}", counts[0].first, counts[0].second, counts[1].first,
+                     counts[1].second, counts[2].first, counts[2].second);
+}
+
+// InvalidArgument unless `text` is what EncodeRecordCounts makes.
+StatusOr<std::array<std::pair<uint64_t, uint64_t>, 3>> DecodeRecordCounts(std::string_view text) {
+  std::array<std::pair<uint64_t, uint64_t>, 3> counts{};
+  const char* p = text.data();
+  const char* const end = text.data() + text.size();
+  for (size_t i = 0; i < 6; ++i) {
+    if (i > 0 && (p == end || *p++ != ' ')) break;
+    uint64_t& v = i % 2 == 0 ? counts[i / 2].first : counts[i / 2].second;
+    auto [next, ec] = std::from_chars(p, end, v);
+    if (ec != std::errc()) break;
+    p = next;
+    if (i == 5 && p == end) return counts;
+  }
+  return Status::InvalidArgument(fmt::format("malformed record counts {:?}", std::string(text)));
+}
+
 // A copy of `r` without its value (an answer carries the metadata; a value may be a MiB).
 // `r` is unchanged on return.
 crdt::LwwRegister WithoutValue(crdt::LwwRegister& r) {
@@ -308,6 +331,23 @@ Status Keyspace::Load() {
   }
   next_seq_ = max_seq + 1;
   committed_seq_.store(max_seq);
+  // Only what /v1/cluster and the metrics show until the first pass completes: a damaged
+  // record is reported and replaced by that pass, not a reason to refuse to start.
+  StatusOr<std::string> counts = store_->Get(storage::MetaKey("record-counts"));
+  if (counts.ok()) {
+    StatusOr<RecordCounts> c = DecodeRecordCounts(*counts);
+    if (c.ok()) {
+      stored_counts_ = *c;
+      for (size_t i = 0; i < c->size(); ++i) {
+        live_[i].store((*c)[i].first);
+        dead_[i].store((*c)[i].second);
+      }
+    } else {
+      spdlog::warn("{}; the counts start from zero", c.status().message());
+    }
+  } else if (counts.status().code() != StatusCode::kNotFound) {
+    return counts.status();
+  }
   return Status::Ok();
 }
 
@@ -933,6 +973,7 @@ Keyspace::SweepRun Keyspace::Sweep() {
   uint64_t expired = 0, collected = 0;
   rocksdb::WriteBatch wb;
   std::vector<std::pair<std::string, crdt::Hlc>> purges_dropped;
+  std::optional<RecordCounts> counts_to_store;
   static constexpr std::array<RecordType, 3> kTypes = {RecordType::kCacheEntry, RecordType::kKey,
                                                        RecordType::kPurge};
   for (size_t ti = 0; ti < kTypes.size(); ++ti) {
@@ -991,11 +1032,17 @@ Keyspace::SweepRun Keyspace::Sweep() {
   if (!at_limit) {
     sweep_cursor_.clear();
     sweep_passes_.fetch_add(1, std::memory_order_relaxed);
+    // Kept across restarts (when they changed): after one, the counts are the last pass's
+    // until the next pass completes, not zero.
+    if (pass_counts_ != stored_counts_) {
+      wb.Put(storage::MetaKey("record-counts"), EncodeRecordCounts(pass_counts_));
+      counts_to_store = pass_counts_;
+    }
     for (size_t i = 0; i < kTypes.size(); ++i) {
       live_[i].store(pass_counts_[i].first);
       dead_[i].store(pass_counts_[i].second);
-      pass_counts_[i] = {0, 0};
     }
+    pass_counts_ = {};
   }
   run.more = at_limit;
   if (wb.Count() == 0) return run;
@@ -1006,6 +1053,7 @@ Keyspace::SweepRun Keyspace::Sweep() {
     run.more = false;
     return run;
   }
+  if (counts_to_store) stored_counts_ = *counts_to_store;
   expired_total_->Inc(expired);
   collected_total_->Inc(collected);
   if (!purges_dropped.empty()) {

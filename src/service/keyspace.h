@@ -536,7 +536,10 @@ class Keyspace {
   std::atomic<uint64_t> sweep_passes_{0};
   // Live and dead records of each register type (cache, key, purge): counted by the pass in
   // progress (writer thread), published when it completes.
-  std::array<std::pair<uint64_t, uint64_t>, 3> pass_counts_{};
+  using RecordCounts = std::array<std::pair<uint64_t, uint64_t>, 3>;
+  RecordCounts pass_counts_{};
+  // Writer thread: the last counts stored (meta "record-counts"), loaded by Open.
+  RecordCounts stored_counts_{};
   std::array<std::atomic<uint64_t>, 3> live_{}, dead_{};
   Counter* expired_total_ = nullptr;
   Histogram* purge_propagation_ = nullptr;

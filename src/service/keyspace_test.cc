@@ -1067,6 +1067,39 @@ TEST_F(KeyspaceTest, SweepCollectsDeadRecordsOnlyOnceStableEverywhere) {
   ASSERT_TRUE(Eventually([&] { return !Get(svc_.get(), RecordType::kKey, "remote-gone"); }));
 }
 
+TEST_F(KeyspaceTest, TheLastPassCountsSurviveARestartAndADamagedRecordOfThemIsIgnored) {
+  Open(Durability::kFsync, /*has_peers=*/true, std::chrono::milliseconds(5));
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "kept", Put("k")).ok());
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kKey, "expiring", Put("e", 10)).ok());
+  ASSERT_TRUE(WriteSync(svc_.get(), RecordType::kCacheEntry, "c", Put("c")).ok());
+  clock_.AdvanceMillis(20);
+  // "expiring" is dead, but kept as a tombstone until every peer has it.
+  const std::string counted = R"("cache":{"live":1,"dead":0,)";
+  const std::string keys = R"("keys":{"live":1,"dead":1,)";
+  ASSERT_TRUE(Eventually([&] {
+    const std::string s = svc_->StatusJson();
+    return s.find(counted) != std::string::npos && s.find(keys) != std::string::npos;
+  }));
+  // Reopened without a sweep: the counts are the last pass's, not zero.
+  Open(Durability::kFsync, /*has_peers=*/true);
+  std::string s = svc_->StatusJson();
+  EXPECT_NE(s.find(counted), std::string::npos) << s;
+  EXPECT_NE(s.find(keys), std::string::npos) << s;
+  EXPECT_NE(s.find(R"("sweep":{"passes":0,)"), std::string::npos) << s;
+  // A damaged record of them: the node opens, counting from zero.
+  for (std::string bad : {"", "1 0 1 1 0", "1 0 1 1 0 0 7", "1 0 1 1 0 -1", "1 0  1 1 0 0",
+                          "1 0 1 1 0 0 ", "99999999999999999999 0 1 1 0 0"}) {
+    svc_.reset();
+    rocksdb::WriteBatch wb;
+    wb.Put(storage::MetaKey("record-counts"), bad);
+    ASSERT_TRUE(store_->Write(&wb, /*sync=*/true).ok());
+    Open(Durability::kFsync, /*has_peers=*/true);
+    s = svc_->StatusJson();
+    EXPECT_NE(s.find(R"("cache":{"live":0,"dead":0,)"), std::string::npos) << bad << ": " << s;
+    EXPECT_NE(s.find(R"("keys":{"live":0,"dead":0,)"), std::string::npos) << bad << ": " << s;
+  }
+}
+
 // A strong delete chosen by another region's proposer and stored here (a re-decision) has no
 // sequence of its origin: it is collected once the stream that carried it is stable, this
 // region's own for the copy it stored, the sender's for a copy that arrived over a link.
