@@ -538,8 +538,9 @@ class Keyspace {
   // progress (writer thread), published when it completes.
   using RecordCounts = std::array<std::pair<uint64_t, uint64_t>, 3>;
   RecordCounts pass_counts_{};
-  // Writer thread: the last counts stored (meta "record-counts"), loaded by Open.
-  RecordCounts stored_counts_{};
+  // Writer thread: the last counts stored (meta "record-counts"), loaded by Open; nullopt when
+  // none is stored or it is damaged (the next pass stores its counts).
+  std::optional<RecordCounts> stored_counts_;
   std::array<std::atomic<uint64_t>, 3> live_{}, dead_{};
   Counter* expired_total_ = nullptr;
   Histogram* purge_propagation_ = nullptr;

@@ -1098,6 +1098,27 @@ TEST_F(KeyspaceTest, TheLastPassCountsSurviveARestartAndADamagedRecordOfThemIsIg
     EXPECT_NE(s.find(R"("cache":{"live":0,"dead":0,)"), std::string::npos) << bad << ": " << s;
     EXPECT_NE(s.find(R"("keys":{"live":0,"dead":0,)"), std::string::npos) << bad << ": " << s;
   }
+  // The next pass replaces the damaged record.
+  Open(Durability::kFsync, /*has_peers=*/true, std::chrono::milliseconds(5));
+  ASSERT_TRUE(Eventually([&] { return svc_->sweep_stats().passes >= 1; }));
+  Open(Durability::kFsync, /*has_peers=*/true);
+  s = svc_->StatusJson();
+  EXPECT_NE(s.find(counted), std::string::npos) << s;
+  EXPECT_NE(s.find(keys), std::string::npos) << s;
+}
+
+TEST_F(KeyspaceTest, ADamagedRecordOfCountsIsReplacedAlsoWhenTheCountsAreZero) {
+  Open();
+  svc_.reset();
+  rocksdb::WriteBatch wb;
+  wb.Put(storage::MetaKey("record-counts"), "damaged");
+  ASSERT_TRUE(store_->Write(&wb, /*sync=*/true).ok());
+  Open(Durability::kFsync, /*has_peers=*/false, std::chrono::milliseconds(5));
+  ASSERT_TRUE(Eventually([&] { return svc_->sweep_stats().passes >= 1; }));
+  ASSERT_TRUE(Eventually([&] {
+    StatusOr<std::string> stored = store_->Get(storage::MetaKey("record-counts"));
+    return stored.ok() && *stored == "0 0 0 0 0 0";
+  }));
 }
 
 // A strong delete chosen by another region's proposer and stored here (a re-decision) has no
