@@ -34,18 +34,20 @@ std::string EncodeRecordCounts(const std::array<std::pair<uint64_t, uint64_t>, 3
 
 // InvalidArgument unless `text` is what EncodeRecordCounts makes.
 StatusOr<std::array<std::pair<uint64_t, uint64_t>, 3>> DecodeRecordCounts(std::string_view text) {
+  const Status malformed =
+      Status::InvalidArgument(fmt::format("malformed record counts {:?}", std::string(text)));
   std::array<std::pair<uint64_t, uint64_t>, 3> counts{};
   const char* p = text.data();
   const char* const end = text.data() + text.size();
   for (size_t i = 0; i < 6; ++i) {
-    if (i > 0 && (p == end || *p++ != ' ')) break;
+    if (i > 0 && (p == end || *p++ != ' ')) return malformed;
     uint64_t& v = i % 2 == 0 ? counts[i / 2].first : counts[i / 2].second;
     auto [next, ec] = std::from_chars(p, end, v);
-    if (ec != std::errc()) break;
+    if (ec != std::errc()) return malformed;
     p = next;
-    if (i == 5 && p == end) return counts;
   }
-  return Status::InvalidArgument(fmt::format("malformed record counts {:?}", std::string(text)));
+  if (p != end) return malformed;
+  return counts;
 }
 
 // A copy of `r` without its value (an answer carries the metadata; a value may be a MiB).
@@ -338,10 +340,7 @@ Status Keyspace::Load() {
     StatusOr<RecordCounts> c = DecodeRecordCounts(*counts);
     if (c.ok()) {
       stored_counts_ = *c;
-      for (size_t i = 0; i < c->size(); ++i) {
-        live_[i].store((*c)[i].first);
-        dead_[i].store((*c)[i].second);
-      }
+      PublishCounts(*c);
     } else {
       spdlog::warn("{}; the counts start from zero", c.status().message());
     }
@@ -964,6 +963,13 @@ Keyspace::SweepStats Keyspace::sweep_stats() const {
   return SweepStats{sweep_passes_.load(), expired_total_->value(), collected_total_->value()};
 }
 
+void Keyspace::PublishCounts(const RecordCounts& counts) {
+  for (size_t i = 0; i < counts.size(); ++i) {
+    live_[i].store(counts[i].first);
+    dead_[i].store(counts[i].second);
+  }
+}
+
 Keyspace::SweepRun Keyspace::Sweep() {
   using storage::RecordType;
   SweepRun run;
@@ -1038,10 +1044,7 @@ Keyspace::SweepRun Keyspace::Sweep() {
       wb.Put(storage::MetaKey("record-counts"), EncodeRecordCounts(pass_counts_));
       counts_to_store = pass_counts_;
     }
-    for (size_t i = 0; i < kTypes.size(); ++i) {
-      live_[i].store(pass_counts_[i].first);
-      dead_[i].store(pass_counts_[i].second);
-    }
+    PublishCounts(pass_counts_);
     pass_counts_ = {};
   }
   run.more = at_limit;

@@ -542,6 +542,8 @@ class Keyspace {
   // none is stored or it is damaged (the next pass stores its counts).
   std::optional<RecordCounts> stored_counts_;
   std::array<std::atomic<uint64_t>, 3> live_{}, dead_{};
+  // What /v1/cluster and edgestate_records show: `counts` (a completed pass's, or the stored).
+  void PublishCounts(const RecordCounts& counts);
   Counter* expired_total_ = nullptr;
   Histogram* purge_propagation_ = nullptr;
   Counter* collected_total_ = nullptr;
